@@ -1,0 +1,1 @@
+"""The only code that touches PostgreSQL (and, later, SMTP): activities and the SQL store."""

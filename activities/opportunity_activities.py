@@ -1,0 +1,79 @@
+"""Activities of the Opportunity workflow: loading its setup and writing its projection.
+
+Each is idempotent: the workflow may run it again after a timeout, a worker crash or a replay,
+and the database ends up the same as after one run.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities import store
+from sales.contact import Contact
+from sales.opportunity import HistoryEntry, OpportunitySummary
+from sales.process import SalesProcess
+
+
+class SetupRequest(BaseModel):
+    contact_id: str
+    process_id: str | None = None
+
+
+class Setup(BaseModel):
+    contact: Contact
+    process: SalesProcess
+
+
+class ProjectionWrite(BaseModel):
+    summary: OpportunitySummary
+    history: list[HistoryEntry]
+
+
+class OpportunityActivities:
+    """Holds the connection pool; one instance serves every workflow of the worker."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @activity.defn(name="load_setup")
+    async def load_setup(self, request: SetupRequest) -> Setup:
+        """The contact and the process version a new opportunity starts with.
+
+        Unknown ids are not worth retrying: the error is non-retryable and names what is
+        unknown, so the start fails at once and nothing is written.
+        """
+        contact = await store.get_contact(self.pool, request.contact_id)
+        if contact is None:
+            raise ApplicationError(
+                f"unknown contact {request.contact_id!r}", type="UnknownContact", non_retryable=True
+            )
+        if request.process_id is None:
+            process = await store.default_process(self.pool)
+            if process is None:
+                raise ApplicationError(
+                    "no process_id given and no default process is set up; processes are "
+                    f"{await store.process_ids(self.pool)}",
+                    type="UnknownProcess",
+                    non_retryable=True,
+                )
+        else:
+            process = await store.get_process(self.pool, request.process_id)
+            if process is None:
+                raise ApplicationError(
+                    f"unknown process {request.process_id!r}; processes are "
+                    f"{await store.process_ids(self.pool)}",
+                    type="UnknownProcess",
+                    non_retryable=True,
+                )
+        return Setup(contact=contact, process=process)
+
+    @activity.defn(name="project_opportunity")
+    async def project_opportunity(self, write: ProjectionWrite) -> None:
+        await store.project_opportunity(self.pool, write.summary, write.history)
+
+    def all(self) -> list:
+        """The activity callables to register on a worker."""
+        return [self.load_setup, self.project_opportunity]

@@ -1,0 +1,112 @@
+"""`make run`: the whole service on one machine, resuming the same data on every start.
+
+Starts embedded PostgreSQL (`.data/postgres`) and the Temporal dev server (`.data/temporal.db`,
+Web UI on :8233) unless `DATABASE_URL` / `TEMPORAL_ADDRESS` point elsewhere, migrates the
+database, applies the example processes of `examples/`, and runs a worker in the foreground.
+Ctrl-C stops the worker, then the servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+from pydantic import ValidationError
+
+import worker
+from activities import store
+from activities.schema import migrate
+from runtime import embedded, settings
+from sales.errors import describe_validation_error
+from sales.process import ProcessDefinition
+from starter.cli import load_document
+
+DATA = Path(".data")
+EXAMPLES = Path("examples")
+
+log = logging.getLogger("opportunities.dev")
+
+
+def _say(text: str) -> None:
+    print(f"[make run] {text}", flush=True)
+
+
+async def _prepare(database_url: str, examples: list[Path]) -> None:
+    pool = await store.create_pool(database_url, max_size=2)
+    try:
+        applied = await migrate(pool)
+        _say(f"database migrations: {'applied ' + str(applied) if applied else 'up to date'}")
+        for path in examples:
+            try:
+                definition = ProcessDefinition.model_validate(load_document(path))
+            except ValidationError as error:
+                _say(describe_validation_error(error, f"example {path}"))
+                continue
+            process, created = await store.apply_process(pool, definition)
+            state = "applied as" if created else "unchanged at"
+            _say(f"example process {definition.process_id!r} {state} version {process.version}")
+    finally:
+        await pool.close()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    DATA.mkdir(exist_ok=True)
+    local: dict[str, str] = {}
+
+    database_url = os.environ.get("DATABASE_URL")
+    if database_url:
+        _say("using DATABASE_URL from the environment")
+    else:
+        admin_uri, database_url = embedded.start_postgres((DATA / "postgres").resolve())
+        asyncio.run(embedded.ensure_database(admin_uri))
+        local["DATABASE_URL"] = database_url
+        _say(f"PostgreSQL: {database_url}")
+
+    temporal: embedded.TemporalDevServer | None = None
+    if os.environ.get("TEMPORAL_ADDRESS"):
+        _say(f"using Temporal at {os.environ['TEMPORAL_ADDRESS']}")
+    else:
+        if embedded.port_in_use(7233):
+            raise SystemExit(
+                "port 7233 is in use: another Temporal server (or `make run`) is running; "
+                "stop it, or set TEMPORAL_ADDRESS to use it"
+            )
+        log_file = (DATA / "temporal.log").open("ab")
+        temporal = embedded.TemporalDevServer(DATA / "temporal.db", log=log_file)
+        temporal.wait_ready()
+        local["TEMPORAL_ADDRESS"] = temporal.address
+        _say(f"Temporal: {temporal.address}, Web UI http://localhost:{temporal.ui_port}")
+
+    settings.LOCAL_ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in local.items()))
+    os.environ.update(local)
+    try:
+        examples = sorted(EXAMPLES.glob("*.json")) + sorted(EXAMPLES.glob("*.y*ml"))
+        asyncio.run(_prepare(database_url, examples))
+        _say("worker running; in another terminal: .venv/bin/opportunities --help")
+        _say("Ctrl-C stops everything; `make run` again resumes the same data")
+        asyncio.run(_serve())
+    finally:
+        settings.LOCAL_ENV_FILE.unlink(missing_ok=True)
+        if temporal is not None:
+            _say("stopping Temporal")
+            temporal.stop()
+        if "DATABASE_URL" in local:
+            _say("stopping PostgreSQL")
+
+
+async def _serve() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await worker.serve(stop)
+
+
+if __name__ == "__main__":
+    main()

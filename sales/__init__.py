@@ -1,0 +1,1 @@
+"""The pure sales-process domain: models and rules, no Temporal and no I/O."""

@@ -1,0 +1,52 @@
+"""Commands an opportunity accepts, each both as a signal and as an update of the same name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sales.errors import CommandRejected, describe_validation_error
+from sales.process import Text
+
+
+class Command(BaseModel):
+    """Fields every command may carry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: str | None = Field(default=None, min_length=1, max_length=200)
+    """A command whose request id was already applied is acknowledged and not applied again."""
+    by: str | None = Field(default=None, max_length=200)
+    """Who issued the command; kept in history."""
+
+
+class ChangeStage(Command):
+    stage: Text
+    cancel_open_activities: bool = False
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+COMMANDS: dict[str, type[Command]] = {
+    "change_stage": ChangeStage,
+}
+"""Command name (signal and update name) to payload model."""
+
+
+def command_name(command: Command) -> str:
+    return next(name for name, model in COMMANDS.items() if type(command) is model)
+
+
+def parse_command(name: str, payload: Any) -> Command:
+    """Validate a raw payload (a JSON object from any Temporal client) into a command."""
+    model = COMMANDS.get(name)
+    if model is None:
+        raise CommandRejected(f"unknown command {name!r}; commands are {sorted(COMMANDS)}")
+    if not isinstance(payload, dict):
+        raise CommandRejected(
+            f"invalid {name} payload: expected a JSON object, got {type(payload).__name__}"
+        )
+    try:
+        return model.model_validate(payload)
+    except ValidationError as error:
+        raise CommandRejected(describe_validation_error(error, f"{name} payload")) from None

@@ -1,0 +1,134 @@
+"""The state of one opportunity, as the workflow holds it and the `state` query returns it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from sales.process import Action, Identifier, ProcessDefinition, Text
+
+Status = Literal["open", "won", "lost"]
+HistorySource = Literal["start", "manual", "automatic", "outcome", "mass", "reopened"]
+
+MAX_REJECTED = 50
+"""Rejections kept for the `state` query; older ones are dropped (they stay in Temporal history)."""
+
+MAX_REQUEST_IDS = 5000
+"""Applied request ids remembered for de-duplication; the oldest are forgotten first."""
+
+
+class StartOpportunity(BaseModel):
+    """Input of the `Opportunity` workflow (the contract's start payload)."""
+
+    opportunity_id: Identifier
+    contact_id: Identifier
+    process_id: Identifier | None = None
+    name: Text | None = None
+    owner: Text | None = None
+    stage: Text | None = None
+
+
+class ActionState(BaseModel):
+    """This opportunity's copy of an action, with its progress."""
+
+    action: Action
+    completed: bool = False
+    completed_at: datetime | None = None
+    performed_at: datetime | None = None
+    activity_id: str | None = None
+    activity_status: Literal["active", "done", "canceled"] | None = None
+    activity_created_on: datetime | None = None
+
+
+class StageState(BaseModel):
+    name: str
+    actions: list[ActionState] = Field(default_factory=list)
+
+
+class HistoryEntry(BaseModel):
+    """One stage change; `seq` numbers entries from 1 and keys the history row in the store."""
+
+    seq: int
+    at: datetime
+    from_stage: str | None
+    to_stage: str
+    source: HistorySource
+    by: str | None = None
+    reason: str | None = None
+
+
+class Rejection(BaseModel):
+    command: str
+    payload: dict[str, Any]
+    reason: str
+    at: datetime
+
+
+class Opportunity(BaseModel):
+    """Everything the workflow knows; carried whole across continue-as-new."""
+
+    opportunity_id: str
+    contact_id: str
+    name: str | None
+    owner: str | None
+    status: Status = "open"
+    process_id: str
+    process_version: int
+    process: ProcessDefinition
+    current_stage: str
+    stage_entered_at: datetime
+    created_at: datetime
+    closed_at: datetime | None = None
+    stages: list[StageState]
+    history: list[HistoryEntry] = Field(default_factory=list)
+    rejected: list[Rejection] = Field(default_factory=list)
+    applied_request_ids: list[str] = Field(default_factory=list)
+    revision: int = 0
+    """Bumped on every applied change; the store ignores a projection older than the one it has."""
+
+    def stage_state(self, name: str) -> StageState:
+        return next(stage for stage in self.stages if stage.name == name)
+
+    def open_actions(self) -> int:
+        """Actions of the current stage not yet completed (the `OpenActions` search attribute)."""
+        return sum(not action.completed for action in self.stage_state(self.current_stage).actions)
+
+    def has_applied(self, request_id: str | None) -> bool:
+        return request_id is not None and request_id in self.applied_request_ids
+
+    def summary(self) -> OpportunitySummary:
+        return OpportunitySummary(
+            opportunity_id=self.opportunity_id,
+            contact_id=self.contact_id,
+            process_id=self.process_id,
+            process_version=self.process_version,
+            name=self.name,
+            owner=self.owner,
+            status=self.status,
+            current_stage=self.current_stage,
+            stage_entered_at=self.stage_entered_at,
+            closed_at=self.closed_at,
+            open_actions=self.open_actions(),
+            created_at=self.created_at,
+            revision=self.revision,
+        )
+
+
+class OpportunitySummary(BaseModel):
+    """The row of the `opportunities` read-model table."""
+
+    opportunity_id: str
+    contact_id: str
+    process_id: str
+    process_version: int
+    name: str | None
+    owner: str | None
+    status: Status
+    current_stage: str
+    stage_entered_at: datetime
+    closed_at: datetime | None
+    open_actions: int
+    created_at: datetime
+    revision: int

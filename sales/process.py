@@ -1,0 +1,127 @@
+"""Opportunity Setup: the definition of a sales process.
+
+A process is an ordered list of stages, each with the actions a user performs and completes
+there. Definitions are versioned by the store; an opportunity keeps a copy of the version it
+started with, so editing the process never changes a running sale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"),
+]
+"""Ids travel in workflow ids, URLs and CLI arguments: no spaces, no slashes."""
+
+Text = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class _Strict(BaseModel):
+    """Unknown fields are errors: a typo in a setup file must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ActivitySpec(_Strict):
+    """The calendar activity a calendar action creates."""
+
+    kind: Text = "call"
+    duration_minutes: int = Field(default=30, gt=0, le=7 * 24 * 60)
+    due_in_days: int = Field(default=0, ge=0, le=3650)
+    track_outcome: bool = False
+
+
+class CalendarAction(_Strict):
+    action_id: Identifier
+    type: Literal["calendar"]
+    title: Text
+    activity: ActivitySpec
+    create_activity_on_entry: bool = False
+
+
+class LetterAction(_Strict):
+    action_id: Identifier
+    type: Literal["letter"]
+    title: Text
+    template: Identifier
+
+
+class EventAction(_Strict):
+    action_id: Identifier
+    type: Literal["event"]
+    title: Text
+    event_id: Identifier
+
+
+Action = Annotated[CalendarAction | LetterAction | EventAction, Field(discriminator="type")]
+
+
+class StageDefinition(_Strict):
+    name: Text
+    probability: int = Field(default=0, ge=0, le=100)
+    closes_as: Literal["won", "lost"] | None = None
+    actions: list[Action] = Field(default_factory=list)
+
+
+class ProcessDefinition(_Strict):
+    """The JSON (or YAML) document of Opportunity Setup, as in the contract."""
+
+    process_id: Identifier
+    name: Text
+    default: bool = False
+    change_stage_automatically: bool = False
+    allow_cancel_activities: bool = False
+    stages: list[StageDefinition]
+    outcome_stages: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProcessDefinition:
+        if not self.stages:
+            raise ValueError("a process needs at least one stage")
+        seen_stages: set[str] = set()
+        for index, stage in enumerate(self.stages):
+            if stage.name in seen_stages:
+                raise ValueError(f"stages[{index}]: duplicate stage name {stage.name!r}")
+            seen_stages.add(stage.name)
+        where: dict[str, str] = {}
+        for stage in self.stages:
+            for action in stage.actions:
+                if action.action_id in where:
+                    raise ValueError(
+                        f"duplicate action id {action.action_id!r} "
+                        f"(in stage {where[action.action_id]!r} and in stage {stage.name!r})"
+                    )
+                where[action.action_id] = stage.name
+        for outcome, target in self.outcome_stages.items():
+            if target not in seen_stages:
+                raise ValueError(
+                    f"outcome_stages[{outcome!r}] points at unknown stage {target!r}; "
+                    f"stages are {self.stage_names()}"
+                )
+        return self
+
+    def stage_names(self) -> list[str]:
+        return [stage.name for stage in self.stages]
+
+    def stage(self, name: str) -> StageDefinition | None:
+        return next((stage for stage in self.stages if stage.name == name), None)
+
+    def fingerprint(self) -> str:
+        """A stable hash of the definition: applying an unchanged definition is a no-op."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class SalesProcess(BaseModel):
+    """One stored version of a process definition."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int = Field(ge=1)
+    definition: ProcessDefinition

@@ -1,0 +1,1 @@
+"""The typed client and the `opportunities` CLI."""

@@ -1,0 +1,184 @@
+"""The typed Python client for backend services: start opportunities, send commands, read state.
+
+Commands go through Temporal only (updates by default, so the caller learns the result;
+signals for fire-and-forget). A rejected command raises `CommandRejected` with the workflow's
+own explanation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from runtime import settings
+from runtime.temporal import connect
+from sales.commands import ChangeStage, Command, command_name
+from sales.core import CommandResult
+from sales.errors import CommandRejected
+from sales.opportunity import HistoryEntry, Opportunity, StartOpportunity
+
+WORKFLOW_TYPE = "Opportunity"
+
+
+def workflow_id(opportunity_id: str) -> str:
+    return f"opportunity-{opportunity_id}"
+
+
+class OpportunityNotFound(Exception):
+    pass
+
+
+class StartFailed(Exception):
+    """The opportunity could not be opened (unknown contact, process or stage, bad input)."""
+
+
+class OpportunitiesClient:
+    def __init__(self, client: Client, task_queue: str | None = None) -> None:
+        self.temporal = client
+        self.task_queue = task_queue or settings.task_queue()
+
+    @classmethod
+    async def connect(cls) -> OpportunitiesClient:
+        return cls(await connect())
+
+    def handle(self, opportunity_id: str) -> WorkflowHandle[Any, Any]:
+        return self.temporal.get_workflow_handle(workflow_id(opportunity_id))
+
+    async def create(
+        self,
+        contact_id: str,
+        *,
+        opportunity_id: str | None = None,
+        process_id: str | None = None,
+        name: str | None = None,
+        owner: str | None = None,
+        stage: str | None = None,
+        wait_seconds: float = 30.0,
+    ) -> Opportunity:
+        """Start an opportunity and wait until it is open; raise `StartFailed` if it cannot be."""
+        start = StartOpportunity(
+            opportunity_id=opportunity_id or f"opp-{uuid.uuid4().hex[:12]}",
+            contact_id=contact_id,
+            process_id=process_id,
+            name=name,
+            owner=owner,
+            stage=stage,
+        )
+        try:
+            handle = await self.temporal.start_workflow(
+                WORKFLOW_TYPE,
+                start,
+                id=workflow_id(start.opportunity_id),
+                task_queue=self.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            raise StartFailed(f"opportunity {start.opportunity_id!r} already exists") from None
+        return await self._wait_open(handle, wait_seconds)
+
+    async def _wait_open(
+        self, handle: WorkflowHandle[Any, Any], wait_seconds: float
+    ) -> Opportunity:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        while True:
+            description = await handle.describe()
+            if description.status == WorkflowExecutionStatus.FAILED:
+                try:
+                    await handle.result()
+                except WorkflowFailureError as error:
+                    raise StartFailed(_failure_message(error)) from None
+            if description.status == WorkflowExecutionStatus.RUNNING:
+                try:
+                    return await handle.query("state", result_type=Opportunity)
+                except (WorkflowQueryFailedError, RPCError):  # still being opened
+                    pass
+            if loop.time() > deadline:
+                raise StartFailed(
+                    f"{handle.id} did not open within {wait_seconds:.0f}s: is a worker polling "
+                    f"task queue {self.task_queue!r}?"
+                )
+            await asyncio.sleep(0.1)
+
+    async def execute(self, opportunity_id: str, command: Command) -> CommandResult:
+        """Send a command as an update and return its result."""
+        try:
+            return await self.handle(opportunity_id).execute_update(
+                command_name(command), command, result_type=CommandResult
+            )
+        except WorkflowUpdateFailedError as error:
+            cause = error.cause
+            if isinstance(cause, ApplicationError):
+                raise CommandRejected(cause.message) from None
+            raise
+        except RPCError as error:
+            raise _translate(error, opportunity_id) from None
+
+    async def signal(self, opportunity_id: str, command: Command) -> None:
+        """Send a command as a signal: fire-and-forget; rejections land in `state.rejected`."""
+        try:
+            await self.handle(opportunity_id).signal(command_name(command), command)
+        except RPCError as error:
+            raise _translate(error, opportunity_id) from None
+
+    async def change_stage(
+        self,
+        opportunity_id: str,
+        stage: str,
+        *,
+        cancel_open_activities: bool = False,
+        reason: str | None = None,
+        by: str | None = None,
+        request_id: str | None = None,
+    ) -> CommandResult:
+        return await self.execute(
+            opportunity_id,
+            ChangeStage(
+                stage=stage,
+                cancel_open_activities=cancel_open_activities,
+                reason=reason,
+                by=by,
+                request_id=request_id,
+            ),
+        )
+
+    async def state(self, opportunity_id: str) -> Opportunity:
+        try:
+            return await self.handle(opportunity_id).query("state", result_type=Opportunity)
+        except RPCError as error:
+            raise _translate(error, opportunity_id) from None
+
+    async def history(self, opportunity_id: str) -> list[HistoryEntry]:
+        try:
+            return await self.handle(opportunity_id).query(
+                "history", result_type=list[HistoryEntry]
+            )
+        except RPCError as error:
+            raise _translate(error, opportunity_id) from None
+
+
+def _translate(error: RPCError, opportunity_id: str) -> Exception:
+    if error.status == RPCStatusCode.NOT_FOUND:
+        return OpportunityNotFound(f"no opportunity {opportunity_id!r}")
+    return error
+
+
+def _failure_message(error: WorkflowFailureError) -> str:
+    cause: BaseException | None = error.cause
+    while cause is not None and not isinstance(cause, ApplicationError):
+        cause = cause.__cause__
+    return cause.message if isinstance(cause, ApplicationError) else str(error)

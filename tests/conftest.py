@@ -1,0 +1,149 @@
+"""One real Temporal dev server and one real PostgreSQL for the whole session; a fresh task
+queue, worker and ids for every test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities import store
+from activities.schema import migrate
+from runtime import embedded
+from worker import build_worker
+from workflows import search_attributes
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_PROCESS = ROOT / "examples" / "life-insurance.json"
+
+
+@dataclass
+class Servers:
+    temporal_address: str
+    http_port: int
+    database_url: str
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    datadir = tmp_path_factory.mktemp("pg") / "data"
+    admin_uri, url = embedded.start_postgres(datadir, keep=False)
+    asyncio.run(embedded.ensure_database(admin_uri))
+    yield url
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[tuple[WorkflowEnvironment, int]]:
+    http_port = embedded.free_port()
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=embedded.temporal_binary(),
+        search_attributes=search_attributes.ALL,
+        data_converter=pydantic_data_converter,
+        dev_server_extra_args=["--http-port", str(http_port)],
+    )
+    yield env, http_port
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def pool(postgres_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await store.create_pool(postgres_url, max_size=20)
+    await migrate(pool)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+def client(temporal_env: tuple[WorkflowEnvironment, int]) -> Client:
+    return temporal_env[0].client
+
+
+@pytest.fixture(scope="session")
+def servers(temporal_env: tuple[WorkflowEnvironment, int], postgres_url: str) -> Servers:
+    env, http_port = temporal_env
+    return Servers(
+        temporal_address=env.client.service_client.config.target_host,
+        http_port=http_port,
+        database_url=postgres_url,
+    )
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def worker(client: Client, pool: asyncpg.Pool, task_queue: str) -> AsyncIterator[Worker]:
+    async with build_worker(client, pool, task_queue) as running:
+        yield running
+
+
+@pytest.fixture
+def uid() -> str:
+    """A suffix that makes this test's ids its own."""
+    return uuid.uuid4().hex[:8]
+
+
+def example_definition(process_id: str, **changes: Any) -> dict[str, Any]:
+    """The example process under another id (so each test owns its process)."""
+    document = json.loads(EXAMPLE_PROCESS.read_text())
+    document.update(process_id=process_id, default=False, **changes)
+    return document
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+class Cli:
+    """Runs the `opportunities` console script as a user would, against the test servers.
+
+    Asynchronous, so the test's worker keeps running in the same event loop meanwhile.
+    """
+
+    def __init__(self, servers: Servers, task_queue: str) -> None:
+        self.env = {
+            **os.environ,
+            "TEMPORAL_ADDRESS": servers.temporal_address,
+            "DATABASE_URL": servers.database_url,
+            "OPPORTUNITIES_TASK_QUEUE": task_queue,
+            "COLUMNS": "200",
+        }
+
+    async def __call__(self, *args: str, input: str | None = None) -> CliResult:
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "opportunities"),
+            *args,
+            env=self.env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate(input.encode() if input else None)
+        assert process.returncode is not None
+        return CliResult(process.returncode, out.decode(), err.decode())
+
+
+@pytest.fixture
+def cli(servers: Servers, task_queue: str) -> Cli:
+    return Cli(servers, task_queue)

@@ -1,0 +1,188 @@
+"""The pure sales-process rules, without Temporal or a database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sales import core
+from sales.commands import ChangeStage, parse_command
+from sales.effects import RecordHistory
+from sales.errors import CommandRejected
+from sales.opportunity import MAX_REJECTED, Opportunity, StartOpportunity
+from sales.process import ProcessDefinition, SalesProcess
+from tests.conftest import example_definition
+
+T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+PROCESS = SalesProcess(
+    version=3, definition=ProcessDefinition.model_validate(example_definition("life"))
+)
+STAGES = PROCESS.definition.stage_names()
+
+
+def opened(stage: str | None = None) -> Opportunity:
+    start = StartOpportunity(opportunity_id="o-1", contact_id="c-1", stage=stage, owner="ann")
+    return core.open_opportunity(start, PROCESS, T0, by="ann").state
+
+
+def test_opens_in_the_first_stage_with_a_start_entry() -> None:
+    decision = core.open_opportunity(
+        StartOpportunity(opportunity_id="o-1", contact_id="c-1"), PROCESS, T0
+    )
+    state = decision.state
+    assert state.current_stage == "Prospect" and state.status == "open"
+    assert state.process_version == 3
+    assert [a.action.action_id for a in state.stage_state("Prospect").actions] == [
+        "intro-call",
+        "welcome-letter",
+        "seminar",
+    ]
+    assert decision.effects == [RecordHistory(entry=state.history[0])]
+    assert state.history[0].source == "start" and state.history[0].from_stage is None
+    assert state.open_actions() == 3
+
+
+def test_opens_in_a_given_stage() -> None:
+    assert opened("Proposal").current_stage == "Proposal"
+
+
+def test_unknown_initial_stage_names_the_valid_ones() -> None:
+    with pytest.raises(
+        CommandRejected, match=r"unknown stage 'Nope'.*'Prospect', 'Needs analysis'"
+    ):
+        opened("Nope")
+
+
+def test_change_stage_moves_and_records_history() -> None:
+    state = opened()
+    decision = core.apply(
+        state,
+        ChangeStage(stage="Proposal", by="bob", reason="asked for a quote"),
+        T0 + timedelta(hours=1),
+    )
+    new = decision.state
+    assert new.current_stage == "Proposal" and new.stage_entered_at == T0 + timedelta(hours=1)
+    entry = new.history[-1]
+    assert (entry.seq, entry.from_stage, entry.to_stage, entry.source, entry.by, entry.reason) == (
+        2,
+        "Prospect",
+        "Proposal",
+        "manual",
+        "bob",
+        "asked for a quote",
+    )
+    assert decision.effects == [RecordHistory(entry=entry)]
+    assert decision.result.current_stage == "Proposal"
+    assert new.revision == state.revision + 1
+    assert state.current_stage == "Prospect", "the input state is not mutated"
+
+
+def test_backwards_and_regardless_of_completed_actions() -> None:
+    state = core.apply(opened(), ChangeStage(stage="Proposal"), T0).state
+    assert core.apply(state, ChangeStage(stage="Prospect"), T0).state.current_stage == "Prospect"
+
+
+def test_unknown_stage_is_rejected_with_the_valid_stages() -> None:
+    with pytest.raises(CommandRejected) as caught:
+        core.apply(opened(), ChangeStage(stage="Negotiation"), T0)
+    assert "unknown stage 'Negotiation'" in caught.value.reason
+    for stage in STAGES:
+        assert repr(stage) in caught.value.reason
+
+
+def test_same_stage_is_rejected() -> None:
+    with pytest.raises(CommandRejected, match="already in stage 'Prospect'"):
+        core.apply(opened(), ChangeStage(stage="Prospect"), T0)
+
+
+def test_cancel_flag_needs_a_process_that_allows_it() -> None:
+    strict = SalesProcess(
+        version=1,
+        definition=ProcessDefinition.model_validate(
+            example_definition("strict", allow_cancel_activities=False)
+        ),
+    )
+    state = core.open_opportunity(
+        StartOpportunity(opportunity_id="o", contact_id="c"), strict, T0
+    ).state
+    with pytest.raises(CommandRejected, match="does not allow cancelling"):
+        core.apply(state, ChangeStage(stage="Proposal", cancel_open_activities=True), T0)
+    assert core.apply(state, ChangeStage(stage="Proposal"), T0).state.current_stage == "Proposal"
+
+
+def test_closing_stages_set_status_and_reopening_clears_it() -> None:
+    won = core.apply(opened(), ChangeStage(stage="Closed won"), T0).state
+    assert (won.status, won.closed_at) == ("won", T0)
+    lost = core.apply(won, ChangeStage(stage="Closed lost"), T0).state
+    assert lost.status == "lost"
+    back = core.apply(lost, ChangeStage(stage="Proposal"), T0).state
+    assert (back.status, back.closed_at) == ("open", None)
+
+
+def test_request_id_applies_once() -> None:
+    command = ChangeStage(stage="Proposal", request_id="req-1")
+    first = core.apply(opened(), command, T0)
+    again = core.apply(first.state, command, T0)
+    assert again.result.duplicate and again.effects == [] and again.state == first.state
+    # Even when the same command would now be invalid, the duplicate is acknowledged.
+    core.check(first.state, command)
+
+
+def test_rejections_are_kept_boundedly() -> None:
+    state = opened()
+    for index in range(MAX_REJECTED + 5):
+        state = core.reject(state, "change_stage", {"stage": index}, f"reason {index}", T0)
+    assert len(state.rejected) == MAX_REJECTED
+    assert state.rejected[-1].reason == f"reason {MAX_REJECTED + 4}"
+    assert state.rejected[0].reason == "reason 5"
+
+
+def test_payloads_are_validated_with_readable_reasons() -> None:
+    with pytest.raises(
+        CommandRejected, match=r"invalid change_stage payload: stage: Field required"
+    ):
+        parse_command("change_stage", {"cancel_open_activities": True})
+    with pytest.raises(CommandRejected, match="colour: Extra inputs are not permitted"):
+        parse_command("change_stage", {"stage": "Proposal", "colour": "red"})
+    with pytest.raises(CommandRejected, match="expected a JSON object, got str"):
+        parse_command("change_stage", "Proposal")
+    with pytest.raises(CommandRejected, match="unknown command 'teleport'"):
+        parse_command("teleport", {})
+
+
+stage_names = st.sampled_from([*STAGES, "Unknown stage"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    moves=st.lists(
+        st.tuples(stage_names, st.booleans(), st.sampled_from([None, "r1", "r2", "r3"])),
+        max_size=30,
+    )
+)
+def test_random_stage_changes_keep_history_consistent(
+    moves: list[tuple[str, bool, str | None]],
+) -> None:
+    state = opened()
+    now = T0
+    for stage, cancel, request_id in moves:
+        now += timedelta(minutes=5)
+        command = ChangeStage(stage=stage, cancel_open_activities=cancel, request_id=request_id)
+        before = state
+        try:
+            decision = core.apply(state, command, now)
+        except CommandRejected:
+            assert state == before, "a rejected command changes nothing"
+            continue
+        state = decision.state
+        if not decision.result.duplicate:
+            assert state.history[-1].to_stage == stage
+    # The history always replays to the current stage, and is numbered without gaps.
+    assert core.replay_history(state.history) == state.current_stage
+    assert [entry.seq for entry in state.history] == list(range(1, len(state.history) + 1))
+    closes = PROCESS.definition.stage(state.current_stage)
+    assert state.status == ((closes.closes_as if closes else None) or "open")
+    assert len(set(state.applied_request_ids)) == len(state.applied_request_ids)

@@ -1,0 +1,70 @@
+"""The worker: runs Opportunity workflows and their activities on the `opportunities` queue.
+
+`opportunities-worker` (or `python worker.py`) connects to `TEMPORAL_ADDRESS` and
+`DATABASE_URL`, applies pending database migrations, and polls until SIGINT or SIGTERM, then
+finishes the tasks in hand before exiting. Run as many as you like on one queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import asyncpg
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import store
+from activities.opportunity_activities import OpportunityActivities
+from activities.schema import migrate
+from runtime import settings
+from runtime.temporal import connect
+from workflows.opportunity import OpportunityWorkflow
+
+log = logging.getLogger("opportunities.worker")
+
+
+def build_worker(client: Client, pool: asyncpg.Pool, task_queue: str | None = None) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue(),
+        workflows=[OpportunityWorkflow],
+        activities=OpportunityActivities(pool).all(),
+    )
+
+
+async def serve(stop: asyncio.Event) -> None:
+    """Run one worker until `stop` is set."""
+    client = await connect()
+    pool = await store.create_pool(settings.database_url())
+    try:
+        applied = await migrate(pool)
+        if applied:
+            log.info("applied database migrations %s", applied)
+        worker = build_worker(client, pool)
+        async with worker:
+            log.info("worker polling task queue %r", settings.task_queue())
+            await stop.wait()
+            log.info("stopping: finishing the tasks in hand")
+    finally:
+        await pool.close()
+
+
+async def _main() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await serve(stop)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()

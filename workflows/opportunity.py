@@ -1,0 +1,265 @@
+"""The `Opportunity` workflow: one sales opportunity of one contact, for as long as it lives.
+
+Commands arrive as signals or as updates of the same name. Both go into one queue and the main
+loop applies them one at a time in arrival order through the pure core (`sales.core`), then
+carries out the effects the core returned as activities. Updates wait for their own result;
+signals that cannot be applied are kept in `rejected`. Before history grows large the workflow
+continues-as-new, carrying its whole state and any queued command.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from activities.opportunity_activities import (
+        OpportunityActivities,
+        ProjectionWrite,
+        SetupRequest,
+    )
+    from sales import core
+    from sales.commands import parse_command
+    from sales.effects import Effect, RecordHistory
+    from sales.errors import CommandRejected, describe_validation_error
+    from sales.opportunity import HistoryEntry, Opportunity, OpportunitySummary
+    from workflows import search_attributes as sa
+    from workflows.messages import Carried, OpportunityInput, QueuedCommand
+
+ACTIVITY_TIMEOUT = timedelta(seconds=30)
+ACTIVITY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+)
+"""Store writes retry until the database answers: a command is never dropped for an outage."""
+
+
+@workflow.defn(name="Opportunity")
+class OpportunityWorkflow:
+    @workflow.init
+    def __init__(self, input: Any) -> None:
+        self._state: Opportunity | None = None
+        self._queue: list[QueuedCommand] = []
+        self._results: dict[int, core.CommandResult | str] = {}
+        self._next_ticket = 0
+        self._indexed: dict[str, Any] = {}
+        self._continue_as_new_after: int | None = None
+        carried = input.get("carried") if isinstance(input, dict) else None
+        if carried:
+            restored = Carried.model_validate(carried)
+            self._state = restored.state
+            self._queue = list(restored.pending)
+
+    @workflow.run
+    async def run(self, input: Any) -> OpportunitySummary:
+        start = self._parse_input(input)
+        self._continue_as_new_after = start.continue_as_new_after_events
+        if self._state is None:
+            await self._open(start)
+        assert self._state is not None
+        self._publish()
+        while True:
+            await workflow.wait_condition(
+                lambda: bool(self._queue) or self._should_continue_as_new()
+            )
+            while self._queue:
+                await self._apply(self._queue.pop(0))
+            if self._should_continue_as_new():
+                # Updates must get their results in this run: wait until every handler is done,
+                # applying whatever arrives meanwhile, then hand the state to the next run.
+                await workflow.wait_condition(
+                    lambda: workflow.all_handlers_finished() or bool(self._queue)
+                )
+                if self._queue:
+                    continue
+                workflow.continue_as_new(
+                    OpportunityInput(
+                        **start.model_dump(exclude={"carried"}),
+                        carried=Carried(state=self._state, pending=self._queue),
+                    )
+                )
+
+    # --- commands ---------------------------------------------------------------------------
+
+    @workflow.signal(name="change_stage")
+    def change_stage_signal(self, payload: Any) -> None:
+        self._queue.append(QueuedCommand(name="change_stage", payload=payload))
+
+    @workflow.update(name="change_stage")
+    async def change_stage(self, payload: Any) -> core.CommandResult:
+        return await self._submit("change_stage", payload)
+
+    @change_stage.validator
+    def _validate_change_stage(self, payload: Any) -> None:
+        self._validate("change_stage", payload)
+
+    # --- queries ----------------------------------------------------------------------------
+
+    @workflow.query(name="state")
+    def state(self) -> Opportunity:
+        if self._state is None:
+            raise ApplicationError("the opportunity is still being opened; ask again shortly")
+        return self._state
+
+    @workflow.query(name="history")
+    def history(self) -> list[HistoryEntry]:
+        return [] if self._state is None else self._state.history
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _parse_input(self, input: Any) -> OpportunityInput:
+        if not isinstance(input, dict):
+            raise ApplicationError(
+                "the Opportunity input must be a JSON object with opportunity_id, contact_id "
+                "and optionally process_id, name, owner, stage",
+                type="InvalidInput",
+            )
+        try:
+            start = OpportunityInput.model_validate(input)
+        except ValidationError as error:
+            raise ApplicationError(
+                describe_validation_error(error, "Opportunity input"), type="InvalidInput"
+            ) from None
+        expected = f"opportunity-{start.opportunity_id}"
+        if workflow.info().workflow_id != expected:
+            raise ApplicationError(
+                f"workflow id {workflow.info().workflow_id!r} does not match opportunity_id "
+                f"{start.opportunity_id!r}; start it as {expected!r}",
+                type="InvalidInput",
+            )
+        return start
+
+    async def _open(self, start: OpportunityInput) -> None:
+        """Load the setup, enter the initial stage and write the first projection.
+
+        Unknown contact, process or stage fail the workflow with a message naming it, before
+        anything is written.
+        """
+        try:
+            setup = await workflow.execute_activity_method(
+                OpportunityActivities.load_setup,
+                SetupRequest(contact_id=start.contact_id, process_id=start.process_id),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+                summary="Load contact and sales process",
+            )
+        except ActivityError as error:
+            cause = error.cause
+            if isinstance(cause, ApplicationError):
+                raise ApplicationError(cause.message, type=cause.type) from None
+            raise
+        try:
+            decision = core.open_opportunity(start, setup.process, workflow.now())
+        except CommandRejected as rejected:
+            raise ApplicationError(rejected.reason, type="UnknownStage") from None
+        self._state = decision.state
+        await self._carry_out(decision.effects)
+
+    def _validate(self, name: str, payload: Any) -> None:
+        """Update validator: reject before anything is written to history."""
+        try:
+            command = parse_command(name, payload)
+            if self._state is not None:
+                core.check(self._state, command)
+        except CommandRejected as rejected:
+            raise ApplicationError(rejected.reason, type="CommandRejected") from None
+
+    async def _submit(self, name: str, payload: Any) -> core.CommandResult:
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        self._queue.append(QueuedCommand(name=name, payload=payload, ticket=ticket))
+        await workflow.wait_condition(lambda: ticket in self._results)
+        outcome = self._results.pop(ticket)
+        if isinstance(outcome, str):
+            raise ApplicationError(outcome, type="CommandRejected", non_retryable=True)
+        return outcome
+
+    async def _apply(self, item: QueuedCommand) -> None:
+        assert self._state is not None
+        try:
+            command = parse_command(item.name, item.payload)
+            decision = core.apply(self._state, command, workflow.now())
+        except CommandRejected as rejected:
+            if item.ticket is None:
+                self._state = core.reject(
+                    self._state, item.name, item.payload, rejected.reason, workflow.now()
+                )
+                self._publish()
+            else:
+                self._results[item.ticket] = rejected.reason
+            return
+        self._state = decision.state
+        if not decision.result.duplicate:
+            await self._carry_out(decision.effects)
+        if item.ticket is not None:
+            self._results[item.ticket] = decision.result
+
+    async def _carry_out(self, effects: list[Effect]) -> None:
+        """Execute the effects, then write the projection and refresh what operators see."""
+        assert self._state is not None
+        history = [effect.entry for effect in effects if isinstance(effect, RecordHistory)]
+        await workflow.execute_activity_method(
+            OpportunityActivities.project_opportunity,
+            ProjectionWrite(summary=self._state.summary(), history=history),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+            summary=_projection_summary(history),
+        )
+        self._publish()
+
+    def _publish(self) -> None:
+        """Upsert the search attributes that changed, and the UI's current details."""
+        assert self._state is not None
+        state = self._state
+        wanted: dict[str, Any] = {
+            sa.OPPORTUNITY_STAGE.name: state.current_stage,
+            sa.SALES_PROCESS.name: state.process_id,
+            sa.OPPORTUNITY_STATUS.name: state.status,
+            sa.CONTACT_ID.name: state.contact_id,
+            sa.OPPORTUNITY_OWNER.name: state.owner,
+            sa.OPEN_ACTIONS.name: state.open_actions(),
+        }
+        updates = []
+        for key in sa.ALL:
+            value = wanted[key.name]
+            if self._indexed.get(key.name, ...) == value:
+                continue
+            updates.append(key.value_unset() if value is None else key.value_set(value))
+            self._indexed[key.name] = value
+        if updates:
+            workflow.upsert_search_attributes(updates)
+        workflow.set_current_details(_details(state))
+
+    def _should_continue_as_new(self) -> bool:
+        info = workflow.info()
+        if info.is_continue_as_new_suggested():
+            return True
+        limit = self._continue_as_new_after
+        return limit is not None and info.get_current_history_length() >= limit
+
+
+def _projection_summary(history: list[HistoryEntry]) -> str:
+    if not history:
+        return "Update opportunity record"
+    last = history[-1]
+    return f"Record stage change to {last.to_stage!r}"
+
+
+def _details(state: Opportunity) -> str:
+    lines = [
+        f"**Stage:** {state.current_stage} (since {state.stage_entered_at:%Y-%m-%d %H:%M} UTC)",
+        f"**Status:** {state.status}",
+        f"**Process:** {state.process_id} v{state.process_version}",
+        f"**Open actions:** {state.open_actions()}",
+    ]
+    if state.rejected:
+        last = state.rejected[-1]
+        lines.append(f"**Last rejection:** `{last.command}`: {last.reason}")
+    return "\n\n".join(lines)
