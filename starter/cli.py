@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
+from temporalio.service import RPCError
 
 from activities import store
 from runtime import settings
@@ -29,7 +30,9 @@ from sales.opportunity import HistoryEntry, Opportunity
 from sales.process import Action, ProcessDefinition
 from starter.client import OpportunitiesClient, OpportunityNotFound, StartFailed
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__
+)
 process_app = typer.Typer(no_args_is_help=True, help="Opportunity Setup: sales processes.")
 contact_app = typer.Typer(no_args_is_help=True, help="Contacts.")
 app.add_typer(process_app, name="process")
@@ -46,19 +49,19 @@ class UserError(Exception):
     """Bad input or a refused command: printed as one line, exit code 1."""
 
 
-def run(work: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return asyncio.run(work())  # type: ignore[arg-type]
-    except (
-        UserError,
-        CommandRejected,
-        StartFailed,
-        OpportunityNotFound,
-        store.StoreError,
-        settings.NotConfigured,
-    ) as error:
-        errors.print(f"[red]error:[/red] {error}", highlight=False)
-        raise typer.Exit(1) from None
+def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(work())
+
+
+EXPECTED_ERRORS = (
+    UserError,
+    CommandRejected,
+    StartFailed,
+    OpportunityNotFound,
+    store.StoreError,
+    settings.NotConfigured,
+)
+"""Errors that are the user's to fix: one line on stderr, no traceback."""
 
 
 @asynccontextmanager
@@ -417,7 +420,21 @@ def change_stage(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except EXPECTED_ERRORS as error:
+        errors.print(f"[red]error:[/red] {error}", highlight=False)
+        sys.exit(1)
+    except asyncpg.UndefinedTableError:
+        errors.print(
+            "[red]error:[/red] the database has no tables yet: start a worker "
+            "(`make run` or `opportunities-worker`) once to apply the migrations",
+            highlight=False,
+        )
+        sys.exit(1)
+    except (OSError, asyncpg.PostgresError, RPCError) as error:
+        errors.print(f"[red]error:[/red] {type(error).__name__}: {error}", highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ def uid() -> str:
 def example_definition(process_id: str, **changes: Any) -> dict[str, Any]:
     """The example process under another id (so each test owns its process)."""
     document = json.loads(EXAMPLE_PROCESS.read_text())
-    document.update(process_id=process_id, default=False, **changes)
+    document.update({"process_id": process_id, "default": False, **changes})
     return document
 
 
@@ -145,5 +145,6 @@ class Cli:
 
 
 @pytest.fixture
-def cli(servers: Servers, task_queue: str) -> Cli:
+def cli(servers: Servers, task_queue: str, pool: asyncpg.Pool) -> Cli:
+    """(`pool` makes sure the database is migrated, as a worker would have done.)"""
     return Cli(servers, task_queue)

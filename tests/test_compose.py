@@ -1,0 +1,41 @@
+"""docker-compose.yml is a valid Compose file with the production topology."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from workflows import search_attributes
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / "tests" / "reference" / "compose-spec.json"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_validates_against_the_compose_specification(compose: dict) -> None:
+    jsonschema.validate(compose, json.loads(SCHEMA.read_text()))
+
+
+def test_has_the_production_topology(compose: dict) -> None:
+    services = compose["services"]
+    assert {"postgresql", "temporal", "temporal-setup", "temporal-ui", "worker"} <= set(services)
+    assert services["temporal"]["environment"]["DB"] == "postgres12"
+    assert services["worker"]["deploy"]["replicas"] >= 2
+    worker_env = services["worker"]["environment"]
+    assert worker_env["TEMPORAL_ADDRESS"] == "temporal:7233"
+    assert worker_env["DATABASE_URL"].startswith("postgresql://")
+    assert services["temporal-ui"]["environment"]["TEMPORAL_ADDRESS"] == "temporal:7233"
+
+
+def test_registers_every_search_attribute_of_the_contract(compose: dict) -> None:
+    setup = " ".join(compose["services"]["temporal-setup"]["command"])
+    for key in search_attributes.ALL:
+        assert f"{key.name}={key._metadata_type}" in setup
