@@ -20,7 +20,7 @@ from activities import store
 from activities.opportunity_activities import OpportunityActivities
 from activities.schema import migrate
 from runtime import settings
-from runtime.temporal import connect
+from runtime.temporal import connect_patiently
 from workflows.opportunity import OpportunityWorkflow
 
 log = logging.getLogger("opportunities.worker")
@@ -37,7 +37,7 @@ def build_worker(client: Client, pool: asyncpg.Pool, task_queue: str | None = No
 
 async def serve(stop: asyncio.Event) -> None:
     """Run one worker until `stop` is set."""
-    client = await connect()
+    client = await connect_patiently()
     pool = await store.create_pool(settings.database_url())
     try:
         applied = await migrate(pool)

@@ -12,7 +12,6 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import store
-from sales.contact import Contact
 from sales.opportunity import HistoryEntry, OpportunitySummary
 from sales.process import SalesProcess
 
@@ -23,7 +22,13 @@ class SetupRequest(BaseModel):
 
 
 class Setup(BaseModel):
-    contact: Contact
+    """What a new opportunity needs: its process version and how to name its contact.
+
+    Only the display name travels, not the contact record: the e-mail and postal address stay
+    in PostgreSQL instead of being copied into workflow history.
+    """
+
+    contact_name: str
     process: SalesProcess
 
 
@@ -68,7 +73,7 @@ class OpportunityActivities:
                     type="UnknownProcess",
                     non_retryable=True,
                 )
-        return Setup(contact=contact, process=process)
+        return Setup(contact_name=contact.full_name, process=process)
 
     @activity.defn(name="project_opportunity")
     async def project_opportunity(self, write: ProjectionWrite) -> None:

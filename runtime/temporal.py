@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from temporalio.client import Client
@@ -18,4 +19,26 @@ async def connect(address: str | None = None, **overrides: Any) -> Client:
     config["target_host"] = target or "localhost:7233"
     config.setdefault("namespace", "default")
     config.update(overrides)
-    return await Client.connect(**config, data_converter=pydantic_data_converter)
+    try:
+        return await Client.connect(**config, data_converter=pydantic_data_converter)
+    except RuntimeError as error:  # the SDK's bridge reports connection failures this way
+        raise Unreachable(
+            f"cannot reach Temporal at {config['target_host']}: is `make run` running, "
+            "or is TEMPORAL_ADDRESS right?"
+        ) from error
+
+
+async def connect_patiently(seconds: float = 60.0) -> Client:
+    """Connect, retrying while the server starts (a worker started beside its server)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            return await connect()
+        except Unreachable:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+class Unreachable(Exception):
+    """Temporal did not answer at the configured address."""

@@ -46,7 +46,11 @@ class Decision(BaseModel):
 
 
 def open_opportunity(
-    start: StartOpportunity, process: SalesProcess, now: datetime, by: str | None = None
+    start: StartOpportunity,
+    process: SalesProcess,
+    now: datetime,
+    *,
+    contact_name: str | None = None,
 ) -> Decision:
     """The opportunity as it is created: in its initial stage, with one `start` history entry."""
     definition = process.definition
@@ -59,6 +63,7 @@ def open_opportunity(
     state = Opportunity(
         opportunity_id=start.opportunity_id,
         contact_id=start.contact_id,
+        contact_name=contact_name,
         name=start.name,
         owner=start.owner,
         process_id=definition.process_id,
@@ -72,7 +77,7 @@ def open_opportunity(
             for s in definition.stages
         ],
     )
-    effects = _enter_stage(state, stage, now, source="start", by=by, reason=None)
+    effects = _enter_stage(state, stage, now, source="start", by=start.by, reason=None)
     return Decision(
         state=state,
         effects=effects,

@@ -28,6 +28,8 @@ class StartOpportunity(BaseModel):
     name: Text | None = None
     owner: Text | None = None
     stage: Text | None = None
+    by: str | None = Field(default=None, max_length=200)
+    """Who opened it; kept in the `start` history entry."""
 
 
 class ActionState(BaseModel):
@@ -71,6 +73,7 @@ class Opportunity(BaseModel):
 
     opportunity_id: str
     contact_id: str
+    contact_name: str | None = None
     name: str | None
     owner: str | None
     status: Status = "open"

@@ -7,7 +7,9 @@ sentence that says what is wrong, with exit code 1 (2 for usage errors, from typ
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -20,10 +22,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
+from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from activities import store
 from runtime import settings
+from runtime.temporal import Unreachable
 from sales.contact import Contact
 from sales.errors import CommandRejected, describe_validation_error
 from sales.opportunity import HistoryEntry, Opportunity
@@ -39,7 +43,7 @@ app.add_typer(process_app, name="process")
 app.add_typer(contact_app, name="contact")
 
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 T = TypeVar("T")
@@ -60,6 +64,8 @@ EXPECTED_ERRORS = (
     OpportunityNotFound,
     store.StoreError,
     settings.NotConfigured,
+    Unreachable,
+    WorkflowQueryFailedError,
 )
 """Errors that are the user's to fix: one line on stderr, no traceback."""
 
@@ -71,6 +77,11 @@ async def database() -> AsyncIterator[asyncpg.Pool]:
         yield pool
     finally:
         await pool.close()
+
+
+def actor() -> str:
+    """Who is issuing commands from this terminal: `OPPORTUNITIES_USER`, else the login name."""
+    return os.environ.get("OPPORTUNITIES_USER") or getpass.getuser()
 
 
 def print_json(value: Any) -> None:
@@ -285,6 +296,7 @@ def create(
                 name=name,
                 owner=owner,
                 stage=stage,
+                by=actor(),
             )
         except ValidationError as error:
             raise UserError(describe_validation_error(error, "opportunity")) from None
@@ -326,7 +338,9 @@ def show(
 def print_opportunity(o: Opportunity, stage: str | None) -> None:
     console.print(f"[bold]{o.opportunity_id}[/bold] {o.name or ''}", highlight=False)
     fields = Table.grid(padding=(0, 2))
-    fields.add_row("Contact", o.contact_id)
+    fields.add_row(
+        "Contact", f"{o.contact_name} ({o.contact_id})" if o.contact_name else o.contact_id
+    )
     fields.add_row("Owner", o.owner or "")
     fields.add_row("Process", f"{o.process_id} v{o.process_version}")
     fields.add_row(
@@ -409,7 +423,7 @@ def change_stage(
     async def work() -> None:
         client = await OpportunitiesClient.connect()
         result = await client.change_stage(
-            opportunity_id, stage, cancel_open_activities=cancel, reason=reason, by=by
+            opportunity_id, stage, cancel_open_activities=cancel, reason=reason, by=by or actor()
         )
         if as_json:
             print_json(result)

@@ -66,6 +66,7 @@ class OpportunitiesClient:
         name: str | None = None,
         owner: str | None = None,
         stage: str | None = None,
+        by: str | None = None,
         wait_seconds: float = 30.0,
     ) -> Opportunity:
         """Start an opportunity and wait until it is open; raise `StartFailed` if it cannot be."""
@@ -76,6 +77,7 @@ class OpportunitiesClient:
             name=name,
             owner=owner,
             stage=stage,
+            by=by,
         )
         try:
             handle = await self.temporal.start_workflow(

@@ -127,6 +127,7 @@ class Cli:
             "TEMPORAL_ADDRESS": servers.temporal_address,
             "DATABASE_URL": servers.database_url,
             "OPPORTUNITIES_TASK_QUEUE": task_queue,
+            "OPPORTUNITIES_USER": "cli-tester",
             "COLUMNS": "200",
         }
 

@@ -113,7 +113,7 @@ async def test_create_change_stage_show_and_history(
 
     history = await cli("history", f"o-{uid}", "--json")
     assert [(h["from_stage"], h["to_stage"], h["source"], h["by"]) for h in history.json()] == [
-        (None, "Prospect", "start", None),
+        (None, "Prospect", "start", "cli-tester"),
         ("Prospect", "Proposal", "manual", "bob"),
     ]
     table = await cli("history", f"o-{uid}")

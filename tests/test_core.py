@@ -24,8 +24,10 @@ STAGES = PROCESS.definition.stage_names()
 
 
 def opened(stage: str | None = None) -> Opportunity:
-    start = StartOpportunity(opportunity_id="o-1", contact_id="c-1", stage=stage, owner="ann")
-    return core.open_opportunity(start, PROCESS, T0, by="ann").state
+    start = StartOpportunity(
+        opportunity_id="o-1", contact_id="c-1", stage=stage, owner="ann", by="ann"
+    )
+    return core.open_opportunity(start, PROCESS, T0).state
 
 
 def test_opens_in_the_first_stage_with_a_start_entry() -> None:

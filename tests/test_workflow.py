@@ -8,6 +8,7 @@ import urllib.request
 
 import asyncpg
 import pytest
+from temporalio import activity
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -18,12 +19,14 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from activities import store
+from activities.opportunity_activities import OpportunityActivities, ProjectionWrite
 from sales.errors import CommandRejected
 from sales.opportunity import Opportunity
 from sales.process import ProcessDefinition
 from starter.client import OpportunitiesClient, StartFailed, workflow_id
 from tests.conftest import Servers, example_definition
 from tests.helpers import eventually, setup_contact, setup_process
+from workflows.opportunity import OpportunityWorkflow
 
 
 @pytest.fixture
@@ -371,3 +374,45 @@ async def test_search_attributes_follow_the_stage(
     assert attributes.get(sa.OPPORTUNITY_OWNER) == f"owner-{uid}"
     assert attributes.get(sa.OPEN_ACTIONS) == 2
     assert attributes.get(sa.OPPORTUNITY_STATUS) == "open"
+
+
+class LosesFirstAnswers(OpportunityActivities):
+    """The real projection activity, but the first attempt of each write 'loses' its answer
+    after committing (as when a worker dies or the network drops right after COMMIT)."""
+
+    @activity.defn(name="project_opportunity")
+    async def project_opportunity(self, write: ProjectionWrite) -> None:
+        await super().project_opportunity(write)
+        if activity.info().attempt == 1:
+            raise RuntimeError("connection lost after commit")
+
+
+async def test_retried_projection_writes_never_duplicate_history(
+    client: Client, pool: asyncpg.Pool, task_queue: str, uid: str
+) -> None:
+    flaky = LosesFirstAnswers(pool)
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[OpportunityWorkflow],
+        activities=[flaky.load_setup, flaky.project_opportunity],
+    ):
+        opportunities = OpportunitiesClient(client, task_queue)
+        process_id = await setup_process(pool, uid)
+        await opportunities.create(
+            await setup_contact(pool, uid), opportunity_id=f"o-{uid}", process_id=process_id
+        )
+        for stage in ("Needs analysis", "Proposal", "Closed won"):
+            await opportunities.change_stage(f"o-{uid}", stage)
+        handle = opportunities.handle(f"o-{uid}")
+        retried = [
+            e
+            async for e in handle.fetch_history_events()
+            if e.HasField("activity_task_started_event_attributes")
+            and e.activity_task_started_event_attributes.attempt > 1
+        ]
+    assert len(retried) == 4, "every projection write was retried once"
+    rows = await store.get_history(pool, f"o-{uid}")
+    assert [r.to_stage for r in rows] == ["Prospect", "Needs analysis", "Proposal", "Closed won"]
+    row = await store.get_opportunity(pool, f"o-{uid}")
+    assert row is not None and (row.status, row.revision) == ("won", 3)

@@ -156,7 +156,9 @@ class OpportunityWorkflow:
                 raise ApplicationError(cause.message, type=cause.type) from None
             raise
         try:
-            decision = core.open_opportunity(start, setup.process, workflow.now())
+            decision = core.open_opportunity(
+                start, setup.process, workflow.now(), contact_name=setup.contact_name
+            )
         except CommandRejected as rejected:
             raise ApplicationError(rejected.reason, type="UnknownStage") from None
         self._state = decision.state
@@ -169,7 +171,9 @@ class OpportunityWorkflow:
             if self._state is not None:
                 core.check(self._state, command)
         except CommandRejected as rejected:
-            raise ApplicationError(rejected.reason, type="CommandRejected") from None
+            raise ApplicationError(
+                rejected.reason, type="CommandRejected", non_retryable=True
+            ) from None
 
     async def _submit(self, name: str, payload: Any) -> core.CommandResult:
         ticket = self._next_ticket
@@ -253,7 +257,11 @@ def _projection_summary(history: list[HistoryEntry]) -> str:
 
 
 def _details(state: Opportunity) -> str:
+    contact = (
+        f"{state.contact_name} ({state.contact_id})" if state.contact_name else state.contact_id
+    )
     lines = [
+        f"**Contact:** {contact}",
         f"**Stage:** {state.current_stage} (since {state.stage_entered_at:%Y-%m-%d %H:%M} UTC)",
         f"**Status:** {state.status}",
         f"**Process:** {state.process_id} v{state.process_version}",
