@@ -52,7 +52,8 @@ async def serve(stop: asyncio.Event) -> None:
         await pool.close()
 
 
-async def _main() -> None:
+async def serve_until_signalled() -> None:
+    """Run one worker until SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -63,7 +64,7 @@ async def _main() -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(_main())
+    asyncio.run(serve_until_signalled())
 
 
 if __name__ == "__main__":

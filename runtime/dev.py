@@ -9,10 +9,8 @@ Ctrl-C stops the worker, then the servers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import warnings
 from pathlib import Path
 
@@ -95,7 +93,7 @@ def main() -> None:
         asyncio.run(_prepare(database_url, examples))
         _say("worker running; in another terminal: .venv/bin/opportunities --help")
         _say("Ctrl-C stops everything; `make run` again resumes the same data")
-        asyncio.run(_serve())
+        asyncio.run(worker.serve_until_signalled())
     finally:
         settings.LOCAL_ENV_FILE.unlink(missing_ok=True)
         if temporal is not None:
@@ -103,15 +101,6 @@ def main() -> None:
             temporal.stop()
         if "DATABASE_URL" in local:
             _say("stopping PostgreSQL")
-
-
-async def _serve() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await worker.serve(stop)
 
 
 if __name__ == "__main__":

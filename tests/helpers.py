@@ -35,3 +35,16 @@ async def eventually(check: Any, seconds: float = 10.0) -> Any:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met in {seconds}s (last: {value!r})")
         await asyncio.sleep(0.1)
+
+
+async def open_one(pool: asyncpg.Pool, opportunities: Any, uid: str, **options: Any) -> str:
+    """A process and a contact of this test's own, and opportunity `o-<uid>` open on them.
+
+    Returns the process id.
+    """
+    process_id = await setup_process(pool, uid)
+    contact_id = await setup_contact(pool, uid)
+    await opportunities.create(
+        contact_id, opportunity_id=f"o-{uid}", process_id=process_id, **options
+    )
+    return process_id

@@ -25,7 +25,7 @@ from sales.opportunity import Opportunity
 from sales.process import ProcessDefinition
 from starter.client import OpportunitiesClient, StartFailed, workflow_id
 from tests.conftest import Servers, example_definition
-from tests.helpers import eventually, setup_contact, setup_process
+from tests.helpers import eventually, open_one, setup_contact, setup_process
 from workflows.opportunity import OpportunityWorkflow
 
 
@@ -150,10 +150,7 @@ async def test_workflow_id_must_match_the_opportunity(
 async def test_bad_update_is_rejected_with_valid_stages_and_leaves_no_trace(
     worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
 ) -> None:
-    process_id = await setup_process(pool, uid)
-    await opportunities.create(
-        await setup_contact(pool, uid), opportunity_id=f"o-{uid}", process_id=process_id
-    )
+    await open_one(pool, opportunities, uid)
     handle = opportunities.handle(f"o-{uid}")
     events_before = len([e async for e in handle.fetch_history_events()])
     with pytest.raises(CommandRejected) as caught:
@@ -174,10 +171,7 @@ async def test_bad_update_is_rejected_with_valid_stages_and_leaves_no_trace(
 async def test_bad_signal_lands_in_rejected_and_the_workflow_keeps_running(
     worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
 ) -> None:
-    process_id = await setup_process(pool, uid)
-    await opportunities.create(
-        await setup_contact(pool, uid), opportunity_id=f"o-{uid}", process_id=process_id
-    )
+    process_id = await open_one(pool, opportunities, uid)
     handle = opportunities.handle(f"o-{uid}")
     await handle.signal("change_stage", {"stage": "Negotiation", "by": "eve"})
     await handle.signal("change_stage", "not an object")
@@ -203,10 +197,7 @@ async def test_change_stage_by_signal_and_by_http_api(
     servers: Servers,
     uid: str,
 ) -> None:
-    process_id = await setup_process(pool, uid)
-    await opportunities.create(
-        await setup_contact(pool, uid), opportunity_id=f"o-{uid}", process_id=process_id
-    )
+    await open_one(pool, opportunities, uid)
     await opportunities.handle(f"o-{uid}").signal("change_stage", {"stage": "Needs analysis"})
 
     url = (
@@ -238,10 +229,7 @@ async def test_change_stage_by_signal_and_by_http_api(
 async def test_request_id_is_applied_once(
     worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
 ) -> None:
-    process_id = await setup_process(pool, uid)
-    await opportunities.create(
-        await setup_contact(pool, uid), opportunity_id=f"o-{uid}", process_id=process_id
-    )
+    await open_one(pool, opportunities, uid)
     first = await opportunities.change_stage(f"o-{uid}", "Proposal", request_id="batch-7")
     await opportunities.change_stage(f"o-{uid}", "Prospect")
     again = await opportunities.change_stage(f"o-{uid}", "Proposal", request_id="batch-7")
@@ -259,10 +247,7 @@ async def test_request_id_is_applied_once(
 async def test_commands_apply_in_arrival_order(
     worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
 ) -> None:
-    process_id = await setup_process(pool, uid)
-    await opportunities.create(
-        await setup_contact(pool, uid), opportunity_id=f"o-{uid}", process_id=process_id
-    )
+    await open_one(pool, opportunities, uid)
     handle = opportunities.handle(f"o-{uid}")
     route = ["Needs analysis", "Proposal", "Prospect", "Proposal", "Closed won"] * 4
     for stage in route:
@@ -398,10 +383,7 @@ async def test_retried_projection_writes_never_duplicate_history(
         activities=[flaky.load_setup, flaky.project_opportunity],
     ):
         opportunities = OpportunitiesClient(client, task_queue)
-        process_id = await setup_process(pool, uid)
-        await opportunities.create(
-            await setup_contact(pool, uid), opportunity_id=f"o-{uid}", process_id=process_id
-        )
+        await open_one(pool, opportunities, uid)
         for stage in ("Needs analysis", "Proposal", "Closed won"):
             await opportunities.change_stage(f"o-{uid}", stage)
         handle = opportunities.handle(f"o-{uid}")
