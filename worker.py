@@ -17,6 +17,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import store
+from activities.calendar import CalendarActivities
+from activities.events import EventActivities
+from activities.letters import LetterActivities, Mailer
 from activities.opportunity_activities import OpportunityActivities
 from activities.schema import migrate
 from runtime import settings
@@ -26,13 +29,32 @@ from workflows.opportunity import OpportunityWorkflow
 log = logging.getLogger("opportunities.worker")
 
 
-def build_worker(client: Client, pool: asyncpg.Pool, task_queue: str | None = None) -> Worker:
+def build_worker(
+    client: Client,
+    pool: asyncpg.Pool,
+    task_queue: str | None = None,
+    mailer: Mailer | None = None,
+) -> Worker:
+    activities = [
+        *OpportunityActivities(pool).all(),
+        *CalendarActivities(pool).all(),
+        *LetterActivities(pool, mailer).all(),
+        *EventActivities(pool).all(),
+    ]
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue(),
         workflows=[OpportunityWorkflow],
-        activities=OpportunityActivities(pool).all(),
+        activities=activities,
     )
+
+
+def mailer_from_environment() -> Mailer | None:
+    """`SMTP_URL` (and `SMTP_FROM`) configure e-mail; without them letters are filed."""
+    url = settings.setting("SMTP_URL")
+    if not url:
+        return None
+    return Mailer(url, settings.setting("SMTP_FROM") or "opportunities@localhost")
 
 
 async def serve(stop: asyncio.Event) -> None:
@@ -43,7 +65,7 @@ async def serve(stop: asyncio.Event) -> None:
         applied = await migrate(pool)
         if applied:
             log.info("applied database migrations %s", applied)
-        worker = build_worker(client, pool)
+        worker = build_worker(client, pool, mailer=mailer_from_environment())
         async with worker:
             log.info("worker polling task queue %r", settings.task_queue())
             await stop.wait()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sales.errors import CommandRejected, describe_validation_error
-from sales.process import Text
+from sales.process import Action, Identifier, Text
 
 
 class Command(BaseModel):
@@ -27,8 +27,58 @@ class ChangeStage(Command):
     reason: str | None = Field(default=None, max_length=2000)
 
 
+ActionIds = Annotated[list[Identifier], Field(min_length=1, max_length=100)]
+Notes = Annotated[str, Field(max_length=4000)]
+
+
+class PerformActions(Command):
+    """Perform tagged actions: create the calendar activity, send the letter, invite."""
+
+    action_ids: ActionIds
+
+
+class CompleteActions(Command):
+    action_ids: ActionIds
+    outcome: Text | None = None
+    notes: Notes | None = None
+
+
+class AddAction(Command):
+    stage: Text
+    action: Action
+
+
+class ModifyAction(Command):
+    action_id: Identifier
+    changes: dict[str, Any] = Field(min_length=1)
+
+
+class DeleteAction(Command):
+    action_id: Identifier
+
+
+class RecordOutcome(Command):
+    """The calendar side: the linked activity is done (with its outcome)."""
+
+    activity_id: Text
+    outcome: Text | None = None
+    notes: Notes | None = None
+    stage: Text | None = None
+
+
+class DeleteActivity(Command):
+    activity_id: Text
+
+
 COMMANDS: dict[str, type[Command]] = {
     "change_stage": ChangeStage,
+    "perform_actions": PerformActions,
+    "complete_actions": CompleteActions,
+    "add_action": AddAction,
+    "modify_action": ModifyAction,
+    "delete_action": DeleteAction,
+    "record_outcome": RecordOutcome,
+    "delete_activity": DeleteActivity,
 }
 """Command name (signal and update name) to payload model."""
 

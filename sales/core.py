@@ -1,42 +1,41 @@
 """The sales-process rules: a command applied to an opportunity gives the new opportunity, the
 effects to carry out, and the result to report. Pure functions over pydantic models: no Temporal,
 no I/O, no clock (the caller passes `now`), so every rule is tested directly and replays exactly.
+
+The shell calls `apply`, carries out the effects, feeds the outcome of each perform effect back
+through `settle`, and reports `finish`'s result.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 
+from sales import action_rules, stage_rules
 from sales.commands import ChangeStage, Command, command_name
-from sales.effects import Effect, RecordHistory
+from sales.effects import Effect, EffectOutcome, PerformEffect
 from sales.errors import CommandRejected
 from sales.opportunity import (
     MAX_REJECTED,
     MAX_REQUEST_IDS,
     ActionState,
-    HistoryEntry,
-    HistorySource,
     Opportunity,
     Rejection,
     StageState,
     StartOpportunity,
-    Status,
 )
 from sales.process import SalesProcess
+from sales.results import ActionResult, Change, CommandResult
 
+__all__ = ["ActionResult", "CommandResult", "Decision", "apply", "check", "open_opportunity"]
 
-class CommandResult(BaseModel):
-    """What an update returns (and what a signal would have returned)."""
-
-    command: str
-    request_id: str | None = None
-    duplicate: bool = False
-    """True when the request id had already been applied: acknowledged, not applied again."""
-    message: str
-    current_stage: str
-    status: Status
+RULES: dict[type[Command], Callable[[Opportunity, Any, datetime], Change]] = {
+    ChangeStage: stage_rules.change_stage,
+    **action_rules.RULES,
+}
 
 
 class Decision(BaseModel):
@@ -73,11 +72,11 @@ def open_opportunity(
         stage_entered_at=now,
         created_at=now,
         stages=[
-            StageState(name=s.name, actions=[ActionState(action=a) for a in s.actions])
+            StageState(name=s.name, actions=[ActionState(definition=a) for a in s.actions])
             for s in definition.stages
         ],
     )
-    effects = _enter_stage(state, stage, now, source="start", by=start.by, reason=None)
+    effects = stage_rules.enter_stage(state, stage, now, source="start", by=start.by, reason=None)
     return Decision(
         state=state,
         effects=effects,
@@ -87,10 +86,7 @@ def open_opportunity(
 
 def check(state: Opportunity, command: Command) -> None:
     """Raise `CommandRejected` if the command cannot be applied to this state; change nothing."""
-    if state.has_applied(command.request_id):
-        return
-    if isinstance(command, ChangeStage):
-        _check_change_stage(state, command)
+    apply(state, command, state.stage_entered_at)
 
 
 def apply(state: Opportunity, command: Command, now: datetime) -> Decision:
@@ -102,17 +98,37 @@ def apply(state: Opportunity, command: Command, now: datetime) -> Decision:
             effects=[],
             result=_result(state, name, command.request_id, "already applied", duplicate=True),
         )
-    check(state, command)
     new = state.model_copy(deep=True)
-    if isinstance(command, ChangeStage):
-        effects, message = _change_stage(new, command, now)
-    else:  # pragma: no cover - every command in COMMANDS has a branch above
-        raise CommandRejected(f"command {name!r} is not implemented")
+    change = RULES[type(command)](new, command, now)
     new.revision += 1
     if command.request_id is not None:
         new.applied_request_ids = [*new.applied_request_ids, command.request_id][-MAX_REQUEST_IDS:]
-    return Decision(
-        state=new, effects=effects, result=_result(new, name, command.request_id, message)
+    result = _result(new, name, command.request_id, change.message)
+    result.actions = change.actions
+    return Decision(state=new, effects=change.effects, result=result)
+
+
+def settle(
+    state: Opportunity, effect: PerformEffect, outcome: EffectOutcome, now: datetime
+) -> tuple[Opportunity, ActionResult]:
+    """The state after a perform effect had `outcome` (activity created, letter sent, ...)."""
+    new = state.model_copy(deep=True)
+    return new, action_rules.settle(new, effect, outcome, now)
+
+
+def finish(state: Opportunity, result: CommandResult, settled: list[ActionResult]) -> CommandResult:
+    """The command's result once its effects are settled."""
+    actions = [*result.actions, *settled]
+    message = result.message
+    if settled:
+        message = "; ".join(f"{a.action_id}: {a.outcome}" for a in actions)
+    return result.model_copy(
+        update={
+            "actions": actions,
+            "message": message,
+            "current_stage": state.current_stage,
+            "status": state.status,
+        }
     )
 
 
@@ -129,60 +145,6 @@ def reject(
     )
     new.rejected = [*state.rejected, record][-MAX_REJECTED:]
     return new
-
-
-def _check_change_stage(state: Opportunity, command: ChangeStage) -> None:
-    if state.process.stage(command.stage) is None:
-        raise CommandRejected(
-            f"unknown stage {command.stage!r} for process {state.process_id!r}; "
-            f"stages are {state.process.stage_names()}"
-        )
-    if command.stage == state.current_stage:
-        raise CommandRejected(f"the opportunity is already in stage {command.stage!r}")
-    if command.cancel_open_activities and not state.process.allow_cancel_activities:
-        raise CommandRejected(
-            f"process {state.process_id!r} does not allow cancelling activities on a stage "
-            "change; send cancel_open_activities: false"
-        )
-
-
-def _change_stage(
-    state: Opportunity, command: ChangeStage, now: datetime
-) -> tuple[list[Effect], str]:
-    left = state.current_stage
-    effects = _enter_stage(
-        state, command.stage, now, source="manual", by=command.by, reason=command.reason
-    )
-    return effects, f"moved from {left!r} to {command.stage!r}"
-
-
-def _enter_stage(
-    state: Opportunity,
-    stage: str,
-    now: datetime,
-    *,
-    source: HistorySource,
-    by: str | None,
-    reason: str | None,
-) -> list[Effect]:
-    """Move `state` (in place) into `stage` and say what must be recorded."""
-    entry = HistoryEntry(
-        seq=len(state.history) + 1,
-        at=now,
-        from_stage=None if source == "start" else state.current_stage,
-        to_stage=stage,
-        source=source,
-        by=by,
-        reason=reason,
-    )
-    state.history = [*state.history, entry]
-    state.current_stage = stage
-    state.stage_entered_at = now
-    definition = state.process.stage(stage)
-    closes_as = definition.closes_as if definition else None
-    state.status = closes_as or "open"
-    state.closed_at = now if closes_as else None
-    return [RecordHistory(entry=entry)]
 
 
 def _result(
@@ -203,7 +165,7 @@ def _result(
     )
 
 
-def replay_history(history: list[HistoryEntry]) -> str | None:
+def replay_history(history: list[Any]) -> str | None:
     """The stage the history ends in: what the current stage must always equal."""
     stage: str | None = None
     for entry in history:

@@ -1,14 +1,17 @@
-"""Effects: what the workflow shell must carry out after the core decided a change.
+"""Effects: what the workflow shell must carry out after the core decided a change, and the
+outcomes it feeds back.
 
 The core never performs I/O; it returns these, and the shell turns each into an activity whose
-idempotency key comes from the effect itself, so that a retry never doubles it.
+idempotency key comes from the effect itself (opportunity, action, generation), so that a
+retry or a replay never doubles a calendar activity, a letter or an invitation.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from sales.opportunity import HistoryEntry
 
@@ -18,5 +21,81 @@ class RecordHistory(BaseModel):
     entry: HistoryEntry
 
 
-Effect = RecordHistory
-"""Becomes a union discriminated by `kind` as effect types are added."""
+class CreateCalendarActivity(BaseModel):
+    kind: Literal["create_calendar_activity"] = "create_calendar_activity"
+    opportunity_id: str
+    contact_id: str
+    action_id: str
+    generation: int
+    activity_id: str
+    activity_kind: str
+    subject: str
+    starts_at: datetime
+    ends_at: datetime
+    track_outcome: bool
+
+
+class LetterContext(BaseModel):
+    """The opportunity and process fields a letter template may use."""
+
+    opportunity_id: str
+    name: str | None
+    owner: str | None
+    current_stage: str
+    process_id: str
+    process_name: str
+
+
+class SendLetter(BaseModel):
+    kind: Literal["send_letter"] = "send_letter"
+    opportunity_id: str
+    contact_id: str
+    action_id: str
+    generation: int
+    letter_id: str
+    template: str
+    title: str
+    context: LetterContext
+
+
+class InviteToEvent(BaseModel):
+    kind: Literal["invite_to_event"] = "invite_to_event"
+    opportunity_id: str
+    contact_id: str
+    action_id: str
+    event_id: str
+
+
+class CompleteCalendarActivity(BaseModel):
+    kind: Literal["complete_calendar_activity"] = "complete_calendar_activity"
+    activity_id: str
+    outcome: str | None = None
+    notes: str | None = None
+
+
+class DeleteCalendarActivity(BaseModel):
+    kind: Literal["delete_calendar_activity"] = "delete_calendar_activity"
+    activity_id: str
+
+
+Effect = Annotated[
+    RecordHistory
+    | CreateCalendarActivity
+    | SendLetter
+    | InviteToEvent
+    | CompleteCalendarActivity
+    | DeleteCalendarActivity,
+    Field(discriminator="kind"),
+]
+
+PerformEffect = CreateCalendarActivity | SendLetter | InviteToEvent
+"""Effects whose outcome decides what happens to an action (fed back through `core.settle`)."""
+
+
+class EffectOutcome(BaseModel):
+    """What carrying out an effect did. `failed` is for bad data that no retry can fix."""
+
+    status: Literal["created", "exists", "sent", "filed", "invited", "already_invited", "failed"]
+    message: str = ""
+    activity_id: str | None = None
+    created_on: datetime | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from sales.process import Action, Identifier, ProcessDefinition, Text
 
@@ -32,16 +32,41 @@ class StartOpportunity(BaseModel):
     """Who opened it; kept in the `start` history entry."""
 
 
-class ActionState(BaseModel):
-    """This opportunity's copy of an action, with its progress."""
+ActivityStatus = Literal["active", "done", "canceled"]
 
-    action: Action
+
+class ActionState(BaseModel):
+    """This opportunity's copy of an action, with its progress (a row of "Stage Actions")."""
+
+    definition: Action
     completed: bool = False
     completed_at: datetime | None = None
     performed_at: datetime | None = None
     activity_id: str | None = None
-    activity_status: Literal["active", "done", "canceled"] | None = None
+    """The linked calendar activity, until it is deleted."""
+    activity_status: ActivityStatus | None = None
     activity_created_on: datetime | None = None
+    activity_outcome: str | None = None
+    generation: int = 0
+    """How many side effects (activities, letters) this action has started; with the
+    opportunity and the action id it is the idempotency key of the next one."""
+    last_error: str | None = None
+    """Why the last perform failed (unknown template, no address, ...); cleared on success."""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def action_id(self) -> str:
+        return self.definition.action_id
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def type(self) -> str:
+        return self.definition.type
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def title(self) -> str:
+        return self.definition.title
 
 
 class StageState(BaseModel):
@@ -93,6 +118,25 @@ class Opportunity(BaseModel):
 
     def stage_state(self, name: str) -> StageState:
         return next(stage for stage in self.stages if stage.name == name)
+
+    def visited_stages(self) -> list[str]:
+        """The current stage and the stages it has been in: "Stage Actions for Current/Previous"."""
+        visited = {entry.to_stage for entry in self.history} | {self.current_stage}
+        return [stage.name for stage in self.stages if stage.name in visited]
+
+    def find_action(self, action_id: str) -> tuple[StageState, ActionState] | None:
+        for stage in self.stages:
+            for action in stage.actions:
+                if action.action_id == action_id:
+                    return stage, action
+        return None
+
+    def find_activity(self, activity_id: str) -> tuple[StageState, ActionState] | None:
+        for stage in self.stages:
+            for action in stage.actions:
+                if action.activity_id == activity_id:
+                    return stage, action
+        return None
 
     def open_actions(self) -> int:
         """Actions of the current stage not yet completed (the `OpenActions` search attribute)."""

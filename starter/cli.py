@@ -359,9 +359,9 @@ def print_opportunity(o: Opportunity, stage: str | None) -> None:
         for a in state.actions:
             table.add_row(
                 state.name,
-                a.action.action_id,
-                a.action.type,
-                a.action.title,
+                a.action_id,
+                a.type,
+                a.title,
                 "yes" if a.completed else "no",
                 f"{a.activity_id} ({a.activity_status})" if a.activity_id else "",
             )

@@ -37,7 +37,7 @@ def test_opens_in_the_first_stage_with_a_start_entry() -> None:
     state = decision.state
     assert state.current_stage == "Prospect" and state.status == "open"
     assert state.process_version == 3
-    assert [a.action.action_id for a in state.stage_state("Prospect").actions] == [
+    assert [a.action_id for a in state.stage_state("Prospect").actions] == [
         "intro-call",
         "welcome-letter",
         "seminar",

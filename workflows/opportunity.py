@@ -9,11 +9,9 @@ continues-as-new, carrying its whole state and any queued command.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -29,16 +27,33 @@ with workflow.unsafe.imports_passed_through():
     from sales.effects import Effect, RecordHistory
     from sales.errors import CommandRejected, describe_validation_error
     from sales.opportunity import HistoryEntry, Opportunity, OpportunitySummary
+    from sales.results import ActionResult
+    from workflows import effect_runner
     from workflows import search_attributes as sa
     from workflows.messages import Carried, OpportunityInput, QueuedCommand
 
-ACTIVITY_TIMEOUT = timedelta(seconds=30)
-ACTIVITY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-)
-"""Store writes retry until the database answers: a command is never dropped for an outage."""
+
+def _command(name: str) -> tuple[Any, Any]:
+    """The signal and the same-name update (with its validator) of one command.
+
+    Both put the raw payload in the one queue; the main loop validates and applies it in
+    arrival order. Payloads stay raw JSON until then, so a malformed one is reported (in the
+    update's error, or in `rejected` for a signal) instead of being dropped by the converter.
+    """
+
+    @workflow.signal(name=name)
+    def on_signal(self: Any, payload: Any) -> None:
+        self._queue.append(QueuedCommand(name=name, payload=payload))
+
+    @workflow.update(name=name)
+    async def on_update(self: Any, payload: Any) -> core.CommandResult:
+        return await self._submit(name, payload)
+
+    @on_update.validator
+    def validate(self: Any, payload: Any) -> None:
+        self._validate(name, payload)
+
+    return on_signal, on_update
 
 
 @workflow.defn(name="Opportunity")
@@ -86,19 +101,16 @@ class OpportunityWorkflow:
                     )
                 )
 
-    # --- commands ---------------------------------------------------------------------------
+    # --- commands: each a signal and an update of the same name (see `_command`) ----------
 
-    @workflow.signal(name="change_stage")
-    def change_stage_signal(self, payload: Any) -> None:
-        self._queue.append(QueuedCommand(name="change_stage", payload=payload))
-
-    @workflow.update(name="change_stage")
-    async def change_stage(self, payload: Any) -> core.CommandResult:
-        return await self._submit("change_stage", payload)
-
-    @change_stage.validator
-    def _validate_change_stage(self, payload: Any) -> None:
-        self._validate("change_stage", payload)
+    change_stage_signal, change_stage = _command("change_stage")
+    perform_actions_signal, perform_actions = _command("perform_actions")
+    complete_actions_signal, complete_actions = _command("complete_actions")
+    add_action_signal, add_action = _command("add_action")
+    modify_action_signal, modify_action = _command("modify_action")
+    delete_action_signal, delete_action = _command("delete_action")
+    record_outcome_signal, record_outcome = _command("record_outcome")
+    delete_activity_signal, delete_activity = _command("delete_activity")
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -146,8 +158,8 @@ class OpportunityWorkflow:
             setup = await workflow.execute_activity_method(
                 OpportunityActivities.load_setup,
                 SetupRequest(contact_id=start.contact_id, process_id=start.process_id),
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=ACTIVITY_RETRY,
+                start_to_close_timeout=effect_runner.TIMEOUT,
+                retry_policy=effect_runner.RETRY,
                 summary="Load contact and sales process",
             )
         except ActivityError as error:
@@ -200,23 +212,37 @@ class OpportunityWorkflow:
                 self._results[item.ticket] = rejected.reason
             return
         self._state = decision.state
-        if not decision.result.duplicate:
-            await self._carry_out(decision.effects)
+        result = decision.result
+        if not result.duplicate:
+            settled = await self._carry_out(decision.effects)
+            result = core.finish(self._state, result, settled)
         if item.ticket is not None:
-            self._results[item.ticket] = decision.result
+            self._results[item.ticket] = result
 
-    async def _carry_out(self, effects: list[Effect]) -> None:
-        """Execute the effects, then write the projection and refresh what operators see."""
+    async def _carry_out(self, effects: list[Effect]) -> list[ActionResult]:
+        """Execute the effects in order, settle what performing did, then write the projection
+        and refresh what operators see."""
+        settled: list[ActionResult] = []
+        history: list[HistoryEntry] = []
+        for effect in effects:
+            if isinstance(effect, RecordHistory):
+                history.append(effect.entry)
+            elif effect_runner.is_perform(effect):
+                outcome = await effect_runner.perform(effect)  # type: ignore[arg-type]
+                assert self._state is not None
+                self._state, result = core.settle(
+                    self._state,
+                    effect,  # type: ignore[arg-type]
+                    outcome,
+                    workflow.now(),
+                )
+                settled.append(result)
+            else:
+                await effect_runner.run(effect)
         assert self._state is not None
-        history = [effect.entry for effect in effects if isinstance(effect, RecordHistory)]
-        await workflow.execute_activity_method(
-            OpportunityActivities.project_opportunity,
-            ProjectionWrite(summary=self._state.summary(), history=history),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=ACTIVITY_RETRY,
-            summary=_projection_summary(history),
-        )
+        await effect_runner.project(ProjectionWrite(summary=self._state.summary(), history=history))
         self._publish()
+        return settled
 
     def _publish(self) -> None:
         """Upsert the search attributes that changed, and the UI's current details."""
@@ -247,13 +273,6 @@ class OpportunityWorkflow:
             return True
         limit = self._continue_as_new_after
         return limit is not None and info.get_current_history_length() >= limit
-
-
-def _projection_summary(history: list[HistoryEntry]) -> str:
-    if not history:
-        return "Update opportunity record"
-    last = history[-1]
-    return f"Record stage change to {last.to_stage!r}"
 
 
 def _details(state: Opportunity) -> str:

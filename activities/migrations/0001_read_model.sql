@@ -76,6 +76,7 @@ CREATE TABLE calendar_activities (
     outcome         text,
     notes           text,
     track_outcome   boolean NOT NULL DEFAULT false,
+    updated_at      timestamptz,
     created_on      timestamptz NOT NULL,
     UNIQUE (opportunity_id, action_id, generation)
 );
@@ -92,7 +93,10 @@ CREATE TABLE letters (
     subject         text,
     body            text NOT NULL,
     message_id      text,
-    sent_at         timestamptz NOT NULL,
+    recipient       text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    -- NULL while an e-mail is being sent: a retry then sends again with the same Message-ID.
+    sent_at         timestamptz,
     UNIQUE (opportunity_id, action_id, generation)
 );
 
@@ -113,6 +117,7 @@ CREATE TABLE event_invitees (
     event_id        text NOT NULL REFERENCES events (event_id),
     contact_id      text NOT NULL REFERENCES contacts (contact_id),
     opportunity_id  text REFERENCES opportunities (opportunity_id),
+    action_id       text,
     invited_at      timestamptz NOT NULL,
     PRIMARY KEY (event_id, contact_id)
 );

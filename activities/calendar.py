@@ -1,0 +1,132 @@
+"""Calendar activities linked to calendar actions (the `calendar_activities` table).
+
+Rows are keyed by (opportunity, action, generation): creating the same activity twice returns
+the first one, so a retried or replayed create never makes a second row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import asyncpg
+from pydantic import BaseModel
+from temporalio import activity
+
+from sales.effects import (
+    CompleteCalendarActivity,
+    CreateCalendarActivity,
+    DeleteCalendarActivity,
+    EffectOutcome,
+)
+
+
+class CalendarActivity(BaseModel):
+    activity_id: str
+    opportunity_id: str
+    action_id: str
+    contact_id: str
+    kind: str
+    subject: str
+    starts_at: datetime
+    ends_at: datetime
+    status: Literal["active", "done", "canceled"]
+    outcome: str | None
+    notes: str | None
+    track_outcome: bool
+    created_on: datetime
+
+
+_COLUMNS = ", ".join(CalendarActivity.model_fields)
+
+
+async def create(
+    pool: asyncpg.Pool, effect: CreateCalendarActivity
+) -> tuple[CalendarActivity, bool]:
+    """Insert the activity unless this (opportunity, action, generation) already has one."""
+    row = await pool.fetchrow(
+        f"""
+        INSERT INTO calendar_activities (activity_id, opportunity_id, action_id, generation,
+            contact_id, kind, subject, starts_at, ends_at, status, track_outcome, created_on)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, now())
+        ON CONFLICT (opportunity_id, action_id, generation) DO NOTHING
+        RETURNING {_COLUMNS}
+        """,
+        effect.activity_id,
+        effect.opportunity_id,
+        effect.action_id,
+        effect.generation,
+        effect.contact_id,
+        effect.activity_kind,
+        effect.subject,
+        effect.starts_at,
+        effect.ends_at,
+        effect.track_outcome,
+    )
+    if row is not None:
+        return CalendarActivity.model_validate(dict(row)), True
+    row = await pool.fetchrow(
+        f"SELECT {_COLUMNS} FROM calendar_activities"
+        " WHERE opportunity_id = $1 AND action_id = $2 AND generation = $3",
+        effect.opportunity_id,
+        effect.action_id,
+        effect.generation,
+    )
+    assert row is not None
+    return CalendarActivity.model_validate(dict(row)), False
+
+
+async def get(pool: asyncpg.Pool, activity_id: str) -> CalendarActivity | None:
+    row = await pool.fetchrow(
+        f"SELECT {_COLUMNS} FROM calendar_activities WHERE activity_id = $1", activity_id
+    )
+    return None if row is None else CalendarActivity.model_validate(dict(row))
+
+
+async def list_for(pool: asyncpg.Pool, opportunity_id: str | None = None) -> list[CalendarActivity]:
+    rows = await pool.fetch(
+        f"SELECT {_COLUMNS} FROM calendar_activities"
+        " WHERE $1::text IS NULL OR opportunity_id = $1 ORDER BY starts_at, activity_id",
+        opportunity_id,
+    )
+    return [CalendarActivity.model_validate(dict(row)) for row in rows]
+
+
+class CalendarActivities:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @activity.defn(name="create_calendar_activity")
+    async def create_calendar_activity(self, effect: CreateCalendarActivity) -> EffectOutcome:
+        row, created = await create(self.pool, effect)
+        return EffectOutcome(
+            status="created" if created else "exists",
+            message=f"calendar activity {row.activity_id} created for "
+            f"{row.starts_at:%Y-%m-%d %H:%M} UTC",
+            activity_id=row.activity_id,
+            created_on=row.created_on,
+        )
+
+    @activity.defn(name="complete_calendar_activity")
+    async def complete_calendar_activity(self, effect: CompleteCalendarActivity) -> None:
+        """Mark done (idempotent: an activity already done or canceled is left as it is)."""
+        await self.pool.execute(
+            "UPDATE calendar_activities SET status = 'done', outcome = $2, notes = $3,"
+            " updated_at = now() WHERE activity_id = $1 AND status = 'active'",
+            effect.activity_id,
+            effect.outcome,
+            effect.notes,
+        )
+
+    @activity.defn(name="delete_calendar_activity")
+    async def delete_calendar_activity(self, effect: DeleteCalendarActivity) -> None:
+        await self.pool.execute(
+            "DELETE FROM calendar_activities WHERE activity_id = $1", effect.activity_id
+        )
+
+    def all(self) -> list:
+        return [
+            self.create_calendar_activity,
+            self.complete_calendar_activity,
+            self.delete_calendar_activity,
+        ]

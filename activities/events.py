@@ -1,0 +1,123 @@
+"""Events and their invitee lists (`events`, `event_invitees`).
+
+A contact is on an event's list at most once (the primary key). The row remembers which
+opportunity and action invited it, so a retried invitation recognises its own earlier success
+and does not report `already_invited` for it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.store import StoreError
+from sales.effects import EffectOutcome, InviteToEvent
+from sales.process import Identifier
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Identifier
+    name: str = Field(min_length=1, max_length=500)
+    starts_at: datetime
+
+
+class Invitee(BaseModel):
+    event_id: str
+    contact_id: str
+    opportunity_id: str | None
+    invited_at: datetime
+
+
+async def add_event(pool: asyncpg.Pool, event: Event) -> bool:
+    """True if added, False if the same event exists; a different one with that id is an error."""
+    inserted = await pool.fetchval(
+        "INSERT INTO events (event_id, name, starts_at) VALUES ($1, $2, $3)"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING 1",
+        event.event_id,
+        event.name,
+        event.starts_at,
+    )
+    if inserted:
+        return True
+    existing = await get_event(pool, event.event_id)
+    if existing != event:
+        raise StoreError(f"event {event.event_id!r} already exists with other details: {existing}")
+    return False
+
+
+async def get_event(pool: asyncpg.Pool, event_id: str) -> Event | None:
+    row = await pool.fetchrow(
+        "SELECT event_id, name, starts_at FROM events WHERE event_id = $1", event_id
+    )
+    return None if row is None else Event.model_validate(dict(row))
+
+
+async def list_events(pool: asyncpg.Pool) -> list[Event]:
+    rows = await pool.fetch("SELECT event_id, name, starts_at FROM events ORDER BY starts_at")
+    return [Event.model_validate(dict(row)) for row in rows]
+
+
+async def list_invitees(pool: asyncpg.Pool, event_id: str) -> list[Invitee]:
+    rows = await pool.fetch(
+        "SELECT event_id, contact_id, opportunity_id, invited_at FROM event_invitees"
+        " WHERE event_id = $1 ORDER BY invited_at, contact_id",
+        event_id,
+    )
+    return [Invitee.model_validate(dict(row)) for row in rows]
+
+
+async def invite(pool: asyncpg.Pool, effect: InviteToEvent) -> bool:
+    """Put the contact on the list; False if it was already there (put by someone else)."""
+    async with pool.acquire() as conn, conn.transaction():
+        if await get_event(pool, effect.event_id) is None:
+            raise StoreError(f"unknown event {effect.event_id!r}")
+        inserted = await conn.fetchval(
+            "INSERT INTO event_invitees (event_id, contact_id, opportunity_id, action_id,"
+            " invited_at) VALUES ($1, $2, $3, $4, now())"
+            " ON CONFLICT (event_id, contact_id) DO NOTHING RETURNING 1",
+            effect.event_id,
+            effect.contact_id,
+            effect.opportunity_id,
+            effect.action_id,
+        )
+        if inserted:
+            return True
+        row = await conn.fetchrow(
+            "SELECT opportunity_id, action_id FROM event_invitees"
+            " WHERE event_id = $1 AND contact_id = $2",
+            effect.event_id,
+            effect.contact_id,
+        )
+        return row is not None and (row["opportunity_id"], row["action_id"]) == (
+            effect.opportunity_id,
+            effect.action_id,
+        )
+
+
+class EventActivities:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @activity.defn(name="invite_to_event")
+    async def invite_to_event(self, effect: InviteToEvent) -> EffectOutcome:
+        try:
+            invited = await invite(self.pool, effect)
+        except StoreError as error:
+            raise ApplicationError(str(error), type="UnknownEvent", non_retryable=True) from None
+        if invited:
+            return EffectOutcome(
+                status="invited", message=f"contact invited to event {effect.event_id}"
+            )
+        return EffectOutcome(
+            status="already_invited",
+            message=f"the contact is already on the invitee list of event {effect.event_id}",
+        )
+
+    def all(self) -> list:
+        return [self.invite_to_event]

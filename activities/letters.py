@@ -1,0 +1,262 @@
+"""Letters: Jinja2 templates merged with the contact and the opportunity, sent by e-mail when
+SMTP is configured and the contact has an address, otherwise filed as a document to print.
+Either way the letter is logged in `letters`.
+
+Exactly once: the letter row, keyed by (opportunity, action, generation), is written before
+the e-mail is sent and marked sent after. A retry finds it: sent means done; not yet sent means
+the outcome of the earlier attempt is unknown, so it sends again with the same deterministic
+Message-ID, which mail systems use to drop the duplicate.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import aiosmtplib
+import asyncpg
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities import store
+from sales.contact import Contact
+from sales.effects import EffectOutcome, SendLetter
+
+_JINJA = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+class TemplateError(Exception):
+    pass
+
+
+class Template(BaseModel):
+    name: str
+    body: str
+    updated_at: datetime | None = None
+
+
+class RenderedLetter(BaseModel):
+    subject: str
+    body: str
+
+
+def check_template(body: str) -> None:
+    """Refuse a template that does not parse, naming the line."""
+    try:
+        _JINJA.parse(body)
+    except jinja2.TemplateSyntaxError as error:
+        raise TemplateError(f"line {error.lineno}: {error.message}") from None
+
+
+def render(body: str, *, default_subject: str, variables: dict[str, Any]) -> RenderedLetter:
+    """Merge a template; a first line `Subject: ...` becomes the e-mail subject."""
+    try:
+        text = _JINJA.from_string(body).render(**variables)
+    except jinja2.TemplateError as error:
+        raise TemplateError(str(error)) from None
+    first, _, rest = text.partition("\n")
+    if first.lower().startswith("subject:"):
+        return RenderedLetter(subject=first[len("subject:") :].strip(), body=rest.lstrip("\n"))
+    return RenderedLetter(subject=default_subject, body=text)
+
+
+async def put_template(pool: asyncpg.Pool, name: str, body: str) -> None:
+    check_template(body)
+    await pool.execute(
+        "INSERT INTO letter_templates (name, body) VALUES ($1, $2)"
+        " ON CONFLICT (name) DO UPDATE SET body = EXCLUDED.body, updated_at = now()",
+        name,
+        body,
+    )
+
+
+async def get_template(pool: asyncpg.Pool, name: str) -> Template | None:
+    row = await pool.fetchrow(
+        "SELECT name, body, updated_at FROM letter_templates WHERE name = $1", name
+    )
+    return None if row is None else Template.model_validate(dict(row))
+
+
+async def list_templates(pool: asyncpg.Pool) -> list[Template]:
+    rows = await pool.fetch("SELECT name, body, updated_at FROM letter_templates ORDER BY name")
+    return [Template.model_validate(dict(row)) for row in rows]
+
+
+class Letter(BaseModel):
+    letter_id: str
+    opportunity_id: str
+    action_id: str
+    contact_id: str
+    template: str
+    method: str
+    subject: str | None
+    body: str
+    message_id: str | None
+    recipient: str | None
+    sent_at: datetime | None
+
+
+async def list_letters(pool: asyncpg.Pool, opportunity_id: str) -> list[Letter]:
+    rows = await pool.fetch(
+        f"SELECT {', '.join(Letter.model_fields)} FROM letters WHERE opportunity_id = $1"
+        " ORDER BY created_at",
+        opportunity_id,
+    )
+    return [Letter.model_validate(dict(row)) for row in rows]
+
+
+class Mailer:
+    """SMTP delivery from `SMTP_URL`: smtp://[user:password@]host[:port] (STARTTLS when the
+    server offers it) or smtps://... (TLS from the start); sender `SMTP_FROM`."""
+
+    def __init__(self, url: str, sender: str = "opportunities@localhost") -> None:
+        parsed = urlparse(url)
+        if parsed.scheme not in {"smtp", "smtps"} or not parsed.hostname:
+            raise ValueError(f"SMTP_URL must look like smtp://host:port, not {url!r}")
+        self.hostname = parsed.hostname
+        self.use_tls = parsed.scheme == "smtps"
+        self.port = parsed.port or (465 if self.use_tls else 25)
+        self.username = unquote(parsed.username) if parsed.username else None
+        self.password = unquote(parsed.password) if parsed.password else None
+        self.sender = sender
+
+    async def send(self, *, to: str, subject: str, body: str, message_id: str) -> None:
+        message = EmailMessage()
+        message["From"] = self.sender
+        message["To"] = to
+        message["Subject"] = subject
+        message["Message-ID"] = message_id
+        message.set_content(body)
+        await aiosmtplib.send(
+            message,
+            hostname=self.hostname,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            use_tls=self.use_tls,
+            timeout=30,
+        )
+
+
+def message_id_for(letter_id: str) -> str:
+    return f"<{letter_id}@opportunities>"
+
+
+def _has_postal_address(contact: Contact) -> bool:
+    return bool(contact.street and contact.city and contact.postal_code)
+
+
+class LetterActivities:
+    def __init__(self, pool: asyncpg.Pool, mailer: Mailer | None = None) -> None:
+        self.pool = pool
+        self.mailer = mailer
+
+    @activity.defn(name="send_letter")
+    async def send_letter(self, effect: SendLetter) -> EffectOutcome:
+        contact = await store.get_contact(self.pool, effect.contact_id)
+        if contact is None:
+            raise _bad_data(f"unknown contact {effect.contact_id!r}")
+        template = await get_template(self.pool, effect.template)
+        if template is None:
+            known = [t.name for t in await list_templates(self.pool)]
+            raise _bad_data(f"unknown letter template {effect.template!r}; templates are {known}")
+        context = effect.context
+        try:
+            letter = render(
+                template.body,
+                default_subject=effect.title,
+                variables={
+                    "contact": contact.model_dump(),
+                    "opportunity": {
+                        "opportunity_id": context.opportunity_id,
+                        "name": context.name,
+                        "owner": context.owner,
+                        "current_stage": context.current_stage,
+                    },
+                    "process": {"process_id": context.process_id, "name": context.process_name},
+                },
+            )
+        except TemplateError as error:
+            raise _bad_data(
+                f"letter template {effect.template!r} cannot be merged: {error}"
+            ) from None
+
+        if self.mailer is not None and contact.email:
+            return await self._email(effect, letter, contact.email)
+        if not _has_postal_address(contact):
+            why = "no e-mail address" if self.mailer else "no SMTP server configured"
+            raise _bad_data(
+                f"contact {contact.contact_id!r} cannot receive letter {effect.template!r}: "
+                f"{why}, and no postal address (street, postal code and city) to print it for"
+            )
+        await self._log(effect, letter, method="document", recipient=None, sent=True)
+        return EffectOutcome(
+            status="filed", message=f"letter {effect.letter_id} filed as a document to print"
+        )
+
+    async def _email(self, effect: SendLetter, letter: RenderedLetter, to: str) -> EffectOutcome:
+        assert self.mailer is not None
+        row = await self._log(effect, letter, method="email", recipient=to, sent=False)
+        if row["sent_at"] is None:
+            await self.mailer.send(
+                to=row["recipient"],
+                subject=row["subject"],
+                body=row["body"],
+                message_id=row["message_id"],
+            )
+            await self.pool.execute(
+                "UPDATE letters SET sent_at = now() WHERE letter_id = $1", effect.letter_id
+            )
+        return EffectOutcome(status="sent", message=f"letter {effect.letter_id} e-mailed to {to}")
+
+    async def _log(
+        self,
+        effect: SendLetter,
+        letter: RenderedLetter,
+        *,
+        method: str,
+        recipient: str | None,
+        sent: bool,
+    ) -> asyncpg.Record:
+        """Insert the letter row once; return the stored row (the first attempt's)."""
+        await self.pool.execute(
+            "INSERT INTO letters (letter_id, opportunity_id, action_id, generation, contact_id,"
+            " template, method, subject, body, message_id, recipient, sent_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+            "  CASE WHEN $12 THEN now() END)"
+            " ON CONFLICT (opportunity_id, action_id, generation) DO NOTHING",
+            effect.letter_id,
+            effect.opportunity_id,
+            effect.action_id,
+            effect.generation,
+            effect.contact_id,
+            effect.template,
+            method,
+            letter.subject,
+            letter.body,
+            message_id_for(effect.letter_id) if method == "email" else None,
+            recipient,
+            sent,
+        )
+        row = await self.pool.fetchrow(
+            "SELECT recipient, subject, body, message_id, sent_at FROM letters"
+            " WHERE opportunity_id = $1 AND action_id = $2 AND generation = $3",
+            effect.opportunity_id,
+            effect.action_id,
+            effect.generation,
+        )
+        assert row is not None
+        return row
+
+    def all(self) -> list:
+        return [self.send_letter]
+
+
+def _bad_data(message: str) -> ApplicationError:
+    """Bad data no retry can fix: the command reports it and the action stays not completed."""
+    return ApplicationError(message, type="BadLetterData", non_retryable=True)

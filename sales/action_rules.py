@@ -1,0 +1,386 @@
+"""Stage actions: perform, complete, add, modify and delete them; the calendar side of linked
+activities (outcome recorded, activity deleted); and settling what performing did.
+
+Every rule works on a copy of the state and raises `CommandRejected` before changing anything
+when the command cannot be applied as a whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from sales.commands import (
+    AddAction,
+    Command,
+    CompleteActions,
+    DeleteAction,
+    DeleteActivity,
+    ModifyAction,
+    PerformActions,
+    RecordOutcome,
+)
+from sales.effects import (
+    CompleteCalendarActivity,
+    CreateCalendarActivity,
+    DeleteCalendarActivity,
+    EffectOutcome,
+    InviteToEvent,
+    LetterContext,
+    PerformEffect,
+    SendLetter,
+)
+from sales.errors import CommandRejected, describe_validation_error
+from sales.opportunity import ActionState, Opportunity, StageState
+from sales.process import Action, CalendarAction, EventAction, LetterAction
+from sales.results import ActionResult, Change
+from sales.stage_rules import enter_stage, require_stage
+
+_ACTION = TypeAdapter(Action)
+
+
+def activity_id_for(opportunity_id: str, action_id: str, generation: int) -> str:
+    return f"act-{opportunity_id}-{action_id}-{generation}"
+
+
+def letter_id_for(opportunity_id: str, action_id: str, generation: int) -> str:
+    return f"letter-{opportunity_id}-{action_id}-{generation}"
+
+
+def _tagged(state: Opportunity, action_ids: list[str]) -> list[ActionState]:
+    """The tagged actions, each once, in the order given; all must be of current/previous
+    stages and not completed."""
+    visited = state.visited_stages()
+    tagged: list[ActionState] = []
+    for action_id in dict.fromkeys(action_ids):
+        found = state.find_action(action_id)
+        if found is None:
+            available = [a.action_id for stage in visited for a in state.stage_state(stage).actions]
+            raise CommandRejected(
+                f"unknown action {action_id!r}; actions of the current and previous stages "
+                f"are {available}"
+            )
+        stage, action = found
+        if stage.name not in visited:
+            raise CommandRejected(
+                f"action {action_id!r} belongs to stage {stage.name!r}, which the opportunity "
+                f"has not reached (current stage: {state.current_stage!r})"
+            )
+        if action.completed:
+            raise CommandRejected(f"action {action_id!r} is already completed")
+        tagged.append(action)
+    return tagged
+
+
+def perform_actions(state: Opportunity, command: PerformActions, now: datetime) -> Change:
+    change = Change("performing")
+    for action in _tagged(state, command.action_ids):
+        definition = action.definition
+        if isinstance(definition, CalendarAction):
+            if action.activity_id is not None:
+                change.actions.append(
+                    ActionResult(
+                        action_id=action.action_id,
+                        outcome="activity_exists",
+                        message=f"calendar activity {action.activity_id} already exists "
+                        f"(created {action.activity_created_on:%Y-%m-%d}); delete it to create "
+                        "another",
+                        activity_id=action.activity_id,
+                    )
+                )
+                continue
+            change.effects.append(create_activity(state, action, definition, now))
+        elif isinstance(definition, LetterAction):
+            action.generation += 1
+            change.effects.append(
+                SendLetter(
+                    opportunity_id=state.opportunity_id,
+                    contact_id=state.contact_id,
+                    action_id=action.action_id,
+                    generation=action.generation,
+                    letter_id=letter_id_for(
+                        state.opportunity_id, action.action_id, action.generation
+                    ),
+                    template=definition.template,
+                    title=definition.title,
+                    context=LetterContext(
+                        opportunity_id=state.opportunity_id,
+                        name=state.name,
+                        owner=state.owner,
+                        current_stage=state.current_stage,
+                        process_id=state.process_id,
+                        process_name=state.process.name,
+                    ),
+                )
+            )
+        elif isinstance(definition, EventAction):
+            change.effects.append(
+                InviteToEvent(
+                    opportunity_id=state.opportunity_id,
+                    contact_id=state.contact_id,
+                    action_id=action.action_id,
+                    event_id=definition.event_id,
+                )
+            )
+    return change
+
+
+def create_activity(
+    state: Opportunity, action: ActionState, definition: CalendarAction, now: datetime
+) -> CreateCalendarActivity:
+    """The calendar activity of a calendar action, due `due_in_days` from now."""
+    action.generation += 1
+    starts_at = now + timedelta(days=definition.activity.due_in_days)
+    return CreateCalendarActivity(
+        opportunity_id=state.opportunity_id,
+        contact_id=state.contact_id,
+        action_id=action.action_id,
+        generation=action.generation,
+        activity_id=activity_id_for(state.opportunity_id, action.action_id, action.generation),
+        activity_kind=definition.activity.kind,
+        subject=definition.title,
+        starts_at=starts_at,
+        ends_at=starts_at + timedelta(minutes=definition.activity.duration_minutes),
+        track_outcome=definition.activity.track_outcome,
+    )
+
+
+def settle(
+    state: Opportunity, effect: PerformEffect, outcome: EffectOutcome, now: datetime
+) -> ActionResult:
+    """Record in `state` (in place) what performing an action did."""
+    found = state.find_action(effect.action_id)
+    if found is None:  # deleted meanwhile: nothing to record on it
+        return ActionResult(action_id=effect.action_id, outcome="failed", message="action deleted")
+    _, action = found
+    if outcome.status == "failed":
+        action.last_error = outcome.message
+        return ActionResult(action_id=action.action_id, outcome="failed", message=outcome.message)
+    action.last_error = None
+    action.performed_at = now
+    if isinstance(effect, CreateCalendarActivity):
+        action.activity_id = outcome.activity_id or effect.activity_id
+        action.activity_status = "active"
+        action.activity_created_on = outcome.created_on or now
+        action.activity_outcome = None
+        return ActionResult(
+            action_id=action.action_id,
+            outcome="activity_created",
+            message=outcome.message or f"calendar activity {action.activity_id} created",
+            activity_id=action.activity_id,
+        )
+    _complete(action, now)
+    if isinstance(effect, SendLetter):
+        sent = outcome.status == "sent"
+        return ActionResult(
+            action_id=action.action_id,
+            outcome="letter_sent" if sent else "letter_filed",
+            message=outcome.message,
+        )
+    invited = outcome.status == "invited"
+    return ActionResult(
+        action_id=action.action_id,
+        outcome="invited" if invited else "already_invited",
+        message=outcome.message,
+    )
+
+
+def _complete(action: ActionState, now: datetime) -> None:
+    action.completed = True
+    action.completed_at = now
+
+
+def complete_actions(state: Opportunity, command: CompleteActions, now: datetime) -> Change:
+    tagged = _tagged(state, command.action_ids)
+    if len(tagged) == 1 and command.outcome is None:
+        action = tagged[0]
+        definition = action.definition
+        if (
+            isinstance(definition, CalendarAction)
+            and definition.activity.track_outcome
+            and action.activity_status == "active"
+        ):
+            raise CommandRejected(
+                f"action {action.action_id!r} has active calendar activity "
+                f"{action.activity_id} which tracks outcomes: give an outcome"
+            )
+    change = Change(f"completed {[a.action_id for a in tagged]}")
+    for action in tagged:
+        _complete(action, now)
+        message = "completed"
+        if action.activity_id is not None and action.activity_status == "active":
+            change.effects.append(
+                CompleteCalendarActivity(
+                    activity_id=action.activity_id, outcome=command.outcome, notes=command.notes
+                )
+            )
+            action.activity_status = "done"
+            action.activity_outcome = command.outcome
+            message = f"completed; calendar activity {action.activity_id} marked done"
+        change.actions.append(
+            ActionResult(
+                action_id=action.action_id,
+                outcome="completed",
+                message=message,
+                activity_id=action.activity_id,
+            )
+        )
+    return change
+
+
+def add_action(state: Opportunity, command: AddAction, now: datetime) -> Change:
+    require_stage(state, command.stage)
+    existing = state.find_action(command.action.action_id)
+    if existing is not None:
+        raise CommandRejected(
+            f"action id {command.action.action_id!r} is already used in stage "
+            f"{existing[0].name!r} of this opportunity"
+        )
+    stage = state.stage_state(command.stage)
+    stage.actions = [*stage.actions, ActionState(definition=command.action)]
+    return Change(
+        f"added action {command.action.action_id!r} to stage {command.stage!r}",
+        actions=[
+            ActionResult(action_id=command.action.action_id, outcome="added", message="added")
+        ],
+    )
+
+
+def modify_action(state: Opportunity, command: ModifyAction, now: datetime) -> Change:
+    _, action = _find(state, command.action_id)
+    fixed = {"action_id", "type"} & set(command.changes)
+    if fixed:
+        raise CommandRejected(
+            f"{sorted(fixed)} of an action cannot change; delete the action and add another"
+        )
+    merged: dict[str, Any] = {**action.definition.model_dump(), **command.changes}
+    try:
+        action.definition = _ACTION.validate_python(merged)
+    except ValidationError as error:
+        raise CommandRejected(
+            describe_validation_error(error, f"changes to action {command.action_id!r}")
+        ) from None
+    return Change(
+        f"modified action {command.action_id!r}",
+        actions=[
+            ActionResult(
+                action_id=command.action_id,
+                outcome="modified",
+                message=f"changed {sorted(command.changes)}",
+            )
+        ],
+    )
+
+
+def delete_action(state: Opportunity, command: DeleteAction, now: datetime) -> Change:
+    stage, action = _find(state, command.action_id)
+    if action.activity_status == "active":
+        raise CommandRejected(
+            f"action {command.action_id!r} has active calendar activity {action.activity_id}: "
+            "delete the activity first (delete_activity), then the action"
+        )
+    stage.actions = [a for a in stage.actions if a.action_id != command.action_id]
+    return Change(
+        f"deleted action {command.action_id!r} from stage {stage.name!r}",
+        actions=[ActionResult(action_id=command.action_id, outcome="deleted", message="deleted")],
+    )
+
+
+def record_outcome(state: Opportunity, command: RecordOutcome, now: datetime) -> Change:
+    _, action = _find_activity(state, command.activity_id)
+    if action.activity_status != "active":
+        raise CommandRejected(
+            f"calendar activity {command.activity_id} is already {action.activity_status}"
+        )
+    definition = action.definition
+    tracks = isinstance(definition, CalendarAction) and definition.activity.track_outcome
+    if tracks and command.outcome is None:
+        raise CommandRejected(
+            f"calendar activity {command.activity_id} tracks outcomes: give an outcome"
+        )
+    if command.stage is not None:
+        require_stage(state, command.stage)
+    action.activity_status = "done"
+    action.activity_outcome = command.outcome
+    if not action.completed:
+        _complete(action, now)
+    change = Change(
+        f"calendar activity {command.activity_id} done"
+        + (f" with outcome {command.outcome!r}" if command.outcome else ""),
+        effects=[
+            CompleteCalendarActivity(
+                activity_id=command.activity_id, outcome=command.outcome, notes=command.notes
+            )
+        ],
+        actions=[
+            ActionResult(
+                action_id=action.action_id,
+                outcome="activity_done",
+                message="completed",
+                activity_id=command.activity_id,
+            )
+        ],
+    )
+    target = command.stage or (
+        state.process.outcome_stages.get(command.outcome) if command.outcome else None
+    )
+    if target is not None and target != state.current_stage:
+        left = state.current_stage
+        change.effects += enter_stage(
+            state, target, now, source="outcome", by=command.by, reason=command.outcome
+        )
+        change.message += f"; moved from {left!r} to {target!r}"
+    return change
+
+
+def delete_activity(state: Opportunity, command: DeleteActivity, now: datetime) -> Change:
+    _, action = _find_activity(state, command.activity_id)
+    action.activity_id = None
+    action.activity_status = None
+    action.activity_created_on = None
+    action.activity_outcome = None
+    return Change(
+        f"deleted calendar activity {command.activity_id}",
+        effects=[DeleteCalendarActivity(activity_id=command.activity_id)],
+        actions=[
+            ActionResult(
+                action_id=action.action_id,
+                outcome="activity_deleted",
+                message="the action can create a new activity",
+                activity_id=command.activity_id,
+            )
+        ],
+    )
+
+
+def _find(state: Opportunity, action_id: str) -> tuple[StageState, ActionState]:
+    found = state.find_action(action_id)
+    if found is None:
+        every = [a.action_id for stage in state.stages for a in stage.actions]
+        raise CommandRejected(f"unknown action {action_id!r}; actions are {every}")
+    return found
+
+
+def _find_activity(state: Opportunity, activity_id: str) -> tuple[StageState, ActionState]:
+    found = state.find_activity(activity_id)
+    if found is None:
+        linked = [a.activity_id for stage in state.stages for a in stage.actions if a.activity_id]
+        raise CommandRejected(
+            f"unknown calendar activity {activity_id!r} for this opportunity; "
+            f"its linked activities are {linked}"
+        )
+    return found
+
+
+RULES: dict[type[Command], Callable[[Opportunity, Any, datetime], Change]] = {
+    PerformActions: perform_actions,
+    CompleteActions: complete_actions,
+    AddAction: add_action,
+    ModifyAction: modify_action,
+    DeleteAction: delete_action,
+    RecordOutcome: record_outcome,
+    DeleteActivity: delete_activity,
+}

@@ -1,0 +1,56 @@
+"""What commands report back: one result per command, with one line per tagged action."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from sales.effects import Effect
+from sales.opportunity import Status
+
+ActionOutcome = Literal[
+    "activity_created",
+    "activity_exists",
+    "letter_sent",
+    "letter_filed",
+    "invited",
+    "already_invited",
+    "completed",
+    "failed",
+    "added",
+    "modified",
+    "deleted",
+    "activity_done",
+    "activity_deleted",
+]
+
+
+class ActionResult(BaseModel):
+    action_id: str
+    outcome: ActionOutcome
+    message: str
+    activity_id: str | None = None
+
+
+class CommandResult(BaseModel):
+    """What an update returns (and what a signal would have returned)."""
+
+    command: str
+    request_id: str | None = None
+    duplicate: bool = False
+    """True when the request id had already been applied: acknowledged, not applied again."""
+    message: str
+    current_stage: str
+    status: Status
+    actions: list[ActionResult] = Field(default_factory=list)
+
+
+@dataclass
+class Change:
+    """What a rule did to the (copied) state: effects to carry out and what to report."""
+
+    message: str
+    effects: list[Effect] = field(default_factory=list)
+    actions: list[ActionResult] = field(default_factory=list)

@@ -1,0 +1,112 @@
+"""Carrying out the core's effects as activities, each with its timeout, retry policy and a
+summary that makes the event history read like the opportunity's own history."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.calendar import CalendarActivities
+    from activities.events import EventActivities
+    from activities.letters import LetterActivities
+    from activities.opportunity_activities import OpportunityActivities, ProjectionWrite
+    from sales.effects import (
+        CompleteCalendarActivity,
+        CreateCalendarActivity,
+        DeleteCalendarActivity,
+        Effect,
+        EffectOutcome,
+        InviteToEvent,
+        PerformEffect,
+        SendLetter,
+    )
+    from sales.opportunity import HistoryEntry
+
+TIMEOUT = timedelta(seconds=30)
+SMTP_TIMEOUT = timedelta(seconds=90)
+RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+)
+"""Retried until the database (or mail server) answers: an outage never drops an effect.
+Bad data raises non-retryable errors instead, which `perform` turns into a `failed` outcome."""
+
+
+async def perform(effect: PerformEffect) -> EffectOutcome:
+    """Create the activity, send the letter or invite; bad data comes back as `failed`."""
+    try:
+        if isinstance(effect, CreateCalendarActivity):
+            return await workflow.execute_activity_method(
+                CalendarActivities.create_calendar_activity,
+                effect,
+                start_to_close_timeout=TIMEOUT,
+                retry_policy=RETRY,
+                summary=f"Create calendar activity {effect.subject!r}",
+            )
+        if isinstance(effect, SendLetter):
+            return await workflow.execute_activity_method(
+                LetterActivities.send_letter,
+                effect,
+                start_to_close_timeout=SMTP_TIMEOUT,
+                retry_policy=RETRY,
+                summary=f"Send letter {effect.template!r} ({effect.title})",
+            )
+        return await workflow.execute_activity_method(
+            EventActivities.invite_to_event,
+            effect,
+            start_to_close_timeout=TIMEOUT,
+            retry_policy=RETRY,
+            summary=f"Invite the contact to event {effect.event_id!r}",
+        )
+    except ActivityError as error:
+        cause = error.cause
+        if isinstance(cause, ApplicationError) and cause.non_retryable:
+            return EffectOutcome(status="failed", message=cause.message)
+        raise
+
+
+async def run(effect: Effect) -> None:
+    """Carry out an effect that cannot fail for bad data (it only updates our own rows)."""
+    if isinstance(effect, CompleteCalendarActivity):
+        await workflow.execute_activity_method(
+            CalendarActivities.complete_calendar_activity,
+            effect,
+            start_to_close_timeout=TIMEOUT,
+            retry_policy=RETRY,
+            summary=f"Mark calendar activity {effect.activity_id} done",
+        )
+    elif isinstance(effect, DeleteCalendarActivity):
+        await workflow.execute_activity_method(
+            CalendarActivities.delete_calendar_activity,
+            effect,
+            start_to_close_timeout=TIMEOUT,
+            retry_policy=RETRY,
+            summary=f"Delete calendar activity {effect.activity_id}",
+        )
+    else:  # pragma: no cover - the shell routes the other kinds elsewhere
+        raise TypeError(f"no activity for effect {effect.kind!r}")
+
+
+async def project(write: ProjectionWrite) -> None:
+    await workflow.execute_activity_method(
+        OpportunityActivities.project_opportunity,
+        write,
+        start_to_close_timeout=TIMEOUT,
+        retry_policy=RETRY,
+        summary=_projection_summary(write.history),
+    )
+
+
+def _projection_summary(history: list[HistoryEntry]) -> str:
+    if not history:
+        return "Update opportunity record"
+    return f"Record stage change to {history[-1].to_stage!r}"
+
+
+def is_perform(effect: Effect) -> bool:
+    return isinstance(effect, CreateCalendarActivity | SendLetter | InviteToEvent)
