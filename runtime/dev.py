@@ -22,7 +22,7 @@ from activities.schema import migrate
 from runtime import embedded, settings
 from sales.errors import describe_validation_error
 from sales.process import ProcessDefinition
-from starter.cli import load_document
+from starter.cli_common import load_document
 
 DATA = Path(".data")
 EXAMPLES = Path("examples")

@@ -1,6 +1,7 @@
 """The typed Python client for backend services: start opportunities, send commands, read state.
 
-Commands go through Temporal only (updates by default, so the caller learns the result;
+One method per command; each also takes the common fields `request_id` and `by`. Commands go
+through Temporal only (updates by default, so the caller learns the result;
 signals for fire-and-forget). A rejected command raises `CommandRejected` with the workflow's
 own explanation.
 """
@@ -25,10 +26,22 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from runtime import settings
 from runtime.temporal import connect
-from sales.commands import ChangeStage, Command, command_name
+from sales.commands import (
+    AddAction,
+    ChangeStage,
+    Command,
+    CompleteActions,
+    DeleteAction,
+    DeleteActivity,
+    ModifyAction,
+    PerformActions,
+    RecordOutcome,
+    command_name,
+)
 from sales.core import CommandResult
 from sales.errors import CommandRejected
 from sales.opportunity import HistoryEntry, Opportunity, StartOpportunity
+from sales.process import Action
 
 WORKFLOW_TYPE = "Opportunity"
 
@@ -157,6 +170,66 @@ class OpportunitiesClient:
                 request_id=request_id,
             ),
         )
+
+    async def perform_actions(
+        self, opportunity_id: str, action_ids: list[str], **common: Any
+    ) -> CommandResult:
+        return await self.execute(opportunity_id, PerformActions(action_ids=action_ids, **common))
+
+    async def complete_actions(
+        self,
+        opportunity_id: str,
+        action_ids: list[str],
+        *,
+        outcome: str | None = None,
+        notes: str | None = None,
+        **common: Any,
+    ) -> CommandResult:
+        return await self.execute(
+            opportunity_id,
+            CompleteActions(action_ids=action_ids, outcome=outcome, notes=notes, **common),
+        )
+
+    async def add_action(
+        self, opportunity_id: str, stage: str, action: dict[str, Any] | Action, **common: Any
+    ) -> CommandResult:
+        return await self.execute(
+            opportunity_id, AddAction.model_validate({"stage": stage, "action": action, **common})
+        )
+
+    async def modify_action(
+        self, opportunity_id: str, action_id: str, changes: dict[str, Any], **common: Any
+    ) -> CommandResult:
+        return await self.execute(
+            opportunity_id, ModifyAction(action_id=action_id, changes=changes, **common)
+        )
+
+    async def delete_action(
+        self, opportunity_id: str, action_id: str, **common: Any
+    ) -> CommandResult:
+        return await self.execute(opportunity_id, DeleteAction(action_id=action_id, **common))
+
+    async def record_outcome(
+        self,
+        opportunity_id: str,
+        activity_id: str,
+        *,
+        outcome: str | None = None,
+        notes: str | None = None,
+        stage: str | None = None,
+        **common: Any,
+    ) -> CommandResult:
+        return await self.execute(
+            opportunity_id,
+            RecordOutcome(
+                activity_id=activity_id, outcome=outcome, notes=notes, stage=stage, **common
+            ),
+        )
+
+    async def delete_activity(
+        self, opportunity_id: str, activity_id: str, **common: Any
+    ) -> CommandResult:
+        return await self.execute(opportunity_id, DeleteActivity(activity_id=activity_id, **common))
 
     async def state(self, opportunity_id: str) -> Opportunity:
         try:

@@ -4,23 +4,28 @@ queue, worker and ids for every test."""
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import json
 import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from aiosmtpd.controller import Controller
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import store
+from activities.letters import Mailer
 from activities.schema import migrate
 from runtime import embedded
 from worker import build_worker
@@ -86,9 +91,44 @@ def task_queue() -> str:
     return f"test-{uuid.uuid4().hex[:10]}"
 
 
+class Inbox:
+    """An aiosmtpd handler keeping every message it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages if m["To"] == address]
+
+
+@pytest.fixture(scope="session")
+def smtp() -> Iterator[tuple[Inbox, str]]:
+    """A real SMTP server (aiosmtpd) on loopback, and its SMTP_URL."""
+    inbox = Inbox()
+    port = embedded.free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield inbox, f"smtp://127.0.0.1:{port}"
+    controller.stop()
+
+
 @pytest.fixture
-async def worker(client: Client, pool: asyncpg.Pool, task_queue: str) -> AsyncIterator[Worker]:
-    async with build_worker(client, pool, task_queue) as running:
+def inbox(smtp: tuple[Inbox, str]) -> Inbox:
+    return smtp[0]
+
+
+@pytest.fixture
+async def worker(
+    client: Client, pool: asyncpg.Pool, task_queue: str, smtp: tuple[Inbox, str]
+) -> AsyncIterator[Worker]:
+    mailer = Mailer(smtp[1], "sales@example.com")
+    async with build_worker(client, pool, task_queue, mailer) as running:
         yield running
 
 

@@ -7,22 +7,56 @@ from typing import Any
 
 import asyncpg
 
-from activities import store
+from activities import events, letters, store
 from sales.contact import Contact
 from sales.process import ProcessDefinition
 from tests.conftest import example_definition
 
 
+def own_definition(uid: str, **changes: Any) -> dict[str, Any]:
+    """The example process under this test's ids: process `life-<uid>`, letter template
+    `welcome-<uid>`, event `seminar-<uid>` (templates and events are shared tables)."""
+    document = example_definition(f"life-{uid}", **changes)
+    for stage in document["stages"]:
+        for action in stage.get("actions", []):
+            if action["type"] == "letter":
+                action["template"] = f"{action['template']}-{uid}"
+            if action["type"] == "event":
+                action["event_id"] = f"seminar-{uid}"
+    return document
+
+
 async def setup_process(pool: asyncpg.Pool, uid: str, **changes: Any) -> str:
-    definition = ProcessDefinition.model_validate(example_definition(f"life-{uid}", **changes))
+    definition = ProcessDefinition.model_validate(own_definition(uid, **changes))
     await store.apply_process(pool, definition)
     return definition.process_id
 
 
-async def setup_contact(pool: asyncpg.Pool, uid: str) -> str:
-    contact = Contact(contact_id=f"c-{uid}", first_name="Ada", last_name="Lovelace")
+async def setup_contact(pool: asyncpg.Pool, uid: str, **fields: Any) -> str:
+    """Contact `c-<uid>` (Ada Lovelace); `fields` add an e-mail or a postal address."""
+    contact = Contact(contact_id=f"c-{uid}", first_name="Ada", last_name="Lovelace", **fields)
     await store.add_contact(pool, contact)
     return contact.contact_id
+
+
+WELCOME = """Subject: Welcome, {{ contact.first_name }}
+Dear {{ contact.first_name }} {{ contact.last_name }},
+
+thank you for your interest in {{ opportunity.name or process.name }}.
+Your adviser {{ opportunity.owner }} will call you soon.
+"""
+
+
+async def setup_references(pool: asyncpg.Pool, uid: str) -> None:
+    """The letter templates and the event the test's process refers to."""
+    await letters.put_template(pool, f"welcome-{uid}", WELCOME)
+    await letters.put_template(pool, f"proposal-{uid}", "Your proposal, {{ contact.first_name }}.")
+    await events.add_event(
+        pool,
+        events.Event(
+            event_id=f"seminar-{uid}", name="Retirement seminar", starts_at="2027-01-15T18:00Z"
+        ),
+    )
 
 
 async def eventually(check: Any, seconds: float = 10.0) -> Any:
@@ -37,13 +71,19 @@ async def eventually(check: Any, seconds: float = 10.0) -> Any:
         await asyncio.sleep(0.1)
 
 
-async def open_one(pool: asyncpg.Pool, opportunities: Any, uid: str, **options: Any) -> str:
-    """A process and a contact of this test's own, and opportunity `o-<uid>` open on them.
-
-    Returns the process id.
+async def open_one(
+    pool: asyncpg.Pool,
+    opportunities: Any,
+    uid: str,
+    contact: dict[str, Any] | None = None,
+    **options: Any,
+) -> str:
+    """A process, references and a contact of this test's own, and opportunity `o-<uid>`
+    open on them. Returns the process id.
     """
     process_id = await setup_process(pool, uid)
-    contact_id = await setup_contact(pool, uid)
+    contact_id = await setup_contact(pool, uid, **(contact or {}))
+    await setup_references(pool, uid)
     await opportunities.create(
         contact_id, opportunity_id=f"o-{uid}", process_id=process_id, **options
     )

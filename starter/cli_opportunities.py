@@ -1,0 +1,376 @@
+"""Opportunities: create, show, history, and the commands that advance them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from activities import calendar
+from sales.commands import (
+    AddAction,
+    ChangeStage,
+    Command,
+    CompleteActions,
+    DeleteAction,
+    DeleteActivity,
+    ModifyAction,
+    PerformActions,
+    RecordOutcome,
+)
+from sales.errors import describe_validation_error
+from sales.opportunity import HistoryEntry, Opportunity
+from sales.results import CommandResult
+from starter.cli_common import (
+    JsonFlag,
+    UserError,
+    actor,
+    console,
+    database,
+    load_document,
+    new_app,
+    print_json,
+    run,
+)
+from starter.client import OpportunitiesClient
+
+app = new_app("Opportunities.")
+action_app = new_app("Actions of one opportunity (its own copy of the process's actions).")
+activity_app = new_app("Calendar activities linked to actions.")
+app.add_typer(action_app, name="action")
+app.add_typer(activity_app, name="activity")
+
+ByOption = Annotated[
+    str | None, typer.Option("--by", help="Who issues it (kept in history); default: you.")
+]
+C = TypeVar("C", bound=Command)
+
+
+# --- opportunities ----------------------------------------------------------------------------
+
+
+@app.command("create")
+def create(
+    contact: Annotated[str, typer.Option("--contact", help="The contact's id.")],
+    opportunity_id: Annotated[str | None, typer.Option("--id", help="Default: generated.")] = None,
+    process: Annotated[
+        str | None, typer.Option("--process", help="Default: the default process.")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    owner: Annotated[str | None, typer.Option("--owner")] = None,
+    stage: Annotated[str | None, typer.Option("--stage", help="Default: the first stage.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Open an opportunity for a contact: starts its workflow and waits until it is open."""
+
+    async def work() -> None:
+        client = await OpportunitiesClient.connect()
+        try:
+            opportunity = await client.create(
+                contact,
+                opportunity_id=opportunity_id,
+                process_id=process,
+                name=name,
+                owner=owner,
+                stage=stage,
+                by=actor(),
+            )
+        except ValidationError as error:
+            raise UserError(describe_validation_error(error, "opportunity")) from None
+        if as_json:
+            print_json(opportunity)
+        else:
+            console.print(
+                f"{opportunity.opportunity_id}: open in stage {opportunity.current_stage!r} "
+                f"of {opportunity.process_id} v{opportunity.process_version}",
+                highlight=False,
+            )
+
+    run(work)
+
+
+@app.command("show")
+def show(
+    opportunity_id: str,
+    stage: Annotated[str | None, typer.Option("--stage", help="Show one stage's actions.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The opportunity's detail: current stage, status and stage actions."""
+
+    async def work() -> None:
+        client = await OpportunitiesClient.connect()
+        opportunity = await client.state(opportunity_id)
+        if stage is not None and opportunity.process.stage(stage) is None:
+            raise UserError(
+                f"unknown stage {stage!r}; stages are {opportunity.process.stage_names()}"
+            )
+        if as_json:
+            print_json(opportunity)
+        else:
+            print_opportunity(opportunity, stage)
+
+    run(work)
+
+
+def print_opportunity(o: Opportunity, stage: str | None) -> None:
+    console.print(f"[bold]{o.opportunity_id}[/bold] {o.name or ''}", highlight=False)
+    fields = Table.grid(padding=(0, 2))
+    fields.add_row(
+        "Contact", f"{o.contact_name} ({o.contact_id})" if o.contact_name else o.contact_id
+    )
+    fields.add_row("Owner", o.owner or "")
+    fields.add_row("Process", f"{o.process_id} v{o.process_version}")
+    fields.add_row(
+        "Current stage", f"{o.current_stage} (since {o.stage_entered_at:%Y-%m-%d %H:%M})"
+    )
+    fields.add_row("Status", o.status + (f" ({o.closed_at:%Y-%m-%d})" if o.closed_at else ""))
+    console.print(fields)
+    shown = [stage] if stage else o.visited_stages()
+    title = f"Stage actions for {stage}" if stage else "Stage actions for current/previous stages"
+    table = Table(
+        "stage", "action", "type", "title", "completed", "performed", "linked activity",
+        "created on", title=title,
+    )  # fmt: skip
+    for state in o.stages:
+        if state.name not in shown:
+            continue
+        for a in state.actions:
+            activity = f"{a.activity_id} ({a.activity_status})" if a.activity_id else ""
+            if a.activity_outcome:
+                activity += f": {a.activity_outcome}"
+            table.add_row(
+                state.name,
+                a.action_id,
+                a.type,
+                a.title,
+                f"yes {a.completed_at:%Y-%m-%d}" if a.completed_at else "no",
+                f"{a.performed_at:%Y-%m-%d}" if a.performed_at else "",
+                activity,
+                f"{a.activity_created_on:%Y-%m-%d}" if a.activity_created_on else "",
+                style="red" if a.last_error else None,
+            )
+            if a.last_error:
+                table.add_row("", "", "", f"last attempt failed: {a.last_error}", style="red")
+    console.print(table)
+    if o.rejected:
+        last = o.rejected[-1]
+        console.print(f"last rejected command: {last.command}: {last.reason}", highlight=False)
+
+
+@app.command("history")
+def history(opportunity_id: str, as_json: JsonFlag = False) -> None:
+    """The opportunity's stage changes, oldest first."""
+
+    async def work() -> None:
+        client = await OpportunitiesClient.connect()
+        entries = await client.history(opportunity_id)
+        if as_json:
+            print_json(entries)
+        else:
+            print_history(entries)
+
+    run(work)
+
+
+def print_history(entries: list[HistoryEntry]) -> None:
+    table = Table("#", "at", "from", "to", "source", "by", "reason")
+    for e in entries:
+        table.add_row(
+            str(e.seq),
+            f"{e.at:%Y-%m-%d %H:%M:%S}",
+            e.from_stage or "",
+            e.to_stage,
+            e.source,
+            e.by or "",
+            e.reason or "",
+        )
+    console.print(table)
+
+
+@app.command("stage")
+def change_stage(
+    opportunity_id: str,
+    stage: str,
+    cancel: Annotated[
+        bool,
+        typer.Option(
+            "--cancel-open-activities/--keep-open-activities",
+            help="Cancel the open activities of the stage being left (if the process allows).",
+        ),
+    ] = False,
+    reason: Annotated[str | None, typer.Option("--reason")] = None,
+    by: ByOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Move the opportunity to any stage of its process."""
+    send(
+        opportunity_id,
+        ChangeStage(stage=stage, cancel_open_activities=cancel, reason=reason, by=by or actor()),
+        as_json,
+    )
+
+
+@app.command("perform")
+def perform(
+    opportunity_id: str,
+    action_ids: Annotated[list[str], typer.Argument(help="The tagged actions.")],
+    by: ByOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Perform actions: create the calendar activity, send the letter, invite to the event."""
+    send(opportunity_id, PerformActions(action_ids=action_ids, by=by or actor()), as_json)
+
+
+@app.command("complete")
+def complete(
+    opportunity_id: str,
+    action_ids: Annotated[list[str], typer.Argument(help="The tagged actions.")],
+    outcome: Annotated[
+        str | None, typer.Option("--outcome", help="Outcome of the linked activity.")
+    ] = None,
+    notes: Annotated[str | None, typer.Option("--notes")] = None,
+    by: ByOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Mark actions completed (a calendar action's linked activity becomes done)."""
+    command = CompleteActions(action_ids=action_ids, outcome=outcome, notes=notes, by=by or actor())
+    send(opportunity_id, command, as_json)
+
+
+@action_app.command("add")
+def action_add(
+    opportunity_id: str,
+    stage: Annotated[str, typer.Option("--stage", help="The stage to add it to.")],
+    file: Annotated[Path, typer.Option("--file", help="The action definition (JSON or YAML).")],
+    by: ByOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Add an action to this opportunity only."""
+    document = load_document(file)
+    send(opportunity_id, _command(AddAction, stage=stage, action=document, by=by), as_json)
+
+
+@action_app.command("modify")
+def action_modify(
+    opportunity_id: str,
+    action_id: str,
+    file: Annotated[Path, typer.Option("--file", help="The fields to change (JSON or YAML).")],
+    by: ByOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Change fields of an action of this opportunity only."""
+    changes = load_document(file)
+    command = _command(ModifyAction, action_id=action_id, changes=changes, by=by)
+    send(opportunity_id, command, as_json)
+
+
+@action_app.command("delete")
+def action_delete(
+    opportunity_id: str, action_id: str, by: ByOption = None, as_json: JsonFlag = False
+) -> None:
+    """Delete an action from this opportunity only."""
+    send(opportunity_id, DeleteAction(action_id=action_id, by=by or actor()), as_json)
+
+
+@activity_app.command("done")
+def activity_done(
+    activity_id: str,
+    outcome: Annotated[str | None, typer.Option("--outcome")] = None,
+    notes: Annotated[str | None, typer.Option("--notes")] = None,
+    stage: Annotated[
+        str | None, typer.Option("--stage", help="Also move the opportunity to this stage.")
+    ] = None,
+    by: ByOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Mark a linked calendar activity done, recording its outcome; completes its action."""
+    command = RecordOutcome(
+        activity_id=activity_id, outcome=outcome, notes=notes, stage=stage, by=by or actor()
+    )
+    send(run(lambda: _opportunity_of(activity_id)), command, as_json)
+
+
+@activity_app.command("delete")
+def activity_delete(activity_id: str, by: ByOption = None, as_json: JsonFlag = False) -> None:
+    """Delete a linked calendar activity, so that its action can create another."""
+    command = DeleteActivity(activity_id=activity_id, by=by or actor())
+    send(run(lambda: _opportunity_of(activity_id)), command, as_json)
+
+
+@activity_app.command("list")
+def activity_list(
+    opportunity_id: Annotated[str | None, typer.Option("--opportunity")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Calendar activities (SmartCalendar), soonest first."""
+
+    async def work() -> None:
+        async with database() as pool:
+            found = await calendar.list_for(pool, opportunity_id)
+        if as_json:
+            print_json(found)
+            return
+        table = Table("activity", "opportunity", "action", "kind", "subject", "starts", "status",
+                      "outcome", "created on")  # fmt: skip
+        for a in found:
+            table.add_row(
+                a.activity_id,
+                a.opportunity_id,
+                a.action_id,
+                a.kind,
+                a.subject,
+                f"{a.starts_at:%Y-%m-%d %H:%M}",
+                a.status,
+                a.outcome or "",
+                f"{a.created_on:%Y-%m-%d}",
+            )
+        console.print(table)
+
+    run(work)
+
+
+async def _opportunity_of(activity_id: str) -> str:
+    async with database() as pool:
+        found = await calendar.get(pool, activity_id)
+    if found is None:
+        raise UserError(f"unknown calendar activity {activity_id!r}")
+    return found.opportunity_id
+
+
+def _command(model: type[C], *, by: str | None, **fields: Any) -> C:
+    try:
+        return model.model_validate({**fields, "by": by or actor()})
+    except ValidationError as error:
+        raise UserError(describe_validation_error(error, "command")) from None
+
+
+def send(opportunity_id: str, command: Command, as_json: bool) -> None:
+    """Send a command as an update and print its result (one line per action)."""
+
+    async def work() -> None:
+        client = await OpportunitiesClient.connect()
+        result = await client.execute(opportunity_id, command)
+        if as_json:
+            print_json(result)
+        else:
+            print_result(opportunity_id, result)
+
+    run(work)
+
+
+def print_result(opportunity_id: str, result: CommandResult) -> None:
+    if result.duplicate:
+        console.print(f"{opportunity_id}: already applied (request {result.request_id})")
+        return
+    if not result.actions:
+        console.print(f"{opportunity_id}: {result.message}", highlight=False)
+        return
+    table = Table("action", "outcome", "detail", title=f"{opportunity_id}: {result.command}")
+    for action in result.actions:
+        style = "red" if action.outcome == "failed" else None
+        table.add_row(action.action_id, action.outcome, action.message, style=style)
+    console.print(table)
+    console.print(f"stage: {result.current_stage} ({result.status})", highlight=False)

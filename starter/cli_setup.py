@@ -1,0 +1,312 @@
+"""Opportunity Setup and reference data: processes, contacts, events, letter templates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from activities import events, letters, store
+from activities.events import Event
+from sales.contact import Contact
+from sales.errors import describe_validation_error
+from sales.process import Action, ProcessDefinition
+from starter.cli_common import (
+    JsonFlag,
+    UserError,
+    console,
+    database,
+    load_document,
+    new_app,
+    print_json,
+    run,
+)
+
+process_app = new_app("Opportunity Setup: sales processes.")
+contact_app = new_app("Contacts.")
+event_app = new_app("Events a contact can be invited to.")
+template_app = new_app("Letter templates (Jinja2).")
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+@process_app.command("apply")
+def process_apply(file: Path, as_json: JsonFlag = False) -> None:
+    """Store a process definition (JSON or YAML); a changed one becomes a new version."""
+    document = load_document(file)
+    try:
+        definition = ProcessDefinition.model_validate(document)
+    except ValidationError as error:
+        raise UserError(describe_validation_error(error, f"process definition {file}")) from None
+
+    async def work() -> None:
+        async with database() as pool:
+            process, created = await store.apply_process(pool, definition)
+        result = {
+            "process_id": definition.process_id,
+            "version": process.version,
+            "created": created,
+        }
+        if as_json:
+            print_json(result)
+        else:
+            what = "new version" if created else "unchanged, still version"
+            console.print(f"{definition.process_id}: {what} {process.version}", highlight=False)
+
+    run(work)
+
+
+@process_app.command("list")
+def process_list(as_json: JsonFlag = False) -> None:
+    """The processes, each in its latest version."""
+
+    async def work() -> None:
+        async with database() as pool:
+            processes = await store.list_processes(pool)
+        if as_json:
+            print_json(processes)
+            return
+        table = Table("process", "name", "version", "default", "stages")
+        for p in processes:
+            table.add_row(
+                p.process_id,
+                p.name,
+                str(p.version),
+                "yes" if p.is_default else "",
+                " → ".join(p.stages),
+            )
+        console.print(table)
+
+    run(work)
+
+
+@process_app.command("show")
+def process_show(
+    process_id: str,
+    version: Annotated[
+        int | None, typer.Option(help="A stored version; default the latest.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """One process definition with its stages and actions."""
+
+    async def work() -> None:
+        async with database() as pool:
+            process = await store.get_process(pool, process_id, version)
+            known = await store.process_ids(pool)
+        if process is None:
+            raise UserError(f"unknown process {process_id!r}; processes are {known}")
+        if as_json:
+            print_json({"version": process.version, **process.definition.model_dump(mode="json")})
+            return
+        d = process.definition
+        console.print(f"[bold]{d.name}[/bold] ({d.process_id} v{process.version})")
+        flags = [
+            f"default: {d.default}",
+            f"change stage automatically: {d.change_stage_automatically}",
+            f"allow cancel activities: {d.allow_cancel_activities}",
+        ]
+        console.print(", ".join(flags), highlight=False)
+        table = Table("stage", "probability", "closes as", "action", "type", "title")
+        for stage in d.stages:
+            actions: list[Action | None] = [*stage.actions] or [None]
+            for index, action in enumerate(actions):
+                first = index == 0
+                table.add_row(
+                    stage.name if first else "",
+                    f"{stage.probability}%" if first else "",
+                    (stage.closes_as or "") if first else "",
+                    action.action_id if action else "",
+                    action.type if action else "",
+                    action.title if action else "",
+                )
+        console.print(table)
+        if d.outcome_stages:
+            mapping = ", ".join(f"{o!r} → {s}" for o, s in d.outcome_stages.items())
+            console.print(f"outcome stages: {mapping}", highlight=False)
+
+    run(work)
+
+
+# --- contacts ---------------------------------------------------------------------------------
+
+
+@contact_app.command("add")
+def contact_add(
+    contact_id: Annotated[str, typer.Option("--id", help="The contact's id.")],
+    first_name: Annotated[str, typer.Option("--first-name")],
+    last_name: Annotated[str, typer.Option("--last-name")],
+    email: Annotated[str | None, typer.Option("--email")] = None,
+    street: Annotated[str | None, typer.Option("--street")] = None,
+    city: Annotated[str | None, typer.Option("--city")] = None,
+    postal_code: Annotated[str | None, typer.Option("--postal-code")] = None,
+    country: Annotated[str | None, typer.Option("--country")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Add a contact (adding the same contact again changes nothing)."""
+    try:
+        contact = Contact(
+            contact_id=contact_id,
+            first_name=first_name,
+            last_name=last_name,
+            email=email,
+            street=street,
+            city=city,
+            postal_code=postal_code,
+            country=country,
+        )
+    except ValidationError as error:
+        raise UserError(describe_validation_error(error, "contact")) from None
+
+    async def work() -> None:
+        async with database() as pool:
+            added = await store.add_contact(pool, contact)
+        if as_json:
+            print_json({"contact_id": contact_id, "added": added})
+        else:
+            console.print(f"{contact_id}: {'added' if added else 'unchanged'}", highlight=False)
+
+    run(work)
+
+
+@contact_app.command("list")
+def contact_list(as_json: JsonFlag = False) -> None:
+    """The contacts."""
+
+    async def work() -> None:
+        async with database() as pool:
+            contacts = await store.list_contacts(pool)
+        if as_json:
+            print_json(contacts)
+            return
+        table = Table("contact", "name", "email", "address")
+        for c in contacts:
+            address = ", ".join(x for x in (c.street, c.postal_code, c.city, c.country) if x)
+            table.add_row(c.contact_id, c.full_name, c.email or "", address)
+        console.print(table)
+
+    run(work)
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+@event_app.command("add")
+def event_add(
+    event_id: Annotated[str, typer.Option("--id", help="The event's id.")],
+    name: Annotated[str, typer.Option("--name")],
+    starts_at: Annotated[str, typer.Option("--starts-at", help="ISO-8601, e.g. 2027-01-15T18:00Z")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Add an event (adding the same event again changes nothing)."""
+    try:
+        event = Event.model_validate({"event_id": event_id, "name": name, "starts_at": starts_at})
+    except ValidationError as error:
+        raise UserError(describe_validation_error(error, "event")) from None
+    if event.starts_at.tzinfo is None:
+        raise UserError(f"--starts-at {starts_at!r} needs a time zone, e.g. {starts_at}Z")
+
+    async def work() -> None:
+        async with database() as pool:
+            added = await events.add_event(pool, event)
+        if as_json:
+            print_json({"event_id": event_id, "added": added})
+        else:
+            console.print(f"{event_id}: {'added' if added else 'unchanged'}", highlight=False)
+
+    run(work)
+
+
+@event_app.command("list")
+def event_list(as_json: JsonFlag = False) -> None:
+    """The events, soonest first."""
+
+    async def work() -> None:
+        async with database() as pool:
+            found = await events.list_events(pool)
+        if as_json:
+            print_json(found)
+            return
+        table = Table("event", "name", "starts at")
+        for event in found:
+            table.add_row(event.event_id, event.name, f"{event.starts_at:%Y-%m-%d %H:%M %Z}")
+        console.print(table)
+
+    run(work)
+
+
+@event_app.command("invitees")
+def event_invitees(event_id: str, as_json: JsonFlag = False) -> None:
+    """The contacts on an event's invitee list."""
+
+    async def work() -> None:
+        async with database() as pool:
+            if await events.get_event(pool, event_id) is None:
+                raise UserError(f"unknown event {event_id!r}")
+            invitees = await events.list_invitees(pool, event_id)
+        if as_json:
+            print_json(invitees)
+            return
+        table = Table("contact", "opportunity", "invited at", title=f"Invitees of {event_id}")
+        for invitee in invitees:
+            table.add_row(
+                invitee.contact_id,
+                invitee.opportunity_id or "",
+                f"{invitee.invited_at:%Y-%m-%d %H:%M}",
+            )
+        console.print(table)
+
+    run(work)
+
+
+# --- letter templates -------------------------------------------------------------------------
+
+
+@template_app.command("add")
+def template_add(name: str, file: Path, as_json: JsonFlag = False) -> None:
+    """Store (or replace) a Jinja2 letter template; a first line `Subject: ...` is the subject.
+
+    Templates see `contact` (first_name, last_name, email, street, city, postal_code, country),
+    `opportunity` (opportunity_id, name, owner, current_stage) and `process` (process_id, name).
+    """
+    try:
+        body = file.read_text()
+    except OSError as error:
+        raise UserError(f"cannot read {file}: {error.strerror}") from None
+
+    async def work() -> None:
+        async with database() as pool:
+            try:
+                await letters.put_template(pool, name, body)
+            except letters.TemplateError as error:
+                raise UserError(f"template {file} does not parse: {error}") from None
+        if as_json:
+            print_json({"name": name, "stored": True})
+        else:
+            console.print(f"template {name!r} stored", highlight=False)
+
+    run(work)
+
+
+@template_app.command("list")
+def template_list(as_json: JsonFlag = False) -> None:
+    """The letter templates."""
+
+    async def work() -> None:
+        async with database() as pool:
+            found = await letters.list_templates(pool)
+        if as_json:
+            print_json(found)
+            return
+        table = Table("template", "first line", "updated")
+        for template in found:
+            first = template.body.splitlines()[0] if template.body else ""
+            updated = f"{template.updated_at:%Y-%m-%d %H:%M}" if template.updated_at else ""
+            table.add_row(template.name, first, updated)
+        console.print(table)
+
+    run(work)
