@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
+import asyncpg
 import yaml
+from temporalio.client import Client
 from temporalio.worker import Worker
 
-from tests.conftest import Cli, example_definition
+from activities import calendar, letters
+from runtime import embedded
+from starter.client import OpportunitiesClient
+from tests.conftest import Cli, Inbox, Servers, example_definition
+from tests.helpers import WELCOME, eventually, open_one, own_definition
 
 
 async def test_process_apply_versions_list_and_show(cli: Cli, tmp_path: Path, uid: str) -> None:
@@ -126,3 +133,117 @@ async def test_create_reports_unknown_ids(cli: Cli, worker: Worker, uid: str) ->
     assert f"unknown contact 'nobody-{uid}'" in result.stderr
     missing = await cli("show", f"none-{uid}")
     assert missing.code == 1 and f"no opportunity 'none-{uid}'" in missing.stderr
+
+
+async def test_stage_actions_from_the_command_line(
+    cli: Cli, worker: Worker, pool: asyncpg.Pool, tmp_path: Path, inbox: Inbox, uid: str
+) -> None:
+    document = own_definition(uid)
+    (tmp_path / "process.json").write_text(json.dumps(document))
+    assert (await cli("process", "apply", str(tmp_path / "process.json"))).code == 0
+    added = await cli("contact", "add", "--id", f"c-{uid}", "--first-name", "Ada",
+                      "--last-name", "Lovelace", "--email", f"ada-{uid}@example.com")  # fmt: skip
+    assert added.code == 0, added.stderr
+    (tmp_path / "welcome.j2").write_text(WELCOME)
+    assert (await cli("template", "add", f"welcome-{uid}", str(tmp_path / "welcome.j2"))).code == 0
+    templates = await cli("template", "list", "--json")
+    assert f"welcome-{uid}" in [t["name"] for t in templates.json()]
+    (tmp_path / "bad.j2").write_text("Hello {{ contact.first_name ")
+    bad = await cli("template", "add", f"bad-{uid}", str(tmp_path / "bad.j2"))
+    assert bad.code == 1 and "does not parse: line 1" in bad.stderr
+    event = await cli("event", "add", "--id", f"seminar-{uid}", "--name", "Retirement seminar",
+                      "--starts-at", "2027-01-15T18:00:00+00:00")  # fmt: skip
+    assert event.code == 0, event.stderr
+    naive = await cli(
+        "event", "add", "--id", f"x-{uid}", "--name", "X", "--starts-at", "2027-01-15"
+    )
+    assert naive.code == 1 and "needs a time zone" in naive.stderr
+    assert f"seminar-{uid}" in (await cli("event", "list")).stdout
+
+    created = await cli("create", "--contact", f"c-{uid}", "--id", f"o-{uid}",
+                        "--process", f"life-{uid}", "--name", "Term life")  # fmt: skip
+    assert created.code == 0, created.stderr
+
+    performed = await cli("perform", f"o-{uid}", "intro-call", "welcome-letter", "seminar")
+    assert performed.code == 0, performed.stderr
+    for text in ("activity_created", "letter_sent", "invited"):
+        assert text in performed.stdout
+    assert len(inbox.to(f"ada-{uid}@example.com")) == 1
+    invitees = await cli("event", "invitees", f"seminar-{uid}", "--json")
+    assert [i["contact_id"] for i in invitees.json()] == [f"c-{uid}"]
+
+    activities = (await cli("activity", "list", "--opportunity", f"o-{uid}", "--json")).json()
+    [activity] = activities
+    assert activity["status"] == "active" and activity["subject"] == "Introductory call"
+    refused = await cli("complete", f"o-{uid}", "intro-call")
+    assert refused.code == 1 and "give an outcome" in refused.stderr
+    done = await cli("activity", "done", activity["activity_id"], "--outcome", "Interested")
+    assert done.code == 0, done.stderr
+    assert "activity_done" in done.stdout
+
+    (tmp_path / "action.json").write_text(json.dumps(
+        {"action_id": "brochure", "type": "letter", "title": "Brochure", "template": "b"}
+    ))  # fmt: skip
+    add = await cli("action", "add", f"o-{uid}", "--stage", "Prospect",
+                    "--file", str(tmp_path / "action.json"))  # fmt: skip
+    assert add.code == 0, add.stderr
+    (tmp_path / "changes.yaml").write_text("title: Our brochure\n")
+    modify = await cli("action", "modify", f"o-{uid}", "brochure",
+                       "--file", str(tmp_path / "changes.yaml"))  # fmt: skip
+    assert modify.code == 0, modify.stderr
+    shown = await cli("show", f"o-{uid}")
+    for text in ("Our brochure", activity["activity_id"], "Interested", "yes"):
+        assert text in shown.stdout
+    completed = await cli("complete", f"o-{uid}", "brochure", "--json")
+    assert completed.json()["actions"][0]["outcome"] == "completed"
+    deleted = await cli("action", "delete", f"o-{uid}", "brochure")
+    assert deleted.code == 0
+    missing = await cli("activity", "done", "act-nope")
+    assert missing.code == 1 and "unknown calendar activity 'act-nope'" in missing.stderr
+    state = json.loads((await cli("show", f"o-{uid}", "--json")).stdout)
+    prospect = next(s for s in state["stages"] if s["name"] == "Prospect")
+    assert [(a["action_id"], a["completed"]) for a in prospect["actions"]] == [
+        ("intro-call", True),
+        ("welcome-letter", True),
+        ("seminar", True),
+    ]
+    assert await letters.list_letters(pool, f"o-{uid}") != []
+
+
+async def test_temporal_cli_sends_the_same_commands(
+    servers: Servers, worker: Worker, pool: asyncpg.Pool, client: Client, task_queue: str, uid: str
+) -> None:
+    """Operators can use Temporal's own CLI with plain JSON."""
+    await open_one(pool, OpportunitiesClient(client, task_queue), uid)
+    target = ["--address", servers.temporal_address, "-w", f"opportunity-o-{uid}"]
+
+    async def temporal(*args: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            embedded.temporal_binary(), *args, *target, "-o", "json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await process.communicate()
+        return process.returncode or 0, out.decode()
+
+    perform = '{"action_ids": ["intro-call"], "by": "ops"}'
+    code, out = await temporal(
+        "workflow", "update", "execute", "--name", "perform_actions", "--input", perform
+    )
+    assert code == 0, out
+    assert "activity_created" in out
+    code, out = await temporal("workflow", "update", "execute", "--name", "complete_actions",
+                               "--input", '{"action_ids": ["intro-call"]}')  # fmt: skip
+    assert code != 0 and "give an outcome" in out
+    complete = '{"action_ids": ["intro-call"], "outcome": "Later"}'
+    code, out = await temporal(
+        "workflow", "signal", "--name", "complete_actions", "--input", complete
+    )
+    assert code == 0, out
+
+    async def completed() -> bool:
+        rows = await calendar.list_for(pool, f"o-{uid}")
+        return bool(rows) and rows[0].status == "done"
+
+    await eventually(completed)
+    code, out = await temporal("workflow", "query", "--name", "state")
+    assert code == 0 and '"activity_outcome":"Later"' in out.replace(" ", "").replace("\\", "")

@@ -1,0 +1,278 @@
+"""The stage-action rules of the pure core: unit tests, and a hypothesis state machine that runs
+random command sequences against a simulated calendar and checks the invariants."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from sales import core
+from sales.commands import (
+    AddAction,
+    ChangeStage,
+    Command,
+    CompleteActions,
+    DeleteAction,
+    DeleteActivity,
+    ModifyAction,
+    PerformActions,
+    RecordOutcome,
+)
+from sales.effects import (
+    CompleteCalendarActivity,
+    CreateCalendarActivity,
+    DeleteCalendarActivity,
+    EffectOutcome,
+    InviteToEvent,
+    RecordHistory,
+    SendLetter,
+)
+from sales.errors import CommandRejected
+from sales.opportunity import Opportunity, StartOpportunity
+from sales.process import ProcessDefinition, SalesProcess
+from tests.conftest import example_definition
+
+T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+PROCESS = SalesProcess(
+    version=1, definition=ProcessDefinition.model_validate(example_definition("life"))
+)
+
+
+def opened() -> Opportunity:
+    start = StartOpportunity(opportunity_id="o", contact_id="c")
+    return core.open_opportunity(start, PROCESS, T0).state
+
+
+def performed(state: Opportunity, action_id: str) -> tuple[Opportunity, CreateCalendarActivity]:
+    decision = core.apply(state, PerformActions(action_ids=[action_id]), T0)
+    [effect] = decision.effects
+    assert isinstance(effect, CreateCalendarActivity)
+    new, _ = core.settle(
+        decision.state, effect, EffectOutcome(status="created", activity_id=effect.activity_id), T0
+    )
+    return new, effect
+
+
+def test_perform_describes_the_calendar_activity() -> None:
+    decision = core.apply(opened(), PerformActions(action_ids=["intro-call"]), T0)
+    [effect] = decision.effects
+    assert isinstance(effect, CreateCalendarActivity)
+    assert (effect.activity_id, effect.generation, effect.activity_kind) == (
+        "act-o-intro-call-1",
+        1,
+        "call",
+    )
+    assert effect.starts_at == T0 + timedelta(days=2)
+    assert effect.ends_at == effect.starts_at + timedelta(minutes=30)
+    assert effect.track_outcome
+
+
+def test_perform_sends_letters_and_invitations_with_their_context() -> None:
+    decision = core.apply(opened(), PerformActions(action_ids=["welcome-letter", "seminar"]), T0)
+    letter, invite = decision.effects
+    assert isinstance(letter, SendLetter) and isinstance(invite, InviteToEvent)
+    assert letter.letter_id == "letter-o-welcome-letter-1" and letter.template == "welcome"
+    assert letter.context.current_stage == "Prospect"
+    assert letter.context.process_name == "Life insurance sale"
+    assert invite.event_id == "seminar-2027-01"
+
+
+def test_settling_a_failure_keeps_the_action_open() -> None:
+    decision = core.apply(opened(), PerformActions(action_ids=["welcome-letter"]), T0)
+    [letter] = decision.effects
+    assert isinstance(letter, SendLetter)
+    state, result = core.settle(
+        decision.state, letter, EffectOutcome(status="failed", message="unknown template"), T0
+    )
+    assert result.outcome == "failed"
+    _, action = state.find_action("welcome-letter") or (None, None)
+    assert action is not None and not action.completed and action.last_error == "unknown template"
+    state, result = core.settle(state, letter, EffectOutcome(status="filed"), T0)
+    assert result.outcome == "letter_filed"
+    _, action = state.find_action("welcome-letter") or (None, None)
+    assert action is not None and action.completed and action.last_error is None
+
+
+def test_an_existing_activity_is_reported_not_recreated() -> None:
+    state, effect = performed(opened(), "intro-call")
+    decision = core.apply(state, PerformActions(action_ids=["intro-call"]), T0)
+    assert decision.effects == []
+    assert decision.result.actions[0].outcome == "activity_exists"
+    assert decision.result.actions[0].activity_id == effect.activity_id
+
+
+def test_complete_marks_the_linked_activity_done() -> None:
+    state, effect = performed(opened(), "intro-call")
+    with pytest.raises(CommandRejected, match="give an outcome"):
+        core.apply(state, CompleteActions(action_ids=["intro-call"]), T0)
+    decision = core.apply(
+        state, CompleteActions(action_ids=["intro-call"], outcome="Interested"), T0
+    )
+    assert decision.effects == [
+        CompleteCalendarActivity(activity_id=effect.activity_id, outcome="Interested")
+    ]
+
+
+def test_record_outcome_maps_to_a_stage() -> None:
+    state, effect = performed(opened(), "intro-call")
+    decision = core.apply(
+        state, RecordOutcome(activity_id=effect.activity_id, outcome="Sale Made"), T0
+    )
+    assert decision.state.current_stage == "Closed won" and decision.state.status == "won"
+    assert decision.state.history[-1].source == "outcome"
+    assert any(isinstance(e, RecordHistory) for e in decision.effects)
+    explicit = core.apply(
+        state,
+        RecordOutcome(activity_id=effect.activity_id, outcome="Sale Made", stage="Proposal"),
+        T0,
+    )
+    assert explicit.state.current_stage == "Proposal", "an explicit stage wins over the mapping"
+
+
+def test_delete_activity_lets_the_action_create_another() -> None:
+    state, first = performed(opened(), "intro-call")
+    state = core.apply(state, DeleteActivity(activity_id=first.activity_id), T0).state
+    _, second = performed(state, "intro-call")
+    assert second.generation == 2 and second.activity_id != first.activity_id
+
+
+# --- random command sequences -----------------------------------------------------------------
+
+ACTION_IDS = ["intro-call", "welcome-letter", "seminar", "fact-finder", "proposal-review",
+              "proposal-letter", "extra-call", "extra-letter", "nope"]  # fmt: skip
+STAGES = [*PROCESS.definition.stage_names(), "Nowhere"]
+OUTCOMES = [None, "Interested", "Sale Made", "Reject Prospect"]
+EXTRA: dict[str, dict[str, Any]] = {
+    "extra-call": {
+        "action_id": "extra-call",
+        "type": "calendar",
+        "title": "Extra call",
+        "activity": {"kind": "call", "track_outcome": False},
+    },
+    "extra-letter": {
+        "action_id": "extra-letter",
+        "type": "letter",
+        "title": "Extra letter",
+        "template": "t",
+    },
+}
+
+
+class OpportunityMachine(RuleBasedStateMachine):
+    """Applies random commands through the core and carries out the effects against a
+    simulated calendar keyed like the real table, as the shell would."""
+
+    @initialize()
+    def open(self) -> None:
+        self.state = opened()
+        self.now = T0
+        self.calendar: dict[tuple[str, int], dict[str, Any]] = {}
+        self.completed: set[str] = set()
+
+    def run(self, command: Command, fail: bool = False) -> None:
+        self.now += timedelta(minutes=1)
+        before = self.state.model_copy(deep=True)
+        try:
+            decision = core.apply(self.state, command, self.now)
+        except CommandRejected:
+            assert self.state == before, "a rejected command changes nothing"
+            return
+        state = decision.state
+        for effect in decision.effects:
+            if isinstance(effect, CreateCalendarActivity):
+                key = (effect.action_id, effect.generation)
+                row = self.calendar.setdefault(
+                    key, {"activity_id": effect.activity_id, "status": "active"}
+                )
+                outcome = EffectOutcome(status="created", activity_id=row["activity_id"])
+                state, _ = core.settle(state, effect, outcome, self.now)
+            elif isinstance(effect, SendLetter | InviteToEvent):
+                status: Any = "failed" if fail else "sent"
+                if isinstance(effect, InviteToEvent) and not fail:
+                    status = "invited"
+                state, _ = core.settle(state, effect, EffectOutcome(status=status), self.now)
+            elif isinstance(effect, CompleteCalendarActivity):
+                for row in self.calendar.values():
+                    if row["activity_id"] == effect.activity_id and row["status"] == "active":
+                        row["status"] = "done"
+            elif isinstance(effect, DeleteCalendarActivity):
+                self.calendar = {
+                    k: v for k, v in self.calendar.items() if v["activity_id"] != effect.activity_id
+                }
+        self.state = state
+
+    @rule(ids=st.lists(st.sampled_from(ACTION_IDS), min_size=1, max_size=3), fail=st.booleans())
+    def perform(self, ids: list[str], fail: bool) -> None:
+        self.run(PerformActions(action_ids=ids), fail)
+
+    @rule(ids=st.lists(st.sampled_from(ACTION_IDS), min_size=1, max_size=3),
+          outcome=st.sampled_from(OUTCOMES))  # fmt: skip
+    def complete(self, ids: list[str], outcome: str | None) -> None:
+        self.run(CompleteActions(action_ids=ids, outcome=outcome))
+
+    @rule(action_id=st.sampled_from(list(EXTRA)), stage=st.sampled_from(STAGES))
+    def add(self, action_id: str, stage: str) -> None:
+        self.run(AddAction.model_validate({"stage": stage, "action": EXTRA[action_id]}))
+
+    @rule(action_id=st.sampled_from(ACTION_IDS), title=st.sampled_from(["A", "B"]))
+    def modify(self, action_id: str, title: str) -> None:
+        self.run(ModifyAction(action_id=action_id, changes={"title": title}))
+
+    @rule(action_id=st.sampled_from(ACTION_IDS))
+    def delete(self, action_id: str) -> None:
+        self.run(DeleteAction(action_id=action_id))
+
+    @rule(pick=st.integers(0, 20), outcome=st.sampled_from(OUTCOMES),
+          stage=st.sampled_from([None, *STAGES]))  # fmt: skip
+    def record_outcome(self, pick: int, outcome: str | None, stage: str | None) -> None:
+        known = [row["activity_id"] for row in self.calendar.values()] or ["act-none"]
+        activity_id = known[pick % len(known)]
+        self.run(RecordOutcome(activity_id=activity_id, outcome=outcome, stage=stage))
+
+    @rule(pick=st.integers(0, 20))
+    def delete_activity(self, pick: int) -> None:
+        known = [row["activity_id"] for row in self.calendar.values()] or ["act-none"]
+        self.run(DeleteActivity(activity_id=known[pick % len(known)]))
+
+    @rule(stage=st.sampled_from(STAGES))
+    def change_stage(self, stage: str) -> None:
+        self.run(ChangeStage(stage=stage))
+
+    @invariant()
+    def at_most_one_active_activity_per_action(self) -> None:
+        active: dict[str, int] = {}
+        for (action_id, _), row in self.calendar.items():
+            if row["status"] == "active":
+                active[action_id] = active.get(action_id, 0) + 1
+        assert all(count <= 1 for count in active.values()), active
+
+    @invariant()
+    def links_match_the_calendar(self) -> None:
+        rows = {row["activity_id"]: row for row in self.calendar.values()}
+        for stage in self.state.stages:
+            for action in stage.actions:
+                if action.activity_id is not None:
+                    assert rows[action.activity_id]["status"] == action.activity_status
+
+    @invariant()
+    def completed_actions_stay_completed(self) -> None:
+        present = {a.action_id: a for stage in self.state.stages for a in stage.actions}
+        for action_id in self.completed:
+            if action_id in present:
+                assert present[action_id].completed, action_id
+        self.completed = {a for a, state in present.items() if state.completed}
+
+    @invariant()
+    def history_replays_to_the_current_stage(self) -> None:
+        assert core.replay_history(self.state.history) == self.state.current_stage
+        closing = self.state.process.stage(self.state.current_stage)
+        assert self.state.status == ((closing.closes_as if closing else None) or "open")
+
+
+TestOpportunityMachine = OpportunityMachine.TestCase
+TestOpportunityMachine.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
