@@ -10,9 +10,11 @@ Message-ID, which mail systems use to drop the duplicate.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from datetime import datetime
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 import aiosmtplib
@@ -26,6 +28,8 @@ from temporalio.exceptions import ApplicationError
 from activities import store
 from sales.contact import Contact
 from sales.effects import EffectOutcome, SendLetter
+
+T = TypeVar("T")
 
 _JINJA = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
@@ -158,6 +162,9 @@ class LetterActivities:
 
     @activity.defn(name="send_letter")
     async def send_letter(self, effect: SendLetter) -> EffectOutcome:
+        return await _heartbeating(self._send_letter(effect))
+
+    async def _send_letter(self, effect: SendLetter) -> EffectOutcome:
         contact = await store.get_contact(self.pool, effect.contact_id)
         if contact is None:
             raise _bad_data(f"unknown contact {effect.contact_id!r}")
@@ -255,6 +262,16 @@ class LetterActivities:
 
     def all(self) -> list:
         return [self.send_letter]
+
+
+async def _heartbeating(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`, heartbeating every second so that Temporal notices a dead worker quickly."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=1.0)
+        if done:
+            return task.result()
+        activity.heartbeat()
 
 
 def _bad_data(message: str) -> ApplicationError:

@@ -26,8 +26,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from sales.opportunity import HistoryEntry
 
-TIMEOUT = timedelta(seconds=30)
+TIMEOUT = timedelta(seconds=10)
+"""Database activities take milliseconds; after a worker crash the retry waits this long."""
 SMTP_TIMEOUT = timedelta(seconds=90)
+SMTP_HEARTBEAT = timedelta(seconds=5)
+"""Sending heartbeats every second, so a crash mid-send is noticed in seconds, not minutes."""
 RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -53,6 +56,7 @@ async def perform(effect: PerformEffect) -> EffectOutcome:
                 LetterActivities.send_letter,
                 effect,
                 start_to_close_timeout=SMTP_TIMEOUT,
+                heartbeat_timeout=SMTP_HEARTBEAT,
                 retry_policy=RETRY,
                 summary=f"Send letter {effect.template!r} ({effect.title})",
             )

@@ -1,0 +1,170 @@
+"""Exactly once across a crash: the worker process is killed (SIGKILL) while a batch of perform
+and complete commands is in flight, a new one is started, and every effect exists once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiosmtpd.controller import Controller
+from temporalio.client import Client
+
+from activities import events
+from runtime import embedded
+from starter.client import OpportunitiesClient
+from tests.conftest import Inbox, Servers
+from tests.helpers import eventually, setup_contact, setup_process, setup_references
+
+OPPORTUNITIES = 12
+
+
+class SlowInbox(Inbox):
+    """Holds each message a while before accepting it, so that sends are in flight when the
+    worker dies; a message whose sender died is still delivered (as a real server would)."""
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        await asyncio.sleep(0.5)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.fixture
+def slow_smtp() -> tuple[SlowInbox, str]:
+    inbox = SlowInbox()
+    port = embedded.free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield inbox, f"smtp://127.0.0.1:{port}"  # type: ignore[misc]
+    controller.stop()
+
+
+class WorkerProcess:
+    """`opportunities-worker` as a separate process, as production runs it."""
+
+    def __init__(self, servers: Servers, task_queue: str, smtp_url: str, log: Path) -> None:
+        self.env = {
+            **os.environ,
+            "TEMPORAL_ADDRESS": servers.temporal_address,
+            "DATABASE_URL": servers.database_url,
+            "OPPORTUNITIES_TASK_QUEUE": task_queue,
+            "SMTP_URL": smtp_url,
+        }
+        self.log = log
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "opportunities-worker"),
+                env=self.env,
+                stdout=out,
+                stderr=out,
+            )
+
+    async def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            await self.process.wait()
+
+
+@pytest.fixture
+async def worker_process(
+    servers: Servers, task_queue: str, slow_smtp: tuple[SlowInbox, str], tmp_path: Path
+) -> AsyncIterator[WorkerProcess]:
+    worker = WorkerProcess(servers, task_queue, slow_smtp[1], tmp_path / "worker.log")
+    yield worker
+    await worker.stop()
+
+
+async def count(pool: asyncpg.Pool, table: str, uid: str) -> int:
+    return int(
+        await pool.fetchval(
+            f"SELECT count(*) FROM {table} WHERE opportunity_id LIKE $1", f"o-{uid}-%"
+        )
+    )
+
+
+async def test_sigkill_mid_batch_leaves_every_effect_exactly_once(
+    client: Client,
+    pool: asyncpg.Pool,
+    task_queue: str,
+    worker_process: WorkerProcess,
+    slow_smtp: tuple[SlowInbox, str],
+    uid: str,
+) -> None:
+    inbox = slow_smtp[0]
+    process_id = await setup_process(pool, uid)
+    await setup_references(pool, uid)
+    opportunities = OpportunitiesClient(client, task_queue)
+    await worker_process.start()
+    ids = []
+    for index in range(OPPORTUNITIES):
+        contact_id = await setup_contact(
+            pool, f"{uid}-{index}", email=f"c{index}-{uid}@example.com"
+        )
+        opportunity_id = f"o-{uid}-{index}"
+        await opportunities.create(contact_id, opportunity_id=opportunity_id, process_id=process_id)
+        ids.append(opportunity_id)
+
+    for opportunity_id in ids:
+        handle = opportunities.handle(opportunity_id)
+        await handle.signal("perform_actions", {"action_ids": ["intro-call"]})
+        await handle.signal("perform_actions", {"action_ids": ["welcome-letter", "seminar"]})
+        await handle.signal("complete_actions", {"action_ids": ["intro-call"], "outcome": "Met"})
+        await handle.signal("change_stage", {"stage": "Needs analysis"})
+
+    await eventually(lambda: _at_least(inbox, 1), seconds=30)
+    await worker_process.kill()
+    moved = await pool.fetchval(
+        "SELECT count(*) FROM opportunities WHERE opportunity_id LIKE $1"
+        " AND current_stage = 'Needs analysis'",
+        f"o-{uid}-%",
+    )
+    assert moved < OPPORTUNITIES, "the batch was still in flight when the worker died"
+
+    await worker_process.start()
+
+    async def finished() -> bool:
+        done = await pool.fetchval(
+            "SELECT count(*) FROM opportunities WHERE opportunity_id LIKE $1"
+            " AND current_stage = 'Needs analysis'",
+            f"o-{uid}-%",
+        )
+        return bool(done == OPPORTUNITIES)
+
+    await eventually(finished, seconds=60)
+
+    assert await count(pool, "calendar_activities", uid) == OPPORTUNITIES
+    done = await pool.fetchval(
+        "SELECT count(*) FROM calendar_activities WHERE opportunity_id LIKE $1"
+        " AND status = 'done' AND outcome = 'Met'",
+        f"o-{uid}-%",
+    )
+    assert done == OPPORTUNITIES
+    assert await count(pool, "letters", uid) == OPPORTUNITIES
+    assert await count(pool, "event_invitees", uid) == OPPORTUNITIES
+    assert len(await events.list_invitees(pool, f"seminar-{uid}")) == OPPORTUNITIES
+    assert await count(pool, "opportunity_history", uid) == 2 * OPPORTUNITIES
+    # A send cut off by the crash is repeated with the same Message-ID: every letter arrived,
+    # and duplicates are recognisable as such.
+    message_ids = {m["Message-ID"] for m in inbox.messages}
+    assert message_ids == {f"<letter-{i}-welcome-letter-1@opportunities>" for i in ids}
+    for opportunity_id in ids:
+        state = await opportunities.state(opportunity_id)
+        prospect = state.stage_state("Prospect")
+        assert all(a.completed for a in prospect.actions), opportunity_id
+        assert state.rejected == []
+
+
+async def _at_least(inbox: Inbox, n: int) -> bool:
+    return len(inbox.messages) >= n
