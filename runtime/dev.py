@@ -14,10 +14,11 @@ import os
 import warnings
 from pathlib import Path
 
+import asyncpg
 from pydantic import ValidationError
 
 import worker
-from activities import store
+from activities import events, letters, store
 from activities.schema import migrate
 from runtime import embedded, settings
 from sales.errors import describe_validation_error
@@ -37,8 +38,7 @@ def _say(text: str) -> None:
 async def _prepare(database_url: str, examples: list[Path]) -> None:
     pool = await store.create_pool(database_url, max_size=2)
     try:
-        applied = await migrate(pool)
-        _say(f"database migrations: {'applied ' + str(applied) if applied else 'up to date'}")
+        await _load_references(pool)
         for path in examples:
             try:
                 definition = ProcessDefinition.model_validate(load_document(path))
@@ -50,6 +50,22 @@ async def _prepare(database_url: str, examples: list[Path]) -> None:
             _say(f"example process {definition.process_id!r} {state} version {process.version}")
     finally:
         await pool.close()
+
+
+async def _load_references(pool: asyncpg.Pool) -> None:
+    """The example letter templates and events the example process refers to."""
+    migrated = await migrate(pool)
+    _say(f"database migrations: {'applied ' + str(migrated) if migrated else 'up to date'}")
+    for path in sorted((EXAMPLES / "templates").glob("*.j2")):
+        if await letters.get_template(pool, path.stem) is None:  # keep an operator's edits
+            await letters.put_template(pool, path.stem, path.read_text())
+            _say(f"example letter template {path.stem!r} stored")
+    events_file = EXAMPLES / "events.json"
+    if events_file.exists():
+        for document in load_document(events_file):
+            event = events.Event.model_validate(document)
+            added = await events.add_event(pool, event)
+            _say(f"example event {event.event_id!r} {'added' if added else 'unchanged'}")
 
 
 def main() -> None:
@@ -89,7 +105,8 @@ def main() -> None:
     settings.LOCAL_ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in local.items()))
     os.environ.update(local)
     try:
-        examples = sorted(EXAMPLES.glob("*.json")) + sorted(EXAMPLES.glob("*.y*ml"))
+        processes = EXAMPLES / "processes"
+        examples = sorted(processes.glob("*.json")) + sorted(processes.glob("*.y*ml"))
         asyncio.run(_prepare(database_url, examples))
         _say("worker running; in another terminal: .venv/bin/opportunities --help")
         _say("Ctrl-C stops everything; `make run` again resumes the same data")

@@ -6,6 +6,7 @@ sentence that says what is wrong, with exit code 1 (2 for usage errors, from typ
 
 from __future__ import annotations
 
+import os
 import sys
 
 import asyncpg
@@ -28,22 +29,28 @@ for group in cli_opportunities.app.registered_groups:
 
 
 def main() -> None:
+    code = _run_app()
+    # Leave without interpreter finalization: the Temporal client's native runtime threads can
+    # abort a finalizing interpreter (PyGILState_Release) after the command has already
+    # succeeded or failed cleanly. Everything was flushed; nothing is left to clean up.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run_app() -> int:
     try:
         app()
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except EXPECTED_ERRORS as error:
         errors.print(f"[red]error:[/red] {error}", highlight=False)
-        sys.exit(1)
     except asyncpg.UndefinedTableError:
         errors.print(
             "[red]error:[/red] the database has no tables yet: start a worker "
             "(`make run` or `opportunities-worker`) once to apply the migrations",
             highlight=False,
         )
-        sys.exit(1)
     except (OSError, asyncpg.PostgresError, RPCError) as error:
         errors.print(f"[red]error:[/red] {type(error).__name__}: {error}", highlight=False)
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()
+    return 1

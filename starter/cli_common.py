@@ -17,6 +17,7 @@ import typer
 import yaml
 from pydantic import BaseModel
 from rich.console import Console
+from rich.table import Table
 from temporalio.client import WorkflowQueryFailedError
 
 from activities import store
@@ -34,6 +35,14 @@ T = TypeVar("T")
 
 class UserError(Exception):
     """Bad input or a refused command: printed as one line, exit code 1."""
+
+
+def new_table(*headers: str, **options: Any) -> Table:
+    """A table whose cells wrap rather than end in an ellipsis: ids must stay copyable."""
+    result = Table(*headers, **options)
+    for column in result.columns:
+        column.overflow = "fold"
+    return result
 
 
 def new_app(help: str) -> typer.Typer:

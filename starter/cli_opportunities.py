@@ -32,6 +32,7 @@ from starter.cli_common import (
     database,
     load_document,
     new_app,
+    new_table,
     print_json,
     run,
 )
@@ -130,7 +131,7 @@ def print_opportunity(o: Opportunity, stage: str | None) -> None:
     console.print(fields)
     shown = [stage] if stage else o.visited_stages()
     title = f"Stage actions for {stage}" if stage else "Stage actions for current/previous stages"
-    table = Table(
+    table = new_table(
         "stage", "action", "type", "title", "completed", "performed", "linked activity",
         "created on", title=title,
     )  # fmt: skip
@@ -176,7 +177,7 @@ def history(opportunity_id: str, as_json: JsonFlag = False) -> None:
 
 
 def print_history(entries: list[HistoryEntry]) -> None:
-    table = Table("#", "at", "from", "to", "source", "by", "reason")
+    table = new_table("#", "at", "from", "to", "source", "by", "reason")
     for e in entries:
         table.add_row(
             str(e.seq),
@@ -313,8 +314,8 @@ def activity_list(
         if as_json:
             print_json(found)
             return
-        table = Table("activity", "opportunity", "action", "kind", "subject", "starts", "status",
-                      "outcome", "created on")  # fmt: skip
+        table = new_table("activity", "opportunity", "action", "kind", "subject", "starts",
+                          "status", "outcome", "created on")  # fmt: skip
         for a in found:
             table.add_row(
                 a.activity_id,
@@ -368,7 +369,7 @@ def print_result(opportunity_id: str, result: CommandResult) -> None:
     if not result.actions:
         console.print(f"{opportunity_id}: {result.message}", highlight=False)
         return
-    table = Table("action", "outcome", "detail", title=f"{opportunity_id}: {result.command}")
+    table = new_table("action", "outcome", "detail", title=f"{opportunity_id}: {result.command}")
     for action in result.actions:
         style = "red" if action.outcome == "failed" else None
         table.add_row(action.action_id, action.outcome, action.message, style=style)

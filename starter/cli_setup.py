@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.table import Table
 
 from activities import events, letters, store
 from activities.events import Event
@@ -21,6 +20,7 @@ from starter.cli_common import (
     database,
     load_document,
     new_app,
+    new_table,
     print_json,
     run,
 )
@@ -70,7 +70,7 @@ def process_list(as_json: JsonFlag = False) -> None:
         if as_json:
             print_json(processes)
             return
-        table = Table("process", "name", "version", "default", "stages")
+        table = new_table("process", "name", "version", "default", "stages")
         for p in processes:
             table.add_row(
                 p.process_id,
@@ -111,7 +111,7 @@ def process_show(
             f"allow cancel activities: {d.allow_cancel_activities}",
         ]
         console.print(", ".join(flags), highlight=False)
-        table = Table("stage", "probability", "closes as", "action", "type", "title")
+        table = new_table("stage", "probability", "closes as", "action", "type", "title")
         for stage in d.stages:
             actions: list[Action | None] = [*stage.actions] or [None]
             for index, action in enumerate(actions):
@@ -183,7 +183,7 @@ def contact_list(as_json: JsonFlag = False) -> None:
         if as_json:
             print_json(contacts)
             return
-        table = Table("contact", "name", "email", "address")
+        table = new_table("contact", "name", "email", "address")
         for c in contacts:
             address = ", ".join(x for x in (c.street, c.postal_code, c.city, c.country) if x)
             table.add_row(c.contact_id, c.full_name, c.email or "", address)
@@ -231,7 +231,7 @@ def event_list(as_json: JsonFlag = False) -> None:
         if as_json:
             print_json(found)
             return
-        table = Table("event", "name", "starts at")
+        table = new_table("event", "name", "starts at")
         for event in found:
             table.add_row(event.event_id, event.name, f"{event.starts_at:%Y-%m-%d %H:%M %Z}")
         console.print(table)
@@ -251,7 +251,7 @@ def event_invitees(event_id: str, as_json: JsonFlag = False) -> None:
         if as_json:
             print_json(invitees)
             return
-        table = Table("contact", "opportunity", "invited at", title=f"Invitees of {event_id}")
+        table = new_table("contact", "opportunity", "invited at", title=f"Invitees of {event_id}")
         for invitee in invitees:
             table.add_row(
                 invitee.contact_id,
@@ -302,7 +302,7 @@ def template_list(as_json: JsonFlag = False) -> None:
         if as_json:
             print_json(found)
             return
-        table = Table("template", "first line", "updated")
+        table = new_table("template", "first line", "updated")
         for template in found:
             first = template.body.splitlines()[0] if template.body else ""
             updated = f"{template.updated_at:%Y-%m-%d %H:%M}" if template.updated_at else ""

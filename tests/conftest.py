@@ -32,7 +32,7 @@ from worker import build_worker
 from workflows import search_attributes
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE_PROCESS = ROOT / "examples" / "life-insurance.json"
+EXAMPLE_PROCESS = ROOT / "examples" / "processes" / "life-insurance.json"
 
 
 @dataclass
