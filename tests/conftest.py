@@ -28,6 +28,7 @@ from activities import store
 from activities.letters import Mailer
 from activities.schema import migrate
 from runtime import embedded
+from starter.client import OpportunitiesClient
 from worker import build_worker
 from workflows import search_attributes
 
@@ -130,6 +131,12 @@ async def worker(
     mailer = Mailer(smtp[1], "sales@example.com")
     async with build_worker(client, pool, task_queue, mailer) as running:
         yield running
+
+
+@pytest.fixture
+def opportunities(client: Client, task_queue: str) -> OpportunitiesClient:
+    """The typed client, on this test's task queue."""
+    return OpportunitiesClient(client, task_queue)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.worker import Worker
 
 from activities import calendar, events, letters
@@ -17,11 +17,6 @@ from tests.helpers import open_one, setup_contact
 
 EMAIL = {"email": "ada@example.com"}
 ADDRESS = {"street": "12 St James's Square", "postal_code": "SW1Y 4JH", "city": "London"}
-
-
-@pytest.fixture
-async def opportunities(client: Client, task_queue: str) -> OpportunitiesClient:
-    return OpportunitiesClient(client, task_queue)
 
 
 async def test_performing_a_calendar_action_creates_one_linked_activity(

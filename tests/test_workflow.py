@@ -29,11 +29,6 @@ from tests.helpers import eventually, open_one, setup_contact, setup_process
 from workflows.opportunity import OpportunityWorkflow
 
 
-@pytest.fixture
-async def opportunities(client: Client, task_queue: str) -> OpportunitiesClient:
-    return OpportunitiesClient(client, task_queue)
-
-
 async def test_create_projects_the_opportunity(
     worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
 ) -> None:

@@ -3,7 +3,9 @@ summary that makes the event history read like the opportunity's own history."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -26,6 +28,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from sales.opportunity import HistoryEntry
 
+T = TypeVar("T")
+
 TIMEOUT = timedelta(seconds=10)
 """Database activities take milliseconds; after a worker crash the retry waits this long."""
 SMTP_TIMEOUT = timedelta(seconds=90)
@@ -40,32 +44,45 @@ RETRY = RetryPolicy(
 Bad data raises non-retryable errors instead, which `perform` turns into a `failed` outcome."""
 
 
+async def _execute(
+    method: Callable[[Any, Any], Awaitable[T]],
+    argument: Any,
+    summary: str,
+    *,
+    start_to_close: timedelta = TIMEOUT,
+    heartbeat: timedelta | None = None,
+) -> T:
+    return await workflow.execute_activity_method(
+        method,
+        argument,
+        start_to_close_timeout=start_to_close,
+        heartbeat_timeout=heartbeat,
+        retry_policy=RETRY,
+        summary=summary,
+    )
+
+
 async def perform(effect: PerformEffect) -> EffectOutcome:
     """Create the activity, send the letter or invite; bad data comes back as `failed`."""
     try:
         if isinstance(effect, CreateCalendarActivity):
-            return await workflow.execute_activity_method(
+            return await _execute(
                 CalendarActivities.create_calendar_activity,
                 effect,
-                start_to_close_timeout=TIMEOUT,
-                retry_policy=RETRY,
-                summary=f"Create calendar activity {effect.subject!r}",
+                f"Create calendar activity {effect.subject!r}",
             )
         if isinstance(effect, SendLetter):
-            return await workflow.execute_activity_method(
+            return await _execute(
                 LetterActivities.send_letter,
                 effect,
-                start_to_close_timeout=SMTP_TIMEOUT,
-                heartbeat_timeout=SMTP_HEARTBEAT,
-                retry_policy=RETRY,
-                summary=f"Send letter {effect.template!r} ({effect.title})",
+                f"Send letter {effect.template!r} ({effect.title})",
+                start_to_close=SMTP_TIMEOUT,
+                heartbeat=SMTP_HEARTBEAT,
             )
-        return await workflow.execute_activity_method(
+        return await _execute(
             EventActivities.invite_to_event,
             effect,
-            start_to_close_timeout=TIMEOUT,
-            retry_policy=RETRY,
-            summary=f"Invite the contact to event {effect.event_id!r}",
+            f"Invite the contact to event {effect.event_id!r}",
         )
     except ActivityError as error:
         cause = error.cause
@@ -77,32 +94,24 @@ async def perform(effect: PerformEffect) -> EffectOutcome:
 async def run(effect: Effect) -> None:
     """Carry out an effect that cannot fail for bad data (it only updates our own rows)."""
     if isinstance(effect, CompleteCalendarActivity):
-        await workflow.execute_activity_method(
+        await _execute(
             CalendarActivities.complete_calendar_activity,
             effect,
-            start_to_close_timeout=TIMEOUT,
-            retry_policy=RETRY,
-            summary=f"Mark calendar activity {effect.activity_id} done",
+            f"Mark calendar activity {effect.activity_id} done",
         )
     elif isinstance(effect, DeleteCalendarActivity):
-        await workflow.execute_activity_method(
+        await _execute(
             CalendarActivities.delete_calendar_activity,
             effect,
-            start_to_close_timeout=TIMEOUT,
-            retry_policy=RETRY,
-            summary=f"Delete calendar activity {effect.activity_id}",
+            f"Delete calendar activity {effect.activity_id}",
         )
     else:  # pragma: no cover - the shell routes the other kinds elsewhere
         raise TypeError(f"no activity for effect {effect.kind!r}")
 
 
 async def project(write: ProjectionWrite) -> None:
-    await workflow.execute_activity_method(
-        OpportunityActivities.project_opportunity,
-        write,
-        start_to_close_timeout=TIMEOUT,
-        retry_policy=RETRY,
-        summary=_projection_summary(write.history),
+    await _execute(
+        OpportunityActivities.project_opportunity, write, _projection_summary(write.history)
     )
 
 
