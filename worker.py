@@ -34,9 +34,11 @@ def build_worker(
     pool: asyncpg.Pool,
     task_queue: str | None = None,
     mailer: Mailer | None = None,
+    opportunity_activities: OpportunityActivities | None = None,
 ) -> Worker:
+    """A worker with every workflow and activity; tests may swap the projection activities."""
     activities = [
-        *OpportunityActivities(pool).all(),
+        *(opportunity_activities or OpportunityActivities(pool)).all(),
         *CalendarActivities(pool).all(),
         *LetterActivities(pool, mailer).all(),
         *EventActivities(pool).all(),

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from temporalio import activity
 
 from sales.effects import (
+    CancelCalendarActivities,
     CompleteCalendarActivity,
     CreateCalendarActivity,
     DeleteCalendarActivity,
@@ -118,6 +119,15 @@ class CalendarActivities:
             effect.notes,
         )
 
+    @activity.defn(name="cancel_calendar_activities")
+    async def cancel_calendar_activities(self, effect: CancelCalendarActivities) -> None:
+        """Cancel (idempotent: only active ones change)."""
+        await self.pool.execute(
+            "UPDATE calendar_activities SET status = 'canceled', updated_at = now()"
+            " WHERE activity_id = ANY($1::text[]) AND status = 'active'",
+            effect.activity_ids,
+        )
+
     @activity.defn(name="delete_calendar_activity")
     async def delete_calendar_activity(self, effect: DeleteCalendarActivity) -> None:
         await self.pool.execute(
@@ -128,5 +138,6 @@ class CalendarActivities:
         return [
             self.create_calendar_activity,
             self.complete_calendar_activity,
+            self.cancel_calendar_activities,
             self.delete_calendar_activity,
         ]

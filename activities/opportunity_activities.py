@@ -6,6 +6,8 @@ and the database ends up the same as after one run.
 
 from __future__ import annotations
 
+import os
+
 import asyncpg
 from pydantic import BaseModel
 from temporalio import activity
@@ -30,6 +32,8 @@ class Setup(BaseModel):
 
     contact_name: str
     process: SalesProcess
+    day_seconds: int = 86400
+    """`OPPORTUNITIES_DAY_SECONDS` of the worker: the length of a day for stage timers."""
 
 
 class ProjectionWrite(BaseModel):
@@ -73,7 +77,11 @@ class OpportunityActivities:
                     type="UnknownProcess",
                     non_retryable=True,
                 )
-        return Setup(contact_name=contact.full_name, process=process)
+        return Setup(
+            contact_name=contact.full_name,
+            process=process,
+            day_seconds=int(os.environ.get("OPPORTUNITIES_DAY_SECONDS") or 86400),
+        )
 
     @activity.defn(name="project_opportunity")
     async def project_opportunity(self, write: ProjectionWrite) -> None:

@@ -231,9 +231,9 @@ async def project_opportunity(
         )
         if history:
             await conn.executemany(
-                "INSERT INTO opportunity_history"
-                " (opportunity_id, seq, at, from_stage, to_stage, source, by, reason)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                "INSERT INTO opportunity_history (opportunity_id, seq, at, from_stage, to_stage,"
+                " source, by, reason, canceled_activities, created_activities)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
                 " ON CONFLICT (opportunity_id, seq) DO NOTHING",
                 [
                     (
@@ -245,6 +245,8 @@ async def project_opportunity(
                         entry.source,
                         entry.by,
                         entry.reason,
+                        entry.canceled_activities,
+                        entry.created_activities,
                     )
                     for entry in history
                 ],
@@ -263,7 +265,8 @@ async def get_opportunity(pool: asyncpg.Pool, opportunity_id: str) -> Opportunit
 
 async def get_history(pool: asyncpg.Pool, opportunity_id: str) -> list[HistoryEntry]:
     rows = await pool.fetch(
-        "SELECT seq, at, from_stage, to_stage, source, by, reason FROM opportunity_history"
+        "SELECT seq, at, from_stage, to_stage, source, by, reason, canceled_activities,"
+        " created_activities FROM opportunity_history"
         " WHERE opportunity_id = $1 ORDER BY seq",
         opportunity_id,
     )

@@ -8,11 +8,12 @@ when the command cannot be applied as a whole.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from sales.calendar_rules import create_activity, letter_id_for
 from sales.commands import (
     AddAction,
     Command,
@@ -27,6 +28,7 @@ from sales.effects import (
     CompleteCalendarActivity,
     CreateCalendarActivity,
     DeleteCalendarActivity,
+    Effect,
     EffectOutcome,
     InviteToEvent,
     LetterContext,
@@ -40,14 +42,6 @@ from sales.results import ActionResult, Change
 from sales.stage_rules import enter_stage, require_stage
 
 _ACTION = TypeAdapter(Action)
-
-
-def activity_id_for(opportunity_id: str, action_id: str, generation: int) -> str:
-    return f"act-{opportunity_id}-{action_id}-{generation}"
-
-
-def letter_id_for(opportunity_id: str, action_id: str, generation: int) -> str:
-    return f"letter-{opportunity_id}-{action_id}-{generation}"
 
 
 def _tagged(state: Opportunity, action_ids: list[str]) -> list[ActionState]:
@@ -76,7 +70,7 @@ def _tagged(state: Opportunity, action_ids: list[str]) -> list[ActionState]:
 
 
 def perform_actions(state: Opportunity, command: PerformActions, now: datetime) -> Change:
-    change = Change("performing")
+    change = Change("")  # said by `core.finish` once the outcomes are known
     for action in _tagged(state, command.action_ids):
         definition = action.definition
         if isinstance(definition, CalendarAction):
@@ -126,26 +120,6 @@ def perform_actions(state: Opportunity, command: PerformActions, now: datetime) 
                 )
             )
     return change
-
-
-def create_activity(
-    state: Opportunity, action: ActionState, definition: CalendarAction, now: datetime
-) -> CreateCalendarActivity:
-    """The calendar activity of a calendar action, due `due_in_days` from now."""
-    action.generation += 1
-    starts_at = now + timedelta(days=definition.activity.due_in_days)
-    return CreateCalendarActivity(
-        opportunity_id=state.opportunity_id,
-        contact_id=state.contact_id,
-        action_id=action.action_id,
-        generation=action.generation,
-        activity_id=activity_id_for(state.opportunity_id, action.action_id, action.generation),
-        activity_kind=definition.activity.kind,
-        subject=definition.title,
-        starts_at=starts_at,
-        ends_at=starts_at + timedelta(minutes=definition.activity.duration_minutes),
-        track_outcome=definition.activity.track_outcome,
-    )
 
 
 def settle(
@@ -228,6 +202,8 @@ def complete_actions(state: Opportunity, command: CompleteActions, now: datetime
                 activity_id=action.activity_id,
             )
         )
+    if len(tagged) == 1 and command.outcome is not None:
+        change.effects += _outcome_stage(state, command.outcome, None, command.by, change, now)
     return change
 
 
@@ -324,16 +300,25 @@ def record_outcome(state: Opportunity, command: RecordOutcome, now: datetime) ->
             )
         ],
     )
-    target = command.stage or (
-        state.process.outcome_stages.get(command.outcome) if command.outcome else None
-    )
-    if target is not None and target != state.current_stage:
-        left = state.current_stage
-        change.effects += enter_stage(
-            state, target, now, source="outcome", by=command.by, reason=command.outcome
-        )
-        change.message += f"; moved from {left!r} to {target!r}"
+    change.effects += _outcome_stage(state, command.outcome, command.stage, command.by, change, now)
     return change
+
+
+def _outcome_stage(
+    state: Opportunity,
+    outcome: str | None,
+    stage: str | None,
+    by: str | None,
+    change: Change,
+    now: datetime,
+) -> list[Effect]:
+    """From an activity outcome: move to `stage`, else to the stage the outcome maps to."""
+    target = stage or (state.process.outcome_stages.get(outcome) if outcome else None)
+    if target is None or target == state.current_stage:
+        return []
+    left = state.current_stage
+    change.message += f"; moved from {left!r} to {target!r}"
+    return enter_stage(state, target, now, source="outcome", by=by, reason=outcome)
 
 
 def delete_activity(state: Opportunity, command: DeleteActivity, now: datetime) -> Change:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -25,6 +25,8 @@ class ChangeStage(Command):
     stage: Text
     cancel_open_activities: bool = False
     reason: str | None = Field(default=None, max_length=2000)
+    source: Literal["manual", "mass"] = "manual"
+    """`mass` when a mass modification sent it (kept in history)."""
 
 
 ActionIds = Annotated[list[Identifier], Field(min_length=1, max_length=100)]

@@ -50,6 +50,7 @@ def open_opportunity(
     now: datetime,
     *,
     contact_name: str | None = None,
+    day_seconds: int = 86400,
 ) -> Decision:
     """The opportunity as it is created: in its initial stage, with one `start` history entry."""
     definition = process.definition
@@ -76,6 +77,7 @@ def open_opportunity(
             for s in definition.stages
         ],
     )
+    state.day_seconds = day_seconds
     effects = stage_rules.enter_stage(state, stage, now, source="start", by=start.by, reason=None)
     return Decision(
         state=state,
@@ -98,9 +100,11 @@ def apply(state: Opportunity, command: Command, now: datetime) -> Decision:
             effects=[],
             result=_result(state, name, command.request_id, "already applied", duplicate=True),
         )
+    stage_rules.require_open(state)
     new = state.model_copy(deep=True)
     change = RULES[type(command)](new, command, now)
     new.revision += 1
+    new.last_command_at = now
     if command.request_id is not None:
         new.applied_request_ids = [*new.applied_request_ids, command.request_id][-MAX_REQUEST_IDS:]
     result = _result(new, name, command.request_id, change.message)
@@ -116,15 +120,63 @@ def settle(
     return new, action_rules.settle(new, effect, outcome, now)
 
 
-def finish(state: Opportunity, result: CommandResult, settled: list[ActionResult]) -> CommandResult:
-    """The command's result once its effects are settled."""
+def follow_through(before: Opportunity, state: Opportunity, now: datetime) -> Decision | None:
+    """What follows a command once its effects are settled: the automatic advance when it
+    completed the last open action of the stage (None when nothing follows)."""
+    new = state.model_copy(deep=True)
+    effects = stage_rules.automatic_advance(before, new, now)
+    if not effects:
+        return None
+    new.revision += 1
+    message = f"moved automatically from {state.current_stage!r} to {new.current_stage!r}"
+    return Decision(state=new, effects=effects, result=_result(new, "advance", None, message))
+
+
+def next_deadline(state: Opportunity) -> datetime | None:
+    """When the next stage timer fires (None: no timer runs in this stage)."""
+    return stage_rules.next_deadline(state)
+
+
+def fire_timers(state: Opportunity, now: datetime) -> Decision | None:
+    """The stage timers due at `now`: a follow-up activity, or the move to the next stage."""
+    new = state.model_copy(deep=True)
+    change = stage_rules.fire_timers(new, now)
+    if change is None:
+        return None
+    new.revision += 1
+    return Decision(
+        state=new, effects=change.effects, result=_result(new, "timer", None, change.message)
+    )
+
+
+def reopen(state: Opportunity, stage: str, by: str | None, now: datetime) -> Decision:
+    """A won or lost opportunity opened again in `stage` (history source `reopened`)."""
+    new = state.model_copy(deep=True)
+    change = stage_rules.reopen(new, stage, by, now)
+    new.revision += 1
+    new.last_command_at = now
+    return Decision(
+        state=new, effects=change.effects, result=_result(new, "reopen", None, change.message)
+    )
+
+
+def finish(
+    state: Opportunity,
+    result: CommandResult,
+    settled: list[ActionResult],
+    followed: CommandResult | None = None,
+) -> CommandResult:
+    """The command's result once its effects are settled (and what followed it, if anything)."""
     actions = [*result.actions, *settled]
-    message = result.message
-    if settled:
-        message = "; ".join(f"{a.action_id}: {a.outcome}" for a in actions)
+    message = result.message or "; ".join(f"{a.action_id}: {a.outcome}" for a in actions)
+    if followed is not None:
+        message += f"; {followed.message}"
     return result.model_copy(
         update={
             "actions": actions,
+            "created_activities": [
+                a.activity_id for a in actions if a.outcome == "activity_created" and a.activity_id
+            ],
             "message": message,
             "current_stage": state.current_stage,
             "status": state.status,

@@ -73,6 +73,11 @@ class CompleteCalendarActivity(BaseModel):
     notes: str | None = None
 
 
+class CancelCalendarActivities(BaseModel):
+    kind: Literal["cancel_calendar_activities"] = "cancel_calendar_activities"
+    activity_ids: list[str]
+
+
 class DeleteCalendarActivity(BaseModel):
     kind: Literal["delete_calendar_activity"] = "delete_calendar_activity"
     activity_id: str
@@ -84,6 +89,7 @@ Effect = Annotated[
     | SendLetter
     | InviteToEvent
     | CompleteCalendarActivity
+    | CancelCalendarActivities
     | DeleteCalendarActivity,
     Field(discriminator="kind"),
 ]

@@ -84,6 +84,10 @@ class HistoryEntry(BaseModel):
     source: HistorySource
     by: str | None = None
     reason: str | None = None
+    canceled_activities: list[str] = Field(default_factory=list)
+    """Active activities of the stage left, cancelled by this change."""
+    created_activities: list[str] = Field(default_factory=list)
+    """Activities created on entry (actions marked `create_activity_on_entry`)."""
 
 
 class Rejection(BaseModel):
@@ -115,6 +119,13 @@ class Opportunity(BaseModel):
     applied_request_ids: list[str] = Field(default_factory=list)
     revision: int = 0
     """Bumped on every applied change; the store ignores a projection older than the one it has."""
+    last_command_at: datetime | None = None
+    """When a command was last applied: the follow-up timer counts idle days from here."""
+    follow_ups: int = 0
+    """Follow-up actions created by the stage timer so far (numbers their action ids)."""
+    day_seconds: int = 86400
+    """The length of a day for stage timers (`OPPORTUNITIES_DAY_SECONDS` of the worker that
+    opened it; tests use a second)."""
 
     def stage_state(self, name: str) -> StageState:
         return next(stage for stage in self.stages if stage.name == name)

@@ -67,6 +67,10 @@ class StageDefinition(_Strict):
     probability: int = Field(default=0, ge=0, le=100)
     closes_as: Literal["won", "lost"] | None = None
     actions: list[Action] = Field(default_factory=list)
+    follow_up_after_days: int | None = Field(default=None, ge=1, le=3650)
+    """After this many days in the stage without a command, create a follow-up activity."""
+    advance_after_days: int | None = Field(default=None, ge=1, le=3650)
+    """After this many days in the stage, move to the next stage automatically."""
 
 
 class ProcessDefinition(_Strict):
@@ -84,6 +88,11 @@ class ProcessDefinition(_Strict):
     def _consistent(self) -> ProcessDefinition:
         if not self.stages:
             raise ValueError("a process needs at least one stage")
+        for index, stage in enumerate(self.stages):
+            if stage.closes_as and (stage.follow_up_after_days or stage.advance_after_days):
+                raise ValueError(
+                    f"stages[{index}]: closing stage {stage.name!r} cannot have stage timers"
+                )
         seen_stages: set[str] = set()
         for index, stage in enumerate(self.stages):
             if stage.name in seen_stages:
@@ -111,6 +120,12 @@ class ProcessDefinition(_Strict):
 
     def stage(self, name: str) -> StageDefinition | None:
         return next((stage for stage in self.stages if stage.name == name), None)
+
+    def next_stage(self, name: str) -> StageDefinition | None:
+        """The stage after `name` in order, or None after the last one."""
+        names = self.stage_names()
+        index = names.index(name) + 1
+        return self.stages[index] if index < len(self.stages) else None
 
     def fingerprint(self) -> str:
         """A stable hash of the definition: applying an unchanged definition is a no-op."""

@@ -45,6 +45,9 @@ class CommandResult(BaseModel):
     current_stage: str
     status: Status
     actions: list[ActionResult] = Field(default_factory=list)
+    created_activities: list[str] = Field(default_factory=list)
+    """Calendar activities this command created (performed, or on entering a stage), so a
+    caller can show or edit them at once."""
 
 
 @dataclass

@@ -1,13 +1,21 @@
-"""Stage changes: entering a stage records history and sets the status of closing stages."""
+"""Advancing: stage changes and their effects, automatic advance, stage timers, closing and
+reopening.
+
+Entering a stage records one history entry, cancels the open activities of the stage left when
+asked (and allowed), creates the activities of actions marked `create_activity_on_entry`, and
+sets the status of closing stages.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from sales.calendar_rules import create_activity
 from sales.commands import ChangeStage
-from sales.effects import Effect, RecordHistory
+from sales.effects import CancelCalendarActivities, Effect, RecordHistory
 from sales.errors import CommandRejected
-from sales.opportunity import HistoryEntry, HistorySource, Opportunity
+from sales.opportunity import ActionState, HistoryEntry, HistorySource, Opportunity
+from sales.process import ActivitySpec, CalendarAction
 from sales.results import Change
 
 
@@ -16,6 +24,15 @@ def require_stage(state: Opportunity, stage: str) -> None:
         raise CommandRejected(
             f"unknown stage {stage!r} for process {state.process_id!r}; "
             f"stages are {state.process.stage_names()}"
+        )
+
+
+def require_open(state: Opportunity) -> None:
+    if state.status != "open":
+        when = f" on {state.closed_at:%Y-%m-%d}" if state.closed_at else ""
+        raise CommandRejected(
+            f"the opportunity is closed ({state.status}{when}, stage {state.current_stage!r}); "
+            "reopen it to change it"
         )
 
 
@@ -30,9 +47,20 @@ def change_stage(state: Opportunity, command: ChangeStage, now: datetime) -> Cha
         )
     left = state.current_stage
     effects = enter_stage(
-        state, command.stage, now, source="manual", by=command.by, reason=command.reason
+        state,
+        command.stage,
+        now,
+        source=command.source,
+        by=command.by,
+        reason=command.reason,
+        cancel=command.cancel_open_activities,
     )
     return Change(f"moved from {left!r} to {command.stage!r}", effects)
+
+
+def open_activities(state: Opportunity, stage: str) -> list[ActionState]:
+    """Actions of `stage` whose linked activity is still active."""
+    return [a for a in state.stage_state(stage).actions if a.activity_status == "active"]
 
 
 def enter_stage(
@@ -43,8 +71,26 @@ def enter_stage(
     source: HistorySource,
     by: str | None,
     reason: str | None,
+    cancel: bool = False,
 ) -> list[Effect]:
-    """Move `state` (in place) into `stage` and say what must be recorded."""
+    """Move `state` (in place) into `stage` and say what must be carried out."""
+    effects: list[Effect] = []
+    canceled: list[str] = []
+    if cancel and source != "start":
+        for action in open_activities(state, state.current_stage):
+            assert action.activity_id is not None
+            action.activity_status = "canceled"
+            canceled.append(action.activity_id)
+        if canceled:
+            effects.append(CancelCalendarActivities(activity_ids=canceled))
+    creates = [
+        create_activity(state, action, action.definition, now)
+        for action in state.stage_state(stage).actions
+        if isinstance(action.definition, CalendarAction)
+        and action.definition.create_activity_on_entry
+        and action.activity_id is None
+        and not action.completed
+    ]
     entry = HistoryEntry(
         seq=len(state.history) + 1,
         at=now,
@@ -53,6 +99,8 @@ def enter_stage(
         source=source,
         by=by,
         reason=reason,
+        canceled_activities=canceled,
+        created_activities=[effect.activity_id for effect in creates],
     )
     state.history = [*state.history, entry]
     state.current_stage = stage
@@ -61,4 +109,135 @@ def enter_stage(
     closes_as = definition.closes_as if definition else None
     state.status = closes_as or "open"
     state.closed_at = now if closes_as else None
-    return [RecordHistory(entry=entry)]
+    return [*effects, RecordHistory(entry=entry), *creates]
+
+
+def automatic_advance(before: Opportunity, state: Opportunity, now: datetime) -> list[Effect]:
+    """Move on when a command completed the last open action of the current stage.
+
+    Only with `change_stage_automatically`; a stage without actions never advances by itself,
+    and a closing stage is neither left nor entered automatically: winning or losing a sale is
+    somebody's decision.
+    """
+    if not state.process.change_stage_automatically or state.status != "open":
+        return []
+    if state.current_stage != before.current_stage:
+        return []
+    stage = state.stage_state(state.current_stage)
+    if not stage.actions or before.open_actions() == 0 or state.open_actions() > 0:
+        return []
+    following = state.process.next_stage(state.current_stage)
+    if following is None or following.closes_as:
+        return []
+    return enter_stage(
+        state,
+        following.name,
+        now,
+        source="automatic",
+        by=None,
+        reason=f"all actions of {state.current_stage!r} completed",
+    )
+
+
+# --- stage timers -----------------------------------------------------------------------------
+
+
+def _days(state: Opportunity, days: int) -> timedelta:
+    return timedelta(seconds=days * state.day_seconds)
+
+
+def _advance_due(state: Opportunity) -> datetime | None:
+    definition = state.process.stage(state.current_stage)
+    if definition is None or not definition.advance_after_days:
+        return None
+    following = state.process.next_stage(state.current_stage)
+    if following is None or following.closes_as:
+        return None
+    return state.stage_entered_at + _days(state, definition.advance_after_days)
+
+
+def _open_follow_up(state: Opportunity) -> bool:
+    return any(
+        a.action_id.startswith("follow-up-") and not a.completed
+        for a in state.stage_state(state.current_stage).actions
+    )
+
+
+def _follow_up_due(state: Opportunity) -> datetime | None:
+    definition = state.process.stage(state.current_stage)
+    if definition is None or not definition.follow_up_after_days or _open_follow_up(state):
+        return None
+    idle_since = max(state.stage_entered_at, state.last_command_at or state.stage_entered_at)
+    return idle_since + _days(state, definition.follow_up_after_days)
+
+
+def next_deadline(state: Opportunity) -> datetime | None:
+    """When a stage timer of the current stage fires next (None: no timer is running)."""
+    if state.status != "open":
+        return None
+    due = [d for d in (_advance_due(state), _follow_up_due(state)) if d is not None]
+    return min(due) if due else None
+
+
+def fire_timers(state: Opportunity, now: datetime) -> Change | None:
+    """Apply the stage timers due at `now` to `state` (in place); None if none is due."""
+    advance = _advance_due(state)
+    if state.status == "open" and advance is not None and advance <= now:
+        days = state.process.stage(state.current_stage).advance_after_days  # type: ignore[union-attr]
+        left = state.current_stage
+        following = state.process.next_stage(left)
+        assert following is not None
+        effects = enter_stage(
+            state,
+            following.name,
+            now,
+            source="automatic",
+            by=None,
+            reason=f"{days} days in stage {left!r}",
+        )
+        return Change(f"moved from {left!r} to {following.name!r} after {days} days", effects)
+    follow_up = _follow_up_due(state)
+    if state.status == "open" and follow_up is not None and follow_up <= now:
+        return _add_follow_up(state, now)
+    return None
+
+
+def _add_follow_up(state: Opportunity, now: datetime) -> Change:
+    definition = state.process.stage(state.current_stage)
+    assert definition is not None and definition.follow_up_after_days
+    taken = {a.action_id for s in state.stages for a in s.actions}
+    state.follow_ups += 1
+    while f"follow-up-{state.follow_ups}" in taken:
+        state.follow_ups += 1
+    action = ActionState(
+        definition=CalendarAction(
+            action_id=f"follow-up-{state.follow_ups}",
+            type="calendar",
+            title=f"Follow up: {definition.follow_up_after_days} days without activity "
+            f"in {state.current_stage}",
+            activity=ActivitySpec(kind="follow-up", duration_minutes=15),
+        )
+    )
+    stage = state.stage_state(state.current_stage)
+    stage.actions = [*stage.actions, action]
+    state.last_command_at = now
+    effect = create_activity(state, action, action.definition, now)  # type: ignore[arg-type]
+    return Change(f"follow-up {action.action_id} created", [effect])
+
+
+# --- reopening --------------------------------------------------------------------------------
+
+
+def reopen(state: Opportunity, stage: str, by: str | None, now: datetime) -> Change:
+    if state.status == "open":
+        raise CommandRejected("the opportunity is open; only a won or lost one can be reopened")
+    require_stage(state, stage)
+    definition = state.process.stage(stage)
+    if definition is not None and definition.closes_as:
+        raise CommandRejected(
+            f"stage {stage!r} closes the opportunity; reopen it in one of "
+            f"{[s.name for s in state.process.stages if not s.closes_as]}"
+        )
+    left = state.current_stage
+    effects = enter_stage(state, stage, now, source="reopened", by=by, reason=None)
+    return Change(f"reopened: moved from {left!r} to {stage!r}", effects)

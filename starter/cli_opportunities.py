@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -196,22 +197,74 @@ def change_stage(
     opportunity_id: str,
     stage: str,
     cancel: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--cancel-open-activities/--keep-open-activities",
-            help="Cancel the open activities of the stage being left (if the process allows).",
+            help="Cancel the open activities of the stage being left (if the process allows); "
+            "asked when not given.",
         ),
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Answer yes: cancel the open activities.")
     ] = False,
     reason: Annotated[str | None, typer.Option("--reason")] = None,
     by: ByOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Move the opportunity to any stage of its process."""
+    """Move the opportunity to any stage of its process, at any time."""
+    if cancel is None:
+        cancel = run(lambda: _ask_to_cancel(opportunity_id, yes))
     send(
         opportunity_id,
         ChangeStage(stage=stage, cancel_open_activities=cancel, reason=reason, by=by or actor()),
         as_json,
     )
+
+
+async def _ask_to_cancel(opportunity_id: str, yes: bool) -> bool:
+    """The product's confirmation: cancel the open activities of the stage being left?"""
+    client = await OpportunitiesClient.connect()
+    state = await client.state(opportunity_id)
+    open_ids = [
+        a.activity_id
+        for a in state.stage_state(state.current_stage).actions
+        if a.activity_status == "active"
+    ]
+    if not open_ids or not state.process.allow_cancel_activities:
+        return False
+    if yes:
+        return True
+    question = (
+        f"Stage {state.current_stage!r} has {len(open_ids)} open activities "
+        f"({', '.join(map(str, open_ids))}). Cancel them?"
+    )
+    if not sys.stdin.isatty():
+        raise UserError(
+            f"{question} Answer with --cancel-open-activities (or --yes) or --keep-open-activities"
+        )
+    return typer.confirm(question, default=False)
+
+
+@app.command("reopen")
+def reopen(
+    opportunity_id: str,
+    stage: Annotated[str, typer.Option("--stage", help="The stage to reopen it in.")],
+    by: ByOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Open a won or lost opportunity again (a new run of its workflow, same history)."""
+
+    async def work() -> None:
+        client = await OpportunitiesClient.connect()
+        state = await client.reopen(opportunity_id, stage, by=by or actor())
+        if as_json:
+            print_json(state)
+        else:
+            console.print(
+                f"{opportunity_id}: reopened in stage {state.current_stage!r}", highlight=False
+            )
+
+    run(work)
 
 
 @app.command("perform")

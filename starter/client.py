@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from temporalio.client import (
@@ -42,6 +43,7 @@ from sales.core import CommandResult
 from sales.errors import CommandRejected
 from sales.opportunity import HistoryEntry, Opportunity, StartOpportunity
 from sales.process import Action
+from workflows.messages import Carried, OpportunityInput, Reopen
 
 WORKFLOW_TYPE = "Opportunity"
 
@@ -106,8 +108,13 @@ class OpportunitiesClient:
         return await self._wait_open(handle, wait_seconds)
 
     async def _wait_open(
-        self, handle: WorkflowHandle[Any, Any], wait_seconds: float
+        self,
+        handle: WorkflowHandle[Any, Any],
+        wait_seconds: float,
+        ready: Callable[[Opportunity], bool] = lambda state: True,
     ) -> Opportunity:
+        """Poll the new run until its state is `ready` and the activities created on entering
+        its stage are linked; raise `StartFailed` if it ends first."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         while True:
@@ -117,11 +124,19 @@ class OpportunitiesClient:
                     await handle.result()
                 except WorkflowFailureError as error:
                     raise StartFailed(_failure_message(error)) from None
-            if description.status == WorkflowExecutionStatus.RUNNING:
+            if description.status in (
+                WorkflowExecutionStatus.RUNNING,
+                WorkflowExecutionStatus.COMPLETED,
+            ):
                 try:
-                    return await handle.query("state", result_type=Opportunity)
+                    state = await handle.query("state", result_type=Opportunity)
                 except (WorkflowQueryFailedError, RPCError):  # still being opened
-                    pass
+                    state = None
+                if state is not None and ready(state) and _entered(state):
+                    return state
+                if state is not None and description.status == WorkflowExecutionStatus.COMPLETED:
+                    reason = state.rejected[-1].reason if state.rejected else "it ended"
+                    raise StartFailed(f"{handle.id} did not open: {reason}")
             if loop.time() > deadline:
                 raise StartFailed(
                     f"{handle.id} did not open within {wait_seconds:.0f}s: is a worker polling "
@@ -141,14 +156,63 @@ class OpportunitiesClient:
                 raise CommandRejected(cause.message) from None
             raise
         except RPCError as error:
-            raise _translate(error, opportunity_id) from None
+            raise await self._translate(error, opportunity_id) from None
 
     async def signal(self, opportunity_id: str, command: Command) -> None:
         """Send a command as a signal: fire-and-forget; rejections land in `state.rejected`."""
         try:
             await self.handle(opportunity_id).signal(command_name(command), command)
         except RPCError as error:
-            raise _translate(error, opportunity_id) from None
+            raise await self._translate(error, opportunity_id) from None
+
+    async def reopen(
+        self, opportunity_id: str, stage: str, *, by: str | None = None, wait_seconds: float = 30.0
+    ) -> Opportunity:
+        """Open a won or lost opportunity again in `stage`: a new run of the same workflow id,
+        starting from the state the closed run ended with."""
+        handle = self.handle(opportunity_id)
+        try:
+            description = await handle.describe()
+        except RPCError as error:
+            raise await self._translate(error, opportunity_id) from None
+        if description.status == WorkflowExecutionStatus.RUNNING:
+            raise CommandRejected(
+                f"opportunity {opportunity_id!r} is open; only a won or lost one can be reopened"
+            )
+        if description.status != WorkflowExecutionStatus.COMPLETED:
+            status = description.status.name.lower() if description.status else "unknown"
+            raise CommandRejected(
+                f"opportunity {opportunity_id!r} cannot be reopened: its workflow {status}"
+            )
+        closed = await self.temporal.get_workflow_handle(
+            workflow_id(opportunity_id), result_type=Opportunity
+        ).result()
+        definition = closed.process.stage(stage)
+        if definition is None or definition.closes_as:
+            open_stages = [s.name for s in closed.process.stages if not s.closes_as]
+            raise CommandRejected(
+                f"cannot reopen in stage {stage!r}; reopen in one of {open_stages}"
+            )
+        start = OpportunityInput(
+            opportunity_id=closed.opportunity_id,
+            contact_id=closed.contact_id,
+            process_id=closed.process_id,
+            name=closed.name,
+            owner=closed.owner,
+            carried=Carried(state=closed),
+            reopen=Reopen(stage=stage, by=by),
+        )
+        new = await self.temporal.start_workflow(
+            WORKFLOW_TYPE,
+            start,
+            id=workflow_id(opportunity_id),
+            task_queue=self.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+        return await self._wait_open(
+            new, wait_seconds, ready=lambda state: state.revision > closed.revision
+        )
 
     async def change_stage(
         self,
@@ -231,11 +295,26 @@ class OpportunitiesClient:
     ) -> CommandResult:
         return await self.execute(opportunity_id, DeleteActivity(activity_id=activity_id, **common))
 
+    async def _translate(self, error: RPCError, opportunity_id: str) -> Exception:
+        """A clear error for a command that did not reach a running opportunity."""
+        if error.status != RPCStatusCode.NOT_FOUND:
+            return error
+        try:
+            description = await self.handle(opportunity_id).describe()
+        except RPCError:
+            return OpportunityNotFound(f"no opportunity {opportunity_id!r}")
+        if description.status == WorkflowExecutionStatus.COMPLETED:
+            return CommandRejected(
+                f"opportunity {opportunity_id!r} is closed; reopen it to change it"
+            )
+        status = description.status.name.lower() if description.status else "unknown"
+        return CommandRejected(f"opportunity {opportunity_id!r} is not running ({status})")
+
     async def state(self, opportunity_id: str) -> Opportunity:
         try:
             return await self.handle(opportunity_id).query("state", result_type=Opportunity)
         except RPCError as error:
-            raise _translate(error, opportunity_id) from None
+            raise await self._translate(error, opportunity_id) from None
 
     async def history(self, opportunity_id: str) -> list[HistoryEntry]:
         try:
@@ -243,13 +322,13 @@ class OpportunitiesClient:
                 "history", result_type=list[HistoryEntry]
             )
         except RPCError as error:
-            raise _translate(error, opportunity_id) from None
+            raise await self._translate(error, opportunity_id) from None
 
 
-def _translate(error: RPCError, opportunity_id: str) -> Exception:
-    if error.status == RPCStatusCode.NOT_FOUND:
-        return OpportunityNotFound(f"no opportunity {opportunity_id!r}")
-    return error
+def _entered(state: Opportunity) -> bool:
+    """Whether the activities created on entering the current stage are linked already."""
+    created = state.history[-1].created_activities if state.history else []
+    return all(state.find_activity(activity_id) for activity_id in created)
 
 
 def _failure_message(error: WorkflowFailureError) -> str:

@@ -13,12 +13,15 @@ from sales.process import ProcessDefinition
 from tests.conftest import example_definition
 
 
-def own_definition(uid: str, **changes: Any) -> dict[str, Any]:
+def own_definition(uid: str, *, on_entry: bool = True, **changes: Any) -> dict[str, Any]:
     """The example process under this test's ids: process `life-<uid>`, letter template
-    `welcome-<uid>`, event `seminar-<uid>` (templates and events are shared tables)."""
+    `welcome-<uid>`, event `seminar-<uid>` (templates and events are shared tables).
+    `on_entry=False` creates no calendar activity on entering a stage."""
     document = example_definition(f"life-{uid}", **changes)
     for stage in document["stages"]:
         for action in stage.get("actions", []):
+            if not on_entry:
+                action.pop("create_activity_on_entry", None)
             if action["type"] == "letter":
                 action["template"] = f"{action['template']}-{uid}"
             if action["type"] == "event":
@@ -26,8 +29,10 @@ def own_definition(uid: str, **changes: Any) -> dict[str, Any]:
     return document
 
 
-async def setup_process(pool: asyncpg.Pool, uid: str, **changes: Any) -> str:
-    definition = ProcessDefinition.model_validate(own_definition(uid, **changes))
+async def setup_process(
+    pool: asyncpg.Pool, uid: str, *, on_entry: bool = True, **changes: Any
+) -> str:
+    definition = ProcessDefinition.model_validate(own_definition(uid, on_entry=on_entry, **changes))
     await store.apply_process(pool, definition)
     return definition.process_id
 
@@ -76,12 +81,15 @@ async def open_one(
     opportunities: Any,
     uid: str,
     contact: dict[str, Any] | None = None,
+    *,
+    on_entry: bool = True,
+    process: dict[str, Any] | None = None,
     **options: Any,
 ) -> str:
     """A process, references and a contact of this test's own, and opportunity `o-<uid>`
     open on them. Returns the process id.
     """
-    process_id = await setup_process(pool, uid)
+    process_id = await setup_process(pool, uid, on_entry=on_entry, **(process or {}))
     contact_id = await setup_contact(pool, uid, **(contact or {}))
     await setup_references(pool, uid)
     await opportunities.create(

@@ -101,7 +101,12 @@ async def test_create_change_stage_show_and_history(
                           "--process", f"p-{uid}")  # fmt: skip
     assert duplicate.code == 1 and f"opportunity 'o-{uid}' already exists" in duplicate.stderr
 
-    moved = await cli("stage", f"o-{uid}", "Proposal", "--reason", "wants a quote", "--by", "bob")
+    asked = await cli("stage", f"o-{uid}", "Proposal")
+    assert asked.code == 1
+    assert "Stage 'Prospect' has 1 open activities" in asked.stderr
+    assert "--keep-open-activities" in asked.stderr
+    moved = await cli("stage", f"o-{uid}", "Proposal", "--reason", "wants a quote", "--by", "bob",
+                      "--keep-open-activities")  # fmt: skip
     assert moved.code == 0, moved.stderr
     assert "moved from 'Prospect' to 'Proposal'" in moved.stdout
 
@@ -138,7 +143,7 @@ async def test_create_reports_unknown_ids(cli: Cli, worker: Worker, uid: str) ->
 async def test_stage_actions_from_the_command_line(
     cli: Cli, worker: Worker, pool: asyncpg.Pool, tmp_path: Path, inbox: Inbox, uid: str
 ) -> None:
-    document = own_definition(uid)
+    document = own_definition(uid, on_entry=False)
     (tmp_path / "process.json").write_text(json.dumps(document))
     assert (await cli("process", "apply", str(tmp_path / "process.json"))).code == 0
     added = await cli("contact", "add", "--id", f"c-{uid}", "--first-name", "Ada",
@@ -214,7 +219,7 @@ async def test_temporal_cli_sends_the_same_commands(
     servers: Servers, worker: Worker, pool: asyncpg.Pool, client: Client, task_queue: str, uid: str
 ) -> None:
     """Operators can use Temporal's own CLI with plain JSON."""
-    await open_one(pool, OpportunitiesClient(client, task_queue), uid)
+    await open_one(pool, OpportunitiesClient(client, task_queue), uid, on_entry=False)
     target = ["--address", servers.temporal_address, "-w", f"opportunity-o-{uid}"]
 
     async def temporal(*args: str) -> tuple[int, str]:
@@ -247,3 +252,29 @@ async def test_temporal_cli_sends_the_same_commands(
     await eventually(completed)
     code, out = await temporal("workflow", "query", "--name", "state")
     assert code == 0 and '"activity_outcome":"Later"' in out.replace(" ", "").replace("\\", "")
+
+
+async def test_stage_confirmation_won_and_reopen(
+    cli: Cli, worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
+) -> None:
+    await open_one(pool, opportunities, uid)
+    moved = await cli("stage", f"o-{uid}", "Needs analysis", "--yes", "--json")
+    assert moved.code == 0, moved.stderr
+    assert [a["outcome"] for a in moved.json()["actions"]] == ["activity_created"]
+    activities = (await cli("activity", "list", "--opportunity", f"o-{uid}", "--json")).json()
+    assert sorted((a["action_id"], a["status"]) for a in activities) == [
+        ("fact-finder", "active"),
+        ("intro-call", "canceled"),
+    ]
+    won = await cli("stage", f"o-{uid}", "Closed won", "--keep-open-activities")
+    assert won.code == 0 and "moved from 'Needs analysis' to 'Closed won'" in won.stdout
+    closed = await cli("stage", f"o-{uid}", "Proposal", "--keep-open-activities")
+    assert closed.code == 1 and "is closed; reopen it" in closed.stderr
+    reopened = await cli("reopen", f"o-{uid}", "--stage", "Proposal")
+    assert reopened.code == 0, reopened.stderr
+    assert f"o-{uid}: reopened in stage 'Proposal'" in reopened.stdout
+    history = (await cli("history", f"o-{uid}", "--json")).json()
+    assert [(h["to_stage"], h["source"], h["by"]) for h in history][-2:] == [
+        ("Closed won", "manual", "cli-tester"),
+        ("Proposal", "reopened", "cli-tester"),
+    ]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from sales import core
 from sales.commands import ChangeStage, parse_command
-from sales.effects import RecordHistory
+from sales.effects import CreateCalendarActivity, RecordHistory
 from sales.errors import CommandRejected
 from sales.opportunity import MAX_REJECTED, Opportunity, StartOpportunity
 from sales.process import ProcessDefinition, SalesProcess
@@ -42,7 +42,10 @@ def test_opens_in_the_first_stage_with_a_start_entry() -> None:
         "welcome-letter",
         "seminar",
     ]
-    assert decision.effects == [RecordHistory(entry=state.history[0])]
+    history, create = decision.effects
+    assert history == RecordHistory(entry=state.history[0])
+    assert isinstance(create, CreateCalendarActivity) and create.action_id == "intro-call"
+    assert state.history[0].created_activities == [create.activity_id]
     assert state.history[0].source == "start" and state.history[0].from_stage is None
     assert state.open_actions() == 3
 
@@ -76,7 +79,7 @@ def test_change_stage_moves_and_records_history() -> None:
         "bob",
         "asked for a quote",
     )
-    assert decision.effects == [RecordHistory(entry=entry)]
+    assert decision.effects == [RecordHistory(entry=entry)]  # nothing on entry to Proposal
     assert decision.result.current_stage == "Proposal"
     assert new.revision == state.revision + 1
     assert state.current_stage == "Prospect", "the input state is not mutated"
@@ -118,10 +121,15 @@ def test_cancel_flag_needs_a_process_that_allows_it() -> None:
 def test_closing_stages_set_status_and_reopening_clears_it() -> None:
     won = core.apply(opened(), ChangeStage(stage="Closed won"), T0).state
     assert (won.status, won.closed_at) == ("won", T0)
-    lost = core.apply(won, ChangeStage(stage="Closed lost"), T0).state
-    assert lost.status == "lost"
-    back = core.apply(lost, ChangeStage(stage="Proposal"), T0).state
-    assert (back.status, back.closed_at) == ("open", None)
+    with pytest.raises(CommandRejected, match=r"closed \(won on 2026-11-28, stage 'Closed won'\)"):
+        core.apply(won, ChangeStage(stage="Closed lost"), T0)
+    with pytest.raises(CommandRejected, match="reopen it in one of"):
+        core.reopen(won, "Closed lost", "ann", T0)
+    back = core.reopen(won, "Proposal", "ann", T0 + timedelta(days=1)).state
+    assert (back.status, back.closed_at, back.current_stage) == ("open", None, "Proposal")
+    assert back.history[-1].source == "reopened" and back.history[-1].from_stage == "Closed won"
+    with pytest.raises(CommandRejected, match="only a won or lost one can be reopened"):
+        core.reopen(back, "Prospect", None, T0)
 
 
 def test_request_id_applies_once() -> None:

@@ -24,6 +24,7 @@ from sales.commands import (
     RecordOutcome,
 )
 from sales.effects import (
+    CancelCalendarActivities,
     CompleteCalendarActivity,
     CreateCalendarActivity,
     DeleteCalendarActivity,
@@ -43,9 +44,24 @@ PROCESS = SalesProcess(
 )
 
 
-def opened() -> Opportunity:
+def settled(decision: core.Decision, now: datetime = T0) -> Opportunity:
+    """The state once every perform effect succeeded, as the shell would settle it."""
+    state = decision.state
+    for effect in decision.effects:
+        if isinstance(effect, CreateCalendarActivity):
+            outcome = EffectOutcome(status="created", activity_id=effect.activity_id)
+            state, _ = core.settle(state, effect, outcome, now)
+        elif isinstance(effect, SendLetter):
+            state, _ = core.settle(state, effect, EffectOutcome(status="sent"), now)
+        elif isinstance(effect, InviteToEvent):
+            state, _ = core.settle(state, effect, EffectOutcome(status="invited"), now)
+    return state
+
+
+def opened(process: SalesProcess = PROCESS) -> Opportunity:
+    """Open in Prospect; intro-call's activity was created on entry."""
     start = StartOpportunity(opportunity_id="o", contact_id="c")
-    return core.open_opportunity(start, PROCESS, T0).state
+    return settled(core.open_opportunity(start, process, T0))
 
 
 def performed(state: Opportunity, action_id: str) -> tuple[Opportunity, CreateCalendarActivity]:
@@ -58,9 +74,10 @@ def performed(state: Opportunity, action_id: str) -> tuple[Opportunity, CreateCa
     return new, effect
 
 
-def test_perform_describes_the_calendar_activity() -> None:
-    decision = core.apply(opened(), PerformActions(action_ids=["intro-call"]), T0)
-    [effect] = decision.effects
+def test_opening_creates_the_activities_marked_for_entry() -> None:
+    start = StartOpportunity(opportunity_id="o", contact_id="c")
+    decision = core.open_opportunity(start, PROCESS, T0)
+    effect = decision.effects[-1]
     assert isinstance(effect, CreateCalendarActivity)
     assert (effect.activity_id, effect.generation, effect.activity_kind) == (
         "act-o-intro-call-1",
@@ -99,15 +116,18 @@ def test_settling_a_failure_keeps_the_action_open() -> None:
 
 
 def test_an_existing_activity_is_reported_not_recreated() -> None:
-    state, effect = performed(opened(), "intro-call")
+    state = opened()
+    _, action = state.find_action("intro-call") or (None, None)
+    assert action is not None and action.activity_id == "act-o-intro-call-1"
     decision = core.apply(state, PerformActions(action_ids=["intro-call"]), T0)
     assert decision.effects == []
     assert decision.result.actions[0].outcome == "activity_exists"
-    assert decision.result.actions[0].activity_id == effect.activity_id
+    assert decision.result.actions[0].activity_id == action.activity_id
 
 
 def test_complete_marks_the_linked_activity_done() -> None:
-    state, effect = performed(opened(), "intro-call")
+    state = opened()
+    effect = _intro_call(state)
     with pytest.raises(CommandRejected, match="give an outcome"):
         core.apply(state, CompleteActions(action_ids=["intro-call"]), T0)
     decision = core.apply(
@@ -119,7 +139,8 @@ def test_complete_marks_the_linked_activity_done() -> None:
 
 
 def test_record_outcome_maps_to_a_stage() -> None:
-    state, effect = performed(opened(), "intro-call")
+    state = opened()
+    effect = _intro_call(state)
     decision = core.apply(
         state, RecordOutcome(activity_id=effect.activity_id, outcome="Sale Made"), T0
     )
@@ -135,10 +156,22 @@ def test_record_outcome_maps_to_a_stage() -> None:
 
 
 def test_delete_activity_lets_the_action_create_another() -> None:
-    state, first = performed(opened(), "intro-call")
+    state = opened()
+    first = _intro_call(state)
     state = core.apply(state, DeleteActivity(activity_id=first.activity_id), T0).state
     _, second = performed(state, "intro-call")
     assert second.generation == 2 and second.activity_id != first.activity_id
+
+
+def _intro_call(state: Opportunity) -> CreateCalendarActivity:
+    """Stands for intro-call's linked activity (created on entry) in assertions."""
+    _, action = state.find_action("intro-call") or (None, None)
+    assert action is not None and action.activity_id is not None
+    return CreateCalendarActivity(
+        opportunity_id="o", contact_id="c", action_id="intro-call", generation=action.generation,
+        activity_id=action.activity_id, activity_kind="call", subject="", starts_at=T0,
+        ends_at=T0, track_outcome=True,
+    )  # fmt: skip
 
 
 # --- random command sequences -----------------------------------------------------------------
@@ -163,27 +196,27 @@ EXTRA: dict[str, dict[str, Any]] = {
 }
 
 
+TIMED = example_definition("timed")
+TIMED["stages"][0]["follow_up_after_days"] = 1
+TIMED["stages"][1]["advance_after_days"] = 2
+TIMED_PROCESS = SalesProcess(version=1, definition=ProcessDefinition.model_validate(TIMED))
+
+
 class OpportunityMachine(RuleBasedStateMachine):
-    """Applies random commands through the core and carries out the effects against a
-    simulated calendar keyed like the real table, as the shell would."""
+    """Applies random commands (and the passing of time) through the core and carries out the
+    effects against a simulated calendar keyed like the real table, as the shell would."""
 
     @initialize()
     def open(self) -> None:
-        self.state = opened()
         self.now = T0
         self.calendar: dict[tuple[str, int], dict[str, Any]] = {}
         self.completed: set[str] = set()
+        start = StartOpportunity(opportunity_id="o", contact_id="c")
+        decision = core.open_opportunity(start, TIMED_PROCESS, T0, day_seconds=600)
+        self.state = self.carry_out(decision.state, decision.effects)
 
-    def run(self, command: Command, fail: bool = False) -> None:
-        self.now += timedelta(minutes=1)
-        before = self.state.model_copy(deep=True)
-        try:
-            decision = core.apply(self.state, command, self.now)
-        except CommandRejected:
-            assert self.state == before, "a rejected command changes nothing"
-            return
-        state = decision.state
-        for effect in decision.effects:
+    def carry_out(self, state: Opportunity, effects: list[Any], fail: bool = False) -> Opportunity:
+        for effect in effects:
             if isinstance(effect, CreateCalendarActivity):
                 key = (effect.action_id, effect.generation)
                 row = self.calendar.setdefault(
@@ -196,15 +229,64 @@ class OpportunityMachine(RuleBasedStateMachine):
                 if isinstance(effect, InviteToEvent) and not fail:
                     status = "invited"
                 state, _ = core.settle(state, effect, EffectOutcome(status=status), self.now)
-            elif isinstance(effect, CompleteCalendarActivity):
+            elif isinstance(effect, CompleteCalendarActivity | CancelCalendarActivities):
+                ids = (
+                    [effect.activity_id]
+                    if isinstance(effect, CompleteCalendarActivity)
+                    else effect.activity_ids
+                )
                 for row in self.calendar.values():
-                    if row["activity_id"] == effect.activity_id and row["status"] == "active":
-                        row["status"] = "done"
+                    if row["activity_id"] in ids and row["status"] == "active":
+                        row["status"] = (
+                            "done" if isinstance(effect, CompleteCalendarActivity) else "canceled"
+                        )
             elif isinstance(effect, DeleteCalendarActivity):
                 self.calendar = {
                     k: v for k, v in self.calendar.items() if v["activity_id"] != effect.activity_id
                 }
+        return state
+
+    def run(self, command: Command, fail: bool = False) -> None:
+        self.now += timedelta(minutes=1)
+        before = self.state.model_copy(deep=True)
+        try:
+            decision = core.apply(self.state, command, self.now)
+        except CommandRejected:
+            assert self.state == before, "a rejected command changes nothing"
+            return
+        state = self.carry_out(decision.state, decision.effects, fail)
+        follow = core.follow_through(before, state, self.now)
+        if follow is not None:
+            state = self.carry_out(follow.state, follow.effects)
         self.state = state
+        if isinstance(command, ChangeStage) and command.cancel_open_activities:
+            left = before.current_stage
+            assert not [
+                a for a in self.state.stage_state(left).actions if a.activity_status == "active"
+            ], "no active activity remains linked to a stage left with cancel_open_activities"
+
+    @rule(minutes=st.integers(1, 30))
+    def wait(self, minutes: int) -> None:
+        """Time passes; the stage timers that are due fire, as the workflow's timer would."""
+        self.now += timedelta(minutes=minutes)
+        for _ in range(10):
+            deadline = core.next_deadline(self.state)
+            if deadline is None or deadline > self.now:
+                break
+            decision = core.fire_timers(self.state, self.now)
+            assert decision is not None, "a due deadline fires"
+            self.state = self.carry_out(decision.state, decision.effects)
+        deadline = core.next_deadline(self.state)
+        assert deadline is None or deadline > self.now
+
+    @rule(stage=st.sampled_from(STAGES))
+    def reopen(self, stage: str) -> None:
+        try:
+            decision = core.reopen(self.state, stage, None, self.now)
+        except CommandRejected:
+            return
+        self.state = self.carry_out(decision.state, decision.effects)
+        assert self.state.status == "open"
 
     @rule(ids=st.lists(st.sampled_from(ACTION_IDS), min_size=1, max_size=3), fail=st.booleans())
     def perform(self, ids: list[str], fail: bool) -> None:
@@ -239,9 +321,9 @@ class OpportunityMachine(RuleBasedStateMachine):
         known = [row["activity_id"] for row in self.calendar.values()] or ["act-none"]
         self.run(DeleteActivity(activity_id=known[pick % len(known)]))
 
-    @rule(stage=st.sampled_from(STAGES))
-    def change_stage(self, stage: str) -> None:
-        self.run(ChangeStage(stage=stage))
+    @rule(stage=st.sampled_from(STAGES), cancel=st.booleans())
+    def change_stage(self, stage: str, cancel: bool) -> None:
+        self.run(ChangeStage(stage=stage, cancel_open_activities=cancel))
 
     @invariant()
     def at_most_one_active_activity_per_action(self) -> None:
@@ -266,6 +348,12 @@ class OpportunityMachine(RuleBasedStateMachine):
             if action_id in present:
                 assert present[action_id].completed, action_id
         self.completed = {a for a, state in present.items() if state.completed}
+
+    @invariant()
+    def closed_means_a_closing_stage(self) -> None:
+        closing = self.state.process.stage(self.state.current_stage)
+        assert (self.state.status != "open") == bool(closing and closing.closes_as)
+        assert (self.state.closed_at is not None) == (self.state.status != "open")
 
     @invariant()
     def history_replays_to_the_current_stage(self) -> None:

@@ -14,6 +14,7 @@ from activities.schema import migrate, migration_files
 from sales import core
 from sales.commands import ChangeStage
 from sales.contact import Contact
+from sales.effects import RecordHistory
 from sales.opportunity import StartOpportunity
 from sales.process import ProcessDefinition
 from tests.conftest import example_definition
@@ -125,8 +126,8 @@ async def test_projection_writes_are_idempotent_and_never_go_back(
         StartOpportunity(opportunity_id=f"o-{uid}", contact_id=f"c-{uid}"), stored, T0
     )
     moved = core.apply(opened.state, ChangeStage(stage="Proposal"), T0)
-    opened_history = [e.entry for e in opened.effects]
-    moved_history = [e.entry for e in moved.effects]
+    opened_history = [e.entry for e in opened.effects if isinstance(e, RecordHistory)]
+    moved_history = [e.entry for e in moved.effects if isinstance(e, RecordHistory)]
 
     assert await store.project_opportunity(pool, opened.state.summary(), opened_history)
     assert await store.project_opportunity(pool, moved.state.summary(), moved_history)

@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.letters import LetterActivities
     from activities.opportunity_activities import OpportunityActivities, ProjectionWrite
     from sales.effects import (
+        CancelCalendarActivities,
         CompleteCalendarActivity,
         CreateCalendarActivity,
         DeleteCalendarActivity,
@@ -98,6 +99,12 @@ async def run(effect: Effect) -> None:
             CalendarActivities.complete_calendar_activity,
             effect,
             f"Mark calendar activity {effect.activity_id} done",
+        )
+    elif isinstance(effect, CancelCalendarActivities):
+        await _execute(
+            CalendarActivities.cancel_calendar_activities,
+            effect,
+            f"Cancel calendar activities {', '.join(effect.activity_ids)}",
         )
     elif isinstance(effect, DeleteCalendarActivity):
         await _execute(

@@ -23,6 +23,11 @@ class Carried(BaseModel):
     pending: list[QueuedCommand] = Field(default_factory=list)
 
 
+class Reopen(BaseModel):
+    stage: str
+    by: str | None = None
+
+
 class OpportunityInput(StartOpportunity):
     """The start payload, plus what a continued run carries.
 
@@ -31,4 +36,6 @@ class OpportunityInput(StartOpportunity):
     """
 
     carried: Carried | None = None
+    reopen: Reopen | None = None
+    """With `carried` (the closed run's state): enter this stage again."""
     continue_as_new_after_events: int | None = Field(default=None, ge=20)

@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from sales.commands import parse_command
     from sales.effects import Effect, RecordHistory
     from sales.errors import CommandRejected, describe_validation_error
-    from sales.opportunity import HistoryEntry, Opportunity, OpportunitySummary
+    from sales.opportunity import HistoryEntry, Opportunity
     from sales.results import ActionResult
     from workflows import effect_runner
     from workflows import search_attributes as sa
@@ -73,20 +73,30 @@ class OpportunityWorkflow:
             self._queue = list(restored.pending)
 
     @workflow.run
-    async def run(self, input: Any) -> OpportunitySummary:
+    async def run(self, input: Any) -> Opportunity:
         start = self._parse_input(input)
         self._continue_as_new_after = start.continue_as_new_after_events
         if self._state is None:
             await self._open(start)
+        elif start.reopen is not None:
+            await self._reopen(start.reopen.stage, start.reopen.by)
         assert self._state is not None
         self._publish()
-        while True:
-            await workflow.wait_condition(
-                lambda: bool(self._queue) or self._should_continue_as_new()
-            )
-            while self._queue:
+        while self._state.status == "open":
+            deadline = core.next_deadline(self._state)
+            if deadline is not None and deadline <= workflow.now():
+                await self._fire_timers()
+                continue
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self._queue) or self._should_continue_as_new(),
+                    timeout=None if deadline is None else deadline - workflow.now(),
+                )
+            except TimeoutError:
+                continue  # a stage timer is due: the loop fires it
+            while self._queue and self._state.status == "open":
                 await self._apply(self._queue.pop(0))
-            if self._should_continue_as_new():
+            if self._state.status == "open" and self._should_continue_as_new():
                 # Updates must get their results in this run: wait until every handler is done,
                 # applying whatever arrives meanwhile, then hand the state to the next run.
                 await workflow.wait_condition(
@@ -96,10 +106,20 @@ class OpportunityWorkflow:
                     continue
                 workflow.continue_as_new(
                     OpportunityInput(
-                        **start.model_dump(exclude={"carried"}),
+                        **start.model_dump(exclude={"carried", "reopen"}),
                         carried=Carried(state=self._state, pending=self._queue),
                     )
                 )
+        # Won or lost: answer what is still queued or arriving (rejected: the opportunity is
+        # closed), then end. `reopen` starts a new run from the state returned here.
+        while True:
+            while self._queue:
+                await self._apply(self._queue.pop(0))
+            await workflow.wait_condition(
+                lambda: workflow.all_handlers_finished() or bool(self._queue)
+            )
+            if not self._queue:
+                return self._state
 
     # --- commands: each a signal and an update of the same name (see `_command`) ----------
 
@@ -169,12 +189,17 @@ class OpportunityWorkflow:
             raise
         try:
             decision = core.open_opportunity(
-                start, setup.process, workflow.now(), contact_name=setup.contact_name
+                start,
+                setup.process,
+                workflow.now(),
+                contact_name=setup.contact_name,
+                day_seconds=setup.day_seconds,
             )
         except CommandRejected as rejected:
             raise ApplicationError(rejected.reason, type="UnknownStage") from None
         self._state = decision.state
-        await self._carry_out(decision.effects)
+        _, history = await self._carry_out(decision.effects)
+        await self._project(history)
 
     def _validate(self, name: str, payload: Any) -> None:
         """Update validator: reject before anything is written to history."""
@@ -211,17 +236,50 @@ class OpportunityWorkflow:
             else:
                 self._results[item.ticket] = rejected.reason
             return
+        before = self._state
         self._state = decision.state
         result = decision.result
         if not result.duplicate:
-            settled = await self._carry_out(decision.effects)
-            result = core.finish(self._state, result, settled)
+            settled, history = await self._carry_out(decision.effects)
+            follow = core.follow_through(before, self._state, workflow.now())
+            if follow is not None:
+                self._state = follow.state
+                more, more_history = await self._carry_out(follow.effects)
+                settled, history = settled + more, history + more_history
+            await self._project(history)
+            result = core.finish(
+                self._state, result, settled, follow.result if follow is not None else None
+            )
         if item.ticket is not None:
             self._results[item.ticket] = result
 
-    async def _carry_out(self, effects: list[Effect]) -> list[ActionResult]:
-        """Execute the effects in order, settle what performing did, then write the projection
-        and refresh what operators see."""
+    async def _fire_timers(self) -> None:
+        assert self._state is not None
+        decision = core.fire_timers(self._state, workflow.now())
+        if decision is None:
+            return
+        self._state = decision.state
+        _, history = await self._carry_out(decision.effects)
+        await self._project(history)
+
+    async def _reopen(self, stage: str, by: str | None) -> None:
+        assert self._state is not None
+        try:
+            decision = core.reopen(self._state, stage, by, workflow.now())
+        except CommandRejected as rejected:
+            self._state = core.reject(
+                self._state, "reopen", {"stage": stage}, rejected.reason, workflow.now()
+            )
+            return
+        self._state = decision.state
+        _, history = await self._carry_out(decision.effects)
+        await self._project(history)
+
+    async def _carry_out(
+        self, effects: list[Effect]
+    ) -> tuple[list[ActionResult], list[HistoryEntry]]:
+        """Execute the effects in order and settle what performing did; return the action
+        results and the history entries to project."""
         settled: list[ActionResult] = []
         history: list[HistoryEntry] = []
         for effect in effects:
@@ -239,10 +297,13 @@ class OpportunityWorkflow:
                 settled.append(result)
             else:
                 await effect_runner.run(effect)
+        return settled, history
+
+    async def _project(self, history: list[HistoryEntry]) -> None:
+        """Write the projection and refresh what operators see."""
         assert self._state is not None
         await effect_runner.project(ProjectionWrite(summary=self._state.summary(), history=history))
         self._publish()
-        return settled
 
     def _publish(self) -> None:
         """Upsert the search attributes that changed, and the UI's current details."""

@@ -59,12 +59,16 @@ CREATE TABLE opportunity_history (
         CHECK (source IN ('start', 'manual', 'automatic', 'outcome', 'mass', 'reopened')),
     by              text,
     reason          text,
+    canceled_activities  text[] NOT NULL DEFAULT '{}',
+    created_activities   text[] NOT NULL DEFAULT '{}',
     PRIMARY KEY (opportunity_id, seq)
 );
 
+-- Side-effect tables reference the opportunity by id without a foreign key: the workflow may
+-- create an activity on entry to its first stage before its projection row is written.
 CREATE TABLE calendar_activities (
     activity_id     text PRIMARY KEY,
-    opportunity_id  text NOT NULL REFERENCES opportunities (opportunity_id),
+    opportunity_id  text NOT NULL,
     action_id       text NOT NULL,
     generation      integer NOT NULL,
     contact_id      text NOT NULL REFERENCES contacts (contact_id),
@@ -84,7 +88,7 @@ CREATE INDEX calendar_activities_opportunity ON calendar_activities (opportunity
 
 CREATE TABLE letters (
     letter_id       text PRIMARY KEY,
-    opportunity_id  text NOT NULL REFERENCES opportunities (opportunity_id),
+    opportunity_id  text NOT NULL,
     action_id       text NOT NULL,
     generation      integer NOT NULL,
     contact_id      text NOT NULL REFERENCES contacts (contact_id),
@@ -116,7 +120,7 @@ CREATE TABLE events (
 CREATE TABLE event_invitees (
     event_id        text NOT NULL REFERENCES events (event_id),
     contact_id      text NOT NULL REFERENCES contacts (contact_id),
-    opportunity_id  text REFERENCES opportunities (opportunity_id),
+    opportunity_id  text,
     action_id       text,
     invited_at      timestamptz NOT NULL,
     PRIMARY KEY (event_id, contact_id)
