@@ -178,8 +178,10 @@ def history(opportunity_id: str, as_json: JsonFlag = False) -> None:
 
 
 def print_history(entries: list[HistoryEntry]) -> None:
-    table = new_table("#", "at", "from", "to", "source", "by", "reason")
+    table = new_table("#", "at", "from", "to", "source", "by", "reason", "activities")
     for e in entries:
+        activities = [f"created {a}" for a in e.created_activities]
+        activities += [f"canceled {a}" for a in e.canceled_activities]
         table.add_row(
             str(e.seq),
             f"{e.at:%Y-%m-%d %H:%M:%S}",
@@ -188,6 +190,7 @@ def print_history(entries: list[HistoryEntry]) -> None:
             e.source,
             e.by or "",
             e.reason or "",
+            "\n".join(activities),
         )
     console.print(table)
 

@@ -252,6 +252,13 @@ async def test_temporal_cli_sends_the_same_commands(
     await eventually(completed)
     code, out = await temporal("workflow", "query", "--name", "state")
     assert code == 0 and '"activity_outcome":"Later"' in out.replace(" ", "").replace("\\", "")
+    won = '{"stage": "Closed won", "reason": "signed"}'
+    code, out = await temporal(
+        "workflow", "update", "execute", "--name", "change_stage", "--input", won
+    )
+    assert code == 0 and '"won"' in out
+    code, out = await temporal("workflow", "describe")
+    assert code == 0 and "COMPLETED" in out.upper()
 
 
 async def test_stage_confirmation_won_and_reopen(
