@@ -202,14 +202,17 @@ class OpportunitiesClient:
             carried=Carried(state=closed),
             reopen=Reopen(stage=stage, by=by),
         )
-        new = await self.temporal.start_workflow(
-            WORKFLOW_TYPE,
-            start,
-            id=workflow_id(opportunity_id),
-            task_queue=self.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        )
+        try:
+            new = await self.temporal.start_workflow(
+                WORKFLOW_TYPE,
+                start,
+                id=workflow_id(opportunity_id),
+                task_queue=self.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            )
+        except WorkflowAlreadyStartedError:
+            raise CommandRejected(f"opportunity {opportunity_id!r} was reopened already") from None
         return await self._wait_open(
             new, wait_seconds, ready=lambda state: state.revision > closed.revision
         )
