@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from activities import calendar
+from activities import calendar, search
+from activities.search import SearchFilters, SortKey
 from sales.commands import (
     AddAction,
     ChangeStage,
@@ -431,3 +432,99 @@ def print_result(opportunity_id: str, result: CommandResult) -> None:
         table.add_row(action.action_id, action.outcome, action.message, style=style)
     console.print(table)
     console.print(f"stage: {result.current_stage} ({result.status})", highlight=False)
+
+
+@app.command("search")
+def search_command(
+    process: Annotated[str | None, typer.Option("--process")] = None,
+    stage: Annotated[str | None, typer.Option("--stage")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="open, won or lost")] = None,
+    contact: Annotated[str | None, typer.Option("--contact")] = None,
+    owner: Annotated[str | None, typer.Option("--owner")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Part of the name, any case.")] = None,
+    entered_before: Annotated[
+        str | None, typer.Option("--entered-before", help="Stage entered before (ISO-8601).")
+    ] = None,
+    entered_after: Annotated[
+        str | None, typer.Option("--entered-after", help="Stage entered at or after (ISO-8601).")
+    ] = None,
+    open_actions: Annotated[
+        bool | None,
+        typer.Option("--open-actions/--no-open-actions", help="Current stage has open actions."),
+    ] = None,
+    sort: Annotated[str, typer.Option("--sort", help="Column to sort by.")] = "opportunity_id",
+    desc: Annotated[bool, typer.Option("--desc", help="Sort descending.")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="Page size (1-1000).")] = 50,
+    offset: Annotated[int, typer.Option("--offset", help="Rows to skip.")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Find opportunities in the read model (all filters must match)."""
+    filters = search_filters(
+        process=process,
+        stage=stage,
+        status=status,
+        contact=contact,
+        owner=owner,
+        name=name,
+        entered_before=entered_before,
+        entered_after=entered_after,
+        open_actions=open_actions,
+    )
+    if sort not in SortKey.__args__:  # type: ignore[attr-defined]
+        raise UserError(f"cannot sort by {sort!r}; use one of {list(SortKey.__args__)}")  # type: ignore[attr-defined]
+    if not 1 <= limit <= 1000 or offset < 0:
+        raise UserError("--limit must be 1 to 1000 and --offset not negative")
+
+    async def work() -> None:
+        async with database() as pool:
+            page = await search.search(
+                pool,
+                filters,
+                sort=cast(SortKey, sort),
+                descending=desc,
+                limit=limit,
+                offset=offset,
+            )
+        if as_json:
+            print_json(page)
+            return
+        table = new_table(
+            "opportunity", "name", "contact", "owner", "process", "stage", "since", "status",
+            "open", title=f"{page.total} opportunities",
+        )  # fmt: skip
+        for o in page.items:
+            table.add_row(
+                o.opportunity_id,
+                o.name or "",
+                o.contact_id,
+                o.owner or "",
+                f"{o.process_id} v{o.process_version}",
+                o.current_stage,
+                f"{o.stage_entered_at:%Y-%m-%d}",
+                o.status,
+                str(o.open_actions),
+            )
+        console.print(table)
+        if page.total > len(page.items):
+            shown = f"{offset + 1}-{offset + len(page.items)}" if page.items else "none"
+            console.print(f"showing {shown} of {page.total}; --offset/--limit for more")
+
+    run(work)
+
+
+def search_filters(**given: Any) -> SearchFilters:
+    """The search options as filters, with a clear error for a bad value."""
+    try:
+        return SearchFilters(
+            process_id=given["process"],
+            stage=given["stage"],
+            status=given["status"],
+            contact_id=given["contact"],
+            owner=given["owner"],
+            name=given["name"],
+            entered_before=given["entered_before"],
+            entered_after=given["entered_after"],
+            has_open_actions=given["open_actions"],
+        )
+    except ValidationError as error:
+        raise UserError(describe_validation_error(error, "search filters")) from None

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -25,6 +26,8 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities import search, store
+from activities.search import SearchFilters, SearchPage, SortKey
 from runtime import settings
 from runtime.temporal import connect
 from sales.commands import (
@@ -61,9 +64,48 @@ class StartFailed(Exception):
 
 
 class OpportunitiesClient:
-    def __init__(self, client: Client, task_queue: str | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        task_queue: str | None = None,
+        database: asyncpg.Pool | None = None,
+    ) -> None:
         self.temporal = client
         self.task_queue = task_queue or settings.task_queue()
+        self._database = database
+        self._owns_database = False
+
+    async def database(self) -> asyncpg.Pool:
+        """The read model's pool (searches read PostgreSQL, not Temporal): the one given, else
+        one opened on `DATABASE_URL` when first needed."""
+        if self._database is None:
+            self._database = await store.create_pool(settings.database_url(), max_size=4)
+            self._owns_database = True
+        return self._database
+
+    async def close(self) -> None:
+        if self._owns_database and self._database is not None:
+            await self._database.close()
+            self._database = None
+
+    async def search(
+        self,
+        filters: SearchFilters | None = None,
+        *,
+        sort: SortKey = "opportunity_id",
+        descending: bool = False,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> SearchPage:
+        """Opportunities matching `filters`, one page of them, from the read model."""
+        return await search.search(
+            await self.database(),
+            filters or SearchFilters(),
+            sort=sort,
+            descending=descending,
+            limit=limit,
+            offset=offset,
+        )
 
     @classmethod
     async def connect(cls) -> OpportunitiesClient:

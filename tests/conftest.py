@@ -134,9 +134,9 @@ async def worker(
 
 
 @pytest.fixture
-def opportunities(client: Client, task_queue: str) -> OpportunitiesClient:
-    """The typed client, on this test's task queue."""
-    return OpportunitiesClient(client, task_queue)
+def opportunities(client: Client, task_queue: str, pool: asyncpg.Pool) -> OpportunitiesClient:
+    """The typed client, on this test's task queue, searching the test database."""
+    return OpportunitiesClient(client, task_queue, database=pool)
 
 
 @pytest.fixture

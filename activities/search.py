@@ -1,0 +1,130 @@
+"""Finding opportunities in the read model: the filters of `opportunities search`, sorting and
+paging. The SQL is assembled from fixed clauses; every user value is a parameter."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field
+
+from sales.opportunity import OpportunitySummary, Status
+
+SortKey = Literal[
+    "opportunity_id", "name", "owner", "current_stage", "stage_entered_at", "status", "created_at"
+]
+
+
+class SearchFilters(BaseModel):
+    """All given filters must match (AND); none given matches every opportunity."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    process_id: str | None = None
+    stage: str | None = None
+    status: Status | None = None
+    contact_id: str | None = None
+    owner: str | None = None
+    name: str | None = Field(default=None, min_length=1)
+    """Case-insensitive substring of the opportunity's name."""
+    entered_before: datetime | None = None
+    entered_after: datetime | None = None
+    has_open_actions: bool | None = None
+    ids: list[str] | None = None
+
+
+class SearchPage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    items: list[OpportunitySummary]
+
+
+def where(filters: SearchFilters) -> tuple[str, list[Any]]:
+    """The WHERE clause and its parameters for `filters`."""
+    clauses: list[str] = []
+    params: list[Any] = []
+
+    def add(clause: str, value: Any) -> None:
+        params.append(value)
+        clauses.append(clause.format(f"${len(params)}"))
+
+    if filters.process_id is not None:
+        add("process_id = {}", filters.process_id)
+    if filters.stage is not None:
+        add("current_stage = {}", filters.stage)
+    if filters.status is not None:
+        add("status = {}", filters.status)
+    if filters.contact_id is not None:
+        add("contact_id = {}", filters.contact_id)
+    if filters.owner is not None:
+        add("owner = {}", filters.owner)
+    if filters.name is not None:
+        escaped = filters.name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        add("lower(name) LIKE {}", f"%{escaped}%")
+    if filters.entered_before is not None:
+        add("stage_entered_at < {}", filters.entered_before)
+    if filters.entered_after is not None:
+        add("stage_entered_at >= {}", filters.entered_after)
+    if filters.has_open_actions is True:
+        clauses.append("open_actions > 0")
+    elif filters.has_open_actions is False:
+        clauses.append("open_actions = 0")
+    if filters.ids is not None:
+        add("opportunity_id = ANY({}::text[])", filters.ids)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+_COLUMNS = ", ".join(OpportunitySummary.model_fields)
+
+
+async def search(
+    pool: asyncpg.Pool,
+    filters: SearchFilters,
+    *,
+    sort: SortKey = "opportunity_id",
+    descending: bool = False,
+    limit: int = 50,
+    offset: int = 0,
+) -> SearchPage:
+    if not 1 <= limit <= 1000:
+        raise ValueError(f"limit must be between 1 and 1000, not {limit}")
+    if offset < 0:
+        raise ValueError(f"offset must not be negative, not {offset}")
+    if sort not in SortKey.__args__:  # type: ignore[attr-defined]
+        raise ValueError(f"cannot sort by {sort!r}; sort keys are {list(SortKey.__args__)}")  # type: ignore[attr-defined]
+    clause, params = where(filters)
+    direction = "DESC" if descending else "ASC"
+    order = f"{sort} {direction} NULLS LAST, opportunity_id {direction}"
+    async with pool.acquire() as conn:
+        total = await conn.fetchval(f"SELECT count(*) FROM opportunities{clause}", *params)
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM opportunities{clause} ORDER BY {order}"
+            f" LIMIT ${len(params) + 1} OFFSET ${len(params) + 2}",
+            *params,
+            limit,
+            offset,
+        )
+    items = [OpportunitySummary.model_validate(dict(row)) for row in rows]
+    return SearchPage(total=total, offset=offset, limit=limit, items=items)
+
+
+async def matching_ids(pool: asyncpg.Pool, filters: SearchFilters) -> list[str]:
+    """Every matching opportunity id, in id order (the frozen selection of a batch)."""
+    clause, params = where(filters)
+    rows = await pool.fetch(
+        f"SELECT opportunity_id FROM opportunities{clause} ORDER BY opportunity_id", *params
+    )
+    return [row["opportunity_id"] for row in rows]
+
+
+async def explain(pool: asyncpg.Pool, filters: SearchFilters, limit: int = 50) -> str:
+    """PostgreSQL's plan for a page of this search (for tests and the benchmark)."""
+    clause, params = where(filters)
+    rows = await pool.fetch(
+        f"EXPLAIN SELECT {_COLUMNS} FROM opportunities{clause}"
+        f" ORDER BY opportunity_id LIMIT {int(limit)}",
+        *params,
+    )
+    return "\n".join(row[0] for row in rows)
