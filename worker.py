@@ -20,10 +20,12 @@ from activities import store
 from activities.calendar import CalendarActivities
 from activities.events import EventActivities
 from activities.letters import LetterActivities, Mailer
+from activities.mass import MassActivities
 from activities.opportunity_activities import OpportunityActivities
 from activities.schema import migrate
 from runtime import settings
 from runtime.temporal import connect_patiently
+from workflows.mass_modify import MassModifyWorkflow
 from workflows.opportunity import OpportunityWorkflow
 
 log = logging.getLogger("opportunities.worker")
@@ -37,16 +39,18 @@ def build_worker(
     opportunity_activities: OpportunityActivities | None = None,
 ) -> Worker:
     """A worker with every workflow and activity; tests may swap the projection activities."""
+    queue = task_queue or settings.task_queue()
     activities = [
         *(opportunity_activities or OpportunityActivities(pool)).all(),
+        *MassActivities(pool, client, queue).all(),
         *CalendarActivities(pool).all(),
         *LetterActivities(pool, mailer).all(),
         *EventActivities(pool).all(),
     ]
     return Worker(
         client,
-        task_queue=task_queue or settings.task_queue(),
-        workflows=[OpportunityWorkflow],
+        task_queue=queue,
+        workflows=[OpportunityWorkflow, MassModifyWorkflow],
         activities=activities,
     )
 

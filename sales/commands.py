@@ -72,6 +72,12 @@ class DeleteActivity(Command):
     activity_id: Text
 
 
+class ChangeOwner(Command):
+    """Hand the opportunity to another owner (no stage change, no history entry)."""
+
+    owner: Text
+
+
 COMMANDS: dict[str, type[Command]] = {
     "change_stage": ChangeStage,
     "perform_actions": PerformActions,
@@ -81,6 +87,7 @@ COMMANDS: dict[str, type[Command]] = {
     "delete_action": DeleteAction,
     "record_outcome": RecordOutcome,
     "delete_activity": DeleteActivity,
+    "change_owner": ChangeOwner,
 }
 """Command name (signal and update name) to payload model."""
 

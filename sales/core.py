@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from sales import action_rules, stage_rules
-from sales.commands import ChangeStage, Command, command_name
+from sales.commands import ChangeOwner, ChangeStage, Command, command_name
 from sales.effects import Effect, EffectOutcome, PerformEffect
 from sales.errors import CommandRejected
 from sales.opportunity import (
@@ -34,6 +34,7 @@ __all__ = ["ActionResult", "CommandResult", "Decision", "apply", "check", "open_
 
 RULES: dict[type[Command], Callable[[Opportunity, Any, datetime], Change]] = {
     ChangeStage: stage_rules.change_stage,
+    ChangeOwner: stage_rules.change_owner,
     **action_rules.RULES,
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sales.calendar_rules import create_activity
-from sales.commands import ChangeStage
+from sales.commands import ChangeOwner, ChangeStage
 from sales.effects import CancelCalendarActivities, Effect, RecordHistory
 from sales.errors import CommandRejected
 from sales.opportunity import ActionState, HistoryEntry, HistorySource, Opportunity
@@ -56,6 +56,14 @@ def change_stage(state: Opportunity, command: ChangeStage, now: datetime) -> Cha
         cancel=command.cancel_open_activities,
     )
     return Change(f"moved from {left!r} to {command.stage!r}", effects)
+
+
+def change_owner(state: Opportunity, command: ChangeOwner, now: datetime) -> Change:
+    if command.owner == state.owner:
+        raise CommandRejected(f"the opportunity is already owned by {command.owner!r}")
+    previous = state.owner
+    state.owner = command.owner
+    return Change(f"owner changed from {previous!r} to {command.owner!r}")
 
 
 def open_activities(state: Opportunity, stage: str) -> list[ActionState]:

@@ -32,6 +32,7 @@ from runtime import settings
 from runtime.temporal import connect
 from sales.commands import (
     AddAction,
+    ChangeOwner,
     ChangeStage,
     Command,
     CompleteActions,
@@ -46,6 +47,7 @@ from sales.core import CommandResult
 from sales.errors import CommandRejected
 from sales.opportunity import HistoryEntry, Opportunity, StartOpportunity
 from sales.process import Action
+from workflows.mass_messages import MassModifyInput, Progress
 from workflows.messages import Carried, OpportunityInput, Reopen
 
 WORKFLOW_TYPE = "Opportunity"
@@ -354,6 +356,35 @@ class OpportunitiesClient:
             )
         status = description.status.name.lower() if description.status else "unknown"
         return CommandRejected(f"opportunity {opportunity_id!r} is not running ({status})")
+
+    async def change_owner(self, opportunity_id: str, owner: str, **common: Any) -> CommandResult:
+        return await self.execute(opportunity_id, ChangeOwner(owner=owner, **common))
+
+    async def start_mass_modify(self, batch: MassModifyInput) -> WorkflowHandle[Any, Progress]:
+        """Start a `MassModify` batch (id `mass-modify-<batch_id>`); running the same batch id
+        again applies nothing twice."""
+        return await self.temporal.start_workflow(
+            "MassModify",
+            batch,
+            id=f"mass-modify-{batch.batch_id}",
+            task_queue=self.task_queue,
+            result_type=Progress,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            static_summary=f"Mass modification {batch.batch_id}",
+        )
+
+    async def mass_progress(self, batch_id: str) -> Progress:
+        handle = self.temporal.get_workflow_handle(f"mass-modify-{batch_id}", result_type=Progress)
+        try:
+            progress = await handle.query("progress", result_type=Progress | None)  # type: ignore[arg-type]
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise OpportunityNotFound(f"no mass modification {batch_id!r}") from None
+            raise
+        if progress is None:
+            return Progress(batch_id=batch_id)
+        return progress
 
     async def state(self, opportunity_id: str) -> Opportunity:
         try:

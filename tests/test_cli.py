@@ -12,6 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import calendar, letters
+from activities.search import SearchFilters
 from runtime import embedded
 from starter.client import OpportunitiesClient
 from tests.conftest import Cli, Inbox, Servers, example_definition
@@ -285,3 +286,39 @@ async def test_stage_confirmation_won_and_reopen(
         ("Closed won", "manual", "cli-tester"),
         ("Proposal", "reopened", "cli-tester"),
     ]
+
+
+async def test_mass_modify_from_the_command_line(
+    cli: Cli, worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
+) -> None:
+    process_id = await open_one(pool, opportunities, uid, on_entry=False)
+    for index in range(3):
+        await opportunities.create(
+            f"c-{uid}", opportunity_id=f"o{index}-{uid}", process_id=process_id
+        )
+    asked = await cli("mass-modify", "--process", process_id, "--to-stage", "Proposal")
+    assert (
+        asked.code == 1
+        and "Change 4 opportunities to stage 'Proposal'? Answer with --yes" in asked.stderr
+    )
+    both = await cli("mass-modify", "--process", process_id, "--to-stage", "X", "--owner", "Y")
+    assert both.code == 1 and "exactly one of --to-stage and --owner" in both.stderr
+    done = await cli("mass-modify", "--process", process_id, "--to-stage", "Proposal", "--yes",
+                     "--batch-id", f"b-{uid}", "--json")  # fmt: skip
+    assert done.code == 0, done.stderr
+    assert (done.json()["changed"], done.json()["total"]) == (4, 4)
+    status = await cli("mass-modify", "status", f"b-{uid}")
+    assert status.code == 0
+    assert f"batch b-{uid} finished: 4 of 4 done, 4 changed, 0 skipped, 0 rejected" in status.stdout
+    detached = await cli("mass-modify", "--process", process_id, "--owner", "dora", "--yes",
+                         "--detach", "--batch-id", f"d-{uid}")  # fmt: skip
+    assert detached.code == 0 and f"batch d-{uid} started" in detached.stdout
+
+    async def owned() -> bool:
+        return (
+            await opportunities.search(SearchFilters(owner="dora", process_id=process_id))
+        ).total == 4
+
+    await eventually(owned)
+    history = await opportunities.history(f"o0-{uid}")
+    assert (history[-1].source, history[-1].by) == ("mass", "cli-tester")

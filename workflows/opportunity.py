@@ -131,6 +131,7 @@ class OpportunityWorkflow:
     delete_action_signal, delete_action = _command("delete_action")
     record_outcome_signal, record_outcome = _command("record_outcome")
     delete_activity_signal, delete_activity = _command("delete_activity")
+    change_owner_signal, change_owner = _command("change_owner")
 
     # --- queries ----------------------------------------------------------------------------
 

@@ -1,0 +1,143 @@
+"""`opportunities mass-modify`: change the stage or owner of many opportunities at once."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from activities import search
+from starter.cli_common import (
+    JsonFlag,
+    UserError,
+    actor,
+    console,
+    database,
+    new_table,
+    print_json,
+    run,
+)
+from starter.cli_opportunities import search_filters
+from starter.client import OpportunitiesClient
+from workflows.mass_messages import MassModifyInput
+from workflows.mass_messages import Progress as BatchProgress
+
+mass_app = typer.Typer(
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    invoke_without_command=True,
+    help="Change the stage (or owner) of every opportunity matching the filters.",
+)
+
+
+@mass_app.callback()
+def mass_modify(
+    ctx: typer.Context,
+    process: Annotated[str | None, typer.Option("--process")] = None,
+    stage: Annotated[str | None, typer.Option("--stage", help="Select by current stage.")] = None,
+    status: Annotated[str | None, typer.Option("--status")] = None,
+    contact: Annotated[str | None, typer.Option("--contact")] = None,
+    owner_filter: Annotated[
+        str | None, typer.Option("--with-owner", help="Select by owner.")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    to_stage: Annotated[
+        str | None, typer.Option("--to-stage", help="Move them to this stage.")
+    ] = None,
+    cancel: Annotated[
+        bool,
+        typer.Option("--cancel-open-activities", help="Cancel open activities of the stage left."),
+    ] = False,
+    owner: Annotated[str | None, typer.Option("--owner", help="Give them this owner.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    detach: Annotated[bool, typer.Option("--detach", help="Start it and return at once.")] = False,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Changes in flight.")] = 20,
+    batch_id: Annotated[str | None, typer.Option("--batch-id", help="Default: generated.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    if ctx.invoked_subcommand is not None:
+        return
+    if (to_stage is None) == (owner is None):
+        raise UserError("give exactly one of --to-stage and --owner")
+    filters = search_filters(
+        process=process, stage=stage, status=status, contact=contact, owner=owner_filter,
+        name=name, entered_before=None, entered_after=None, open_actions=None,
+    )  # fmt: skip
+    batch = MassModifyInput(
+        batch_id=batch_id or f"mass-{uuid.uuid4().hex[:10]}",
+        filters=filters,
+        to_stage=to_stage,
+        cancel_open_activities=cancel,
+        owner=owner,
+        by=actor(),
+        concurrency=concurrency,
+    )
+
+    async def work() -> None:
+        async with database() as pool:
+            matching = (await search.search(pool, filters, limit=1)).total
+        if matching == 0:
+            raise UserError("no opportunity matches these filters")
+        change = f"to stage {to_stage!r}" if to_stage else f"to owner {owner!r}"
+        if not yes:
+            question = f"Change {matching} opportunities {change}?"
+            if not sys.stdin.isatty():
+                raise UserError(f"{question} Answer with --yes")
+            if not typer.confirm(question, default=False):
+                raise typer.Exit(1)
+        client = await OpportunitiesClient.connect()
+        handle = await client.start_mass_modify(batch)
+        if detach:
+            if as_json:
+                print_json({"batch_id": batch.batch_id, "workflow_id": handle.id})
+            else:
+                console.print(
+                    f"batch {batch.batch_id} started: mass-modify status {batch.batch_id}"
+                )
+            return
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(
+            *columns, TimeElapsedColumn(), console=console, transient=True, disable=as_json
+        ) as bar:
+            task = bar.add_task(f"batch {batch.batch_id}", total=matching)
+            result = asyncio.ensure_future(handle.result())
+            while not result.done():
+                progress = await client.mass_progress(batch.batch_id)
+                bar.update(task, completed=progress.done, total=progress.total or matching)
+                await asyncio.wait({result}, timeout=0.5)
+        report(result.result(), as_json)
+
+    run(work)
+
+
+@mass_app.command("status")
+def status_command(batch_id: str, as_json: JsonFlag = False) -> None:
+    """Progress of a running or finished batch."""
+
+    async def work() -> None:
+        client = await OpportunitiesClient.connect()
+        report(await client.mass_progress(batch_id), as_json)
+
+    run(work)
+
+
+def report(progress: BatchProgress, as_json: bool) -> None:
+    if as_json:
+        print_json(progress)
+        return
+    state = "canceled" if progress.canceled else ("finished" if progress.finished else "running")
+    console.print(
+        f"batch {progress.batch_id} {state}: {progress.done} of {progress.total} done, "
+        f"{progress.changed} changed, {progress.skipped} skipped, {progress.rejected} rejected",
+        highlight=False,
+    )
+    if progress.outcomes:
+        table = new_table("opportunity", "result", "reason")
+        for outcome in progress.outcomes:
+            table.add_row(outcome.opportunity_id, outcome.result, outcome.reason)
+        console.print(table)
