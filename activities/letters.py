@@ -10,11 +10,9 @@ Message-ID, which mail systems use to drop the duplicate.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
 from datetime import datetime
 from email.message import EmailMessage
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import aiosmtplib
@@ -26,10 +24,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import store
+from activities.heartbeat import heartbeating
 from sales.contact import Contact
 from sales.effects import EffectOutcome, SendLetter
-
-T = TypeVar("T")
 
 _JINJA = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
@@ -162,7 +159,7 @@ class LetterActivities:
 
     @activity.defn(name="send_letter")
     async def send_letter(self, effect: SendLetter) -> EffectOutcome:
-        return await _heartbeating(self._send_letter(effect))
+        return await heartbeating(self._send_letter(effect))
 
     async def _send_letter(self, effect: SendLetter) -> EffectOutcome:
         contact = await store.get_contact(self.pool, effect.contact_id)
@@ -262,16 +259,6 @@ class LetterActivities:
 
     def all(self) -> list:
         return [self.send_letter]
-
-
-async def _heartbeating(work: Coroutine[Any, Any, T]) -> T:
-    """Run `work`, heartbeating every second so that Temporal notices a dead worker quickly."""
-    task = asyncio.ensure_future(work)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=1.0)
-        if done:
-            return task.result()
-        activity.heartbeat()
 
 
 def _bad_data(message: str) -> ApplicationError:

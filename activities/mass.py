@@ -8,6 +8,7 @@ from temporalio import activity
 from temporalio.client import Client
 
 from activities import search
+from activities.heartbeat import heartbeating
 from activities.search import SearchFilters
 from sales.commands import ChangeOwner, ChangeStage, Command
 from sales.errors import CommandRejected
@@ -47,7 +48,7 @@ class MassActivities:
             )
         opportunities = OpportunitiesClient(self.client, self.task_queue)
         try:
-            result = await opportunities.execute(change.opportunity_id, command)
+            result = await heartbeating(opportunities.execute(change.opportunity_id, command))
         except CommandRejected as rejected:
             already = "already in stage" in rejected.reason or "already owned by" in rejected.reason
             return ItemOutcome(

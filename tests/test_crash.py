@@ -16,10 +16,12 @@ from aiosmtpd.controller import Controller
 from temporalio.client import Client
 
 from activities import events
+from activities.search import SearchFilters
 from runtime import embedded
 from starter.client import OpportunitiesClient
 from tests.conftest import Inbox, Servers
 from tests.helpers import eventually, setup_contact, setup_process, setup_references
+from workflows.mass_messages import MassModifyInput
 
 OPPORTUNITIES = 12
 
@@ -172,3 +174,52 @@ async def test_sigkill_mid_batch_leaves_every_effect_exactly_once(
 
 async def _at_least(inbox: Inbox, n: int) -> bool:
     return len(inbox.messages) >= n
+
+
+async def test_sigkill_mid_mass_modification_changes_each_opportunity_once(
+    client: Client,
+    pool: asyncpg.Pool,
+    task_queue: str,
+    worker_process: WorkerProcess,
+    uid: str,
+) -> None:
+    process_id = await setup_process(pool, uid, on_entry=False)
+    contact_id = await setup_contact(pool, uid)
+    opportunities = OpportunitiesClient(client, task_queue, database=pool)
+    await worker_process.start()
+    total = 80
+    for start in range(0, total, 20):
+        await asyncio.gather(
+            *(
+                opportunities.create(
+                    contact_id, opportunity_id=f"o-{uid}-{i:03d}", process_id=process_id
+                )
+                for i in range(start, start + 20)
+            )
+        )
+    batch = MassModifyInput(
+        batch_id=f"k-{uid}",
+        filters=SearchFilters(process_id=process_id),
+        to_stage="Proposal",
+        concurrency=4,
+    )
+    handle = await opportunities.start_mass_modify(batch)
+
+    async def under_way() -> bool:
+        return (await opportunities.mass_progress(batch.batch_id)).done >= 10
+
+    await eventually(under_way, seconds=60)
+    done_before = (await opportunities.mass_progress(batch.batch_id)).done
+    await worker_process.kill()
+    assert done_before < total, "the batch was under way when the worker died"
+    await worker_process.start()
+    report = await asyncio.wait_for(handle.result(), timeout=120)
+
+    assert report.done == total and report.rejected == 0
+    assert report.changed + report.skipped == total  # skipped: applied before the crash
+    entries = await pool.fetch(
+        "SELECT opportunity_id, count(*) AS n FROM opportunity_history"
+        " WHERE opportunity_id LIKE $1 AND source = 'mass' GROUP BY 1",
+        f"o-{uid}-%",
+    )
+    assert len(entries) == total and {row["n"] for row in entries} == {1}

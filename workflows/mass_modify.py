@@ -114,6 +114,7 @@ class MassModifyWorkflow:
             MassActivities.apply_change,
             change,
             start_to_close_timeout=timedelta(seconds=60),
+            heartbeat_timeout=timedelta(seconds=5),
             retry_policy=RETRY,
             summary=f"Change {opportunity_id} to {what}",
         )
