@@ -1,0 +1,113 @@
+"""Mass modification against Temporal's own batch signal, side by side on one local server.
+
+N opportunities are opened; `MassModify` moves them all Prospect -> Needs analysis (with the
+full effects: history, projection, the activity created on entry), then Temporal's batch
+operation (`temporal workflow signal --query ... --name change_stage`) moves the same N on to
+Proposal, timed until every projection row shows it. Prints both times and their ratio.
+
+    .venv/bin/python -m bench.mass_modify [--opportunities 2000] [--concurrency 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from activities import store
+from activities.schema import migrate
+from activities.search import SearchFilters
+from runtime import embedded
+from sales.contact import Contact
+from sales.process import ProcessDefinition
+from starter.client import OpportunitiesClient
+from worker import build_worker
+from workflows import search_attributes
+from workflows.mass_messages import MassModifyInput
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "processes" / "life-insurance.json"
+
+
+async def wait_for_stage(pool, stage: str, count: int) -> None:
+    while True:
+        done = await pool.fetchval(
+            "SELECT count(*) FROM opportunities WHERE process_id = 'bench' AND current_stage = $1",
+            stage,
+        )
+        if done >= count:
+            return
+        await asyncio.sleep(0.2)
+
+
+async def main(count: int, concurrency: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        admin, url = embedded.start_postgres(Path(tmp) / "pg", keep=False)
+        await embedded.ensure_database(admin)
+        pool = await store.create_pool(url, max_size=20)
+        await migrate(pool)
+        document = json.loads(EXAMPLE.read_text())
+        document.update(process_id="bench", default=False, change_stage_automatically=False)
+        for stage in document["stages"]:
+            for action in stage.get("actions", []):
+                if action["action_id"] == "intro-call":
+                    action["create_activity_on_entry"] = False
+        await store.apply_process(pool, ProcessDefinition.model_validate(document))
+        await store.add_contact(pool, Contact(contact_id="c-bench", first_name="A", last_name="B"))
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=embedded.temporal_binary(),
+            search_attributes=search_attributes.ALL,
+            data_converter=pydantic_data_converter,
+        )
+        async with env, build_worker(env.client, pool, "bench"):
+            client = OpportunitiesClient(env.client, "bench", database=pool)
+            started = time.perf_counter()
+            for first in range(0, count, 50):
+                await asyncio.gather(*(
+                    client.create("c-bench", opportunity_id=f"b-{i:05d}", process_id="bench")
+                    for i in range(first, min(first + 50, count))
+                ))  # fmt: skip
+            opened = time.perf_counter() - started
+            print(f"opened {count} opportunities in {opened:.1f} s ({count / opened:.0f}/s)")
+
+            started = time.perf_counter()
+            batch = MassModifyInput(
+                batch_id="bench-1",
+                filters=SearchFilters(process_id="bench"),
+                to_stage="Needs analysis",
+                concurrency=concurrency,
+            )
+            report = await (await client.start_mass_modify(batch)).result()
+            await wait_for_stage(pool, "Needs analysis", count)
+            mass = time.perf_counter() - started
+            print(f"MassModify: {report.changed} changed in {mass:.1f} s ({count / mass:.0f}/s)")
+
+            started = time.perf_counter()
+            process = await asyncio.create_subprocess_exec(
+                embedded.temporal_binary(), "workflow", "signal",
+                "--address", env.client.service_client.config.target_host,
+                "--query", "WorkflowType = 'Opportunity' AND ExecutionStatus = 'Running'",
+                "--name", "change_stage", "--input", '{"stage": "Proposal"}',
+                "--reason", "bench", "--yes",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            await process.wait()
+            await wait_for_stage(pool, "Proposal", count)
+            batch_signal = time.perf_counter() - started
+            print(f"temporal batch signal: {count} changed in {batch_signal:.1f} s "
+                  f"({count / batch_signal:.0f}/s)")  # fmt: skip
+            print(f"ratio MassModify / Temporal batch signal: {mass / batch_signal:.2f}")
+        await pool.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--opportunities", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.opportunities, arguments.concurrency))
