@@ -254,11 +254,11 @@ async def test_follow_up_timer_creates_an_activity_when_the_stage_sits_idle(
 
     async def follow_up() -> Opportunity | None:
         state = await opportunities.state(f"o-{uid}")
-        return state if state.find_action("follow-up-1") else None
+        found = state.find_action("follow-up-1")
+        return state if found and found[1].activity_id else None  # added, activity linked
 
     state = await eventually(follow_up, seconds=10)
-    activity_id = linked(state, "follow-up-1")
-    row = await calendar.get(pool, activity_id or "")
+    row = await calendar.get(pool, linked(state, "follow-up-1") or "")
     assert row is not None and (row.kind, row.status) == ("follow-up", "active")
     assert "2 days without activity in Prospect" in row.subject
     await asyncio.sleep(2.5)
