@@ -75,7 +75,8 @@ async def list_invitees(pool: asyncpg.Pool, event_id: str) -> list[Invitee]:
 async def invite(pool: asyncpg.Pool, effect: InviteToEvent) -> bool:
     """Put the contact on the list; False if it was already there (put by someone else)."""
     async with pool.acquire() as conn, conn.transaction():
-        if await get_event(pool, effect.event_id) is None:
+        known = await conn.fetchval("SELECT 1 FROM events WHERE event_id = $1", effect.event_id)
+        if not known:
             raise StoreError(f"unknown event {effect.event_id!r}")
         inserted = await conn.fetchval(
             "INSERT INTO event_invitees (event_id, contact_id, opportunity_id, action_id,"

@@ -470,21 +470,20 @@ def search_command(
         entered_after=entered_after,
         open_actions=open_actions,
     )
-    if sort not in SortKey.__args__:  # type: ignore[attr-defined]
-        raise UserError(f"cannot sort by {sort!r}; use one of {list(SortKey.__args__)}")  # type: ignore[attr-defined]
-    if not 1 <= limit <= 1000 or offset < 0:
-        raise UserError("--limit must be 1 to 1000 and --offset not negative")
 
     async def work() -> None:
         async with database() as pool:
-            page = await search.search(
-                pool,
-                filters,
-                sort=cast(SortKey, sort),
-                descending=desc,
-                limit=limit,
-                offset=offset,
-            )
+            try:
+                page = await search.search(
+                    pool,
+                    filters,
+                    sort=cast(SortKey, sort),
+                    descending=desc,
+                    limit=limit,
+                    offset=offset,
+                )
+            except ValueError as error:  # sort key, limit or offset out of range
+                raise UserError(str(error)) from None
         if as_json:
             print_json(page)
             return
