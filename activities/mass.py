@@ -1,19 +1,18 @@
-"""Activities of the `MassModify` workflow: freezing the selection, and sending one change to
-one opportunity through its own workflow (so every stage-change effect applies as usual)."""
+"""Activities of the `MassModify` workflow: freezing the selection, and finding out why an
+opportunity cannot take its change (the changes themselves travel as signals)."""
 
 from __future__ import annotations
+
+import asyncio
 
 import asyncpg
 from temporalio import activity
 from temporalio.client import Client
 
 from activities import search
-from activities.heartbeat import heartbeating
 from activities.search import SearchFilters
-from sales.commands import ChangeOwner, ChangeStage, Command
-from sales.errors import CommandRejected
-from starter.client import OpportunitiesClient, OpportunityNotFound
-from workflows.mass_messages import ApplyChange, ItemOutcome, Selection
+from starter.client import OpportunitiesClient
+from workflows.mass_messages import Selection
 
 
 class MassActivities:
@@ -29,44 +28,14 @@ class MassActivities:
             return sorted(dict.fromkeys(selection.ids))
         return await search.matching_ids(self.pool, selection.filters or SearchFilters())
 
-    @activity.defn(name="apply_change")
-    async def apply_change(self, change: ApplyChange) -> ItemOutcome:
-        """One opportunity's change, as an update with the batch's request id: applied once,
-        however often this activity or the whole batch runs."""
-        command: Command
-        if change.to_stage is not None:
-            command = ChangeStage(
-                stage=change.to_stage,
-                cancel_open_activities=change.cancel_open_activities,
-                source="mass",
-                by=change.by,
-                request_id=change.batch_id,
-            )
-        else:
-            command = ChangeOwner(
-                owner=change.owner or "", by=change.by, request_id=change.batch_id
-            )
+    @activity.defn(name="unreachable")
+    async def unreachable(self, opportunity_ids: list[str]) -> dict[str, str]:
+        """Why each of these opportunities cannot take a command (closed, unknown,
+        terminated); the running ones are left out."""
         opportunities = OpportunitiesClient(self.client, self.task_queue)
-        try:
-            result = await heartbeating(opportunities.execute(change.opportunity_id, command))
-        except CommandRejected as rejected:
-            already = "already in stage" in rejected.reason or "already owned by" in rejected.reason
-            return ItemOutcome(
-                opportunity_id=change.opportunity_id,
-                result="skipped" if already else "rejected",
-                reason=rejected.reason,
-            )
-        except OpportunityNotFound as missing:
-            return ItemOutcome(
-                opportunity_id=change.opportunity_id, result="rejected", reason=str(missing)
-            )
-        if result.duplicate:
-            return ItemOutcome(
-                opportunity_id=change.opportunity_id,
-                result="skipped",
-                reason="already applied by this batch",
-            )
-        return ItemOutcome(opportunity_id=change.opportunity_id, result="changed")
+        reasons = await asyncio.gather(*(opportunities.unreachable(i) for i in opportunity_ids))
+        answers = zip(opportunity_ids, reasons, strict=True)
+        return {i: reason for i, reason in answers if reason is not None}
 
     def all(self) -> list:
-        return [self.resolve_batch, self.apply_change]
+        return [self.resolve_batch, self.unreachable]

@@ -5,7 +5,7 @@ full effects: history, projection, the activity created on entry), then Temporal
 operation (`temporal workflow signal --query ... --name change_stage`) moves the same N on to
 Proposal, timed until every projection row shows it. Prints both times and their ratio.
 
-    .venv/bin/python -m bench.mass_modify [--opportunities 2000] [--concurrency 50]
+    .venv/bin/python -m bench.mass_modify [--opportunities 2000] [--concurrency 200]
 """
 
 from __future__ import annotations
@@ -108,6 +108,6 @@ async def main(count: int, concurrency: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--opportunities", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=200)
     arguments = parser.parse_args()
     asyncio.run(main(arguments.opportunities, arguments.concurrency))

@@ -19,6 +19,10 @@ class Command(BaseModel):
     """A command whose request id was already applied is acknowledged and not applied again."""
     by: str | None = Field(default=None, max_length=200)
     """Who issued the command; kept in history."""
+    reply_to: str | None = Field(default=None, min_length=1, max_length=255)
+    """The id of a workflow to signal `command_outcome` (a `CommandOutcome`) once this command
+    is applied, acknowledged as a duplicate or rejected: how a workflow such as `MassModify`
+    sends commands as signals and still learns each result."""
 
 
 class ChangeStage(Command):

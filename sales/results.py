@@ -50,6 +50,21 @@ class CommandResult(BaseModel):
     caller can show or edit them at once."""
 
 
+class CommandOutcome(BaseModel):
+    """The `command_outcome` signal an opportunity sends to a command's `reply_to` workflow."""
+
+    opportunity_id: str
+    command: str
+    request_id: str | None = None
+    result: Literal["applied", "duplicate", "rejected"]
+    reason: str = ""
+    """Why it was rejected (the same text an update would have raised)."""
+
+
+COMMAND_OUTCOME = "command_outcome"
+"""The signal name of a `CommandOutcome`."""
+
+
 @dataclass
 class Change:
     """What a rule did to the (copied) state: effects to carry out and what to report."""

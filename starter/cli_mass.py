@@ -56,7 +56,7 @@ def mass_modify(
     owner: Annotated[str | None, typer.Option("--owner", help="Give them this owner.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     detach: Annotated[bool, typer.Option("--detach", help="Start it and return at once.")] = False,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Changes in flight.")] = 20,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Changes unanswered.")] = 200,
     batch_id: Annotated[str | None, typer.Option("--batch-id", help="Default: generated.")] = None,
     as_json: JsonFlag = False,
 ) -> None:

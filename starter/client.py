@@ -346,16 +346,27 @@ class OpportunitiesClient:
         """A clear error for a command that did not reach a running opportunity."""
         if error.status != RPCStatusCode.NOT_FOUND:
             return error
+        reason = await self.unreachable(opportunity_id)
+        if reason is None:
+            return error  # running again by now (a new run): the caller may retry
+        if reason.startswith("no opportunity"):
+            return OpportunityNotFound(reason)
+        return CommandRejected(reason)
+
+    async def unreachable(self, opportunity_id: str) -> str | None:
+        """Why commands cannot reach this opportunity now, or None when it is running."""
         try:
             description = await self.handle(opportunity_id).describe()
-        except RPCError:
-            return OpportunityNotFound(f"no opportunity {opportunity_id!r}")
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                return f"no opportunity {opportunity_id!r}"
+            raise
+        if description.status == WorkflowExecutionStatus.RUNNING:
+            return None
         if description.status == WorkflowExecutionStatus.COMPLETED:
-            return CommandRejected(
-                f"opportunity {opportunity_id!r} is closed; reopen it to change it"
-            )
+            return f"opportunity {opportunity_id!r} is closed; reopen it to change it"
         status = description.status.name.lower() if description.status else "unknown"
-        return CommandRejected(f"opportunity {opportunity_id!r} is not running ({status})")
+        return f"opportunity {opportunity_id!r} is not running ({status})"
 
     async def change_owner(self, opportunity_id: str, owner: str, **common: Any) -> CommandResult:
         return await self.execute(opportunity_id, ChangeOwner(owner=owner, **common))

@@ -11,6 +11,7 @@ from temporalio.worker import Worker
 
 from activities import store
 from activities.search import SearchFilters
+from sales.commands import ChangeStage
 from starter.client import OpportunitiesClient
 from tests.helpers import eventually, setup_contact, setup_process, setup_references
 from workflows.mass_messages import MassModifyInput, Progress
@@ -127,3 +128,83 @@ async def test_cancelling_a_batch_keeps_what_was_changed(
         "Needs analysis",
     )
     assert count == report.changed
+
+
+async def test_a_large_batch_continues_as_new_and_changes_each_once(
+    worker: Worker, pool: asyncpg.Pool, client: Client, opportunities: OpportunitiesClient, uid: str
+) -> None:
+    count = 60
+    process_id = await open_many(pool, opportunities, uid, count)
+    batch = MassModifyInput(
+        batch_id=f"n-{uid}",
+        filters=SearchFilters(process_id=process_id),
+        to_stage="Proposal",
+        concurrency=7,
+        continue_as_new_after_events=100,
+    )
+    handle = await opportunities.start_mass_modify(batch)
+    report = await handle.result()
+    assert (report.total, report.changed, report.rejected) == (count, count, 0)
+    runs = [run async for run in client.list_workflows(f"WorkflowId = 'mass-modify-n-{uid}'")]
+    assert len(runs) >= 3, "continued as new at least twice"
+    rows = await pool.fetchval(
+        "SELECT count(*) FROM opportunity_history WHERE opportunity_id LIKE $1 AND source = 'mass'",
+        f"m-{uid}-%",
+    )
+    assert rows == count
+
+
+async def test_an_opportunity_that_never_answers_is_swept_not_waited_for(
+    worker: Worker, pool: asyncpg.Pool, client: Client, opportunities: OpportunitiesClient, uid: str
+) -> None:
+    """One opportunity runs on a task queue nobody polls: it takes the signal and never
+    answers. The batch checks it after the silence, sends again (still running), and reports
+    it as rejected once an operator terminates it; the others are changed meanwhile."""
+    await open_many(pool, opportunities, uid, 3)
+    silent = await client.start_workflow(
+        "Opportunity",
+        {"opportunity_id": f"s-{uid}", "contact_id": "nobody"},
+        id=f"opportunity-s-{uid}",
+        task_queue=f"nobody-polls-{uid}",
+    )
+    ids = [f"m-{uid}-{i:04d}" for i in range(3)]
+    batch = MassModifyInput(
+        batch_id=f"s-{uid}", ids=[*ids, f"s-{uid}"], owner="dana", answer_timeout_seconds=1
+    )
+    handle = await opportunities.start_mass_modify(batch)
+
+    async def others_done() -> bool:
+        progress = await opportunities.mass_progress(f"s-{uid}")
+        return progress.changed == 3
+
+    await eventually(others_done)
+    signals = 0
+
+    async def sent_again() -> bool:
+        nonlocal signals
+        history = await silent.fetch_history()
+        signals = sum(
+            1 for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")
+        )
+        return signals >= 2
+
+    await eventually(sent_again)
+    assert (await opportunities.mass_progress(f"s-{uid}")).done == 3, "still waiting for it"
+    await silent.terminate("operator gave up")
+    report = await handle.result()
+    assert (report.changed, report.rejected) == (3, 1)
+    assert report.outcomes[0].reason == f"opportunity 's-{uid}' is not running (terminated)"
+
+
+async def test_an_answer_nobody_waits_for_does_not_hold_up_the_opportunity(
+    worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
+) -> None:
+    await open_many(pool, opportunities, uid, 1)
+    opportunity_id = f"m-{uid}-0000"
+    await opportunities.signal(
+        opportunity_id, ChangeStage(stage="Proposal", reply_to=f"gone-{uid}")
+    )
+    result = await opportunities.change_stage(opportunity_id, "Needs analysis")
+    assert result.current_stage == "Needs analysis"
+    history = await opportunities.history(opportunity_id)
+    assert [entry.to_stage for entry in history][-2:] == ["Proposal", "Needs analysis"]

@@ -9,7 +9,8 @@ continues-as-new, carrying its whole state and any queued command.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -27,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from sales.effects import Effect, RecordHistory
     from sales.errors import CommandRejected, describe_validation_error
     from sales.opportunity import HistoryEntry, Opportunity
-    from sales.results import ActionResult
+    from sales.results import COMMAND_OUTCOME, ActionResult, CommandOutcome
     from workflows import effect_runner
     from workflows import search_attributes as sa
     from workflows.messages import Carried, OpportunityInput, QueuedCommand
@@ -66,6 +67,7 @@ class OpportunityWorkflow:
         self._next_ticket = 0
         self._indexed: dict[str, Any] = {}
         self._continue_as_new_after: int | None = None
+        self._replies: list[asyncio.Task[None]] = []
         carried = input.get("carried") if isinstance(input, dict) else None
         if carried:
             restored = Carried.model_validate(carried)
@@ -99,6 +101,7 @@ class OpportunityWorkflow:
             if self._state.status == "open" and self._should_continue_as_new():
                 # Updates must get their results in this run: wait until every handler is done,
                 # applying whatever arrives meanwhile, then hand the state to the next run.
+                await self._replies_sent()
                 await workflow.wait_condition(
                     lambda: workflow.all_handlers_finished() or bool(self._queue)
                 )
@@ -115,6 +118,7 @@ class OpportunityWorkflow:
         while True:
             while self._queue:
                 await self._apply(self._queue.pop(0))
+            await self._replies_sent()
             await workflow.wait_condition(
                 lambda: workflow.all_handlers_finished() or bool(self._queue)
             )
@@ -225,6 +229,7 @@ class OpportunityWorkflow:
 
     async def _apply(self, item: QueuedCommand) -> None:
         assert self._state is not None
+        reply_to = _reply_to(item.payload)
         try:
             command = parse_command(item.name, item.payload)
             decision = core.apply(self._state, command, workflow.now())
@@ -236,6 +241,7 @@ class OpportunityWorkflow:
                 self._publish()
             else:
                 self._results[item.ticket] = rejected.reason
+            self._reply(reply_to, item.name, _request_id(item.payload), "rejected", rejected.reason)
             return
         before = self._state
         self._state = decision.state
@@ -253,6 +259,42 @@ class OpportunityWorkflow:
             )
         if item.ticket is not None:
             self._results[item.ticket] = result
+        self._reply(
+            command.reply_to,
+            item.name,
+            command.request_id,
+            "duplicate" if result.duplicate else "applied",
+        )
+
+    def _reply(
+        self,
+        reply_to: str | None,
+        name: str,
+        request_id: str | None,
+        result: Literal["applied", "duplicate", "rejected"],
+        reason: str = "",
+    ) -> None:
+        """Signal the command's outcome to `reply_to`, without holding up the next command.
+
+        The signal is sent in the background; `_replies_sent` waits for it before the run
+        ends, because the server drops a signal whose sender has already closed.
+        """
+        if reply_to is None:
+            return
+        assert self._state is not None
+        outcome = CommandOutcome(
+            opportunity_id=self._state.opportunity_id,
+            command=name,
+            request_id=request_id,
+            result=result,
+            reason=reason,
+        )
+        self._replies = [task for task in self._replies if not task.done()]
+        self._replies.append(asyncio.ensure_future(_send_outcome(reply_to, outcome)))
+
+    async def _replies_sent(self) -> None:
+        while self._replies:
+            await self._replies.pop()
 
     async def _fire_timers(self) -> None:
         assert self._state is not None
@@ -335,6 +377,25 @@ class OpportunityWorkflow:
             return True
         limit = self._continue_as_new_after
         return limit is not None and info.get_current_history_length() >= limit
+
+
+def _reply_to(payload: Any) -> str | None:
+    """Where to report a command's outcome, read from the raw payload so that a command
+    rejected as malformed is still answered."""
+    value = payload.get("reply_to") if isinstance(payload, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _request_id(payload: Any) -> str | None:
+    value = payload.get("request_id") if isinstance(payload, dict) else None
+    return value if isinstance(value, str) else None
+
+
+async def _send_outcome(reply_to: str, outcome: CommandOutcome) -> None:
+    try:
+        await workflow.get_external_workflow_handle(reply_to).signal(COMMAND_OUTCOME, outcome)
+    except Exception as error:  # the asker is gone (finished, cancelled): nobody to tell
+        workflow.logger.warning("could not report %s to %s: %s", outcome.command, reply_to, error)
 
 
 def _details(state: Opportunity) -> str:
