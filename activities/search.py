@@ -19,7 +19,7 @@ SortKey = Literal[
 class SearchFilters(BaseModel):
     """All given filters must match (AND); none given matches every opportunity."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     process_id: str | None = None
     stage: str | None = None

@@ -13,7 +13,7 @@ from sales.process import Action, Identifier, Text
 class Command(BaseModel):
     """Fields every command may carry."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     request_id: str | None = Field(default=None, min_length=1, max_length=200)
     """A command whose request id was already applied is acknowledged and not applied again."""

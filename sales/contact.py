@@ -10,7 +10,7 @@ Name = Field(min_length=1, max_length=200)
 
 
 class Contact(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     contact_id: Identifier
     first_name: str = Name

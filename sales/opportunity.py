@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from sales.process import Action, Identifier, ProcessDefinition, Text
 
@@ -22,6 +22,8 @@ MAX_REQUEST_IDS = 5000
 class StartOpportunity(BaseModel):
     """Input of the `Opportunity` workflow (the contract's start payload)."""
 
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     opportunity_id: Identifier
     contact_id: Identifier
     process_id: Identifier | None = None
@@ -37,6 +39,8 @@ ActivityStatus = Literal["active", "done", "canceled"]
 
 class ActionState(BaseModel):
     """This opportunity's copy of an action, with its progress (a row of "Stage Actions")."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     definition: Action
     completed: bool = False
@@ -70,12 +74,16 @@ class ActionState(BaseModel):
 
 
 class StageState(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     name: str
     actions: list[ActionState] = Field(default_factory=list)
 
 
 class HistoryEntry(BaseModel):
     """One stage change; `seq` numbers entries from 1 and keys the history row in the store."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     seq: int
     at: datetime
@@ -91,6 +99,8 @@ class HistoryEntry(BaseModel):
 
 
 class Rejection(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     command: str
     payload: dict[str, Any]
     reason: str
@@ -99,6 +109,8 @@ class Rejection(BaseModel):
 
 class Opportunity(BaseModel):
     """Everything the workflow knows; carried whole across continue-as-new."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     opportunity_id: str
     contact_id: str
@@ -176,6 +188,8 @@ class Opportunity(BaseModel):
 
 class OpportunitySummary(BaseModel):
     """The row of the `opportunities` read-model table."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     opportunity_id: str
     contact_id: str

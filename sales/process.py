@@ -25,7 +25,7 @@ Text = Annotated[str, Field(min_length=1, max_length=500)]
 class _Strict(BaseModel):
     """Unknown fields are errors: a typo in a setup file must not be silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class ActivitySpec(_Strict):
@@ -136,7 +136,7 @@ class ProcessDefinition(_Strict):
 class SalesProcess(BaseModel):
     """One stored version of a process definition."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     version: int = Field(ge=1)
     definition: ProcessDefinition

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from sales.effects import Effect
 from sales.opportunity import Status
@@ -28,6 +28,8 @@ ActionOutcome = Literal[
 
 
 class ActionResult(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     action_id: str
     outcome: ActionOutcome
     message: str
@@ -36,6 +38,8 @@ class ActionResult(BaseModel):
 
 class CommandResult(BaseModel):
     """What an update returns (and what a signal would have returned)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     command: str
     request_id: str | None = None
@@ -52,6 +56,8 @@ class CommandResult(BaseModel):
 
 class CommandOutcome(BaseModel):
     """The `command_outcome` signal an opportunity sends to a command's `reply_to` workflow."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     opportunity_id: str
     command: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from activities.search import SearchFilters
 from sales.process import Identifier
@@ -14,6 +14,8 @@ MAX_REPORTED = 1000
 
 
 class MassModifyInput(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     batch_id: Identifier
     filters: SearchFilters | None = None
     ids: list[str] | None = None
@@ -44,17 +46,23 @@ class MassModifyInput(BaseModel):
 
 
 class ItemOutcome(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     opportunity_id: str
     result: Literal["changed", "skipped", "rejected"]
     reason: str = ""
 
 
 class Selection(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     filters: SearchFilters | None = None
     ids: list[str] | None = None
 
 
 class Progress(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     batch_id: str
     total: int = 0
     done: int = 0

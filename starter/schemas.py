@@ -1,0 +1,101 @@
+"""The published payload contract: JSON Schemas generated from the pydantic models.
+
+Backend services in any language validate what they send (and parse what they get) against
+these files under `contract/`, so they are generated from the very models the workflows use;
+`tests/test_contract.py` fails when the committed files drift from the code, and
+`python -m starter.schemas` (or `make contract`) rewrites them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+
+from sales.commands import COMMANDS
+from sales.opportunity import HistoryEntry, Opportunity, StartOpportunity
+from sales.process import ProcessDefinition
+from sales.results import CommandOutcome, CommandResult
+from workflows.mass_messages import MassModifyInput, Progress
+
+CONTRACT_DIR = Path(__file__).resolve().parent.parent / "contract"
+
+
+def _input(model: type[BaseModel], title: str) -> Callable[[], dict[str, Any]]:
+    return lambda: _titled(model.model_json_schema(mode="validation"), title)
+
+
+def _output(kind: Any, title: str) -> Callable[[], dict[str, Any]]:
+    return lambda: _titled(TypeAdapter(kind).json_schema(mode="serialization"), title)
+
+
+def _titled(schema: dict[str, Any], title: str) -> dict[str, Any]:
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **schema,
+        "title": title,
+    }
+
+
+SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
+    "workflows/Opportunity.input.json": _input(
+        StartOpportunity, "Input of the Opportunity workflow"
+    ),
+    "workflows/Opportunity.result.json": _output(
+        Opportunity, "Result of the Opportunity workflow (its state when won or lost)"
+    ),
+    "workflows/MassModify.input.json": _input(MassModifyInput, "Input of the MassModify workflow"),
+    "workflows/MassModify.result.json": _output(Progress, "Report of a MassModify workflow"),
+    **{
+        f"commands/{name}.json": _input(
+            model, f"Payload of the {name} signal and of the {name} update"
+        )
+        for name, model in COMMANDS.items()
+    },
+    "updates/result.json": _output(CommandResult, "What every command update returns"),
+    "queries/state.json": _output(Opportunity, "Result of the state query"),
+    "queries/history.json": _output(list[HistoryEntry], "Result of the history query"),
+    "queries/progress.json": _output(
+        Progress | None, "Result of the MassModify progress query (null before it starts)"
+    ),
+    "signals/command_outcome.json": _input(
+        CommandOutcome, "Signal sent to a command's reply_to workflow once it is answered"
+    ),
+    "process-definition.json": _input(
+        ProcessDefinition, "A sales process (Opportunity Setup), for `process apply`"
+    ),
+}
+"""File under `contract/` to the function making its schema."""
+
+
+def generate() -> dict[str, dict[str, Any]]:
+    return {path: make() for path, make in SCHEMAS.items()}
+
+
+def render(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def write(directory: Path = CONTRACT_DIR) -> list[Path]:
+    """Write every schema under `directory`, removing files no longer generated."""
+    schemas = generate()
+    written = []
+    for path, schema in schemas.items():
+        target = directory / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(render(schema))
+        written.append(target)
+    for stale in directory.rglob("*.json"):
+        if stale.relative_to(directory).as_posix() not in schemas:
+            stale.unlink()
+    return written
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else CONTRACT_DIR
+    for path in write(target):
+        print(path)
