@@ -24,6 +24,7 @@ from activities.mass import MassActivities
 from activities.opportunity_activities import OpportunityActivities
 from activities.schema import migrate
 from runtime import settings
+from runtime.observability import configure_logging, metrics_runtime
 from runtime.temporal import connect_patiently
 from workflows.mass_modify import MassModifyWorkflow
 from workflows.opportunity import OpportunityWorkflow
@@ -82,7 +83,11 @@ def mailer_from_environment() -> Mailer | None:
 
 async def serve(stop: asyncio.Event) -> None:
     """Run one worker until `stop` is set."""
-    client = await connect_patiently()
+    runtime = metrics_runtime()
+    client = await connect_patiently(runtime=runtime)
+    if runtime is not None:
+        port = settings.setting("OPPORTUNITIES_METRICS_PORT")
+        log.info("Prometheus metrics on :%s/metrics", port)
     pool = await store.create_pool(settings.database_url())
     try:
         applied = await migrate(pool)
@@ -108,8 +113,11 @@ async def serve_until_signalled() -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve_until_signalled())
+    configure_logging()
+    try:
+        asyncio.run(serve_until_signalled())
+    except settings.BadSetting as error:
+        raise SystemExit(f"worker not started: {error}") from None
 
 
 if __name__ == "__main__":

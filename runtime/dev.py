@@ -3,6 +3,8 @@
 Starts embedded PostgreSQL (`.data/postgres`) and the Temporal dev server (`.data/temporal.db`,
 Web UI on :8233) unless `DATABASE_URL` / `TEMPORAL_ADDRESS` point elsewhere, migrates the
 database, applies the example processes of `examples/`, and runs a worker in the foreground.
+With `OPPORTUNITIES_ENCRYPTION_KEY` set it also runs the codec server on :8081, which the
+Web UI is told to use.
 Ctrl-C stops the worker, then the servers.
 """
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -20,12 +24,13 @@ from pydantic import ValidationError
 import worker
 from activities import events, letters, store
 from activities.schema import migrate
-from runtime import embedded, settings
+from runtime import codec, embedded, settings
 from sales.errors import describe_validation_error
 from sales.process import ProcessDefinition
 from starter.cli_common import load_document
 
 DATA = Path(".data")
+CODEC_ENDPOINT = "http://127.0.0.1:8081"
 EXAMPLES = Path("examples")
 
 log = logging.getLogger("opportunities.dev")
@@ -84,6 +89,14 @@ def main() -> None:
         local["DATABASE_URL"] = database_url
         _say(f"PostgreSQL: {database_url}")
 
+    encrypting = bool(settings.setting(codec.KEY_VARIABLE))
+    if encrypting:
+        try:
+            codec.codec_from_environment()
+        except codec.KeySettingError as error:
+            raise SystemExit(str(error)) from None
+    codec_server: subprocess.Popen[bytes] | None = None
+
     temporal: embedded.TemporalDevServer | None = None
     if os.environ.get("TEMPORAL_ADDRESS"):
         _say(f"using Temporal at {os.environ['TEMPORAL_ADDRESS']}")
@@ -94,7 +107,12 @@ def main() -> None:
                 "stop it, or set TEMPORAL_ADDRESS to use it"
             )
         log_file = (DATA / "temporal.log").open("ab")
-        temporal = embedded.TemporalDevServer(DATA / "temporal.db", http_port=7243, log=log_file)
+        temporal = embedded.TemporalDevServer(
+            DATA / "temporal.db",
+            http_port=7243,
+            ui_codec_endpoint=CODEC_ENDPOINT if encrypting else None,
+            log=log_file,
+        )
         temporal.wait_ready()
         local["TEMPORAL_ADDRESS"] = temporal.address
         _say(
@@ -105,6 +123,11 @@ def main() -> None:
     settings.LOCAL_ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in local.items()))
     os.environ.update(local)
     try:
+        if encrypting:
+            codec_server = subprocess.Popen(
+                [str(Path(sys.executable).parent / "opportunities"), "codec-server"]
+            )
+            _say(f"payloads encrypted; codec server for the Web UI and CLI: {CODEC_ENDPOINT}")
         processes = EXAMPLES / "processes"
         examples = sorted(processes.glob("*.json")) + sorted(processes.glob("*.y*ml"))
         asyncio.run(_prepare(database_url, examples))
@@ -116,6 +139,9 @@ def main() -> None:
         if temporal is not None:
             _say("stopping Temporal")
             temporal.stop()
+        if codec_server is not None:
+            codec_server.terminate()
+            codec_server.wait()
         if "DATABASE_URL" in local:
             _say("stopping PostgreSQL")
 

@@ -72,6 +72,7 @@ class TemporalDevServer:
         port: int = 7233,
         ui_port: int | None = 8233,
         http_port: int | None = None,
+        ui_codec_endpoint: str | None = None,
         log: IO[bytes] | int | None = subprocess.DEVNULL,
     ) -> None:
         self.port = port
@@ -95,6 +96,8 @@ class TemporalDevServer:
         args += ["--ui-port", str(ui_port)] if ui_port else ["--headless"]
         if http_port:
             args += ["--http-port", str(http_port)]
+        if ui_codec_endpoint and ui_port:
+            args += ["--ui-codec-endpoint", ui_codec_endpoint]
         # A session of its own: Ctrl-C in the terminal reaches us, and we stop the server last.
         self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
 

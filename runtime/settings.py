@@ -40,6 +40,10 @@ class NotConfigured(Exception):
     pass
 
 
+class BadSetting(ValueError):
+    """A setting that cannot be used; the message names it and says why (never a secret)."""
+
+
 def database_url() -> str:
     url = setting("DATABASE_URL")
     if not url:

@@ -6,21 +6,24 @@ import asyncio
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
 
+from runtime.codec import data_converter
 from runtime.settings import setting
 
 
 async def connect(address: str | None = None, **overrides: Any) -> Client:
-    """A client configured from `TEMPORAL_*` variables (TLS, API key, namespace included)."""
+    """A client configured from `TEMPORAL_*` variables (TLS, API key, namespace included),
+    encrypting payloads when `OPPORTUNITIES_ENCRYPTION_KEY` is set."""
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
     target = address or setting("TEMPORAL_ADDRESS") or config.get("target_host")
     config["target_host"] = target or "localhost:7233"
     config.setdefault("namespace", "default")
     config.update(overrides)
+    converter = data_converter()
     try:
-        return await Client.connect(**config, data_converter=pydantic_data_converter)
+        return await Client.connect(**config, data_converter=converter)
     except RuntimeError as error:  # the SDK's bridge reports connection failures this way
         raise Unreachable(
             f"cannot reach Temporal at {config['target_host']}: is `make run` running, "
@@ -28,12 +31,12 @@ async def connect(address: str | None = None, **overrides: Any) -> Client:
         ) from error
 
 
-async def connect_patiently(seconds: float = 60.0) -> Client:
+async def connect_patiently(seconds: float = 60.0, runtime: Runtime | None = None) -> Client:
     """Connect, retrying while the server starts (a worker started beside its server)."""
     deadline = asyncio.get_running_loop().time() + seconds
     while True:
         try:
-            return await connect()
+            return await connect(runtime=runtime)
         except Unreachable:
             if asyncio.get_running_loop().time() > deadline:
                 raise

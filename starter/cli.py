@@ -12,7 +12,7 @@ import sys
 import asyncpg
 from temporalio.service import RPCError
 
-from starter import cli_mass, cli_opportunities, cli_schema, cli_setup
+from starter import cli_codec, cli_mass, cli_opportunities, cli_schema, cli_setup
 from starter.cli_common import EXPECTED_ERRORS, errors, new_app
 
 app = new_app(
@@ -23,7 +23,11 @@ app.add_typer(cli_setup.contact_app, name="contact")
 app.add_typer(cli_setup.event_app, name="event")
 app.add_typer(cli_setup.template_app, name="template")
 app.add_typer(cli_mass.mass_app, name="mass-modify")
-for command in [*cli_opportunities.app.registered_commands, *cli_schema.app.registered_commands]:
+for command in [
+    *cli_opportunities.app.registered_commands,
+    *cli_schema.app.registered_commands,
+    *cli_codec.app.registered_commands,
+]:
     app.registered_commands.append(command)
 for group in cli_opportunities.app.registered_groups:
     app.registered_groups.append(group)

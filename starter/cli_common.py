@@ -22,6 +22,7 @@ from temporalio.client import WorkflowQueryFailedError
 
 from activities import store
 from runtime import settings
+from runtime.codec import KeySettingError
 from runtime.temporal import Unreachable
 from sales.errors import CommandRejected
 from starter.client import OpportunityNotFound, StartFailed
@@ -63,6 +64,7 @@ EXPECTED_ERRORS = (
     store.StoreError,
     settings.NotConfigured,
     Unreachable,
+    KeySettingError,
     WorkflowQueryFailedError,
 )
 """Errors that are the user's to fix: one line on stderr, no traceback."""

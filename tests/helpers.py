@@ -38,8 +38,9 @@ async def setup_process(
 
 
 async def setup_contact(pool: asyncpg.Pool, uid: str, **fields: Any) -> str:
-    """Contact `c-<uid>` (Ada Lovelace); `fields` add an e-mail or a postal address."""
-    contact = Contact(contact_id=f"c-{uid}", first_name="Ada", last_name="Lovelace", **fields)
+    """Contact `c-<uid>` (Ada Lovelace); `fields` add or change its fields."""
+    names = {"first_name": "Ada", "last_name": "Lovelace", **fields}
+    contact = Contact(contact_id=f"c-{uid}", **names)
     await store.add_contact(pool, contact)
     return contact.contact_id
 

@@ -1,0 +1,74 @@
+"""What operators watch: Prometheus metrics and structured logs of the worker.
+
+Metrics: with `OPPORTUNITIES_METRICS_PORT` set, the worker's Temporal runtime serves
+Prometheus metrics on that port (`/metrics`): the SDK's own (`temporal_workflow_task_*`,
+`temporal_activity_*`, sticky cache, pollers) and the service's, which the workflows record
+through Temporal's metric meter, so that replays never count twice:
+`opportunities_commands` (by `command` and `result`: applied, duplicate, rejected) and
+`opportunities_effects` (by `effect`).
+
+Logs: one JSON object per line, with the workflow id, run id and activity type that the SDK's
+workflow and activity loggers attach, and the opportunity id read from the workflow id.
+Payloads are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+from runtime.settings import BadSetting, setting
+
+OPPORTUNITY_PREFIX = "opportunity-"
+
+
+def metrics_runtime() -> Runtime | None:
+    """A Temporal runtime serving Prometheus metrics, when a port is configured."""
+    port = setting("OPPORTUNITIES_METRICS_PORT")
+    if not port:
+        return None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadSetting(f"OPPORTUNITIES_METRICS_PORT must be a port number, not {port!r}")
+    host = setting("OPPORTUNITIES_METRICS_HOST") or "0.0.0.0"
+    return Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{host}:{port}"))
+    )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, lifting the SDK's workflow and activity context."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        context = getattr(record, "temporal_workflow", None) or getattr(
+            record, "temporal_activity", None
+        )
+        if isinstance(context, dict):
+            for key in ("workflow_id", "run_id", "workflow_type", "activity_type", "attempt"):
+                if key in context:
+                    entry[key] = context[key]
+            workflow_id = str(context.get("workflow_id", ""))
+            if workflow_id.startswith(OPPORTUNITY_PREFIX):
+                entry["opportunity_id"] = workflow_id.removeprefix(OPPORTUNITY_PREFIX)
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging() -> None:
+    """JSON lines on stderr (`OPPORTUNITIES_LOG_FORMAT=text` for plain lines)."""
+    handler = logging.StreamHandler()
+    if (setting("OPPORTUNITIES_LOG_FORMAT") or "json") == "text":
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    else:
+        handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)

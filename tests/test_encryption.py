@@ -1,0 +1,200 @@
+"""Payload encryption: history on the server is unreadable without the key; the codec server
+lets the Temporal CLI read it; keys rotate without losing old payloads."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from collections.abc import AsyncIterator
+
+import aiohttp
+import asyncpg
+import pytest
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client
+
+from runtime import codec_server, embedded
+from runtime.codec import ENCODING, EncryptionCodec, Keyring, KeySettingError, data_converter
+from starter.client import OpportunitiesClient
+from tests.conftest import Servers
+from tests.helpers import setup_contact, setup_process
+from worker import build_worker
+
+KEY_1 = base64.b64encode(b"1" * 32).decode()
+KEY_2 = base64.b64encode(os.urandom(32)).decode()
+SECRET = "Zebulon-Quixote"
+
+
+def test_a_key_setting_that_cannot_work_says_why_without_the_key() -> None:
+    assert Keyring.parse(f"new:{KEY_2}, old:{KEY_1}").current == "new"
+    for text, message in [
+        ("", "holds no key"),
+        ("nocolon", "is not ID:BASE64"),
+        ("k:not base64!", "key 'k' is not valid base64"),
+        (f"k:{base64.b64encode(b'short').decode()}", "key 'k' has 5 bytes"),
+        (f"k:{KEY_1},k:{KEY_2}", "key id 'k' is given twice"),
+    ]:
+        with pytest.raises(KeySettingError, match=message) as raised:
+            Keyring.parse(text)
+        assert KEY_1 not in str(raised.value) and KEY_2 not in str(raised.value)
+
+
+async def test_rotation_keeps_old_payloads_readable_and_plain_ones_pass() -> None:
+    old = EncryptionCodec(Keyring.parse(f"old:{KEY_1}"))
+    plain = Payload(metadata={"encoding": b"json/plain"}, data=b'{"name": "x"}')
+    [sealed] = await old.encode([plain])
+    assert sealed.metadata["encoding"] == ENCODING and b"name" not in sealed.data
+    rotated = EncryptionCodec(Keyring.parse(f"new:{KEY_2},old:{KEY_1}"))
+    [resealed] = await rotated.encode([plain])
+    assert resealed.metadata["encryption-key-id"] == b"new"
+    assert await rotated.decode([sealed, resealed, plain]) == [plain, plain, plain]
+    with pytest.raises(ValueError, match="encrypted with key 'new', which"):
+        await old.decode([resealed])
+
+
+@pytest.fixture
+async def sealed_client(servers: Servers) -> AsyncIterator[Client]:
+    codec = EncryptionCodec(Keyring.parse(f"test:{KEY_1}"))
+    yield await Client.connect(servers.temporal_address, data_converter=data_converter(codec))
+
+
+@pytest.fixture
+async def codec_endpoint() -> AsyncIterator[str]:
+    port = embedded.free_port()
+    codec = EncryptionCodec(Keyring.parse(f"test:{KEY_1}"))
+    runner = await codec_server.start(
+        codec, "127.0.0.1", port, ["http://ui.example"], token="s3cret"
+    )
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def temporal_cli(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        embedded.temporal_binary(),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def test_history_is_sealed_on_the_server_and_the_codec_server_opens_it(
+    sealed_client: Client,
+    client: Client,
+    pool: asyncpg.Pool,
+    servers: Servers,
+    task_queue: str,
+    uid: str,
+    codec_endpoint: str,
+) -> None:
+    process_id = await setup_process(pool, uid)
+    contact_id = await setup_contact(pool, uid, first_name=SECRET)
+    opportunities = OpportunitiesClient(sealed_client, task_queue)
+    async with build_worker(sealed_client, pool, task_queue):
+        await opportunities.create(
+            contact_id, opportunity_id=f"e-{uid}", process_id=process_id, name=f"{SECRET} deal"
+        )
+        result = await opportunities.change_stage(f"e-{uid}", "Proposal", by=SECRET)
+        assert result.current_stage == "Proposal"
+        state = await opportunities.state(f"e-{uid}")
+        assert state.contact_name is not None and SECRET in state.contact_name
+
+    # Read raw from the server, without the key: every payload sealed, the name nowhere.
+    history = await client.get_workflow_handle(f"opportunity-e-{uid}").fetch_history()
+    raw = history.to_json()
+    assert SECRET not in raw and base64.b64encode(SECRET.encode()).decode() not in raw
+    encodings = {
+        base64.b64decode(m["encoding"]).decode()
+        for m in _metadata(json.loads(raw))
+        if "encoding" in m
+    }
+    assert encodings == {"binary/encrypted"}, encodings
+
+    # The Temporal CLI shows it decoded through the codec server, and only with the token.
+    show = ["workflow", "show", "--address", servers.temporal_address, "-w", f"opportunity-e-{uid}",
+            "--output", "json"]  # fmt: skip
+    code, out = await temporal_cli(*show)
+    assert code == 0 and SECRET not in _payload_texts(out)
+    code, out = await temporal_cli(
+        *show, "--codec-endpoint", codec_endpoint, "--codec-auth", "Bearer s3cret"
+    )
+    assert code == 0 and SECRET in _payload_texts(out), out[-2000:]
+    code, out = await temporal_cli(*show, "--codec-endpoint", codec_endpoint)
+    assert SECRET not in out
+
+
+async def test_the_codec_server_answers_the_ui_origin_only_and_wants_its_token(
+    codec_endpoint: str,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        preflight = await http.options(
+            f"{codec_endpoint}/default/decode",
+            headers={"Origin": "http://ui.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.headers["Access-Control-Allow-Origin"] == "http://ui.example"
+        other = await http.options(
+            f"{codec_endpoint}/decode", headers={"Origin": "http://elsewhere.example"}
+        )
+        assert "Access-Control-Allow-Origin" not in other.headers
+        refused = await http.post(f"{codec_endpoint}/decode", json={"payloads": []})
+        assert refused.status == 401
+        garbage = await http.post(
+            f"{codec_endpoint}/decode",
+            data="not json",
+            headers={"Authorization": "Bearer s3cret"},
+        )
+        assert garbage.status == 400 and "error" in await garbage.json()
+        plain = {"metadata": {"encoding": base64.b64encode(b"json/plain").decode()},
+                 "data": base64.b64encode(b'"hello"').decode()}  # fmt: skip
+        auth = {"Authorization": "Bearer s3cret"}
+        encoded = await (
+            await http.post(f"{codec_endpoint}/encode", json={"payloads": [plain]}, headers=auth)
+        ).json()
+        assert encoded["payloads"][0]["data"] != plain["data"]
+        decoded = await (
+            await http.post(f"{codec_endpoint}/decode", json=encoded, headers=auth)
+        ).json()
+        assert decoded == {"payloads": [plain]}
+
+
+def _payload_texts(output: str) -> str:
+    """The data of every payload the CLI printed (protobuf JSON: base64), as text."""
+    node = json.loads(output)
+    texts = []
+    for payload in _payloads(node):
+        texts.append(base64.b64decode(payload.get("data", "")).decode(errors="replace"))
+    return "\n".join(texts)
+
+
+def _payloads(node: object) -> list[dict[str, object]]:
+    found: list[dict[str, object]] = []
+    if isinstance(node, dict):
+        if "metadata" in node and "data" in node:
+            found.append(node)
+        for value in node.values():
+            found.extend(_payloads(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_payloads(value))
+    return found
+
+
+def _metadata(node: object) -> list[dict[str, str]]:
+    """Every payload's metadata in a history's JSON, but for search attributes: the server
+    indexes those, so they stay plain (and hold ids and stage names, not contact data)."""
+    found: list[dict[str, str]] = []
+    if isinstance(node, dict):
+        if "metadata" in node and "data" in node and isinstance(node["metadata"], dict):
+            found.append(node["metadata"])
+        for key, value in node.items():
+            if key != "searchAttributes":
+                found.extend(_metadata(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_metadata(value))
+    return found
