@@ -57,6 +57,14 @@ def workflow_id(opportunity_id: str) -> str:
     return f"opportunity-{opportunity_id}"
 
 
+def static_summary(
+    contact: str, process_id: str | None, name: str, *, reopened_in: str | None = None
+) -> str:
+    """The one line the Temporal UI shows for an opportunity's run: who, which process, what."""
+    summary = f"{contact} · {process_id or 'default process'} · {name}"
+    return f"{summary} (reopened in {reopened_in})" if reopened_in else summary
+
+
 class OpportunityNotFound(Exception):
     pass
 
@@ -146,10 +154,23 @@ class OpportunitiesClient:
                 task_queue=self.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                static_summary=static_summary(
+                    await self._contact_name(contact_id) or contact_id,
+                    process_id,
+                    name or start.opportunity_id,
+                ),
             )
         except WorkflowAlreadyStartedError:
             raise StartFailed(f"opportunity {start.opportunity_id!r} already exists") from None
         return await self._wait_open(handle, wait_seconds)
+
+    async def _contact_name(self, contact_id: str) -> str | None:
+        """For the UI's summary; without a reachable database the summary shows the id."""
+        try:
+            contact = await store.get_contact(await self.database(), contact_id)
+        except (settings.NotConfigured, OSError, asyncpg.PostgresError):
+            return None
+        return f"{contact.first_name} {contact.last_name}".strip() if contact else None
 
     async def _wait_open(
         self,
@@ -254,6 +275,12 @@ class OpportunitiesClient:
                 task_queue=self.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                static_summary=static_summary(
+                    closed.contact_name or closed.contact_id,
+                    closed.process_id,
+                    closed.name or closed.opportunity_id,
+                    reopened_in=stage,
+                ),
             )
         except WorkflowAlreadyStartedError:
             raise CommandRejected(f"opportunity {opportunity_id!r} was reopened already") from None

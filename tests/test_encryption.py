@@ -94,7 +94,7 @@ async def test_history_is_sealed_on_the_server_and_the_codec_server_opens_it(
 ) -> None:
     process_id = await setup_process(pool, uid)
     contact_id = await setup_contact(pool, uid, first_name=SECRET)
-    opportunities = OpportunitiesClient(sealed_client, task_queue)
+    opportunities = OpportunitiesClient(sealed_client, task_queue, database=pool)
     async with build_worker(sealed_client, pool, task_queue):
         await opportunities.create(
             contact_id, opportunity_id=f"e-{uid}", process_id=process_id, name=f"{SECRET} deal"
@@ -103,6 +103,8 @@ async def test_history_is_sealed_on_the_server_and_the_codec_server_opens_it(
         assert result.current_stage == "Proposal"
         state = await opportunities.state(f"e-{uid}")
         assert state.contact_name is not None and SECRET in state.contact_name
+        description = await sealed_client.get_workflow_handle(f"opportunity-e-{uid}").describe()
+        assert SECRET in (await description.static_summary() or "")  # sealed below
 
     # Read raw from the server, without the key: every payload sealed, the name nowhere.
     history = await client.get_workflow_handle(f"opportunity-e-{uid}").fetch_history()

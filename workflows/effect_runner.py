@@ -11,6 +11,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows import telemetry
+
 with workflow.unsafe.imports_passed_through():
     from activities.calendar import CalendarActivities
     from activities.events import EventActivities
@@ -65,6 +67,7 @@ async def _execute(
 
 async def perform(effect: PerformEffect) -> EffectOutcome:
     """Create the activity, send the letter or invite; bad data comes back as `failed`."""
+    telemetry.count_effect(effect.kind)
     try:
         if isinstance(effect, CreateCalendarActivity):
             return await _execute(
@@ -94,6 +97,7 @@ async def perform(effect: PerformEffect) -> EffectOutcome:
 
 async def run(effect: Effect) -> None:
     """Carry out an effect that cannot fail for bad data (it only updates our own rows)."""
+    telemetry.count_effect(effect.kind)
     if isinstance(effect, CompleteCalendarActivity):
         await _execute(
             CalendarActivities.complete_calendar_activity,
@@ -117,6 +121,7 @@ async def run(effect: Effect) -> None:
 
 
 async def project(write: ProjectionWrite) -> None:
+    telemetry.count_effect("project_opportunity")
     await _execute(
         OpportunityActivities.project_opportunity, write, _projection_summary(write.history)
     )

@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from sales.errors import CommandRejected, describe_validation_error
     from sales.opportunity import HistoryEntry, Opportunity
     from sales.results import COMMAND_OUTCOME, ActionResult, CommandOutcome
-    from workflows import effect_runner
+    from workflows import effect_runner, telemetry
     from workflows import search_attributes as sa
     from workflows.messages import Carried, OpportunityInput, QueuedCommand
 
@@ -242,6 +242,8 @@ class OpportunityWorkflow:
             else:
                 self._results[item.ticket] = rejected.reason
             self._reply(reply_to, item.name, _request_id(item.payload), "rejected", rejected.reason)
+            telemetry.count_command(item.name, "rejected")
+            workflow.logger.info("%s rejected: %s", item.name, rejected.reason)
             return
         before = self._state
         self._state = decision.state
@@ -259,12 +261,10 @@ class OpportunityWorkflow:
             )
         if item.ticket is not None:
             self._results[item.ticket] = result
-        self._reply(
-            command.reply_to,
-            item.name,
-            command.request_id,
-            "duplicate" if result.duplicate else "applied",
-        )
+        outcome: Literal["applied", "duplicate"] = "duplicate" if result.duplicate else "applied"
+        self._reply(command.reply_to, item.name, command.request_id, outcome)
+        telemetry.count_command(item.name, outcome)
+        workflow.logger.info("%s %s: %s", item.name, outcome, result.message)
 
     def _reply(
         self,
@@ -399,17 +399,37 @@ async def _send_outcome(reply_to: str, outcome: CommandOutcome) -> None:
 
 
 def _details(state: Opportunity) -> str:
+    """The UI's current details (markdown): what the opportunity is doing, without payloads."""
     contact = (
         f"{state.contact_name} ({state.contact_id})" if state.contact_name else state.contact_id
     )
+    name = f"{state.name} · " if state.name else ""
     lines = [
-        f"**Contact:** {contact}",
-        f"**Stage:** {state.current_stage} (since {state.stage_entered_at:%Y-%m-%d %H:%M} UTC)",
-        f"**Status:** {state.status}",
+        f"**{name}{contact}**",
+        f"**Stage:** {state.current_stage} (since {state.stage_entered_at:%Y-%m-%d %H:%M} UTC)"
+        f" · **Status:** {state.status} · **Owner:** {state.owner or '-'}",
         f"**Process:** {state.process_id} v{state.process_version}",
-        f"**Open actions:** {state.open_actions()}",
     ]
+    current = state.stage_state(state.current_stage).actions
+    open_actions = [a for a in current if not a.completed]
+    lines.append(f"**Open actions ({len(open_actions)}):**")
+    lines += [f"- {a.title} (`{a.action_id}`, {a.type})" for a in open_actions] or ["- none"]
+    linked = [
+        action
+        for stage in state.stages
+        for action in stage.actions
+        if action.activity_id is not None
+    ]
+    if linked:
+        lines.append(f"**Linked activities ({len(linked)}):**")
+        lines += [
+            f"- `{a.activity_id}` {a.title}: {a.activity_status or 'unknown'}"
+            + (f", outcome {a.activity_outcome}" if a.activity_outcome else "")
+            for a in linked
+        ]
     if state.rejected:
         last = state.rejected[-1]
-        lines.append(f"**Last rejection:** `{last.command}`: {last.reason}")
-    return "\n\n".join(lines)
+        lines.append(
+            f"**Last rejection:** `{last.command}` at {last.at:%Y-%m-%d %H:%M} UTC: {last.reason}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,24 @@
+"""The service's own metrics, recorded from workflow code through Temporal's metric meter
+(which skips replays, so a command counts once however often its history is replayed), and
+served with the SDK's metrics on `OPPORTUNITIES_METRICS_PORT`."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+COMMANDS = "opportunities_commands"
+EFFECTS = "opportunities_effects"
+
+
+def count_command(command: str, result: str) -> None:
+    """One command handled: `result` is applied, duplicate or rejected."""
+    workflow.metric_meter().create_counter(
+        COMMANDS, "Commands handled by opportunities, by command and result"
+    ).add(1, {"command": command, "result": result})
+
+
+def count_effect(effect: str) -> None:
+    """One effect carried out as an activity (create_calendar_activity, send_letter, ...)."""
+    workflow.metric_meter().create_counter(
+        EFFECTS, "Effects carried out by opportunities, by effect"
+    ).add(1, {"effect": effect})
