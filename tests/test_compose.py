@@ -38,6 +38,25 @@ def test_has_the_production_topology(compose: dict) -> None:
     assert services["temporal-ui"]["environment"]["TEMPORAL_ADDRESS"] == "temporal:7233"
 
 
+def test_payloads_are_encrypted_and_the_ui_decodes_them(compose: dict) -> None:
+    services = compose["services"]
+    worker_env = services["worker"]["environment"]
+    codec_env = services["codec-server"]["environment"]
+    key = worker_env["OPPORTUNITIES_ENCRYPTION_KEY"]
+    assert key == codec_env["OPPORTUNITIES_ENCRYPTION_KEY"]
+    assert key.startswith("${OPPORTUNITIES_ENCRYPTION_KEY:?"), "no key, no start"
+    command = services["codec-server"]["command"]
+    assert command[:2] == ["opportunities", "codec-server"]
+    origin = command[command.index("--cors-origin") + 1]
+    assert origin == "http://localhost:8080"  # the UI's published port
+    port = command[command.index("--port") + 1]
+    assert f"{port}:{port}" in services["codec-server"]["ports"]
+    assert services["temporal-ui"]["environment"]["TEMPORAL_CODEC_ENDPOINT"] == (
+        f"http://localhost:{port}"
+    )
+    assert worker_env["OPPORTUNITIES_METRICS_PORT"] in services["worker"]["expose"]
+
+
 def test_registers_every_search_attribute_of_the_contract(compose: dict) -> None:
     setup = " ".join(compose["services"]["temporal-setup"]["command"])
     for key in search_attributes.ALL:
