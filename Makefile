@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck contract clean
+.PHONY: run test lint typecheck contract chromium clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
+# The UI test drives Debian's Chromium (headless); installed here when missing (needs root).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the UI test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) lint typecheck chromium
 	$(BIN)/pytest
 
 # Regenerate the published JSON Schemas under contract/ from the models (commit the result).

@@ -4,6 +4,7 @@ queue, worker and ids for every test."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import email
 import email.policy
 import json
@@ -27,7 +28,8 @@ from temporalio.worker import Worker
 from activities import store
 from activities.letters import Mailer
 from activities.schema import migrate
-from runtime import embedded
+from runtime import codec_server, embedded
+from runtime.codec import EncryptionCodec, Keyring
 from starter.client import OpportunitiesClient
 from worker import build_worker
 from workflows import search_attributes
@@ -40,6 +42,7 @@ EXAMPLE_PROCESS = ROOT / "examples" / "processes" / "life-insurance.json"
 class Servers:
     temporal_address: str
     http_port: int
+    ui_port: int
     database_url: str
 
 
@@ -51,16 +54,45 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield url
 
 
+TEST_KEYS = f"test:{base64.b64encode(b'1' * 32).decode()}"
+"""The key of the tests' encrypted opportunities (tests/test_encryption.py, the UI test)."""
+
+
 @pytest.fixture(scope="session")
-async def temporal_env() -> AsyncIterator[tuple[WorkflowEnvironment, int]]:
+def ui_port() -> int:
+    return embedded.free_port()
+
+
+@pytest.fixture(scope="session")
+async def ui_codec(ui_port: int) -> AsyncIterator[str]:
+    """The codec server the session's Temporal UI decodes payloads with (CORS for the UI)."""
+    port = embedded.free_port()
+    origins = [f"http://127.0.0.1:{ui_port}", f"http://localhost:{ui_port}"]
+    runner = await codec_server.start(
+        EncryptionCodec(Keyring.parse(TEST_KEYS)), "127.0.0.1", port, origins, token=None
+    )
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+async def temporal_env(
+    ui_codec: str, ui_port: int
+) -> AsyncIterator[tuple[WorkflowEnvironment, int, int]]:
     http_port = embedded.free_port()
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=embedded.temporal_binary(),
         search_attributes=search_attributes.ALL,
         data_converter=pydantic_data_converter,
-        dev_server_extra_args=["--http-port", str(http_port)],
+        ui=True,
+        ui_port=ui_port,
+        dev_server_extra_args=[
+            *("--http-port", str(http_port)),
+            *("--ui-codec-endpoint", ui_codec),
+            "--ui-disable-news-fetch",
+        ],
     )
-    yield env, http_port
+    yield env, http_port, ui_port
     await env.shutdown()
 
 
@@ -73,16 +105,17 @@ async def pool(postgres_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture(scope="session")
-def client(temporal_env: tuple[WorkflowEnvironment, int]) -> Client:
+def client(temporal_env: tuple[WorkflowEnvironment, int, int]) -> Client:
     return temporal_env[0].client
 
 
 @pytest.fixture(scope="session")
-def servers(temporal_env: tuple[WorkflowEnvironment, int], postgres_url: str) -> Servers:
-    env, http_port = temporal_env
+def servers(temporal_env: tuple[WorkflowEnvironment, int, int], postgres_url: str) -> Servers:
+    env, http_port, ui_port = temporal_env
     return Servers(
         temporal_address=env.client.service_client.config.target_host,
         http_port=http_port,
+        ui_port=ui_port,
         database_url=postgres_url,
     )
 

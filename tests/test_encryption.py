@@ -18,11 +18,11 @@ from temporalio.client import Client
 from runtime import codec_server, embedded
 from runtime.codec import ENCODING, EncryptionCodec, Keyring, KeySettingError, data_converter
 from starter.client import OpportunitiesClient
-from tests.conftest import Servers
+from tests.conftest import TEST_KEYS, Servers
 from tests.helpers import setup_contact, setup_process
 from worker import build_worker
 
-KEY_1 = base64.b64encode(b"1" * 32).decode()
+KEY_1 = TEST_KEYS.partition(":")[2]
 KEY_2 = base64.b64encode(os.urandom(32)).decode()
 SECRET = "Zebulon-Quixote"
 
