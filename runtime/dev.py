@@ -87,7 +87,7 @@ def main() -> None:
         admin_uri, database_url = embedded.start_postgres((DATA / "postgres").resolve())
         asyncio.run(embedded.ensure_database(admin_uri))
         local["DATABASE_URL"] = database_url
-        _say(f"PostgreSQL: {database_url}")
+        _say(f"PostgreSQL: {settings.redact(database_url)}")
 
     encrypting = bool(settings.setting(codec.KEY_VARIABLE))
     if encrypting:

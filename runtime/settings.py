@@ -52,3 +52,16 @@ def database_url() -> str:
             "`make run` (it writes .data/local.env), or set DATABASE_URL=postgresql://..."
         )
     return url
+
+
+def redact(url: str) -> str:
+    """A URL fit for logs: any password replaced by `***`."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
+from runtime.settings import redact
+from runtime.temporal import connect_config
 from worker import cached_workflows
 
 
@@ -24,3 +29,35 @@ def test_cached_workflows_rejects_bad_values(
     monkeypatch.setenv("OPPORTUNITIES_MAX_CACHED_WORKFLOWS", raw)
     with pytest.raises(SystemExit, match=message):
         cached_workflows()
+
+
+def test_urls_are_logged_without_their_password() -> None:
+    assert redact("postgresql://app:s3cret@db:5432/x?sslmode=require") == (
+        "postgresql://app:***@db:5432/x?sslmode=require"
+    )
+    assert redact("smtp://mailer:p%40ss@mail.example") == "smtp://mailer:***@mail.example"
+    assert redact("postgresql://db/x") == "postgresql://db/x"
+
+
+def test_temporal_cloud_api_key_and_mtls_come_from_the_standard_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("TEMPORAL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("TEMPORAL_ADDRESS", "sales.a1b2c.tmprl.cloud:7233")
+    monkeypatch.setenv("TEMPORAL_NAMESPACE", "sales.a1b2c")
+    monkeypatch.setenv("TEMPORAL_API_KEY", "key-123")
+    config = connect_config()
+    assert config["target_host"] == "sales.a1b2c.tmprl.cloud:7233"
+    assert config["namespace"] == "sales.a1b2c"
+    assert config["api_key"] == "key-123" and config["tls"]
+
+    monkeypatch.delenv("TEMPORAL_API_KEY")
+    (tmp_path / "client.pem").write_bytes(b"CERT")
+    (tmp_path / "client.key").write_bytes(b"KEY")
+    monkeypatch.setenv("TEMPORAL_TLS_CLIENT_CERT_PATH", str(tmp_path / "client.pem"))
+    monkeypatch.setenv("TEMPORAL_TLS_CLIENT_KEY_PATH", str(tmp_path / "client.key"))
+    tls = connect_config()["tls"]
+    assert (tls.client_cert, tls.client_private_key) == (b"CERT", b"KEY")
