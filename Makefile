@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck contract chromium clean
+.PHONY: run test lint typecheck contract histories chromium clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# Record the workflow histories the replay test replays (only for a deliberate, patched change).
+histories: $(STAMP)
+	$(BIN)/python -m tests.histories.record
 
 # The UI test drives Debian's Chromium (headless); installed here when missing (needs root).
 chromium:

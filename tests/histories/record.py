@@ -1,0 +1,192 @@
+"""Record real workflow histories, one per feature path, for the replay test.
+
+    .venv/bin/python -m tests.histories.record      (or `make histories`)
+
+Starts its own PostgreSQL and Temporal dev server, runs each path with a worker of the
+current code, and writes `tests/histories/<path>.json`. `tests/test_replay.py` replays every
+file against the code of the day, so a change that would break running opportunities (a
+non-deterministic one) fails the build. Record again only when a change is meant to be
+incompatible and is guarded by `workflow.patched` (see the README), and keep the old files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from activities import store
+from activities.schema import migrate
+from activities.search import SearchFilters
+from runtime import embedded
+from sales.commands import ChangeStage
+from sales.opportunity import Opportunity
+from starter.client import OpportunitiesClient
+from tests.conftest import example_definition
+from tests.helpers import setup_contact, setup_process, setup_references
+from worker import build_worker
+from workflows import search_attributes
+from workflows.mass_messages import MassModifyInput
+
+HERE = Path(__file__).resolve().parent
+QUEUE = "record-histories"
+
+
+async def until(check: Callable[[], Awaitable[Any]], seconds: float = 30.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not (value := await check()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("the path did not reach its end")
+        await asyncio.sleep(0.1)
+    return value
+
+
+async def save(
+    client: Client, handle: WorkflowHandle[Any, Any], name: str, run_id: str | None = None
+) -> None:
+    """The history of the handle's latest run (or of `run_id`), as JSON."""
+    history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+    recorded = {"workflow_id": handle.id, "history": json.loads(history.to_json())}
+    (HERE / f"{name}.json").write_text(json.dumps(recorded, indent=1) + "\n")
+    print(f"recorded {name}: {len(history.events)} events")
+
+
+async def actions(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
+    await setup_process(pool, "actions")
+    await setup_references(pool, "actions")
+    contact = await setup_contact(
+        pool, "actions", street="1 Main St", postal_code="10001", city="Springfield"
+    )
+    await opportunities.create(contact, opportunity_id="actions", process_id="life-actions")
+    await opportunities.perform_actions("actions", ["welcome-letter", "seminar"])
+    await opportunities.complete_actions("actions", ["intro-call"], outcome="Call back")
+    await opportunities.add_action(
+        "actions",
+        "Prospect",
+        {"action_id": "extra", "type": "calendar", "title": "Extra call",
+         "activity": {"kind": "call"}},
+    )  # fmt: skip
+    await opportunities.perform_actions("actions", ["extra"])
+    state = await opportunities.state("actions")
+    extra = state.find_action("extra")
+    assert extra is not None and extra[1].activity_id
+    await opportunities.delete_activity("actions", extra[1].activity_id)
+    await opportunities.modify_action("actions", "extra", {"title": "Extra call (moved)"})
+    await opportunities.delete_action("actions", "extra")
+    await opportunities.signal("actions", ChangeStage(stage="Nowhere"))  # rejected, kept
+    await opportunities.change_owner("actions", "bob", request_id="owner-1")
+    await opportunities.change_owner("actions", "bob", request_id="owner-1")  # duplicate
+    await until(lambda: _rejected(opportunities, "actions"))
+    await save(client, opportunities.handle("actions"), "actions")
+
+
+async def _rejected(opportunities: OpportunitiesClient, opportunity_id: str) -> bool:
+    return bool((await opportunities.state(opportunity_id)).rejected)
+
+
+async def outcomes(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
+    await setup_process(pool, "outcomes")
+    contact = await setup_contact(pool, "outcomes")
+    await opportunities.create(contact, opportunity_id="outcomes", process_id="life-outcomes")
+    state = await opportunities.state("outcomes")
+    found = state.find_action("intro-call")
+    assert found is not None and found[1].activity_id
+    await opportunities.record_outcome("outcomes", found[1].activity_id, outcome="Sale Made")
+    handle = opportunities.handle("outcomes")
+    closed = Opportunity.model_validate(await handle.result())
+    assert closed.status == "won"
+    await save(client, handle, "outcomes-won")
+    await opportunities.reopen("outcomes", "Proposal", by="ops")
+    await opportunities.change_stage("outcomes", "Closed lost")
+    await handle.result()
+    await save(client, opportunities.handle("outcomes"), "reopened-then-lost")
+
+
+async def timers(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
+    document = example_definition("timers")
+    document["stages"][0]["follow_up_after_days"] = 1
+    document["stages"][1]["advance_after_days"] = 1
+    await setup_process(pool, "timers", on_entry=False, stages=document["stages"])
+    contact = await setup_contact(pool, "timers")
+    await opportunities.create(contact, opportunity_id="timers", process_id="life-timers")
+
+    async def followed_up() -> bool:
+        return (await opportunities.state("timers")).find_action("follow-up-1") is not None
+
+    await until(followed_up)
+    await opportunities.change_stage("timers", "Needs analysis")
+
+    async def advanced() -> bool:
+        return (await opportunities.state("timers")).current_stage == "Proposal"
+
+    await until(advanced)
+    await save(client, opportunities.handle("timers"), "timers")
+
+
+async def continue_as_new(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
+    await setup_process(pool, "can", on_entry=False)
+    contact = await setup_contact(pool, "can")
+    handle = await client.start_workflow(
+        "Opportunity",
+        {"opportunity_id": "can", "contact_id": contact, "process_id": "life-can",
+         "continue_as_new_after_events": 40},
+        id="opportunity-can",
+        task_queue=QUEUE,
+    )  # fmt: skip
+    first_run = handle.result_run_id
+    stages = ["Needs analysis", "Proposal", "Prospect"]
+    for n in range(12):
+        await opportunities.change_stage("can", stages[n % 3])
+    description = await opportunities.handle("can").describe()
+    assert description.run_id != first_run, "continued as new"
+    await save(client, handle, "continue-as-new", run_id=first_run)
+
+
+async def mass(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
+    await setup_process(pool, "mass", on_entry=False)
+    contact = await setup_contact(pool, "mass")
+    for n in range(3):
+        await opportunities.create(contact, opportunity_id=f"mass-{n}", process_id="life-mass")
+    await opportunities.change_stage("mass-0", "Closed lost")  # reported as rejected
+    batch = MassModifyInput(
+        batch_id="record", filters=SearchFilters(process_id="life-mass"), to_stage="Proposal"
+    )
+    handle = await opportunities.start_mass_modify(batch)
+    report = await handle.result()
+    assert (report.changed, report.rejected) == (2, 1), report
+    await save(client, handle, "mass-modify")
+    await save(client, opportunities.handle("mass-1"), "mass-modified-opportunity")
+
+
+PATHS = [actions, outcomes, timers, continue_as_new, mass]
+
+
+async def main() -> None:
+    os.environ["OPPORTUNITIES_DAY_SECONDS"] = "1"
+    with tempfile.TemporaryDirectory() as tmp:
+        admin, url = embedded.start_postgres(Path(tmp) / "pg", keep=False)
+        await embedded.ensure_database(admin)
+        pool = await store.create_pool(url, max_size=10)
+        await migrate(pool)
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=embedded.temporal_binary(),
+            search_attributes=search_attributes.ALL,
+            data_converter=pydantic_data_converter,
+        )
+        async with env, build_worker(env.client, pool, QUEUE):
+            opportunities = OpportunitiesClient(env.client, QUEUE, database=pool)
+            for path in PATHS:
+                await path(env.client, opportunities, pool)
+        await pool.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
