@@ -3,8 +3,10 @@ change that running opportunities could not survive (non-deterministic) fails he
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHistory
@@ -21,7 +23,8 @@ RECORDED = {path.stem: json.loads(path.read_text()) for path in HISTORIES}
 def test_every_feature_path_has_a_recorded_history() -> None:
     names = set(RECORDED)
     assert {"actions", "outcomes-won", "reopened-then-lost", "timers", "continue-as-new",
-            "mass-modify", "mass-modified-opportunity"} <= names  # fmt: skip
+            "mass-modify", "mass-modified-opportunity",
+            "mass-modified-opportunity-before-answer-patch"} <= names  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(RECORDED))
@@ -33,3 +36,21 @@ async def test_history_replays_on_current_code(name: str) -> None:
         data_converter=pydantic_data_converter,
     )
     await replayer.replay_workflow(history)
+
+
+def test_the_answer_patch_is_recorded_both_ways() -> None:
+    """The history from before `answer-before-projection` has no marker and answers after the
+    projection; the one after has the marker and answers before it. Both replay above."""
+    assert _patches(RECORDED["mass-modified-opportunity-before-answer-patch"]) == []
+    assert _patches(RECORDED["mass-modified-opportunity"]) == ["answer-before-projection"]
+
+
+def _patches(recorded: dict[str, Any]) -> list[str]:
+    """The patch ids of a history's `core_patch` markers."""
+    found = []
+    for event in recorded["history"]["events"]:
+        marker = event.get("markerRecordedEventAttributes")
+        if marker and marker["markerName"] == "core_patch":
+            payload = marker["details"]["patch-data"]["payloads"][0]
+            found.append(json.loads(base64.b64decode(payload["data"]))["id"])
+    return found

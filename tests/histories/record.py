@@ -1,6 +1,6 @@
 """Record real workflow histories, one per feature path, for the replay test.
 
-    .venv/bin/python -m tests.histories.record      (or `make histories`)
+    .venv/bin/python -m tests.histories.record [PATH...]   (or `make histories`: all)
 
 Starts its own PostgreSQL and Temporal dev server, runs each path with a worker of the
 current code, and writes `tests/histories/<path>.json`. `tests/test_replay.py` replays every
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -169,7 +170,10 @@ async def mass(client: Client, opportunities: OpportunitiesClient, pool: Any) ->
 PATHS = [actions, outcomes, timers, continue_as_new, mass]
 
 
-async def main() -> None:
+async def main(names: list[str]) -> None:
+    chosen = [p for p in PATHS if not names or p.__name__ in names]
+    if names and len(chosen) != len(names):
+        raise SystemExit(f"paths are {[p.__name__ for p in PATHS]}")
     os.environ["OPPORTUNITIES_DAY_SECONDS"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
         admin, url = embedded.start_postgres(Path(tmp) / "pg", keep=False)
@@ -183,10 +187,10 @@ async def main() -> None:
         )
         async with env, build_worker(env.client, pool, QUEUE):
             opportunities = OpportunitiesClient(env.client, QUEUE, database=pool)
-            for path in PATHS:
+            for path in chosen:
                 await path(env.client, opportunities, pool)
         await pool.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1:]))
