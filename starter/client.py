@@ -9,6 +9,7 @@ own explanation.
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -55,6 +56,11 @@ WORKFLOW_TYPE = "Opportunity"
 
 def workflow_id(opportunity_id: str) -> str:
     return f"opportunity-{opportunity_id}"
+
+
+RESENDABLE = (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE)
+"""Update refusals that mean "not now": too many in flight, aborted by a continue-as-new,
+the server restarting."""
 
 
 def static_summary(
@@ -209,19 +215,37 @@ class OpportunitiesClient:
                 )
             await asyncio.sleep(0.1)
 
-    async def execute(self, opportunity_id: str, command: Command) -> CommandResult:
-        """Send a command as an update and return its result."""
-        try:
-            return await self.handle(opportunity_id).execute_update(
-                command_name(command), command, result_type=CommandResult
-            )
-        except WorkflowUpdateFailedError as error:
-            cause = error.cause
-            if isinstance(cause, ApplicationError):
-                raise CommandRejected(cause.message) from None
-            raise
-        except RPCError as error:
-            raise await self._translate(error, opportunity_id) from None
+    async def execute(
+        self, opportunity_id: str, command: Command, *, busy_seconds: float = 60.0
+    ) -> CommandResult:
+        """Send a command as an update and return its result.
+
+        The server admits a bounded number of updates in flight per workflow (10 by default)
+        and aborts those not yet accepted when a run continues as new; both are sent again
+        with backoff for up to `busy_seconds`. The command carries a request id (one is made
+        when none is given), so a resend can never apply it twice.
+        """
+        if command.request_id is None:
+            command = command.model_copy(update={"request_id": f"client-{uuid.uuid4().hex}"})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + busy_seconds
+        delay = 0.05
+        while True:
+            try:
+                return await self.handle(opportunity_id).execute_update(
+                    command_name(command), command, result_type=CommandResult
+                )
+            except WorkflowUpdateFailedError as error:
+                cause = error.cause
+                if isinstance(cause, ApplicationError):
+                    raise CommandRejected(cause.message) from None
+                raise
+            except RPCError as error:
+                if error.status in RESENDABLE and loop.time() < deadline:
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 1.0)
+                    continue
+                raise await self._translate(error, opportunity_id) from None
 
     async def signal(self, opportunity_id: str, command: Command) -> None:
         """Send a command as a signal: fire-and-forget; rejections land in `state.rejected`."""

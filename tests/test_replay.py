@@ -24,7 +24,7 @@ def test_every_feature_path_has_a_recorded_history() -> None:
     names = set(RECORDED)
     assert {"actions", "outcomes-won", "reopened-then-lost", "timers", "continue-as-new",
             "mass-modify", "mass-modified-opportunity",
-            "mass-modified-opportunity-before-answer-patch"} <= names  # fmt: skip
+            "mass-modified-opportunity-before-answer-patch", "batched"} <= names  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(RECORDED))
@@ -43,6 +43,12 @@ def test_the_answer_patch_is_recorded_both_ways() -> None:
     projection; the one after has the marker and answers before it. Both replay above."""
     assert _patches(RECORDED["mass-modified-opportunity-before-answer-patch"]) == []
     assert _patches(RECORDED["mass-modified-opportunity"]) == ["answer-before-projection"]
+
+
+def test_the_batch_patch_is_recorded() -> None:
+    """`batched` was recorded with `batch-projection`; the older files without it."""
+    assert "batch-projection" in _patches(RECORDED["batched"])
+    assert "batch-projection" not in _patches(RECORDED["actions"])
 
 
 def _patches(recorded: dict[str, Any]) -> list[str]:

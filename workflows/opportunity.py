@@ -10,6 +10,7 @@ continues-as-new, carrying its whole state and any queued command.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from temporalio import workflow
@@ -24,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
         SetupRequest,
     )
     from sales import core
-    from sales.commands import parse_command
+    from sales.commands import Command, parse_command
     from sales.effects import Effect, RecordHistory
     from sales.errors import CommandRejected, describe_validation_error
     from sales.opportunity import HistoryEntry, Opportunity
@@ -39,6 +40,26 @@ ANSWER_BEFORE_PROJECTION = "answer-before-projection"
 command's effects are carried out, instead of after it: the answer's round trip overlaps the
 projection activity, saving each mass-modified opportunity a workflow task. Histories
 recorded before it (tests/histories/mass-modified-opportunity.json) replay the old order."""
+
+
+BATCH_PROJECTION = "batch-projection"
+"""Patch (2026-11-28): commands applied back to back (a queue that filled while the previous
+one ran) share one projection write, and their updates are answered after it, instead of a
+projection activity per command: under a storm of commands that activity was most of the
+cost. Histories recorded before it replay the old, one-by-one path."""
+MAX_BATCH = 50
+"""At most this many commands wait for one projection write."""
+
+
+@dataclass
+class _Applied:
+    """A command applied (effects carried out), waiting for its projection and answer."""
+
+    item: QueuedCommand
+    command: Command
+    result: core.CommandResult
+    history: list[HistoryEntry]
+    answered_early: bool
 
 
 def _command(name: str) -> tuple[Any, Any]:
@@ -103,8 +124,7 @@ class OpportunityWorkflow:
                 )
             except TimeoutError:
                 continue  # a stage timer is due: the loop fires it
-            while self._queue and self._state.status == "open":
-                await self._apply(self._queue.pop(0))
+            await self._apply_queue()
             if self._state.status == "open" and self._should_continue_as_new():
                 # Updates must get their results in this run: wait until every handler is done,
                 # applying whatever arrives meanwhile, then hand the state to the next run.
@@ -234,7 +254,25 @@ class OpportunityWorkflow:
             raise ApplicationError(outcome, type="CommandRejected", non_retryable=True)
         return outcome
 
-    async def _apply(self, item: QueuedCommand) -> None:
+    async def _apply_queue(self) -> None:
+        """Apply what is queued, in arrival order. With `BATCH_PROJECTION`, commands applied
+        back to back share one projection write, and their updates are answered after it."""
+        assert self._state is not None
+        batched = workflow.patched(BATCH_PROJECTION)
+        applied: list[_Applied] = []
+        while self._queue and self._state.status == "open":
+            done = await self._apply(self._queue.pop(0), project=not batched)
+            if done is not None:
+                applied.append(done)
+            if len(applied) >= MAX_BATCH:
+                await self._project_batch(applied)
+                applied = []
+        if applied:
+            await self._project_batch(applied)
+
+    async def _apply(self, item: QueuedCommand, *, project: bool = True) -> _Applied | None:
+        """Apply one command and carry out its effects. With `project`, write the projection
+        and answer it; otherwise return it for `_project_batch`."""
         assert self._state is not None
         reply_to = _reply_to(item.payload)
         try:
@@ -251,7 +289,7 @@ class OpportunityWorkflow:
             self._reply(reply_to, item.name, _request_id(item.payload), "rejected", rejected.reason)
             telemetry.count_command(item.name, "rejected")
             workflow.logger.info("%s rejected: %s", item.name, rejected.reason)
-            return
+            return None
         before = self._state
         self._state = decision.state
         result = decision.result
@@ -265,19 +303,33 @@ class OpportunityWorkflow:
             answered_early = workflow.patched(ANSWER_BEFORE_PROJECTION)
             if answered_early:
                 self._reply(command.reply_to, item.name, command.request_id, "applied")
-            await self._project(history)
             result = core.finish(
                 self._state, result, settled, follow.result if follow is not None else None
             )
+            done = _Applied(item, command, result, history, answered_early)
+            if not project:
+                return done
+            await self._project(history)
         else:
-            answered_early = False
-        if item.ticket is not None:
-            self._results[item.ticket] = result
+            done = _Applied(item, command, result, [], answered_early=False)
+        self._deliver(done)
+        return None
+
+    async def _project_batch(self, applied: list[_Applied]) -> None:
+        await self._project([entry for done in applied for entry in done.history])
+        for done in applied:
+            self._deliver(done)
+
+    def _deliver(self, done: _Applied) -> None:
+        """Answer an applied command: the update's result, the reply, metrics and log."""
+        result = done.result
+        if done.item.ticket is not None:
+            self._results[done.item.ticket] = result
         outcome: Literal["applied", "duplicate"] = "duplicate" if result.duplicate else "applied"
-        if not answered_early:
-            self._reply(command.reply_to, item.name, command.request_id, outcome)
-        telemetry.count_command(item.name, outcome)
-        workflow.logger.info("%s %s: %s", item.name, outcome, result.message)
+        if not done.answered_early:
+            self._reply(done.command.reply_to, done.item.name, done.command.request_id, outcome)
+        telemetry.count_command(done.item.name, outcome)
+        workflow.logger.info("%s %s: %s", done.item.name, outcome, result.message)
 
     def _reply(
         self,

@@ -28,7 +28,7 @@ from activities import store
 from activities.schema import migrate
 from activities.search import SearchFilters
 from runtime import embedded
-from sales.commands import ChangeStage
+from sales.commands import ChangeOwner, ChangeStage
 from sales.opportunity import Opportunity
 from starter.client import OpportunitiesClient
 from tests.conftest import example_definition
@@ -167,7 +167,25 @@ async def mass(client: Client, opportunities: OpportunitiesClient, pool: Any) ->
     await save(client, opportunities.handle("mass-1"), "mass-modified-opportunity")
 
 
-PATHS = [actions, outcomes, timers, continue_as_new, mass]
+async def batched(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
+    """Commands arriving while others run: applied back to back, one projection write."""
+    await setup_process(pool, "batched", on_entry=False)
+    contact = await setup_contact(pool, "batched")
+    await opportunities.create(contact, opportunity_id="batched", process_id="life-batched")
+    await asyncio.gather(
+        *(opportunities.signal("batched", ChangeOwner(owner=f"o{n}")) for n in range(10)),
+        *(opportunities.change_owner("batched", f"u{n}") for n in range(5)),
+        opportunities.change_stage("batched", "Proposal"),
+    )
+
+    async def settled() -> bool:
+        return len((await opportunities.state("batched")).applied_request_ids) >= 6
+
+    await until(settled)
+    await save(client, opportunities.handle("batched"), "batched")
+
+
+PATHS = [actions, outcomes, timers, continue_as_new, mass, batched]
 
 
 async def main(names: list[str]) -> None:

@@ -1,0 +1,71 @@
+"""A signal storm: 1,000 commands to one opportunity from 50 concurrent senders, across
+several continue-as-new. Every command is applied exactly once, in order per sender."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from sales.commands import ChangeOwner
+from starter.client import OpportunitiesClient
+from tests.helpers import eventually, setup_contact, setup_process
+
+SENDERS = 50
+UPDATERS = 25
+EACH = 20
+
+
+async def test_a_thousand_commands_from_fifty_senders(
+    worker: Worker,
+    client: Client,
+    pool: asyncpg.Pool,
+    opportunities: OpportunitiesClient,
+    task_queue: str,
+    uid: str,
+) -> None:
+    process_id = await setup_process(pool, uid, on_entry=False)
+    contact_id = await setup_contact(pool, uid)
+    opportunity_id = f"storm-{uid}"
+    await client.start_workflow(
+        "Opportunity",
+        {"opportunity_id": opportunity_id, "contact_id": contact_id, "process_id": process_id,
+         "continue_as_new_after_events": 300},
+        id=f"opportunity-{opportunity_id}",
+        task_queue=task_queue,
+    )  # fmt: skip
+
+    async def sender(n: int) -> None:
+        """Half send updates (more than the server's default of 10 in flight per workflow: the
+        client resends those refused), half signal; each resends its 5th command."""
+        for i in range(EACH):
+            command = ChangeOwner(owner=f"s{n:02d}-{i:02d}", request_id=f"s{n:02d}-{i:02d}")
+            if n >= UPDATERS:
+                await opportunities.signal(opportunity_id, command)
+            else:
+                await opportunities.execute(opportunity_id, command)
+            if i == 5:
+                await opportunities.signal(opportunity_id, command)  # a retry: applied once
+
+    await asyncio.gather(*(sender(n) for n in range(SENDERS)))
+
+    async def all_applied() -> list[str] | None:
+        state = await opportunities.state(opportunity_id)
+        ids = state.applied_request_ids
+        return ids if len(ids) == SENDERS * EACH else None
+
+    applied = await eventually(all_applied, seconds=120)
+    assert len(set(applied)) == len(applied) == SENDERS * EACH, "each applied exactly once"
+    for n in range(SENDERS):
+        mine = [r for r in applied if r.startswith(f"s{n:02d}-")]
+        assert mine == [f"s{n:02d}-{i:02d}" for i in range(EACH)], f"sender {n} out of order"
+    state = await opportunities.state(opportunity_id)
+    assert state.owner == applied[-1] and not state.rejected
+    runs = [r async for r in client.list_workflows(f"WorkflowId = 'opportunity-{opportunity_id}'")]
+    assert len(runs) >= 3, f"continued as new only {len(runs) - 1} times"
+    row = await pool.fetchrow(
+        "SELECT owner, revision FROM opportunities WHERE opportunity_id = $1", opportunity_id
+    )
+    assert row["owner"] == applied[-1]
