@@ -186,15 +186,19 @@ def _payloads(node: object) -> list[dict[str, object]]:
     return found
 
 
+PLAIN_BY_DESIGN = {"searchAttributes", "markerRecordedEventAttributes"}
+"""Search attributes (the server indexes them: ids and stage names) and the SDK's patch
+markers (a patch id) are never encoded; neither holds contact data."""
+
+
 def _metadata(node: object) -> list[dict[str, str]]:
-    """Every payload's metadata in a history's JSON, but for search attributes: the server
-    indexes those, so they stay plain (and hold ids and stage names, not contact data)."""
+    """Every payload's metadata in a history's JSON, but for what is plain by design."""
     found: list[dict[str, str]] = []
     if isinstance(node, dict):
         if "metadata" in node and "data" in node and isinstance(node["metadata"], dict):
             found.append(node["metadata"])
         for key, value in node.items():
-            if key != "searchAttributes":
+            if key not in PLAIN_BY_DESIGN:
                 found.extend(_metadata(value))
     elif isinstance(node, list):
         for value in node:

@@ -85,19 +85,24 @@ async def test_operators_filter_by_stage_and_read_summary_and_details(
         await page.get_by_text("User Metadata", exact=True).click()
         summary = f"{SECRET} Lovelace · {process_id} · Deal 1"
 
+        expected = [summary, "Stage: Proposal", "Open actions (2):", "Review the proposal",
+                    "Linked activities (1):", "Introductory call: active"]  # fmt: skip
+
         async def rendered() -> str | None:
-            """The UI renders summary and details (markdown) in frames of their own."""
+            """The UI renders summary and details (markdown) in frames of their own; the
+            summary is decoded by the codec server."""
             texts = []
             for frame in page.frames:
                 with contextlib.suppress(PlaywrightError):
                     texts.append(await frame.inner_text("body"))
             text = "\n".join(texts)
-            return text if summary in text else None  # decoded by the codec server
+            return text if all(shown in text for shown in expected) else None
 
-        body = await eventually(rendered, seconds=30)
-        for shown in ("Stage: Proposal", "Open actions (2):", "Review the proposal",
-                      "Linked activities (1):", "Introductory call: active"):  # fmt: skip
-            assert shown in body, f"{shown!r} not in the current details: {body}"
+        try:
+            await eventually(rendered, seconds=30)
+        except AssertionError:
+            await page.screenshot(path=str(tmp_path / "details-missing.png"), full_page=True)
+            raise
         await page.screenshot(path=str(tmp_path / "summary-and-details.png"), full_page=True)
 
         # The same command as from a service, by the UI's signal form, in plain JSON.
