@@ -15,7 +15,7 @@ from temporalio.worker import Worker
 from tests.conftest import Cli, example_definition
 
 HOSTILE = [
-    "Robert'); DROP TABLE opportunities;-- 50%_off \\ \" /* */ $1 ::text",
+    "Robert'); DROP TABLE opportunities;-- 50%_off \\ \" /* */ $1 ::text "
     "{{ 7*7 }} {% raw %} ${HOME} $(id) Ünïcødé 🎉 \u202eevil\u202c <script>alert(1)</script>",
 ]
 TABLES = ["contacts", "opportunities", "opportunity_history", "calendar_activities", "letters"]
