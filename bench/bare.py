@@ -1,0 +1,48 @@
+"""The bare workflow `bench.engine` compares this service with: commands into a queue, one
+no-op activity each, in order. Its own module, so the workflow sandbox imports little."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity, workflow
+
+
+@activity.defn(name="bare_effect")
+async def bare_effect(command: dict[str, Any]) -> None:
+    """The side effect of a bare command: nothing."""
+
+
+@workflow.defn(name="BareCommands")
+class BareCommands:
+    """Commands into a queue, one activity each, in order: the engine's own cost."""
+
+    def __init__(self) -> None:
+        self.queue: list[dict[str, Any]] = []
+        self.done = 0
+
+    @workflow.signal(name="command")
+    def command_signal(self, command: dict[str, Any]) -> None:
+        self.queue.append(command)
+
+    @workflow.update(name="command")
+    async def command_update(self, command: dict[str, Any]) -> int:
+        self.queue.append(command)
+        target = self.done + len(self.queue)
+        await workflow.wait_condition(lambda: self.done >= target)
+        return self.done
+
+    @workflow.query(name="done")
+    def done_query(self) -> int:
+        return self.done
+
+    @workflow.run
+    async def run(self) -> None:
+        while True:
+            await workflow.wait_condition(lambda: bool(self.queue))
+            command = self.queue.pop(0)
+            await workflow.execute_activity(
+                bare_effect, command, start_to_close_timeout=timedelta(seconds=10)
+            )
+            self.done += 1

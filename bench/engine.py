@@ -1,0 +1,225 @@
+"""This service against the engine's own limit: a bare workflow on the same local server.
+
+The bare workflow takes the same commands (as signals or updates) and runs one no-op
+activity per command, the least a durable command with a side effect can cost. Both run on
+one worker, side by side, in one run; the table prints each figure and the ratio.
+
+    .venv/bin/python -m bench.engine [--commands 1000] [--starts 200] [--samples 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities import store
+from activities.schema import migrate
+from bench.bare import BareCommands, bare_effect
+from runtime import embedded
+from sales.commands import ChangeOwner
+from sales.contact import Contact
+from sales.process import ProcessDefinition
+from starter.client import OpportunitiesClient
+from worker import build_worker
+from workflows import search_attributes
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "processes" / "life-insurance.json"
+QUEUE = "bench-engine"
+BARE_QUEUE = "bench-bare"
+SENDERS = 10
+
+
+async def senders(count: int, send: Any) -> float:
+    """Send `count` commands from SENDERS concurrent senders; return the seconds taken."""
+    started = time.perf_counter()
+
+    async def sender(first: int) -> None:
+        for n in range(first, count, SENDERS):
+            await send(n)
+
+    await asyncio.gather(*(sender(s) for s in range(SENDERS)))
+    return time.perf_counter() - started
+
+
+async def until(check: Any) -> None:
+    for _ in itertools.count():
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+
+
+async def commands_per_second(
+    client: Client, opportunities: OpportunitiesClient, count: int, how: str, tag: str
+) -> tuple[float, float, float]:
+    """(ours per s, bare per s, our history events per command)."""
+    opportunity_id = f"cmd-{tag}"
+    await opportunities.create("c-bench", opportunity_id=opportunity_id, process_id="bench")
+    started = time.perf_counter()
+
+    async def ours(n: int) -> None:
+        command = ChangeOwner(owner=f"o{n}", request_id=f"{tag}-{n}")
+        if how == "signal":
+            await opportunities.signal(opportunity_id, command)
+        else:
+            await opportunities.execute(opportunity_id, command)
+
+    await senders(count, ours)
+
+    async def all_ours() -> bool:
+        return len((await opportunities.state(opportunity_id)).applied_request_ids) >= count
+
+    await until(all_ours)
+    ours_seconds = time.perf_counter() - started
+    events = 0
+    async for run in client.list_workflows(f"WorkflowId = 'opportunity-{opportunity_id}'"):
+        history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
+        events += len(history.events)
+
+    bare = await client.start_workflow(BareCommands.run, id=f"bare-{tag}", task_queue=BARE_QUEUE)
+    started = time.perf_counter()
+
+    async def theirs(n: int) -> None:
+        command = {"owner": f"o{n}", "request_id": f"{tag}-{n}"}
+        if how == "signal":
+            await bare.signal("command", command)
+        else:
+            await bare.execute_update("command", command)
+
+    await senders(count, theirs)
+
+    async def all_theirs() -> bool:
+        return bool(await bare.query("done") >= count)
+
+    await until(all_theirs)
+    bare_seconds = time.perf_counter() - started
+    await bare.terminate("benchmark done")
+    return count / ours_seconds, count / bare_seconds, events / count
+
+
+async def starts_per_second(
+    client: Client, opportunities: OpportunitiesClient, pool: Any, count: int
+) -> tuple[float, float]:
+    """Opportunities opened (process loaded, projection written) against bare workflows
+    started and through their first activity, `count` each, 50 at a time."""
+    started = time.perf_counter()
+    for first in range(0, count, 50):
+        await asyncio.gather(*(
+            client.start_workflow(
+                "Opportunity", {"opportunity_id": f"s-{n}", "contact_id": "c-bench",
+                                "process_id": "bench"},
+                id=f"opportunity-s-{n}", task_queue=QUEUE,
+            )
+            for n in range(first, min(first + 50, count))
+        ))  # fmt: skip
+
+    async def all_open() -> bool:
+        rows = await pool.fetchval(
+            "SELECT count(*) FROM opportunities WHERE opportunity_id LIKE 's-%'"
+        )
+        return bool(rows >= count)
+
+    await until(all_open)
+    ours = count / (time.perf_counter() - started)
+
+    started = time.perf_counter()
+    handles = []
+    for first in range(0, count, 50):
+        handles += await asyncio.gather(*(
+            client.start_workflow(BareCommands.run, id=f"bare-start-{n}", task_queue=BARE_QUEUE)
+            for n in range(first, min(first + 50, count))
+        ))  # fmt: skip
+        await asyncio.gather(*(h.signal("command", {"n": 0}) for h in handles[first:]))
+
+    async def all_done() -> bool:
+        done = await asyncio.gather(*(h.query("done") for h in handles))
+        return all(d >= 1 for d in done)
+
+    await until(all_done)
+    bare = count / (time.perf_counter() - started)
+    return ours, bare
+
+
+async def perform_latency(opportunities: OpportunitiesClient, samples: int) -> list[float]:
+    """From the `perform_actions` update's call to its return, which comes after the calendar
+    row (and the projection) are committed."""
+    latencies = []
+    for n in range(samples):
+        await opportunities.create("c-bench", opportunity_id=f"p-{n}", process_id="bench")
+        started = time.perf_counter()
+        await opportunities.perform_actions(f"p-{n}", ["intro-call"])
+        latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
+
+
+async def main(commands: int, starts: int, samples: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        admin, url = embedded.start_postgres(Path(tmp) / "pg", keep=False)
+        await embedded.ensure_database(admin)
+        pool = await store.create_pool(url, max_size=20)
+        await migrate(pool)
+        document = json.loads(EXAMPLE.read_text())
+        document.update(process_id="bench", default=False)
+        for stage in document["stages"]:
+            for action in stage.get("actions", []):
+                action.pop("create_activity_on_entry", None)
+        await store.apply_process(pool, ProcessDefinition.model_validate(document))
+        await store.add_contact(pool, Contact(contact_id="c-bench", first_name="A", last_name="B"))
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=embedded.temporal_binary(),
+            search_attributes=search_attributes.ALL,
+            data_converter=pydantic_data_converter,
+        )
+        async with env:
+            client = env.client
+            ours_worker = build_worker(client, pool, QUEUE)
+            bare_worker = Worker(
+                client,
+                task_queue=BARE_QUEUE,
+                workflows=[BareCommands],
+                activities=[bare_effect],
+                max_cached_workflows=5000,
+            )
+            # Two workers in one process, on queues of their own, sharing the machine.
+            async with ours_worker, bare_worker:
+                opportunities = OpportunitiesClient(client, QUEUE, database=pool)
+                rows: list[tuple[str, str, str, str]] = []
+                for how in ("signal", "update"):
+                    ours, bare, per_command = await commands_per_second(
+                        client, opportunities, commands, how, how
+                    )
+                    rows.append((f"commands/s into one workflow by {how}", f"{ours:.0f}",
+                                 f"{bare:.0f}", f"{ours / bare:.2f}"))  # fmt: skip
+                    rows.append((f"history events per command ({how})", f"{per_command:.1f}",
+                                 "", ""))  # fmt: skip
+                ours, bare = await starts_per_second(client, opportunities, pool, starts)
+                rows.append(("starts/s", f"{ours:.1f}", f"{bare:.1f}", f"{ours / bare:.2f}"))
+                latencies = sorted(await perform_latency(opportunities, samples))
+                p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+                median = statistics.median(latencies)
+                rows.append(("perform_actions by update, median / p99 ms",
+                             f"{median:.0f} / {p99:.0f}", "", ""))  # fmt: skip
+                print(f"{'figure':<48} {'ours':>12} {'bare':>8} {'ratio':>6}")
+                for name, ours_text, bare_text, ratio in rows:
+                    print(f"{name:<48} {ours_text:>12} {bare_text:>8} {ratio:>6}")
+        await pool.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--commands", type=int, default=1000)
+    parser.add_argument("--starts", type=int, default=200)
+    parser.add_argument("--samples", type=int, default=100)
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.commands, arguments.starts, arguments.samples))
