@@ -5,6 +5,7 @@ activity per command, the least a durable command with a side effect can cost. B
 one worker, side by side, in one run; the table prints each figure and the ratio.
 
     .venv/bin/python -m bench.engine [--commands 1000] [--starts 200] [--samples 100]
+                                     [--long 20000]
 """
 
 from __future__ import annotations
@@ -108,6 +109,24 @@ async def commands_per_second(
     return count / ours_seconds, count / bare_seconds, events / count
 
 
+async def long_run(
+    client: Client, opportunities: OpportunitiesClient, count: int
+) -> tuple[int, int, int]:
+    """`count` commands into one opportunity: (runs, longest run's history length, events
+    in all runs)."""
+    await opportunities.create("c-bench", opportunity_id="long", process_id="bench")
+    await senders(count, lambda n: opportunities.signal(
+        "long", ChangeOwner(owner=f"o{n}", request_id=f"long-{n}")))  # fmt: skip
+
+    # An update queues behind every signal already received: when it returns, all are applied.
+    await opportunities.change_owner("long", "final", request_id="long-final")
+    lengths = []
+    async for run in client.list_workflows("WorkflowId = 'opportunity-long'"):
+        history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
+        lengths.append(len(history.events))
+    return len(lengths), max(lengths), sum(lengths)
+
+
 async def starts_per_second(
     client: Client, opportunities: OpportunitiesClient, pool: Any, count: int
 ) -> tuple[float, float]:
@@ -163,7 +182,7 @@ async def perform_latency(opportunities: OpportunitiesClient, samples: int) -> l
     return latencies
 
 
-async def main(commands: int, starts: int, samples: int) -> None:
+async def main(commands: int, starts: int, samples: int, long: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         admin, url = embedded.start_postgres(Path(tmp) / "pg", keep=False)
         await embedded.ensure_database(admin)
@@ -210,6 +229,12 @@ async def main(commands: int, starts: int, samples: int) -> None:
                 median = statistics.median(latencies)
                 rows.append(("perform_actions by update, median / p99 ms",
                              f"{median:.0f} / {p99:.0f}", "", ""))  # fmt: skip
+                if long:
+                    runs, longest, total = await long_run(client, opportunities, long)
+                    rows.append((f"{long} commands into one opportunity: runs",
+                                 f"{runs}", "", ""))  # fmt: skip
+                    rows.append(("  longest run's history (events)", f"{longest}", "", ""))
+                    rows.append(("  events per command", f"{total / long:.2f}", "", ""))
                 print(f"{'figure':<48} {'ours':>12} {'bare':>8} {'ratio':>6}")
                 for name, ours_text, bare_text, ratio in rows:
                     print(f"{name:<48} {ours_text:>12} {bare_text:>8} {ratio:>6}")
@@ -221,5 +246,6 @@ if __name__ == "__main__":
     parser.add_argument("--commands", type=int, default=1000)
     parser.add_argument("--starts", type=int, default=200)
     parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--long", type=int, default=0, help="also N commands into one (20000)")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.commands, arguments.starts, arguments.samples))
+    asyncio.run(main(arguments.commands, arguments.starts, arguments.samples, arguments.long))

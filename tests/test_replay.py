@@ -24,7 +24,8 @@ def test_every_feature_path_has_a_recorded_history() -> None:
     names = set(RECORDED)
     assert {"actions", "outcomes-won", "reopened-then-lost", "timers", "continue-as-new",
             "mass-modify", "mass-modified-opportunity",
-            "mass-modified-opportunity-before-answer-patch", "batched"} <= names  # fmt: skip
+            "mass-modified-opportunity-before-answer-patch", "batched",
+            "continue-as-new-under-load"} <= names  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(RECORDED))

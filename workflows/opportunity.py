@@ -48,6 +48,16 @@ one ran) share one projection write, and their updates are answered after it, in
 projection activity per command: under a storm of commands that activity was most of the
 cost. Histories recorded before it replay the old, one-by-one path."""
 MAX_BATCH = 50
+CONTINUE_AS_NEW_UNDER_LOAD = "continue-as-new-under-load"
+"""Patch (2026-11-28): under a steady stream of commands the queue never empties, so the run
+never continued as new and hit the server's limit of signals per run (10,000). Now a run
+stops applying once continuing is due, answers the updates queued so far, and carries the
+signals still queued into the next run. It also continues by itself at `MAX_RUN_EVENTS`:
+the server's suggestion came only at 4 MB of history (7,000 events of small commands).
+Under a sustained storm a continue-as-new can still be refused while signals keep arriving
+during its final workflow task; short runs make it succeed sooner (measured, not solved)."""
+MAX_RUN_EVENTS = 1500
+"""Continue as new at this history length even without the server's suggestion."""
 """At most this many commands wait for one projection write."""
 
 
@@ -95,6 +105,7 @@ class OpportunityWorkflow:
         self._next_ticket = 0
         self._indexed: dict[str, Any] = {}
         self._continue_as_new_after: int | None = None
+        self._under_load = False
         self._replies: list[asyncio.Task[None]] = []
         carried = input.get("carried") if isinstance(input, dict) else None
         if carried:
@@ -106,6 +117,7 @@ class OpportunityWorkflow:
     async def run(self, input: Any) -> Opportunity:
         start = self._parse_input(input)
         self._continue_as_new_after = start.continue_as_new_after_events
+        self._under_load = workflow.patched(CONTINUE_AS_NEW_UNDER_LOAD)
         if self._state is None:
             await self._open(start)
         elif start.reopen is not None:
@@ -124,16 +136,21 @@ class OpportunityWorkflow:
                 )
             except TimeoutError:
                 continue  # a stage timer is due: the loop fires it
-            await self._apply_queue()
+            under_load = self._under_load
+            await self._apply_queue(stop_for_continue_as_new=under_load)
             if self._state.status == "open" and self._should_continue_as_new():
                 # Updates must get their results in this run: wait until every handler is done,
                 # applying whatever arrives meanwhile, then hand the state to the next run.
                 await self._replies_sent()
-                await workflow.wait_condition(
-                    lambda: workflow.all_handlers_finished() or bool(self._queue)
-                )
-                if self._queue:
-                    continue
+                if under_load:
+                    if not await self._answer_updates_before_continuing():
+                        continue
+                else:
+                    await workflow.wait_condition(
+                        lambda: workflow.all_handlers_finished() or bool(self._queue)
+                    )
+                    if self._queue:
+                        continue
                 workflow.continue_as_new(
                     OpportunityInput(
                         **start.model_dump(exclude={"carried", "reopen"}),
@@ -254,21 +271,51 @@ class OpportunityWorkflow:
             raise ApplicationError(outcome, type="CommandRejected", non_retryable=True)
         return outcome
 
-    async def _apply_queue(self) -> None:
-        """Apply what is queued, in arrival order. With `BATCH_PROJECTION`, commands applied
-        back to back share one projection write, and their updates are answered after it."""
+    async def _apply_queue(
+        self, *, stop_for_continue_as_new: bool = False, upto: int | None = None
+    ) -> None:
+        """Apply what is queued (or its first `upto` items), in arrival order. With
+        `BATCH_PROJECTION`, commands applied back to back share one projection write, and
+        their updates are answered after it. With `stop_for_continue_as_new`, stop after a
+        batch once continuing as new is due, even if more keeps arriving."""
         assert self._state is not None
         batched = workflow.patched(BATCH_PROJECTION)
         applied: list[_Applied] = []
-        while self._queue and self._state.status == "open":
+        remaining = len(self._queue) if upto is None else upto
+        while self._queue and remaining > 0 and self._state.status == "open":
+            remaining -= 1 if upto is not None else 0
             done = await self._apply(self._queue.pop(0), project=not batched)
             if done is not None:
                 applied.append(done)
             if len(applied) >= MAX_BATCH:
                 await self._project_batch(applied)
                 applied = []
+                if stop_for_continue_as_new and self._should_continue_as_new():
+                    break
         if applied:
             await self._project_batch(applied)
+
+    async def _answer_updates_before_continuing(self) -> bool:
+        """Before continuing as new: apply the queue up to its last update (updates must be
+        answered in this run; the signals after it travel with the state), until no handler
+        is running. False when the opportunity closed meanwhile."""
+        assert self._state is not None
+        while True:
+            tickets = [n for n, item in enumerate(self._queue) if item.ticket is not None]
+            if tickets:
+                await self._apply_queue(upto=tickets[-1] + 1)
+                await self._replies_sent()
+                if self._state.status != "open":
+                    return False
+                continue
+            if workflow.all_handlers_finished():
+                return True
+            await workflow.wait_condition(
+                lambda: (
+                    workflow.all_handlers_finished()
+                    or any(item.ticket is not None for item in self._queue)
+                )
+            )
 
     async def _apply(self, item: QueuedCommand, *, project: bool = True) -> _Applied | None:
         """Apply one command and carry out its effects. With `project`, write the projection
@@ -441,6 +488,8 @@ class OpportunityWorkflow:
         if info.is_continue_as_new_suggested():
             return True
         limit = self._continue_as_new_after
+        if limit is None and self._under_load:
+            limit = MAX_RUN_EVENTS
         return limit is not None and info.get_current_history_length() >= limit
 
 

@@ -185,7 +185,34 @@ async def batched(client: Client, opportunities: OpportunitiesClient, pool: Any)
     await save(client, opportunities.handle("batched"), "batched")
 
 
-PATHS = [actions, outcomes, timers, continue_as_new, mass, batched]
+async def under_load(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
+    """Continue-as-new due while signals keep arriving: the run stops applying, answers its
+    updates and carries the queued signals into the next run."""
+    await setup_process(pool, "load", on_entry=False)
+    contact = await setup_contact(pool, "load")
+    handle = await client.start_workflow(
+        "Opportunity",
+        {"opportunity_id": "load", "contact_id": contact, "process_id": "life-load",
+         "continue_as_new_after_events": 100},
+        id="opportunity-load",
+        task_queue=QUEUE,
+    )  # fmt: skip
+    first_run = handle.result_run_id
+
+    async def sender(k: int) -> None:
+        for n in range(30):
+            command = ChangeOwner(owner=f"o{k}-{n}", request_id=f"load-{k}-{n}")
+            if n % 10 == 9:
+                await opportunities.execute("load", command)
+            else:
+                await opportunities.signal("load", command)
+
+    await asyncio.gather(*(sender(k) for k in range(8)))
+    await opportunities.change_owner("load", "final", request_id="load-final")
+    await save(client, handle, "continue-as-new-under-load", run_id=first_run)
+
+
+PATHS = [actions, outcomes, timers, continue_as_new, mass, batched, under_load]
 
 
 async def main(names: list[str]) -> None:
