@@ -13,30 +13,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities import store
-from activities.schema import migrate
 from bench.bare import BareCommands, bare_effect
-from runtime import embedded
+from bench.servers import local_servers
 from sales.commands import ChangeOwner
-from sales.contact import Contact
-from sales.process import ProcessDefinition
 from starter.client import OpportunitiesClient
 from worker import build_worker
-from workflows import search_attributes
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "processes" / "life-insurance.json"
 QUEUE = "bench-engine"
 BARE_QUEUE = "bench-bare"
 SENDERS = 10
@@ -182,63 +171,51 @@ async def perform_latency(opportunities: OpportunitiesClient, samples: int) -> l
     return latencies
 
 
+def no_activity_on_entry(document: dict[str, Any]) -> None:
+    for stage in document["stages"]:
+        for action in stage.get("actions", []):
+            action.pop("create_activity_on_entry", None)
+
+
 async def main(commands: int, starts: int, samples: int, long: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        admin, url = embedded.start_postgres(Path(tmp) / "pg", keep=False)
-        await embedded.ensure_database(admin)
-        pool = await store.create_pool(url, max_size=20)
-        await migrate(pool)
-        document = json.loads(EXAMPLE.read_text())
-        document.update(process_id="bench", default=False)
-        for stage in document["stages"]:
-            for action in stage.get("actions", []):
-                action.pop("create_activity_on_entry", None)
-        await store.apply_process(pool, ProcessDefinition.model_validate(document))
-        await store.add_contact(pool, Contact(contact_id="c-bench", first_name="A", last_name="B"))
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=embedded.temporal_binary(),
-            search_attributes=search_attributes.ALL,
-            data_converter=pydantic_data_converter,
+    async with local_servers(no_activity_on_entry) as (pool, env):
+        client = env.client
+        ours_worker = build_worker(client, pool, QUEUE)
+        bare_worker = Worker(
+            client,
+            task_queue=BARE_QUEUE,
+            workflows=[BareCommands],
+            activities=[bare_effect],
+            max_cached_workflows=5000,
         )
-        async with env:
-            client = env.client
-            ours_worker = build_worker(client, pool, QUEUE)
-            bare_worker = Worker(
-                client,
-                task_queue=BARE_QUEUE,
-                workflows=[BareCommands],
-                activities=[bare_effect],
-                max_cached_workflows=5000,
-            )
-            # Two workers in one process, on queues of their own, sharing the machine.
-            async with ours_worker, bare_worker:
-                opportunities = OpportunitiesClient(client, QUEUE, database=pool)
-                rows: list[tuple[str, str, str, str]] = []
-                for how in ("signal", "update"):
-                    ours, bare, per_command = await commands_per_second(
-                        client, opportunities, commands, how, how
-                    )
-                    rows.append((f"commands/s into one workflow by {how}", f"{ours:.0f}",
-                                 f"{bare:.0f}", f"{ours / bare:.2f}"))  # fmt: skip
-                    rows.append((f"history events per command ({how})", f"{per_command:.1f}",
-                                 "", ""))  # fmt: skip
-                ours, bare = await starts_per_second(client, opportunities, pool, starts)
-                rows.append(("starts/s", f"{ours:.1f}", f"{bare:.1f}", f"{ours / bare:.2f}"))
-                latencies = sorted(await perform_latency(opportunities, samples))
-                p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-                median = statistics.median(latencies)
-                rows.append(("perform_actions by update, median / p99 ms",
-                             f"{median:.0f} / {p99:.0f}", "", ""))  # fmt: skip
-                if long:
-                    runs, longest, total = await long_run(client, opportunities, long)
-                    rows.append((f"{long} commands into one opportunity: runs",
-                                 f"{runs}", "", ""))  # fmt: skip
-                    rows.append(("  longest run's history (events)", f"{longest}", "", ""))
-                    rows.append(("  events per command", f"{total / long:.2f}", "", ""))
-                print(f"{'figure':<48} {'ours':>12} {'bare':>8} {'ratio':>6}")
-                for name, ours_text, bare_text, ratio in rows:
-                    print(f"{name:<48} {ours_text:>12} {bare_text:>8} {ratio:>6}")
-        await pool.close()
+        # Two workers in one process, on queues of their own, sharing the machine.
+        async with ours_worker, bare_worker:
+            opportunities = OpportunitiesClient(client, QUEUE, database=pool)
+            rows: list[tuple[str, str, str, str]] = []
+            for how in ("signal", "update"):
+                ours, bare, per_command = await commands_per_second(
+                    client, opportunities, commands, how, how
+                )
+                rows.append((f"commands/s into one workflow by {how}", f"{ours:.0f}",
+                             f"{bare:.0f}", f"{ours / bare:.2f}"))  # fmt: skip
+                rows.append((f"history events per command ({how})", f"{per_command:.1f}",
+                             "", ""))  # fmt: skip
+            ours, bare = await starts_per_second(client, opportunities, pool, starts)
+            rows.append(("starts/s", f"{ours:.1f}", f"{bare:.1f}", f"{ours / bare:.2f}"))
+            latencies = sorted(await perform_latency(opportunities, samples))
+            p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+            median = statistics.median(latencies)
+            rows.append(("perform_actions by update, median / p99 ms",
+                         f"{median:.0f} / {p99:.0f}", "", ""))  # fmt: skip
+            if long:
+                runs, longest, total = await long_run(client, opportunities, long)
+                rows.append((f"{long} commands into one opportunity: runs",
+                             f"{runs}", "", ""))  # fmt: skip
+                rows.append(("  longest run's history (events)", f"{longest}", "", ""))
+                rows.append(("  events per command", f"{total / long:.2f}", "", ""))
+            print(f"{'figure':<48} {'ours':>12} {'bare':>8} {'ratio':>6}")
+            for name, ours_text, bare_text, ratio in rows:
+                print(f"{name:<48} {ours_text:>12} {bare_text:>8} {ratio:>6}")
 
 
 if __name__ == "__main__":

@@ -14,26 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import tempfile
 import time
-from pathlib import Path
+from typing import Any
 
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
-
-from activities import store
-from activities.schema import migrate
 from activities.search import SearchFilters
+from bench.servers import local_servers
 from runtime import embedded
-from sales.contact import Contact
-from sales.process import ProcessDefinition
 from starter.client import OpportunitiesClient
 from worker import build_worker
-from workflows import search_attributes
 from workflows.mass_messages import MassModifyInput
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "processes" / "life-insurance.json"
 
 
 async def wait_for_stage(pool, stage: str, count: int) -> None:
@@ -47,29 +36,20 @@ async def wait_for_stage(pool, stage: str, count: int) -> None:
         await asyncio.sleep(0.2)
 
 
+def one_activity_on_entry(document: dict[str, Any]) -> None:
+    """One calendar activity on entering each of the two stages moved into."""
+    document["change_stage_automatically"] = False
+    for stage in document["stages"]:
+        for action in stage.get("actions", []):
+            if action["type"] == "calendar":
+                action["create_activity_on_entry"] = action["action_id"] in (
+                    "fact-finder", "proposal-review"
+                )  # fmt: skip
+
+
 async def main(count: int, concurrency: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        admin, url = embedded.start_postgres(Path(tmp) / "pg", keep=False)
-        await embedded.ensure_database(admin)
-        pool = await store.create_pool(url, max_size=20)
-        await migrate(pool)
-        document = json.loads(EXAMPLE.read_text())
-        document.update(process_id="bench", default=False, change_stage_automatically=False)
-        for stage in document["stages"]:
-            for action in stage.get("actions", []):
-                # One calendar activity on entering each of the two stages moved into.
-                if action["type"] == "calendar":
-                    action["create_activity_on_entry"] = action["action_id"] in (
-                        "fact-finder", "proposal-review"
-                    )  # fmt: skip
-        await store.apply_process(pool, ProcessDefinition.model_validate(document))
-        await store.add_contact(pool, Contact(contact_id="c-bench", first_name="A", last_name="B"))
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=embedded.temporal_binary(),
-            search_attributes=search_attributes.ALL,
-            data_converter=pydantic_data_converter,
-        )
-        async with env, build_worker(env.client, pool, "bench"):
+    async with local_servers(one_activity_on_entry) as (pool, env):
+        async with build_worker(env.client, pool, "bench"):
             client = OpportunitiesClient(env.client, "bench", database=pool)
             started = time.perf_counter()
             for first in range(0, count, 50):
@@ -111,7 +91,6 @@ async def main(count: int, concurrency: int) -> None:
             print(f"MassModify: {report.changed} changed in {mass:.1f} s ({count / mass:.0f}/s), "
                   f"{len(runs)} runs", flush=True)  # fmt: skip
             print(f"ratio MassModify / Temporal batch signal: {mass / batch_signal:.2f}")
-        await pool.close()
 
 
 if __name__ == "__main__":

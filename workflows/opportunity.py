@@ -136,13 +136,12 @@ class OpportunityWorkflow:
                 )
             except TimeoutError:
                 continue  # a stage timer is due: the loop fires it
-            under_load = self._under_load
-            await self._apply_queue(stop_for_continue_as_new=under_load)
+            await self._apply_queue(stop_for_continue_as_new=self._under_load)
             if self._state.status == "open" and self._should_continue_as_new():
                 # Updates must get their results in this run: wait until every handler is done,
                 # applying whatever arrives meanwhile, then hand the state to the next run.
                 await self._replies_sent()
-                if under_load:
+                if self._under_load:
                     if not await self._answer_updates_before_continuing():
                         continue
                 else:
@@ -281,9 +280,9 @@ class OpportunityWorkflow:
         assert self._state is not None
         batched = workflow.patched(BATCH_PROJECTION)
         applied: list[_Applied] = []
-        remaining = len(self._queue) if upto is None else upto
-        while self._queue and remaining > 0 and self._state.status == "open":
-            remaining -= 1 if upto is not None else 0
+        while self._queue and self._state.status == "open" and (upto is None or upto > 0):
+            if upto is not None:
+                upto -= 1
             done = await self._apply(self._queue.pop(0), project=not batched)
             if done is not None:
                 applied.append(done)

@@ -15,26 +15,20 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
-from activities import store
-from activities.schema import migrate
 from activities.search import SearchFilters
-from runtime import embedded
+from bench.servers import local_servers
 from sales.commands import ChangeOwner, ChangeStage
 from sales.opportunity import Opportunity
 from starter.client import OpportunitiesClient
 from tests.conftest import example_definition
 from tests.helpers import setup_contact, setup_process, setup_references
 from worker import build_worker
-from workflows import search_attributes
 from workflows.mass_messages import MassModifyInput
 
 HERE = Path(__file__).resolve().parent
@@ -132,16 +126,23 @@ async def timers(client: Client, opportunities: OpportunitiesClient, pool: Any) 
     await save(client, opportunities.handle("timers"), "timers")
 
 
-async def continue_as_new(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
-    await setup_process(pool, "can", on_entry=False)
-    contact = await setup_contact(pool, "can")
-    handle = await client.start_workflow(
+async def start_early_continuing(
+    client: Client, pool: Any, name: str, events: int
+) -> WorkflowHandle[Any, Any]:
+    """Opportunity `name` (process and contact of its own) continuing as new after `events`."""
+    await setup_process(pool, name, on_entry=False)
+    contact = await setup_contact(pool, name)
+    return await client.start_workflow(
         "Opportunity",
-        {"opportunity_id": "can", "contact_id": contact, "process_id": "life-can",
-         "continue_as_new_after_events": 40},
-        id="opportunity-can",
+        {"opportunity_id": name, "contact_id": contact, "process_id": f"life-{name}",
+         "continue_as_new_after_events": events},
+        id=f"opportunity-{name}",
         task_queue=QUEUE,
     )  # fmt: skip
+
+
+async def continue_as_new(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
+    handle = await start_early_continuing(client, pool, "can", 40)
     first_run = handle.result_run_id
     stages = ["Needs analysis", "Proposal", "Prospect"]
     for n in range(12):
@@ -188,15 +189,7 @@ async def batched(client: Client, opportunities: OpportunitiesClient, pool: Any)
 async def under_load(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
     """Continue-as-new due while signals keep arriving: the run stops applying, answers its
     updates and carries the queued signals into the next run."""
-    await setup_process(pool, "load", on_entry=False)
-    contact = await setup_contact(pool, "load")
-    handle = await client.start_workflow(
-        "Opportunity",
-        {"opportunity_id": "load", "contact_id": contact, "process_id": "life-load",
-         "continue_as_new_after_events": 100},
-        id="opportunity-load",
-        task_queue=QUEUE,
-    )  # fmt: skip
+    handle = await start_early_continuing(client, pool, "load", 100)
     first_run = handle.result_run_id
 
     async def sender(k: int) -> None:
@@ -220,21 +213,10 @@ async def main(names: list[str]) -> None:
     if names and len(chosen) != len(names):
         raise SystemExit(f"paths are {[p.__name__ for p in PATHS]}")
     os.environ["OPPORTUNITIES_DAY_SECONDS"] = "1"
-    with tempfile.TemporaryDirectory() as tmp:
-        admin, url = embedded.start_postgres(Path(tmp) / "pg", keep=False)
-        await embedded.ensure_database(admin)
-        pool = await store.create_pool(url, max_size=10)
-        await migrate(pool)
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=embedded.temporal_binary(),
-            search_attributes=search_attributes.ALL,
-            data_converter=pydantic_data_converter,
-        )
-        async with env, build_worker(env.client, pool, QUEUE):
-            opportunities = OpportunitiesClient(env.client, QUEUE, database=pool)
-            for path in chosen:
-                await path(env.client, opportunities, pool)
-        await pool.close()
+    async with local_servers() as (pool, env), build_worker(env.client, pool, QUEUE):
+        opportunities = OpportunitiesClient(env.client, QUEUE, database=pool)
+        for path in chosen:
+            await path(env.client, opportunities, pool)
 
 
 if __name__ == "__main__":
