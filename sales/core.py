@@ -87,6 +87,20 @@ def open_opportunity(
     )
 
 
+def _copy(state: Opportunity) -> Opportunity:
+    """The state to change, copied as deep as the rules change things in place: each stage and
+    each action state (their scalars are set), but not the action definitions (replaced whole
+    by `modify_action`) nor `history`, `rejected`, `applied_request_ids` (always replaced by
+    new lists) nor the process definition (never changed). A full deep copy made a command's
+    cost grow with the run: 2 ms per command at 5,000 request ids, 97% of applying it
+    (profiled), repeated for every command whenever a run is replayed."""
+    stages = [
+        stage.model_copy(update={"actions": [action.model_copy() for action in stage.actions]})
+        for stage in state.stages
+    ]
+    return state.model_copy(update={"stages": stages})
+
+
 def check(state: Opportunity, command: Command) -> None:
     """Raise `CommandRejected` if the command cannot be applied to this state; change nothing."""
     apply(state, command, state.stage_entered_at)
@@ -102,7 +116,7 @@ def apply(state: Opportunity, command: Command, now: datetime) -> Decision:
             result=_result(state, name, command.request_id, "already applied", duplicate=True),
         )
     stage_rules.require_open(state)
-    new = state.model_copy(deep=True)
+    new = _copy(state)
     change = RULES[type(command)](new, command, now)
     new.revision += 1
     new.last_command_at = now
@@ -117,14 +131,14 @@ def settle(
     state: Opportunity, effect: PerformEffect, outcome: EffectOutcome, now: datetime
 ) -> tuple[Opportunity, ActionResult]:
     """The state after a perform effect had `outcome` (activity created, letter sent, ...)."""
-    new = state.model_copy(deep=True)
+    new = _copy(state)
     return new, action_rules.settle(new, effect, outcome, now)
 
 
 def follow_through(before: Opportunity, state: Opportunity, now: datetime) -> Decision | None:
     """What follows a command once its effects are settled: the automatic advance when it
     completed the last open action of the stage (None when nothing follows)."""
-    new = state.model_copy(deep=True)
+    new = _copy(state)
     effects = stage_rules.automatic_advance(before, new, now)
     if not effects:
         return None
@@ -140,7 +154,7 @@ def next_deadline(state: Opportunity) -> datetime | None:
 
 def fire_timers(state: Opportunity, now: datetime) -> Decision | None:
     """The stage timers due at `now`: a follow-up activity, or the move to the next stage."""
-    new = state.model_copy(deep=True)
+    new = _copy(state)
     change = stage_rules.fire_timers(new, now)
     if change is None:
         return None
@@ -152,7 +166,7 @@ def fire_timers(state: Opportunity, now: datetime) -> Decision | None:
 
 def reopen(state: Opportunity, stage: str, by: str | None, now: datetime) -> Decision:
     """A won or lost opportunity opened again in `stage` (history source `reopened`)."""
-    new = state.model_copy(deep=True)
+    new = _copy(state)
     change = stage_rules.reopen(new, stage, by, now)
     new.revision += 1
     new.last_command_at = now

@@ -258,6 +258,9 @@ class OpportunityMachine(RuleBasedStateMachine):
         follow = core.follow_through(before, state, self.now)
         if follow is not None:
             state = self.carry_out(follow.state, follow.effects)
+        # The core copies only what its rules change in place: the state it was given, and
+        # so every earlier state the workflow still holds, stays as it was.
+        assert self.state == before, "applying a command changes only the new state"
         self.state = state
         if isinstance(command, ChangeStage) and command.cancel_open_activities:
             left = before.current_stage
