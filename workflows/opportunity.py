@@ -48,17 +48,19 @@ one ran) share one projection write, and their updates are answered after it, in
 projection activity per command: under a storm of commands that activity was most of the
 cost. Histories recorded before it replay the old, one-by-one path."""
 MAX_BATCH = 50
+"""At most this many commands wait for one projection write."""
+
 CONTINUE_AS_NEW_UNDER_LOAD = "continue-as-new-under-load"
 """Patch (2026-11-28): under a steady stream of commands the queue never empties, so the run
 never continued as new and hit the server's limit of signals per run (10,000). Now a run
 stops applying once continuing is due, answers the updates queued so far, and carries the
 signals still queued into the next run. It also continues by itself at `MAX_RUN_EVENTS`:
 the server's suggestion came only at 4 MB of history (7,000 events of small commands).
-Under a sustained storm a continue-as-new can still be refused while signals keep arriving
-during its final workflow task; short runs make it succeed sooner (measured, not solved)."""
+Under a storm a continue-as-new is often refused once (a signal arrived during its task);
+the server then holds new signals while the retried task replays the run, so the retry must
+replay quickly: short runs and a core whose cost per command does not grow with the run."""
 MAX_RUN_EVENTS = 1500
 """Continue as new at this history length even without the server's suggestion."""
-"""At most this many commands wait for one projection write."""
 
 
 @dataclass
