@@ -26,9 +26,20 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
+    """Run when a connection goes back to the pool, instead of asyncpg's reset query: the
+    service leaves no session state behind (no SET, LISTEN, cursor or session-level lock;
+    its advisory locks are transaction-scoped), and asyncpg still rolls back a transaction
+    left open. One round trip less per database call."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_nothing_to_reset,
     )
     assert pool is not None
     return pool
@@ -199,37 +210,13 @@ async def project_opportunity(
     roll the projection back; history rows are keyed by (opportunity, seq), so a retried write
     never duplicates one. Returns whether the row was written.
     """
-    async with pool.acquire() as conn, conn.transaction():
-        written = await conn.fetchval(
-            """
-            INSERT INTO opportunities (opportunity_id, contact_id, process_id, process_version,
-                name, owner, status, current_stage, stage_entered_at, closed_at, open_actions,
-                created_at, updated_at, revision)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now(), $13)
-            ON CONFLICT (opportunity_id) DO UPDATE SET
-                name = EXCLUDED.name, owner = EXCLUDED.owner, status = EXCLUDED.status,
-                current_stage = EXCLUDED.current_stage,
-                stage_entered_at = EXCLUDED.stage_entered_at, closed_at = EXCLUDED.closed_at,
-                open_actions = EXCLUDED.open_actions, updated_at = now(),
-                revision = EXCLUDED.revision
-            WHERE opportunities.revision < EXCLUDED.revision
-            RETURNING 1
-            """,
-            summary.opportunity_id,
-            summary.contact_id,
-            summary.process_id,
-            summary.process_version,
-            summary.name,
-            summary.owner,
-            summary.status,
-            summary.current_stage,
-            summary.stage_entered_at,
-            summary.closed_at,
-            summary.open_actions,
-            summary.created_at,
-            summary.revision,
-        )
-        if history:
+    async with pool.acquire() as conn:
+        if not history:
+            # Most commands move no stage: one statement, committed by itself, instead of a
+            # transaction's three round trips (each a wake-up of a busy worker's event loop).
+            return await _upsert_summary(conn, summary)
+        async with conn.transaction():
+            written = await _upsert_summary(conn, summary)
             await conn.executemany(
                 "INSERT INTO opportunity_history (opportunity_id, seq, at, from_stage, to_stage,"
                 " source, by, reason, canceled_activities, created_activities)"
@@ -251,7 +238,43 @@ async def project_opportunity(
                     for entry in history
                 ],
             )
-        return bool(written)
+        return written
+
+
+async def _upsert_summary(
+    conn: asyncpg.pool.PoolConnectionProxy, summary: OpportunitySummary
+) -> bool:
+    """The opportunity's row, replaced only by a higher revision; whether it was written."""
+    written = await conn.fetchval(
+        """
+        INSERT INTO opportunities (opportunity_id, contact_id, process_id, process_version,
+            name, owner, status, current_stage, stage_entered_at, closed_at, open_actions,
+            created_at, updated_at, revision)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now(), $13)
+        ON CONFLICT (opportunity_id) DO UPDATE SET
+            name = EXCLUDED.name, owner = EXCLUDED.owner, status = EXCLUDED.status,
+            current_stage = EXCLUDED.current_stage,
+            stage_entered_at = EXCLUDED.stage_entered_at, closed_at = EXCLUDED.closed_at,
+            open_actions = EXCLUDED.open_actions, updated_at = now(),
+            revision = EXCLUDED.revision
+        WHERE opportunities.revision < EXCLUDED.revision
+        RETURNING 1
+        """,
+        summary.opportunity_id,
+        summary.contact_id,
+        summary.process_id,
+        summary.process_version,
+        summary.name,
+        summary.owner,
+        summary.status,
+        summary.current_stage,
+        summary.stage_entered_at,
+        summary.closed_at,
+        summary.open_actions,
+        summary.created_at,
+        summary.revision,
+    )
+    return bool(written)
 
 
 async def get_opportunity(pool: asyncpg.Pool, opportunity_id: str) -> OpportunitySummary | None:

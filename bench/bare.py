@@ -1,5 +1,6 @@
-"""The bare workflow `bench.engine` compares this service with: commands into a queue, one
-no-op activity each, in order. Its own module, so the workflow sandbox imports little."""
+"""The bare workflow `bench.engine` compares this service with: commands into a queue, taken
+in order in batches of up to 50 with one no-op activity per batch, as the Opportunity writes
+one projection per batch. Its own module, so the workflow sandbox imports little."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ from typing import Any
 
 from temporalio import activity, workflow
 
+MAX_BATCH = 50
+
 
 @activity.defn(name="bare_effect")
-async def bare_effect(command: dict[str, Any]) -> None:
-    """The side effect of a bare command: nothing."""
+async def bare_effect(commands: list[dict[str, Any]]) -> None:
+    """The side effect of a batch of bare commands: nothing."""
 
 
 @workflow.defn(name="BareCommands")
 class BareCommands:
-    """Commands into a queue, one activity each, in order: the engine's own cost."""
+    """Commands into a queue, one activity per batch, in order: the engine's own cost."""
 
     def __init__(self) -> None:
         self.queue: list[dict[str, Any]] = []
@@ -41,8 +44,8 @@ class BareCommands:
     async def run(self) -> None:
         while True:
             await workflow.wait_condition(lambda: bool(self.queue))
-            command = self.queue.pop(0)
+            batch, self.queue = self.queue[:MAX_BATCH], self.queue[MAX_BATCH:]
             await workflow.execute_activity(
-                bare_effect, command, start_to_close_timeout=timedelta(seconds=10)
+                bare_effect, batch, start_to_close_timeout=timedelta(seconds=10)
             )
-            self.done += 1
+            self.done += len(batch)

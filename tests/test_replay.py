@@ -1,5 +1,9 @@
 """Replay every recorded history (tests/histories/*.json) against today's workflow code: a
-change that running opportunities could not survive (non-deterministic) fails here."""
+change that running opportunities could not survive (non-deterministic) fails here.
+
+Each history replays twice: with the runner workers use by default (no sandbox) and inside
+the SDK's sandbox, whose guards fail a workflow that reads the clock, does I/O or imports
+something non-deterministic, so the guard stays in the build while workers run without it."""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ from typing import Any
 import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from workflows.mass_modify import MassModifyWorkflow
 from workflows.opportunity import OpportunityWorkflow
@@ -28,13 +33,19 @@ def test_every_feature_path_has_a_recorded_history() -> None:
             "continue-as-new-under-load"} <= names  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    "runner",
+    [UnsandboxedWorkflowRunner(), SandboxedWorkflowRunner()],
+    ids=["as-workers-run", "in-sandbox"],
+)
 @pytest.mark.parametrize("name", sorted(RECORDED))
-async def test_history_replays_on_current_code(name: str) -> None:
+async def test_history_replays_on_current_code(name: str, runner: WorkflowRunner) -> None:
     recorded = RECORDED[name]
     history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
     replayer = Replayer(
         workflows=[OpportunityWorkflow, MassModifyWorkflow],
         data_converter=pydantic_data_converter,
+        workflow_runner=runner,
     )
     await replayer.replay_workflow(history)
 

@@ -6,10 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+from temporalio.worker import UnsandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from runtime.settings import redact
 from runtime.temporal import connect_config
-from worker import cached_workflows
+from worker import cached_workflows, workflow_runner
 
 
 def test_cached_workflows_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,6 +31,16 @@ def test_cached_workflows_rejects_bad_values(
     monkeypatch.setenv("OPPORTUNITIES_MAX_CACHED_WORKFLOWS", raw)
     with pytest.raises(SystemExit, match=message):
         cached_workflows()
+
+
+def test_workflow_sandbox_is_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPPORTUNITIES_WORKFLOW_SANDBOX", raising=False)
+    assert isinstance(workflow_runner(), UnsandboxedWorkflowRunner)
+    monkeypatch.setenv("OPPORTUNITIES_WORKFLOW_SANDBOX", "ON")
+    assert isinstance(workflow_runner(), SandboxedWorkflowRunner)
+    monkeypatch.setenv("OPPORTUNITIES_WORKFLOW_SANDBOX", "maybe")
+    with pytest.raises(SystemExit, match="must be on or off, not 'maybe'"):
+        workflow_runner()
 
 
 def test_urls_are_logged_without_their_password() -> None:
