@@ -138,10 +138,10 @@ def settle(
 def follow_through(before: Opportunity, state: Opportunity, now: datetime) -> Decision | None:
     """What follows a command once its effects are settled: the automatic advance when it
     completed the last open action of the stage (None when nothing follows)."""
+    if stage_rules.advance_target(before, state) is None:
+        return None  # most commands: no copy needed to find that out
     new = _copy(state)
     effects = stage_rules.automatic_advance(before, new, now)
-    if not effects:
-        return None
     new.revision += 1
     message = f"moved automatically from {state.current_stage!r} to {new.current_stage!r}"
     return Decision(state=new, effects=effects, result=_result(new, "advance", None, message))

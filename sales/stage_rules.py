@@ -127,24 +127,32 @@ def automatic_advance(before: Opportunity, state: Opportunity, now: datetime) ->
     and a closing stage is neither left nor entered automatically: winning or losing a sale is
     somebody's decision.
     """
-    if not state.process.change_stage_automatically or state.status != "open":
-        return []
-    if state.current_stage != before.current_stage:
-        return []
-    stage = state.stage_state(state.current_stage)
-    if not stage.actions or before.open_actions() == 0 or state.open_actions() > 0:
-        return []
-    following = state.process.next_stage(state.current_stage)
-    if following is None or following.closes_as:
+    following = advance_target(before, state)
+    if following is None:
         return []
     return enter_stage(
         state,
-        following.name,
+        following,
         now,
         source="automatic",
         by=None,
         reason=f"all actions of {state.current_stage!r} completed",
     )
+
+
+def advance_target(before: Opportunity, state: Opportunity) -> str | None:
+    """The stage `automatic_advance` would enter, without changing anything (None: stay)."""
+    if not state.process.change_stage_automatically or state.status != "open":
+        return None
+    if state.current_stage != before.current_stage:
+        return None
+    stage = state.stage_state(state.current_stage)
+    if not stage.actions or before.open_actions() == 0 or state.open_actions() > 0:
+        return None
+    following = state.process.next_stage(state.current_stage)
+    if following is None or following.closes_as:
+        return None
+    return following.name
 
 
 # --- stage timers -----------------------------------------------------------------------------
