@@ -9,7 +9,7 @@ tests/test_outages.py, where the Temporal server or PostgreSQL goes away instead
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,10 @@ def script(uid: str) -> list[tuple[str, dict[str, Any]]]:
     return numbered
 
 
+def opportunity_ids(uid: str, count: int) -> list[str]:
+    return [f"f-{uid}-{n:02d}" for n in range(count)]
+
+
 @dataclass
 class Run:
     progress_at_fault: int
@@ -87,7 +91,7 @@ async def run_mixed_commands(
     contact_id = await setup_contact(
         pool, uid, street="1 Main St", postal_code="10001", city="Springfield"
     )
-    ids = [f"f-{uid}-{n:02d}" for n in range(count)]
+    ids = opportunity_ids(uid, count)
     pattern = f"f-{uid}-%"
     for start in range(0, count, 25):
         await asyncio.gather(*(
@@ -187,7 +191,8 @@ async def run_mixed_commands(
 
 
 class Workers:
-    """`opportunities-worker` processes of one test, on its task queue; stopped at its end."""
+    """`opportunities-worker` processes of one test, on its task queue; stopped when the
+    `async with` block ends."""
 
     def __init__(self, task_queue: str, logs: Path) -> None:
         self.task_queue = task_queue
@@ -209,16 +214,12 @@ class Workers:
             + process.log.read_text(errors="replace")[-5000:]
         )
 
-    async def stop(self) -> None:
+    async def __aenter__(self) -> Workers:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
         for process in self.processes:
             await process.stop()
-
-
-@pytest.fixture
-async def workers(task_queue: str, tmp_path: Path) -> AsyncIterator[Workers]:
-    started = Workers(task_queue, tmp_path)
-    yield started
-    await started.stop()
 
 
 @pytest.mark.parametrize(
@@ -233,25 +234,26 @@ async def test_worker_killed_mid_run(
     pool: asyncpg.Pool,
     servers: Servers,
     task_queue: str,
-    workers: Workers,
+    tmp_path: Path,
     uid: str,
     processes: int,
     restart: bool,
 ) -> None:
-    started = [await workers.start(servers) for _ in range(processes)]
-    killed = started[0]
+    async with Workers(task_queue, tmp_path) as workers:
+        started = [await workers.start(servers) for _ in range(processes)]
+        killed = started[0]
 
-    async def recover() -> None:
-        if restart:
-            await killed.start()  # a new process in its place
+        async def recover() -> None:
+            if restart:
+                await killed.start()  # a new process in its place
 
-    await run_mixed_commands(
-        pool,
-        OpportunitiesClient(client, task_queue, database=pool),
-        uid,
-        count=OPPORTUNITIES,
-        fault=killed.kill,
-        recover=recover,
-    )
-    for process in started[1:] if not restart else started:
-        workers.assert_running(process)
+        await run_mixed_commands(
+            pool,
+            OpportunitiesClient(client, task_queue, database=pool),
+            uid,
+            count=OPPORTUNITIES,
+            fault=killed.kill,
+            recover=recover,
+        )
+        for process in started if restart else started[1:]:
+            workers.assert_running(process)
