@@ -5,10 +5,10 @@ The servers the service depends on go away mid-run and come back, while an
 and the counts are tests/test_faults.py's `run_mixed_commands`, where a worker process is
 killed instead):
 
-- the Temporal dev server (persisting to a SQLite file) is killed and a new one started on
-  the same port and file: the worker process and the client carry on by themselves, and a
-  sender whose signal failed meanwhile sends the same command again until it is accepted (the
-  request id makes that harmless);
+- the Temporal dev server (persisting to a SQLite file) is killed with SIGKILL and a new one
+  started on the same port and file: the worker process and the client carry on by
+  themselves, and a sender whose signal failed meanwhile sends the same command again until it
+  is accepted (the request id makes that harmless);
 - PostgreSQL is stopped for 20 seconds: the activities fail and are retried with backoff, the
   worker's pool reconnects by itself, and every command completes once it is back.
 
@@ -38,8 +38,8 @@ from tests.test_faults import Workers, opportunity_ids, run_mixed_commands
 
 OPPORTUNITIES = 20
 TEMPORAL_DOWN = 3.0
-"""Seconds between killing the Temporal server and starting the new one (which itself takes
-a few more to listen)."""
+"""Seconds between killing the Temporal server and starting the new one: longer than the
+test client's 2 s of retrying a call, so that signals fail and are sent again."""
 POSTGRES_DOWN = 20.0
 
 
