@@ -73,10 +73,15 @@ class WorkerProcess:
         self.process.send_signal(signal.SIGKILL)
         await self.process.wait()
 
-    async def stop(self) -> None:
+    async def stop(self, seconds: float = 30.0) -> None:
+        """SIGTERM, and SIGKILL if it has not finished the tasks in hand within `seconds`
+        (a worker whose server is gone cannot finish them)."""
         if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
-            await self.process.wait()
+            try:
+                await asyncio.wait_for(self.process.wait(), seconds)
+            except TimeoutError:
+                await self.kill()
 
 
 @pytest.fixture

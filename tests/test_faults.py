@@ -1,19 +1,23 @@
 """Faults with exact counts at the end: nothing lost, nothing doubled.
 
-Three worker processes on one task queue take 500 mixed commands over 50 opportunities; one
-is killed with SIGKILL mid-run and the other two finish the work.
+500 mixed commands over 50 opportunities, one sender each, while a worker process is killed
+with SIGKILL mid-run: one of three on the task queue (the other two finish the work), or the
+only one (a new process is started in its place). `run_mixed_commands` is the body shared with
+tests/test_outages.py, where the Temporal server or PostgreSQL goes away instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from starter.client import OpportunitiesClient
 from tests.conftest import Servers
@@ -21,6 +25,9 @@ from tests.helpers import eventually, setup_contact, setup_process, setup_refere
 from tests.test_crash import WorkerProcess
 
 OPPORTUNITIES = 50
+BEFORE_FAULT = 5
+"""Each sender sends this many of its script's signals, then waits for the fault to hit and
+sends the rest while it lasts or after it: commands are sent before, during and after."""
 
 
 def script(uid: str) -> list[tuple[str, dict[str, Any]]]:
@@ -49,72 +56,103 @@ def script(uid: str) -> list[tuple[str, dict[str, Any]]]:
     return numbered
 
 
-@pytest.fixture
-async def workers(
-    servers: Servers, task_queue: str, tmp_path: Path
-) -> AsyncIterator[list[WorkerProcess]]:
-    processes = [
-        WorkerProcess(servers, task_queue, "", tmp_path / f"worker-{n}.log") for n in range(3)
-    ]
-    yield processes
-    for process in processes:
-        await process.stop()
+def opportunity_ids(uid: str, count: int) -> list[str]:
+    return [f"f-{uid}-{n:02d}" for n in range(count)]
 
 
-async def test_three_workers_one_killed_mid_run(
-    client: Client,
+@dataclass
+class Run:
+    progress_at_fault: int
+    """History entries past the first (two per opportunity at the end) when the fault hit."""
+    resent: int
+    """Signals sent again because the first try failed."""
+
+
+async def run_mixed_commands(
     pool: asyncpg.Pool,
-    task_queue: str,
-    workers: list[WorkerProcess],
+    opportunities: OpportunitiesClient,
     uid: str,
-) -> None:
+    *,
+    count: int,
+    fault: Callable[[], Awaitable[None]],
+    recover: Callable[[], Awaitable[None]],
+    resend: bool = False,
+    finish_seconds: float = 180,
+) -> Run:
+    """Open `count` opportunities and send each its `script()` from a sender of its own; once
+    the work is under way, `fault()`, let the senders go on, `recover()`; then assert the
+    exact counts: every command applied once, in order, every effect there once.
+
+    With `resend`, a sender whose signal fails sends the same command (same request id)
+    again until it is accepted, as a backend does; without, a failed signal fails the test.
+    """
     process_id = await setup_process(pool, uid)
     await setup_references(pool, uid)
     contact_id = await setup_contact(
         pool, uid, street="1 Main St", postal_code="10001", city="Springfield"
     )
-    opportunities = OpportunitiesClient(client, task_queue)
-    for worker in workers:
-        await worker.start()
-    ids = [f"f-{uid}-{n:02d}" for n in range(OPPORTUNITIES)]
-    for start in range(0, OPPORTUNITIES, 25):
+    ids = opportunity_ids(uid, count)
+    pattern = f"f-{uid}-%"
+    for start in range(0, count, 25):
         await asyncio.gather(*(
             opportunities.create(contact_id, opportunity_id=i, process_id=process_id)
             for i in ids[start:start + 25]
         ))  # fmt: skip
 
+    hit = asyncio.Event()
+    resent = 0
+
+    async def send(opportunity_id: str, name: str, payload: dict[str, Any]) -> None:
+        nonlocal resent
+        while True:
+            try:
+                await opportunities.handle(opportunity_id).signal(name, payload)
+                return
+            except RPCError:
+                if not resend:
+                    raise
+                resent += 1
+                await asyncio.sleep(0.5)
+
     async def send_all(opportunity_id: str) -> None:
-        handle = opportunities.handle(opportunity_id)
-        for name, payload in script(opportunity_id):
-            await handle.signal(name, payload)
+        for n, (name, payload) in enumerate(script(opportunity_id)):
+            if n == BEFORE_FAULT:
+                await hit.wait()
+            await send(opportunity_id, name, payload)
 
     sending = asyncio.gather(*(send_all(i) for i in ids))
 
-    async def under_way() -> bool:
-        done = await pool.fetchval(
-            "SELECT count(*) FROM opportunity_history WHERE opportunity_id LIKE $1 AND seq > 1",
-            f"f-{uid}-%",
-        )
-        return bool(done >= 20)
-
-    async def finished_count() -> int:
+    async def progress() -> int:
         return int(
             await pool.fetchval(
-                "SELECT count(*) FROM opportunities WHERE opportunity_id LIKE $1"
-                " AND owner = 'dave'",
-                f"f-{uid}-%",
+                "SELECT count(*) FROM opportunity_history WHERE opportunity_id LIKE $1 AND seq > 1",
+                pattern,
             )
         )
 
-    await eventually(under_way, seconds=60)
-    await workers[0].kill()
-    assert await finished_count() < OPPORTUNITIES, "the work was under way when it died"
-    await sending
+    async def under_way() -> bool:
+        return await progress() >= 2 * count // 5
 
     async def finished() -> bool:
-        return await finished_count() == OPPORTUNITIES
+        done = await pool.fetchval(
+            "SELECT count(*) FROM opportunities WHERE opportunity_id LIKE $1 AND owner = 'dave'",
+            pattern,
+        )
+        return bool(done == count)
 
-    await eventually(finished, seconds=180)
+    try:
+        await eventually(under_way, seconds=60)
+        progress_at_fault = await progress()
+        await fault()
+        assert progress_at_fault < 2 * count, "the work was under way when the fault hit"
+        hit.set()
+        await recover()
+        await sending
+    finally:
+        if not sending.done():
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+    await eventually(finished, seconds=finish_seconds)
 
     for opportunity_id in ids:
         state = await opportunities.state(opportunity_id)
@@ -123,29 +161,99 @@ async def test_three_workers_one_killed_mid_run(
     history = await pool.fetch(
         "SELECT source, to_stage, count(*) AS n FROM opportunity_history"
         " WHERE opportunity_id LIKE $1 GROUP BY 1, 2 ORDER BY 1, 2",
-        f"f-{uid}-%",
+        pattern,
     )
     assert [tuple(r) for r in history] == [
-        ("automatic", "Needs analysis", OPPORTUNITIES),
-        ("manual", "Proposal", OPPORTUNITIES),
-        ("start", "Prospect", OPPORTUNITIES),
+        ("automatic", "Needs analysis", count),
+        ("manual", "Proposal", count),
+        ("start", "Prospect", count),
     ]
     activities = await pool.fetch(
         "SELECT action_id, status, outcome, count(*) AS n FROM calendar_activities"
         " WHERE opportunity_id LIKE $1 GROUP BY 1, 2, 3 ORDER BY 1",
-        f"f-{uid}-%",
+        pattern,
     )
     assert [tuple(r) for r in activities] == [
-        ("fact-finder", "active", None, OPPORTUNITIES),
-        ("intro-call", "done", "Met", OPPORTUNITIES),
-        ("x", "done", "Done", OPPORTUNITIES),
+        ("fact-finder", "active", None, count),
+        ("intro-call", "done", "Met", count),
+        ("x", "done", "Done", count),
     ]
     letters = await pool.fetchval(
-        "SELECT count(*) FROM letters WHERE opportunity_id LIKE $1", f"f-{uid}-%"
+        "SELECT count(*) FROM letters WHERE opportunity_id LIKE $1", pattern
     )
-    assert letters == OPPORTUNITIES
-    # One contact for all fifty: invited once, the other 49 told it is already invited.
+    assert letters == count
+    # One contact for all of them: invited once, the others told it is already invited.
     invited = await pool.fetchval(
-        "SELECT count(*) FROM event_invitees WHERE opportunity_id LIKE $1", f"f-{uid}-%"
+        "SELECT count(*) FROM event_invitees WHERE opportunity_id LIKE $1", pattern
     )
     assert invited == 1
+    return Run(progress_at_fault=progress_at_fault, resent=resent)
+
+
+class Workers:
+    """`opportunities-worker` processes of one test, on its task queue; stopped when the
+    `async with` block ends."""
+
+    def __init__(self, task_queue: str, logs: Path) -> None:
+        self.task_queue = task_queue
+        self.logs = logs
+        self.processes: list[WorkerProcess] = []
+
+    async def start(self, servers: Servers) -> WorkerProcess:
+        log = self.logs / f"worker-{len(self.processes)}.log"
+        process = WorkerProcess(servers, self.task_queue, "", log)
+        await process.start()
+        self.processes.append(process)
+        return process
+
+    def assert_running(self, process: WorkerProcess) -> None:
+        """The process has not exited by itself (its log is the failure message)."""
+        assert process.process is not None
+        assert process.process.returncode is None, (
+            f"the worker exited with code {process.process.returncode}:\n"
+            + process.log.read_text(errors="replace")[-5000:]
+        )
+
+    async def __aenter__(self) -> Workers:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for process in self.processes:
+            await process.stop()
+
+
+@pytest.mark.parametrize(
+    ("processes", "restart"),
+    [
+        pytest.param(3, False, id="three-workers-one-killed"),
+        pytest.param(1, True, id="one-worker-killed-and-restarted"),
+    ],
+)
+async def test_worker_killed_mid_run(
+    client: Client,
+    pool: asyncpg.Pool,
+    servers: Servers,
+    task_queue: str,
+    tmp_path: Path,
+    uid: str,
+    processes: int,
+    restart: bool,
+) -> None:
+    async with Workers(task_queue, tmp_path) as workers:
+        started = [await workers.start(servers) for _ in range(processes)]
+        killed = started[0]
+
+        async def recover() -> None:
+            if restart:
+                await killed.start()  # a new process in its place
+
+        await run_mixed_commands(
+            pool,
+            OpportunitiesClient(client, task_queue, database=pool),
+            uid,
+            count=OPPORTUNITIES,
+            fault=killed.kill,
+            recover=recover,
+        )
+        for process in started if restart else started[1:]:
+            workers.assert_running(process)
