@@ -30,6 +30,15 @@ async def local_servers(
 ) -> AsyncIterator[tuple[asyncpg.Pool, WorkflowEnvironment]]:
     """The pool and the environment. With `bench_process`, also the example process as
     `bench` (after `bench_process` edits its document) and contact `c-bench`."""
+    async with local_servers_and_url(bench_process) as (pool, env, _):
+        yield pool, env
+
+
+@asynccontextmanager
+async def local_servers_and_url(
+    bench_process: Callable[[dict[str, Any]], None] | None = None,
+) -> AsyncIterator[tuple[asyncpg.Pool, WorkflowEnvironment, str]]:
+    """`local_servers`, and the database's URL for worker processes of their own."""
     with tempfile.TemporaryDirectory() as tmp:
         admin, url = embedded.start_postgres(Path(tmp) / "pg", keep=False)
         await embedded.ensure_database(admin)
@@ -49,6 +58,6 @@ async def local_servers(
                 data_converter=pydantic_data_converter,
             )
             async with env:
-                yield pool, env
+                yield pool, env, url
         finally:
             await pool.close()

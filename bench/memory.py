@@ -1,0 +1,345 @@
+"""Worker memory per cached opportunity against the bare workflow's, each in a worker process
+of its own.
+
+Ours is the real `opportunities-worker`; the bare side is `bench.bare_worker` (the bare
+workflow of `bench.engine`), both with `OPPORTUNITIES_MAX_CACHED_WORKFLOWS` above the count,
+so nothing is evicted. For each side: start the worker, open a few workflows (so imports and
+first loads are not counted), read its RSS (VmRSS of /proc/PID/status) once it is idle, open
+N more, wait until every one is through its first workflow tasks and the worker is idle
+again, read its RSS again. Per workflow = RSS growth / N. The workers' own Prometheus gauge
+`temporal_sticky_cache_size` shows that every workflow is still cached.
+
+An opportunity is opened with `OpportunitiesClient.create` on the example process (the
+Prospect stage, one calendar activity created on entry) and waited for until open and
+projected; a bare workflow is started with one command (one no-op activity) and waited for
+until that activity is done, `concurrency` at a time.
+
+    .venv/bin/python -m bench.memory [--count 5000] [--concurrency 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from rich.console import Console
+from rich.table import Table
+from temporalio.client import Client
+
+from bench.bare import BareCommands
+from bench.servers import local_servers_and_url
+from runtime import embedded
+from starter.client import OpportunitiesClient
+
+QUEUE = "bench-memory"
+BARE_QUEUE = "bench-memory-bare"
+WARM_UP = 20
+"""Workflows opened before the baseline: first imports, sandbox and converter loads."""
+CACHE_SLACK = 100
+"""Cache slots beyond warm-up + N."""
+IDLE_SECONDS = 6.0
+"""A worker is idle when its task counters have not moved for this long."""
+TASK_COUNTERS = (
+    "temporal_workflow_task_execution_latency_count",
+    "temporal_activity_execution_latency_count",
+)
+
+console = Console(width=120)
+
+
+@dataclass
+class Side:
+    name: str
+    count: int
+    before_kb: int
+    after_kb: int
+    cached: int
+    evicted: int
+    seconds: float
+
+    @property
+    def per_workflow_kb(self) -> float:
+        return (self.after_kb - self.before_kb) / self.count
+
+
+def rss_kb(pid: int) -> int:
+    """The process's resident set size (VmRSS), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+class WorkerProcess:
+    """A worker in a child process, its log in a file, its metrics on a port of its own."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.command = command
+        self.env = env
+        self.log = log
+        self.metrics_port = embedded.free_port()
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def start(self) -> None:
+        env = {
+            **self.env,
+            "OPPORTUNITIES_METRICS_PORT": str(self.metrics_port),
+            "OPPORTUNITIES_METRICS_HOST": "127.0.0.1",
+        }
+        with self.log.open("wb") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.command, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 120
+        while b"worker polling task queue" not in self.log.read_bytes():
+            if self.process.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start: {self.log.read_text()[-2000:]}")
+            await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), 60)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+    async def metrics(self) -> dict[str, float]:
+        """Prometheus samples, summed over labels, by metric name (histograms: `_count`)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+        def fetch() -> str:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return str(response.read().decode())
+
+        samples: dict[str, float] = {}
+        for line in (await asyncio.to_thread(fetch)).splitlines():
+            if not line or line.startswith("#"):
+                continue
+            name_labels, _, value = line.rpartition(" ")
+            name = name_labels.partition("{")[0]
+            samples[name] = samples.get(name, 0.0) + float(value)
+        return samples
+
+    async def idle_rss_kb(self) -> int:
+        """RSS once the worker has run no task for IDLE_SECONDS (and RSS has stopped moving)."""
+        last: tuple[float, ...] = ()
+        last_rss = 0
+        quiet_since = time.monotonic()
+        while True:
+            samples = await self.metrics()
+            counters = tuple(samples.get(name, 0.0) for name in TASK_COUNTERS)
+            rss = rss_kb(self.pid)
+            if counters != last or abs(rss - last_rss) > max(256, last_rss // 200):
+                last, last_rss, quiet_since = counters, rss, time.monotonic()
+            elif time.monotonic() - quiet_since >= IDLE_SECONDS:
+                return rss
+            await asyncio.sleep(1.0)
+
+
+@contextlib.asynccontextmanager
+async def running(worker: WorkerProcess) -> AsyncIterator[WorkerProcess]:
+    try:
+        await worker.start()
+        yield worker
+    finally:
+        await worker.stop()
+
+
+async def in_batches(
+    label: str, first: int, count: int, concurrency: int, open_one: Callable[[int], Awaitable[Any]]
+) -> float:
+    """Open workflows first..first+count-1, `concurrency` at a time; the seconds taken."""
+    started = time.monotonic()
+    next_n = first
+    done = 0
+    last_report = started
+
+    async def opener() -> None:
+        nonlocal next_n, done, last_report
+        while next_n < first + count:
+            n = next_n
+            next_n += 1
+            await open_one(n)
+            done += 1
+            now = time.monotonic()
+            if count > WARM_UP and (now - last_report >= 15 or done == count):
+                last_report = now
+                console.print(
+                    f"  {label}: {done}/{count} opened, {done / (now - started):.1f}/s",
+                    highlight=False,
+                )
+
+    await asyncio.gather(*(opener() for _ in range(min(concurrency, count))))
+    return time.monotonic() - started
+
+
+def worker_env(address: str, database_url: str, queue: str, cache: int) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("OPPORTUNITIES_", "TEMPORAL_", "SMTP_"))
+    }
+    env.update(
+        TEMPORAL_ADDRESS=address,
+        TEMPORAL_NAMESPACE="default",
+        DATABASE_URL=database_url,
+        OPPORTUNITIES_TASK_QUEUE=queue,
+        OPPORTUNITIES_MAX_CACHED_WORKFLOWS=str(cache),
+        OPPORTUNITIES_LOG_FORMAT="text",
+        OPPORTUNITIES_LOCAL_ENV=os.devnull,  # never a `make run`'s servers
+    )
+    return env
+
+
+async def measure(
+    name: str,
+    worker: WorkerProcess,
+    count: int,
+    concurrency: int,
+    open_one: Callable[[int], Awaitable[Any]],
+    opened: Callable[[], Awaitable[int]],
+) -> Side:
+    async with running(worker):
+        await in_batches(name, 0, WARM_UP, concurrency, open_one)
+        before = await worker.idle_rss_kb()
+        console.print(f"{name}: worker {worker.pid} idle at {before / 1024:.1f} MiB after warm-up")
+        seconds = await in_batches(name, WARM_UP, count, concurrency, open_one)
+        while (have := await opened()) < WARM_UP + count:
+            console.print(f"  {name}: waiting, {have}/{WARM_UP + count} through", highlight=False)
+            await asyncio.sleep(2)
+        after = await worker.idle_rss_kb()
+        metrics = await worker.metrics()
+        cached = int(metrics.get("temporal_sticky_cache_size", -1))
+        evicted = int(metrics.get("temporal_sticky_cache_total_forced_eviction", 0))
+        console.print(
+            f"{name}: {after / 1024:.1f} MiB with {cached} cached, {evicted} forced evictions"
+        )
+        return Side(name, count, before, after, cached, evicted, seconds)
+
+
+async def ours(
+    client: Client,
+    pool: asyncpg.Pool,
+    env: dict[str, str],
+    logs: Path,
+    count: int,
+    concurrency: int,
+) -> Side:
+    opportunities = OpportunitiesClient(client, QUEUE, database=pool)
+
+    async def open_one(n: int) -> None:
+        await opportunities.create(
+            "c-bench", opportunity_id=f"mem-{n:05d}", process_id="bench", wait_seconds=300
+        )
+
+    async def opened() -> int:
+        return int(await pool.fetchval("SELECT count(*) FROM opportunities"))
+
+    worker = WorkerProcess(
+        [str(Path(sys.executable).parent / "opportunities-worker")], env, logs / "ours.log"
+    )
+    return await measure("ours", worker, count, concurrency, open_one, opened)
+
+
+async def bare(
+    client: Client, env: dict[str, str], logs: Path, count: int, concurrency: int
+) -> Side:
+    through = 0
+
+    async def open_one(n: int) -> None:
+        nonlocal through
+        handle = await client.start_workflow(
+            BareCommands.run,
+            id=f"bare-mem-{n:05d}",
+            task_queue=BARE_QUEUE,
+            start_signal="command",
+            start_signal_args=[{"owner": "o", "request_id": f"bare-{n}"}],
+        )
+        while True:  # as `create` waits for an opportunity: until its command is done
+            if await handle.query("done") >= 1:
+                break
+            await asyncio.sleep(0.1)
+        through += 1
+
+    async def opened() -> int:
+        return through
+
+    worker = WorkerProcess([sys.executable, "-m", "bench.bare_worker"], env, logs / "bare.log")
+    return await measure("bare", worker, count, concurrency, open_one, opened)
+
+
+def report(sides: list[Side], started: float) -> None:
+    ours_side, bare_side = sides
+    ratio = ours_side.per_workflow_kb / bare_side.per_workflow_kb
+    table = Table(
+        title="Worker memory per cached workflow: RSS growth / N, each side a process of its own",
+        caption="ours: opportunities-worker, an opportunity opened on the example process; "
+        "bare: BareCommands, started with one command",
+    )
+    for column in ("side", "N", "RSS before", "RSS after", "per workflow", "cached", "opened/s"):
+        table.add_column(column, justify="left" if column == "side" else "right")
+    table.add_column("ours / bare (goal <= 2x)", justify="right")
+    for side in sides:
+        table.add_row(
+            side.name,
+            f"{side.count:,}",
+            f"{side.before_kb / 1024:.1f} MiB",
+            f"{side.after_kb / 1024:.1f} MiB",
+            f"{side.per_workflow_kb:.1f} KiB",
+            f"{side.cached:,}" + (f" ({side.evicted:,} evicted)" if side.evicted else ""),
+            f"{side.count / side.seconds:.1f}",
+            (f"{ratio:.2f}x " + ("ok" if ratio <= 2 else "over")) if side is ours_side else "",
+        )
+    console.print(table)
+    for side in sides:
+        if side.cached < side.count + WARM_UP or side.evicted:
+            console.print(f"[red]{side.name}: not every workflow stayed cached[/red]")
+    console.print(f"benchmark took {time.monotonic() - started:.0f} s")
+
+
+async def main(count: int, concurrency: int) -> None:
+    started = time.monotonic()
+    cache = WARM_UP + count + CACHE_SLACK
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
+        logs = Path(tmp)
+        async with local_servers_and_url(lambda document: None) as (pool, env, url):
+            address = env.client.service_client.config.target_host
+            sides = [
+                await ours(
+                    env.client, pool, worker_env(address, url, QUEUE, cache), logs, count,
+                    concurrency,
+                ),
+                await bare(
+                    env.client, worker_env(address, url, BARE_QUEUE, cache), logs, count,
+                    concurrency,
+                ),
+            ]  # fmt: skip
+    report(sides, started)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=5000, help="workflows per side (5000)")
+    parser.add_argument("--concurrency", type=int, default=40, help="opened at a time (40)")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.count, arguments.concurrency))
