@@ -1,6 +1,7 @@
 """A worker process running only the bare workflow (`bench.bare`), configured like the
 service's worker: `TEMPORAL_ADDRESS`, `OPPORTUNITIES_TASK_QUEUE`,
-`OPPORTUNITIES_MAX_CACHED_WORKFLOWS` (same default) and `OPPORTUNITIES_METRICS_PORT`.
+`OPPORTUNITIES_MAX_CACHED_WORKFLOWS` (same default), `OPPORTUNITIES_WORKFLOW_SANDBOX` and
+`OPPORTUNITIES_METRICS_PORT`.
 `bench.memory` measures its memory against the real `opportunities-worker`.
 
     .venv/bin/python -m bench.bare_worker
@@ -19,7 +20,7 @@ from bench.bare import BareCommands, bare_effect
 from runtime import settings
 from runtime.observability import configure_logging, metrics_runtime
 from runtime.temporal import connect_patiently
-from worker import cached_workflows
+from worker import cached_workflows, workflow_runner
 
 log = logging.getLogger("opportunities.bench.bare_worker")
 
@@ -37,6 +38,7 @@ async def serve() -> None:
         workflows=[BareCommands],
         activities=[bare_effect],
         max_cached_workflows=cached_workflows(),
+        workflow_runner=workflow_runner(),  # OPPORTUNITIES_WORKFLOW_SANDBOX, as ours
     )
     async with worker:
         log.info("worker polling task queue %r", settings.task_queue())

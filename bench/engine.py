@@ -2,8 +2,11 @@
 
 The bare workflow takes the same commands (as signals or updates) and runs one no-op
 activity per batch of queued commands, as the Opportunity runs one projection write per
-batch: the least a durable command with a side effect can cost. Both run on one worker, side
-by side, in one run; the table prints each figure and the ratio.
+batch: the least a durable command with a side effect can cost. Each runs in a worker
+process of its own (the real `opportunities-worker` and `bench.bare_worker`, with the same
+workflow runner and cache), as production runs them, while this process only sends commands
+and reads results; both in one run on the same servers. The table prints each figure and
+the ratio.
 
     .venv/bin/python -m bench.engine [--commands 1000] [--starts 200] [--samples 100]
                                      [--long 20000]
@@ -14,18 +17,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import os
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
 
-from bench.bare import BareCommands, bare_effect
-from bench.servers import local_servers
+from bench.bare import BareCommands
+from bench.memory import WorkerProcess, running
+from bench.servers import local_servers_and_url
 from sales.commands import ChangeOwner
 from starter.client import OpportunitiesClient
-from worker import build_worker, workflow_runner
 
 QUEUE = "bench-engine"
 BARE_QUEUE = "bench-bare"
@@ -186,45 +192,58 @@ def no_activity_on_entry(document: dict[str, Any]) -> None:
 
 
 async def main(commands: int, starts: int, samples: int, long: int) -> None:
-    async with local_servers(no_activity_on_entry) as (pool, env):
+    async with local_servers_and_url(no_activity_on_entry) as (pool, env, url):
         client = env.client
-        ours_worker = build_worker(client, pool, QUEUE)
-        bare_worker = Worker(
-            client,
-            task_queue=BARE_QUEUE,
-            workflows=[BareCommands],
-            activities=[bare_effect],
-            max_cached_workflows=5000,
-            workflow_runner=workflow_runner(),  # the same runner as ours
+        settings = {
+            **os.environ,
+            "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+            "DATABASE_URL": url,
+        }
+        bin_dir = Path(sys.executable).parent
+        with tempfile.TemporaryDirectory() as logs:
+            ours_worker = WorkerProcess(
+                [str(bin_dir / "opportunities-worker")],
+                {**settings, "OPPORTUNITIES_TASK_QUEUE": QUEUE},
+                Path(logs) / "ours.log",
+            )
+            bare_worker = WorkerProcess(
+                [sys.executable, "-m", "bench.bare_worker"],
+                {**settings, "OPPORTUNITIES_TASK_QUEUE": BARE_QUEUE},
+                Path(logs) / "bare.log",
+            )
+            async with running(ours_worker), running(bare_worker):
+                rows = await measure(client, pool, commands, starts, samples, long)
+    print(f"{'figure':<48} {'ours':>12} {'bare':>8} {'ratio':>6}")
+    for name, ours_text, bare_text, ratio in rows:
+        print(f"{name:<48} {ours_text:>12} {bare_text:>8} {ratio:>6}")
+
+
+async def measure(
+    client: Client, pool: Any, commands: int, starts: int, samples: int, long: int
+) -> list[tuple[str, str, str, str]]:
+    opportunities = OpportunitiesClient(client, QUEUE, database=pool)
+    rows: list[tuple[str, str, str, str]] = []
+    for how in ("signal", "update"):
+        ours, bare, per_command, bare_per_command = await commands_per_second(
+            client, opportunities, commands, how, how
         )
-        # Two workers in one process, on queues of their own, sharing the machine.
-        async with ours_worker, bare_worker:
-            opportunities = OpportunitiesClient(client, QUEUE, database=pool)
-            rows: list[tuple[str, str, str, str]] = []
-            for how in ("signal", "update"):
-                ours, bare, per_command, bare_per_command = await commands_per_second(
-                    client, opportunities, commands, how, how
-                )
-                rows.append((f"commands/s into one workflow by {how}", f"{ours:.0f}",
-                             f"{bare:.0f}", f"{ours / bare:.2f}"))  # fmt: skip
-                rows.append((f"history events per command ({how})", f"{per_command:.1f}",
-                             f"{bare_per_command:.1f}", ""))  # fmt: skip
-            ours, bare = await starts_per_second(client, opportunities, pool, starts)
-            rows.append(("starts/s", f"{ours:.1f}", f"{bare:.1f}", f"{ours / bare:.2f}"))
-            latencies = sorted(await perform_latency(opportunities, samples))
-            p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-            median = statistics.median(latencies)
-            rows.append(("perform_actions by update, median / p99 ms",
-                         f"{median:.0f} / {p99:.0f}", "", ""))  # fmt: skip
-            if long:
-                runs, longest, total = await long_run(client, opportunities, long)
-                rows.append((f"{long} commands into one opportunity: runs",
-                             f"{runs}", "", ""))  # fmt: skip
-                rows.append(("  longest run's history (events)", f"{longest}", "", ""))
-                rows.append(("  events per command", f"{total / long:.2f}", "", ""))
-            print(f"{'figure':<48} {'ours':>12} {'bare':>8} {'ratio':>6}")
-            for name, ours_text, bare_text, ratio in rows:
-                print(f"{name:<48} {ours_text:>12} {bare_text:>8} {ratio:>6}")
+        rows.append((f"commands/s into one workflow by {how}", f"{ours:.0f}",
+                     f"{bare:.0f}", f"{ours / bare:.2f}"))  # fmt: skip
+        rows.append((f"history events per command ({how})", f"{per_command:.1f}",
+                     f"{bare_per_command:.1f}", ""))  # fmt: skip
+    ours, bare = await starts_per_second(client, opportunities, pool, starts)
+    rows.append(("starts/s", f"{ours:.1f}", f"{bare:.1f}", f"{ours / bare:.2f}"))
+    latencies = sorted(await perform_latency(opportunities, samples))
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    median = statistics.median(latencies)
+    rows.append(("perform_actions by update, median / p99 ms",
+                 f"{median:.0f} / {p99:.0f}", "", ""))  # fmt: skip
+    if long:
+        runs, longest, total = await long_run(client, opportunities, long)
+        rows.append((f"{long} commands into one opportunity: runs", f"{runs}", "", ""))
+        rows.append(("  longest run's history (events)", f"{longest}", "", ""))
+        rows.append(("  events per command", f"{total / long:.2f}", "", ""))
+    return rows
 
 
 if __name__ == "__main__":
