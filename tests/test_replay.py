@@ -31,8 +31,6 @@ def test_every_feature_path_has_a_recorded_history() -> None:
             "mass-modify", "mass-modified-opportunity",
             "mass-modified-opportunity-before-answer-patch", "batched",
             "continue-as-new-under-load"} <= names  # fmt: skip
-    # Each recorded again with the projection as a local activity, the old ones kept.
-    assert {f"{name}-before-local-projection" for name in names if "before" not in name} <= names
 
 
 @pytest.mark.parametrize(
@@ -56,46 +54,13 @@ def test_the_answer_patch_is_recorded_both_ways() -> None:
     """The history from before `answer-before-projection` has no marker and answers after the
     projection; the one after has the marker and answers before it. Both replay above."""
     assert _patches(RECORDED["mass-modified-opportunity-before-answer-patch"]) == []
-    assert _patches(RECORDED["mass-modified-opportunity-before-local-projection"]) == [
-        "answer-before-projection"
-    ]
+    assert _patches(RECORDED["mass-modified-opportunity"]) == ["answer-before-projection"]
 
 
 def test_the_batch_patch_is_recorded() -> None:
     """`batched` was recorded with `batch-projection`; the older files without it."""
-    assert "batch-projection" in _patches(RECORDED["batched-before-local-projection"])
-    assert "batch-projection" not in _patches(RECORDED["actions-before-local-projection"])
-
-
-def test_the_local_projection_patch_is_recorded_both_ways() -> None:
-    """Before `projection-as-local-activity` the projection was an activity task; after it,
-    a local activity's marker, with no activity task for it. Both replay above."""
-    for name in ("actions", "continue-as-new-under-load", "mass-modified-opportunity"):
-        new, old = RECORDED[name], RECORDED[f"{name}-before-local-projection"]
-        assert "projection-as-local-activity" in _patches(new)
-        assert "projection-as-local-activity" not in _patches(old)
-        assert "project_opportunity" not in _scheduled_activities(new)
-        assert "project_opportunity" in _scheduled_activities(old)
-        assert "project_opportunity" in _local_activities(new)
-
-
-def _scheduled_activities(recorded: dict[str, Any]) -> set[str]:
-    return {
-        event["activityTaskScheduledEventAttributes"]["activityType"]["name"]
-        for event in recorded["history"]["events"]
-        if "activityTaskScheduledEventAttributes" in event
-    }
-
-
-def _local_activities(recorded: dict[str, Any]) -> set[str]:
-    """The activity types of a history's local-activity markers."""
-    found = set()
-    for event in recorded["history"]["events"]:
-        marker = event.get("markerRecordedEventAttributes")
-        if marker and marker["markerName"] == "core_local_activity":
-            payload = marker["details"]["data"]["payloads"][0]
-            found.add(json.loads(base64.b64decode(payload["data"]))["activity_type"])
-    return found
+    assert "batch-projection" in _patches(RECORDED["batched"])
+    assert "batch-projection" not in _patches(RECORDED["actions"])
 
 
 def _patches(recorded: dict[str, Any]) -> list[str]:

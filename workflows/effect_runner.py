@@ -120,22 +120,10 @@ async def run(effect: Effect) -> None:
         raise TypeError(f"no activity for effect {effect.kind!r}")
 
 
-async def project(write: ProjectionWrite, *, local: bool = False) -> None:
-    """Write the read model. `local`: as a local activity, run by the worker inside the
-    workflow task that asked for it (one marker in history) instead of an activity task
-    scheduled through the server (three events and one more workflow task); see
-    `PROJECTION_AS_LOCAL_ACTIVITY` in workflows/opportunity.py."""
+async def project(write: ProjectionWrite) -> None:
     telemetry.count_effect("project_opportunity")
-    summary = _projection_summary(write.history)
-    if not local:
-        await _execute(OpportunityActivities.project_opportunity, write, summary)
-        return
-    await workflow.execute_local_activity_method(
-        OpportunityActivities.project_opportunity,
-        write,
-        start_to_close_timeout=TIMEOUT,
-        retry_policy=RETRY,
-        summary=summary,
+    await _execute(
+        OpportunityActivities.project_opportunity, write, _projection_summary(write.history)
     )
 
 

@@ -62,15 +62,6 @@ replay quickly: short runs and a core whose cost per command does not grow with 
 MAX_RUN_EVENTS = 1500
 """Continue as new at this history length even without the server's suggestion."""
 
-PROJECTION_AS_LOCAL_ACTIVITY = "projection-as-local-activity"
-"""Patch (2026-11-28): the read model is written by a local activity, in the workflow task
-that applied the commands, instead of an activity task through the server. Under a stream
-of updates each batch cost a workflow task, an activity round trip and another workflow
-task, and the activity's own work was under a millisecond of its six; now one workflow task
-applies, writes and answers. The write stays idempotent (revision-guarded) for the retries
-a local activity makes when a worker dies mid-task. Histories recorded before it replay the
-activity path (tests/histories/*-before-local-projection.json)."""
-
 
 @dataclass
 class _Applied:
@@ -467,10 +458,7 @@ class OpportunityWorkflow:
     async def _project(self, history: list[HistoryEntry]) -> None:
         """Write the projection and refresh what operators see."""
         assert self._state is not None
-        await effect_runner.project(
-            ProjectionWrite(summary=self._state.summary(), history=history),
-            local=workflow.patched(PROJECTION_AS_LOCAL_ACTIVITY),
-        )
+        await effect_runner.project(ProjectionWrite(summary=self._state.summary(), history=history))
         self._publish()
 
     def _publish(self) -> None:
