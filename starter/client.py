@@ -63,6 +63,16 @@ RESENDABLE = (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE)
 the server restarting."""
 
 
+def _resendable(error: RPCError) -> bool:
+    """Also "workflow not ready": the workflow task that carried the update failed before
+    accepting it (for one, the server force-closes a task that lets more than 100 signals
+    pile up). The update was not applied; sent again it lands in the next task."""
+    if error.status in RESENDABLE:
+        return True
+    details = error.grpc_status.details if error.status == RPCStatusCode.FAILED_PRECONDITION else []
+    return any(detail.type_url.endswith("WorkflowNotReadyFailure") for detail in details)
+
+
 def static_summary(
     contact: str, process_id: str | None, name: str, *, reopened_in: str | None = None
 ) -> str:
@@ -241,7 +251,7 @@ class OpportunitiesClient:
                     raise CommandRejected(cause.message) from None
                 raise
             except RPCError as error:
-                if error.status in RESENDABLE and loop.time() < deadline:
+                if _resendable(error) and loop.time() < deadline:
                     await asyncio.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 1.0)
                     continue

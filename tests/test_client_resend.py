@@ -1,0 +1,38 @@
+"""Which refused updates the client sends again (they were not applied, and the request id
+makes a resend harmless) and which it reports."""
+
+from __future__ import annotations
+
+from google.protobuf.any_pb2 import Any
+from temporalio.api.common.v1 import GrpcStatus
+from temporalio.api.errordetails.v1 import WorkflowNotReadyFailure
+from temporalio.service import RPCError, RPCStatusCode
+
+from starter.client import _resendable
+
+
+def _error(status: RPCStatusCode, *details: Any) -> RPCError:
+    raw = GrpcStatus(code=int(status), message="refused", details=list(details))
+    return RPCError("refused", status, raw.SerializeToString())
+
+
+def _packed(message: WorkflowNotReadyFailure) -> Any:
+    packed = Any()
+    packed.Pack(message)
+    return packed
+
+
+def test_busy_aborted_and_not_ready_are_sent_again() -> None:
+    assert _resendable(_error(RPCStatusCode.RESOURCE_EXHAUSTED))  # 10 updates in flight
+    assert _resendable(_error(RPCStatusCode.UNAVAILABLE))  # aborted by continue-as-new
+    # The workflow task carrying it failed before accepting it.
+    not_ready = _packed(WorkflowNotReadyFailure())
+    assert _resendable(_error(RPCStatusCode.FAILED_PRECONDITION, not_ready))
+
+
+def test_other_refusals_are_reported() -> None:
+    assert not _resendable(_error(RPCStatusCode.FAILED_PRECONDITION))
+    assert not _resendable(_error(RPCStatusCode.NOT_FOUND))
+    assert not _resendable(_error(RPCStatusCode.INVALID_ARGUMENT))
+    not_ready = _packed(WorkflowNotReadyFailure())
+    assert not _resendable(_error(RPCStatusCode.INVALID_ARGUMENT, not_ready))
