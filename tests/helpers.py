@@ -77,6 +77,21 @@ async def eventually(check: Any, seconds: float = 10.0) -> Any:
         await asyncio.sleep(0.1)
 
 
+async def quiet_history_length(handle: Any, seconds: float = 30.0) -> int:
+    """The workflow's history length once it has stopped growing for half a second: a
+    workflow just opened may still be finishing its first tasks when the client returns."""
+    previous = -1
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        length = len([e async for e in handle.fetch_history_events()])
+        if length == previous:
+            return length
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"history still growing after {seconds}s ({length} events)")
+        previous = length
+        await asyncio.sleep(0.5)
+
+
 async def open_one(
     pool: asyncpg.Pool,
     opportunities: Any,
