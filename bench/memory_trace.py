@@ -47,7 +47,8 @@ def category(traceback: tracemalloc.Traceback) -> str:
     files = [where(frame).split(":")[0] for frame in frames]
     importing = [n for n, frame in enumerate(frames) if frame.filename.startswith("<frozen imp")]
     if importing:
-        place = "in the sandbox" if any("sandbox/_importer" in f for f in files) else "(bench)"
+        sandbox = any("sandbox/_importer" in file for file in files)
+        place = "in the sandbox" if sandbox else "(sandbox importer beyond FRAMES, or bench)"
         first = importing[0]
         if first == 0:
             return f"import {place}: code objects, module objects"
