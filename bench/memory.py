@@ -6,8 +6,9 @@ workflow of `bench.engine`), both with `OPPORTUNITIES_MAX_CACHED_WORKFLOWS` abov
 so nothing is evicted. For each side: start the worker, open a few workflows (so imports and
 first loads are not counted), read its RSS (VmRSS of /proc/PID/status) once it is idle, open
 N more, wait until every one is through its first workflow tasks and the worker is idle
-again, read its RSS again. Per workflow = RSS growth / N. The workers' own Prometheus gauge
-`temporal_sticky_cache_size` shows that every workflow is still cached.
+again, read its RSS again. Per workflow = RSS growth / N. The workers' own Prometheus metrics
+show that every workflow is still cached: the gauge `temporal_sticky_cache_size`, and no
+`temporal_sticky_cache_miss` (a task for a run no longer cached, replayed from its history).
 
 An opportunity is opened with `OpportunitiesClient.create` on the example process (the
 Prospect stage, one calendar activity created on entry) and waited for until open and
@@ -66,7 +67,7 @@ class Side:
     before_kb: int
     after_kb: int
     cached: int
-    evicted: int
+    misses: int
     seconds: float
 
     @property
@@ -74,8 +75,8 @@ class Side:
         return (self.after_kb - self.before_kb) / self.count
 
 
-def rss_kb(pid: int) -> int:
-    """The process's resident set size (VmRSS), in KiB."""
+def rss_kb(pid: int | str) -> int:
+    """The resident set size (VmRSS) of a process (or "self"), in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
@@ -230,22 +231,19 @@ async def measure(
         after = await worker.idle_rss_kb()
         metrics = await worker.metrics()
         cached = int(metrics.get("temporal_sticky_cache_size", -1))
-        evicted = int(metrics.get("temporal_sticky_cache_total_forced_eviction", 0))
-        console.print(
-            f"{name}: {after / 1024:.1f} MiB with {cached} cached, {evicted} forced evictions"
-        )
-        return Side(name, count, before, after, cached, evicted, seconds)
+        misses = int(metrics.get("temporal_sticky_cache_miss", 0))
+        console.print(f"{name}: {after / 1024:.1f} MiB with {cached} cached, {misses} cache misses")
+        return Side(name, count, before, after, cached, misses, seconds)
 
 
-async def ours(
-    client: Client,
-    pool: asyncpg.Pool,
-    env: dict[str, str],
-    logs: Path,
-    count: int,
-    concurrency: int,
-) -> Side:
-    opportunities = OpportunitiesClient(client, QUEUE, database=pool)
+Opener = tuple[Callable[[int], Awaitable[None]], Callable[[], Awaitable[int]]]
+"""Open workflow number n (and wait until it is through its first tasks); how many are."""
+
+
+def opportunity_opener(client: Client, pool: asyncpg.Pool, queue: str) -> Opener:
+    """Opportunities on the example process, each opened with `create` (which returns once
+    it is open, its entry activities linked); through once its projection row is written."""
+    opportunities = OpportunitiesClient(client, queue, database=pool)
 
     async def open_one(n: int) -> None:
         await opportunities.create(
@@ -255,15 +253,12 @@ async def ours(
     async def opened() -> int:
         return int(await pool.fetchval("SELECT count(*) FROM opportunities"))
 
-    worker = WorkerProcess(
-        [str(Path(sys.executable).parent / "opportunities-worker")], env, logs / "ours.log"
-    )
-    return await measure("ours", worker, count, concurrency, open_one, opened)
+    return open_one, opened
 
 
-async def bare(
-    client: Client, env: dict[str, str], logs: Path, count: int, concurrency: int
-) -> Side:
+def bare_opener(client: Client, queue: str) -> Opener:
+    """Bare workflows started with one command, each waited for until that command's
+    activity is done (as `create` waits for an opportunity)."""
     through = 0
 
     async def open_one(n: int) -> None:
@@ -271,11 +266,11 @@ async def bare(
         handle = await client.start_workflow(
             BareCommands.run,
             id=f"bare-mem-{n:05d}",
-            task_queue=BARE_QUEUE,
+            task_queue=queue,
             start_signal="command",
             start_signal_args=[{"owner": "o", "request_id": f"bare-{n}"}],
         )
-        while True:  # as `create` waits for an opportunity: until its command is done
+        while True:
             if await handle.query("done") >= 1:
                 break
             await asyncio.sleep(0.1)
@@ -284,8 +279,7 @@ async def bare(
     async def opened() -> int:
         return through
 
-    worker = WorkerProcess([sys.executable, "-m", "bench.bare_worker"], env, logs / "bare.log")
-    return await measure("bare", worker, count, concurrency, open_one, opened)
+    return open_one, opened
 
 
 def report(sides: list[Side], started: float) -> None:
@@ -296,8 +290,9 @@ def report(sides: list[Side], started: float) -> None:
         caption="ours: opportunities-worker, an opportunity opened on the example process; "
         "bare: BareCommands, started with one command",
     )
-    for column in ("side", "N", "RSS before", "RSS after", "per workflow", "cached", "opened/s"):
-        table.add_column(column, justify="left" if column == "side" else "right")
+    table.add_column("side", no_wrap=True)
+    for column in ("N", "RSS before", "RSS after", "per workflow", "cached", "opened/s"):
+        table.add_column(column, justify="right")
     table.add_column("ours / bare (goal <= 2x)", justify="right")
     for side in sides:
         table.add_row(
@@ -306,32 +301,56 @@ def report(sides: list[Side], started: float) -> None:
             f"{side.before_kb / 1024:.1f} MiB",
             f"{side.after_kb / 1024:.1f} MiB",
             f"{side.per_workflow_kb:.1f} KiB",
-            f"{side.cached:,}" + (f" ({side.evicted:,} evicted)" if side.evicted else ""),
+            f"{side.cached:,}" + (f" ({side.misses:,} misses)" if side.misses else ""),
             f"{side.count / side.seconds:.1f}",
             (f"{ratio:.2f}x " + ("ok" if ratio <= 2 else "over")) if side is ours_side else "",
         )
     console.print(table)
     for side in sides:
-        if side.cached < side.count + WARM_UP or side.evicted:
+        if side.cached < side.count + WARM_UP or side.misses:
             console.print(f"[red]{side.name}: not every workflow stayed cached[/red]")
     console.print(f"benchmark took {time.monotonic() - started:.0f} s")
 
 
-async def main(count: int, concurrency: int) -> None:
+def ours_command(passthrough: str | None, unsandboxed: bool) -> list[str]:
+    """The service's worker, or for an experiment the same worker with another workflow
+    runner (`bench.runner_worker`)."""
+    if passthrough or unsandboxed:
+        runner = "unsandboxed" if unsandboxed else f"passthrough:{passthrough}"
+        return [sys.executable, "-m", "bench.runner_worker", runner]
+    return [str(Path(sys.executable).parent / "opportunities-worker")]
+
+
+def ours_name(passthrough: str | None, unsandboxed: bool) -> str:
+    if unsandboxed:
+        return "ours, unsandboxed"
+    return f"ours, {passthrough} passed through" if passthrough else "ours"
+
+
+async def main(count: int, concurrency: int, passthrough: str | None, unsandboxed: bool) -> None:
     started = time.monotonic()
     cache = WARM_UP + count + CACHE_SLACK
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         logs = Path(tmp)
         async with local_servers_and_url(lambda document: None) as (pool, env, url):
             address = env.client.service_client.config.target_host
+            ours_worker = WorkerProcess(
+                ours_command(passthrough, unsandboxed),
+                worker_env(address, url, QUEUE, cache),
+                logs / "ours.log",
+            )
+            bare_worker = WorkerProcess(
+                [sys.executable, "-m", "bench.bare_worker"],
+                worker_env(address, url, BARE_QUEUE, cache),
+                logs / "bare.log",
+            )
             sides = [
-                await ours(
-                    env.client, pool, worker_env(address, url, QUEUE, cache), logs, count,
-                    concurrency,
+                await measure(
+                    ours_name(passthrough, unsandboxed), ours_worker, count, concurrency,
+                    *opportunity_opener(env.client, pool, QUEUE),
                 ),
-                await bare(
-                    env.client, worker_env(address, url, BARE_QUEUE, cache), logs, count,
-                    concurrency,
+                await measure(
+                    "bare", bare_worker, count, concurrency, *bare_opener(env.client, BARE_QUEUE)
                 ),
             ]  # fmt: skip
     report(sides, started)
@@ -341,5 +360,16 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=5000, help="workflows per side (5000)")
     parser.add_argument("--concurrency", type=int, default=40, help="opened at a time (40)")
+    parser.add_argument(
+        "--passthrough",
+        metavar="MODULES",
+        help="experiment: ours with these modules (comma-separated) also passed through the "
+        "workflow sandbox",
+    )
+    parser.add_argument(
+        "--unsandboxed", action="store_true", help="experiment: ours without the sandbox"
+    )
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.count, arguments.concurrency))
+    asyncio.run(
+        main(arguments.count, arguments.concurrency, arguments.passthrough, arguments.unsandboxed)
+    )
