@@ -194,7 +194,9 @@ async def in_batches(
     return time.monotonic() - started
 
 
-def worker_env(address: str, database_url: str, queue: str, cache: int) -> dict[str, str]:
+def worker_env(
+    address: str, database_url: str, queue: str, cache: int, sandbox: bool
+) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
@@ -208,6 +210,7 @@ def worker_env(address: str, database_url: str, queue: str, cache: int) -> dict[
         OPPORTUNITIES_MAX_CACHED_WORKFLOWS=str(cache),
         OPPORTUNITIES_LOG_FORMAT="text",
         OPPORTUNITIES_LOCAL_ENV=os.devnull,  # never a `make run`'s servers
+        OPPORTUNITIES_WORKFLOW_SANDBOX="on" if sandbox else "off",  # both sides alike
     )
     return env
 
@@ -312,22 +315,21 @@ def report(sides: list[Side], started: float) -> None:
     console.print(f"benchmark took {time.monotonic() - started:.0f} s")
 
 
-def ours_command(passthrough: str | None, unsandboxed: bool) -> list[str]:
-    """The service's worker, or for an experiment the same worker with another workflow
-    runner (`bench.runner_worker`)."""
-    if passthrough or unsandboxed:
-        runner = "unsandboxed" if unsandboxed else f"passthrough:{passthrough}"
-        return [sys.executable, "-m", "bench.runner_worker", runner]
+def ours_command(passthrough: str | None) -> list[str]:
+    """The service's worker, or for an experiment the same worker with modules passed
+    through the sandbox (`bench.runner_worker`)."""
+    if passthrough:
+        return [sys.executable, "-m", "bench.runner_worker", f"passthrough:{passthrough}"]
     return [str(Path(sys.executable).parent / "opportunities-worker")]
 
 
-def ours_name(passthrough: str | None, unsandboxed: bool) -> str:
-    if unsandboxed:
-        return "ours, unsandboxed"
-    return f"ours, {passthrough} passed through" if passthrough else "ours"
+def ours_name(passthrough: str | None, sandbox: bool) -> str:
+    if passthrough:
+        return f"ours, sandbox, {passthrough} passed through"
+    return "ours, sandbox" if sandbox else "ours"
 
 
-async def main(count: int, concurrency: int, passthrough: str | None, unsandboxed: bool) -> None:
+async def main(count: int, concurrency: int, passthrough: str | None, sandbox: bool) -> None:
     started = time.monotonic()
     cache = WARM_UP + count + CACHE_SLACK
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
@@ -335,18 +337,18 @@ async def main(count: int, concurrency: int, passthrough: str | None, unsandboxe
         async with local_servers_and_url(lambda document: None) as (pool, env, url):
             address = env.client.service_client.config.target_host
             ours_worker = WorkerProcess(
-                ours_command(passthrough, unsandboxed),
-                worker_env(address, url, QUEUE, cache),
+                ours_command(passthrough),
+                worker_env(address, url, QUEUE, cache, sandbox or bool(passthrough)),
                 logs / "ours.log",
             )
             bare_worker = WorkerProcess(
                 [sys.executable, "-m", "bench.bare_worker"],
-                worker_env(address, url, BARE_QUEUE, cache),
+                worker_env(address, url, BARE_QUEUE, cache, sandbox or bool(passthrough)),
                 logs / "bare.log",
             )
             sides = [
                 await measure(
-                    ours_name(passthrough, unsandboxed), ours_worker, count, concurrency,
+                    ours_name(passthrough, sandbox), ours_worker, count, concurrency,
                     *opportunity_opener(env.client, pool, QUEUE),
                 ),
                 await measure(
@@ -367,9 +369,11 @@ if __name__ == "__main__":
         "workflow sandbox",
     )
     parser.add_argument(
-        "--unsandboxed", action="store_true", help="experiment: ours without the sandbox"
+        "--sandbox",
+        action="store_true",
+        help="both workers with OPPORTUNITIES_WORKFLOW_SANDBOX=on (default off, as deployed)",
     )
     arguments = parser.parse_args()
     asyncio.run(
-        main(arguments.count, arguments.concurrency, arguments.passthrough, arguments.unsandboxed)
+        main(arguments.count, arguments.concurrency, arguments.passthrough, arguments.sandbox)
     )
