@@ -28,8 +28,8 @@ from typing import Any
 from temporalio.client import Client
 
 from bench.bare import BareCommands
-from bench.memory import WorkerProcess, running
 from bench.servers import local_servers_and_url
+from bench.worker_process import WorkerProcess, running
 from sales.commands import ChangeOwner
 from starter.client import OpportunitiesClient
 

@@ -24,8 +24,9 @@ from temporalio.worker import Worker
 
 from bench import runner_worker
 from bench.bare import BareCommands, bare_effect
-from bench.memory import WARM_UP, bare_opener, in_batches, opportunity_opener, rss_kb
+from bench.memory import WARM_UP, bare_opener, in_batches, opportunity_opener
 from bench.servers import local_servers
+from bench.worker_process import rss_kb
 from worker import build_worker
 
 QUEUE = "bench-trace"

@@ -1,0 +1,112 @@
+"""A worker in a process of its own, as production runs it, for the benchmarks: started and
+stopped, its Prometheus metrics read, its memory (VmRSS) read once it is idle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from runtime import embedded
+
+IDLE_SECONDS = 6.0
+"""A worker is idle when its task counters have not moved for this long."""
+TASK_COUNTERS = (
+    "temporal_workflow_task_execution_latency_count",
+    "temporal_activity_execution_latency_count",
+)
+
+
+def rss_kb(pid: int | str) -> int:
+    """The resident set size (VmRSS) of a process (or "self"), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+class WorkerProcess:
+    """A worker in a child process, its log in a file, its metrics on a port of its own."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.command = command
+        self.env = env
+        self.log = log
+        self.metrics_port = embedded.free_port()
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def start(self) -> None:
+        env = {
+            **self.env,
+            "OPPORTUNITIES_METRICS_PORT": str(self.metrics_port),
+            "OPPORTUNITIES_METRICS_HOST": "127.0.0.1",
+        }
+        with self.log.open("wb") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.command, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 120
+        while b"worker polling task queue" not in self.log.read_bytes():
+            if self.process.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start: {self.log.read_text()[-2000:]}")
+            await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), 60)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+    async def metrics(self) -> dict[str, float]:
+        """Prometheus samples, summed over labels, by metric name (histograms: `_count`)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+        def fetch() -> str:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return str(response.read().decode())
+
+        samples: dict[str, float] = {}
+        for line in (await asyncio.to_thread(fetch)).splitlines():
+            if not line or line.startswith("#"):
+                continue
+            name_labels, _, value = line.rpartition(" ")
+            name = name_labels.partition("{")[0]
+            samples[name] = samples.get(name, 0.0) + float(value)
+        return samples
+
+    async def idle_rss_kb(self) -> int:
+        """RSS once the worker has run no task for IDLE_SECONDS (and RSS has stopped moving)."""
+        last: tuple[float, ...] = ()
+        last_rss = 0
+        quiet_since = time.monotonic()
+        while True:
+            samples = await self.metrics()
+            counters = tuple(samples.get(name, 0.0) for name in TASK_COUNTERS)
+            rss = rss_kb(self.pid)
+            if counters != last or abs(rss - last_rss) > max(256, last_rss // 200):
+                last, last_rss, quiet_since = counters, rss, time.monotonic()
+            elif time.monotonic() - quiet_since >= IDLE_SECONDS:
+                return rss
+            await asyncio.sleep(1.0)
+
+
+@contextlib.asynccontextmanager
+async def running(worker: WorkerProcess) -> AsyncIterator[WorkerProcess]:
+    try:
+        await worker.start()
+        yield worker
+    finally:
+        await worker.stop()
