@@ -29,13 +29,15 @@ from temporalio.client import Client
 
 from bench.bare import BareCommands
 from bench.servers import local_servers_and_url
-from bench.worker_process import WorkerProcess, running
+from bench.worker_process import WorkerProcess, running, worker_env
 from sales.commands import ChangeOwner
 from starter.client import OpportunitiesClient
 
 QUEUE = "bench-engine"
 BARE_QUEUE = "bench-bare"
 SENDERS = 10
+CACHE = 5000
+"""Workflows each worker keeps cached (the service's default)."""
 
 
 async def senders(count: int, send: Any) -> float:
@@ -194,21 +196,18 @@ def no_activity_on_entry(document: dict[str, Any]) -> None:
 async def main(commands: int, starts: int, samples: int, long: int) -> None:
     async with local_servers_and_url(no_activity_on_entry) as (pool, env, url):
         client = env.client
-        settings = {
-            **os.environ,
-            "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-            "DATABASE_URL": url,
-        }
-        bin_dir = Path(sys.executable).parent
+        address = client.service_client.config.target_host
+        # The runner as this shell sets it (default: no sandbox), the same for both sides.
+        sandbox = os.environ.get("OPPORTUNITIES_WORKFLOW_SANDBOX", "off").lower() == "on"
         with tempfile.TemporaryDirectory() as logs:
             ours_worker = WorkerProcess(
-                [str(bin_dir / "opportunities-worker")],
-                {**settings, "OPPORTUNITIES_TASK_QUEUE": QUEUE},
+                [str(Path(sys.executable).parent / "opportunities-worker")],
+                worker_env(address, url, QUEUE, CACHE, sandbox),
                 Path(logs) / "ours.log",
             )
             bare_worker = WorkerProcess(
                 [sys.executable, "-m", "bench.bare_worker"],
-                {**settings, "OPPORTUNITIES_TASK_QUEUE": BARE_QUEUE},
+                worker_env(address, url, BARE_QUEUE, CACHE, sandbox),
                 Path(logs) / "bare.log",
             )
             async with running(ours_worker), running(bare_worker):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ from temporalio.client import Client
 
 from bench.bare import BareCommands
 from bench.servers import local_servers_and_url
-from bench.worker_process import WorkerProcess, running
+from bench.worker_process import WorkerProcess, running, worker_env
 from starter.client import OpportunitiesClient
 
 QUEUE = "bench-memory"
@@ -91,27 +90,6 @@ async def in_batches(
 
     await asyncio.gather(*(opener() for _ in range(min(concurrency, count))))
     return time.monotonic() - started
-
-
-def worker_env(
-    address: str, database_url: str, queue: str, cache: int, sandbox: bool
-) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("OPPORTUNITIES_", "TEMPORAL_", "SMTP_"))
-    }
-    env.update(
-        TEMPORAL_ADDRESS=address,
-        TEMPORAL_NAMESPACE="default",
-        DATABASE_URL=database_url,
-        OPPORTUNITIES_TASK_QUEUE=queue,
-        OPPORTUNITIES_MAX_CACHED_WORKFLOWS=str(cache),
-        OPPORTUNITIES_LOG_FORMAT="text",
-        OPPORTUNITIES_LOCAL_ENV=os.devnull,  # never a `make run`'s servers
-        OPPORTUNITIES_WORKFLOW_SANDBOX="on" if sandbox else "off",  # both sides alike
-    )
-    return env
 
 
 async def measure(

@@ -6,7 +6,9 @@ traced total is below the RSS growth `bench.memory` measures). The client's call
 process too but keep nothing.
 
     .venv/bin/python -m bench.memory_trace [--side ours|bare] [--count 500] [--concurrency 8]
-        [--top 25] [--tracebacks 5] [--passthrough MODULE,...] [--unsandboxed]
+        [--top 25] [--tracebacks 5] [--passthrough MODULE,...]
+
+Both sides use the runner `OPPORTUNITIES_WORKFLOW_SANDBOX` chooses (default: no sandbox).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from bench.bare import BareCommands, bare_effect
 from bench.memory import WARM_UP, bare_opener, in_batches, opportunity_opener
 from bench.servers import local_servers
 from bench.worker_process import rss_kb
-from worker import build_worker
+from worker import build_worker, workflow_runner
 
 QUEUE = "bench-trace"
 ROOT = str(Path(__file__).resolve().parent.parent)
@@ -131,15 +133,12 @@ async def main(
     top: int,
     tracebacks: int,
     passthrough: str | None,
-    unsandboxed: bool,
 ) -> None:
     async with local_servers(lambda document: None) as (pool, env):
         client = env.client
         if side == "ours":
-            if passthrough or unsandboxed:
-                runner_worker.use_runner(
-                    "unsandboxed" if unsandboxed else f"passthrough:{passthrough}"
-                )
+            if passthrough:
+                runner_worker.use_runner(f"passthrough:{passthrough}")
             worker = build_worker(client, pool, QUEUE)
             open_one, opened = opportunity_opener(client, pool, QUEUE)
         else:
@@ -149,6 +148,7 @@ async def main(
                 workflows=[BareCommands],
                 activities=[bare_effect],
                 max_cached_workflows=count + WARM_UP + 100,
+                workflow_runner=workflow_runner(),  # as ours
             )
             open_one, opened = bare_opener(client, QUEUE)
         async with worker:
@@ -185,7 +185,6 @@ if __name__ == "__main__":
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--tracebacks", type=int, default=5, help="print the N biggest in full")
     parser.add_argument("--passthrough", metavar="MODULES")
-    parser.add_argument("--unsandboxed", action="store_true")
     arguments = parser.parse_args()
     asyncio.run(
         main(
@@ -195,6 +194,5 @@ if __name__ == "__main__":
             arguments.top,
             arguments.tracebacks,
             arguments.passthrough,
-            arguments.unsandboxed,
         )
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 import urllib.request
@@ -110,3 +111,27 @@ async def running(worker: WorkerProcess) -> AsyncIterator[WorkerProcess]:
         yield worker
     finally:
         await worker.stop()
+
+
+def worker_env(
+    address: str, database_url: str, queue: str, cache: int, sandbox: bool
+) -> dict[str, str]:
+    """A worker's environment: this one without the service's own settings (nor a
+    `make run`'s), then the benchmark's servers, queue, cache and runner, alike for both
+    sides."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("OPPORTUNITIES_", "TEMPORAL_", "SMTP_"))
+    }
+    env.update(
+        TEMPORAL_ADDRESS=address,
+        TEMPORAL_NAMESPACE="default",
+        DATABASE_URL=database_url,
+        OPPORTUNITIES_TASK_QUEUE=queue,
+        OPPORTUNITIES_MAX_CACHED_WORKFLOWS=str(cache),
+        OPPORTUNITIES_LOG_FORMAT="text",
+        OPPORTUNITIES_LOCAL_ENV=os.devnull,  # never a `make run`'s servers
+        OPPORTUNITIES_WORKFLOW_SANDBOX="on" if sandbox else "off",  # both sides alike
+    )
+    return env
