@@ -58,16 +58,13 @@ def workflow_id(opportunity_id: str) -> str:
     return f"opportunity-{opportunity_id}"
 
 
-RESENDABLE = (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE)
-"""Update refusals that mean "not now": too many in flight, aborted by a continue-as-new,
-the server restarting."""
-
-
 def _resendable(error: RPCError) -> bool:
-    """Also "workflow not ready": the workflow task that carried the update failed before
-    accepting it (for one, the server force-closes a task that lets more than 100 signals
-    pile up). The update was not applied; sent again it lands in the next task."""
-    if error.status in RESENDABLE:
+    """Update refusals that mean "not now", so the update was not applied and sent again
+    lands later: too many in flight (RESOURCE_EXHAUSTED), aborted by a continue-as-new or a
+    restarting server (UNAVAILABLE), or "workflow not ready": the workflow task carrying it
+    failed before accepting it (for one, the server force-closes a task that lets more than
+    100 signals pile up)."""
+    if error.status in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE):
         return True
     details = error.grpc_status.details if error.status == RPCStatusCode.FAILED_PRECONDITION else []
     return any(detail.type_url.endswith("WorkflowNotReadyFailure") for detail in details)

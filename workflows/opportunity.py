@@ -39,7 +39,8 @@ ANSWER_BEFORE_PROJECTION = "answer-before-projection"
 """Patch (2026-11-28): a `reply_to` answer goes out with the projection write, once the
 command's effects are carried out, instead of after it: the answer's round trip overlaps the
 projection activity, saving each mass-modified opportunity a workflow task. Histories
-recorded before it (tests/histories/mass-modified-opportunity.json) replay the old order."""
+recorded before it (tests/histories/mass-modified-opportunity-before-answer-patch.json)
+replay the old order."""
 
 
 BATCH_PROJECTION = "batch-projection"
