@@ -362,6 +362,45 @@ async def test_search_attributes_follow_the_stage(
     assert attributes.get(sa.OPPORTUNITY_STATUS) == "open"
 
 
+async def test_search_attributes_settle_after_a_stream_of_commands(
+    worker: Worker,
+    pool: asyncpg.Pool,
+    client: Client,
+    opportunities: OpportunitiesClient,
+    uid: str,
+) -> None:
+    """Under a stream of commands the owner is indexed at most about once a second, not
+    after every batch (`search-attributes-under-load`), and once the stream stops the
+    search attributes hold the final state."""
+    from workflows import search_attributes as sa
+
+    await open_one(pool, opportunities, uid)
+    handle = opportunities.handle(f"o-{uid}")
+    await asyncio.gather(*(handle.signal("change_owner", {"owner": f"o{n}"}) for n in range(150)))
+    await opportunities.change_owner(f"o-{uid}", f"final-{uid}")
+
+    async def indexed() -> int:
+        query = f"OpportunityOwner = 'final-{uid}'"
+        return (await client.count_workflows(query)).count
+
+    assert await eventually(indexed) == 1
+    description = await handle.describe()
+    assert description.typed_search_attributes.get(sa.OPPORTUNITY_OWNER) == f"final-{uid}"
+    assert description.typed_search_attributes.get(sa.OPPORTUNITY_STAGE) == "Prospect"
+
+    owner_upserts = projections = 0
+    async for event in handle.fetch_history_events():
+        if event.HasField("upsert_workflow_search_attributes_event_attributes"):
+            fields = event.upsert_workflow_search_attributes_event_attributes
+            owner_upserts += sa.OPPORTUNITY_OWNER.name in fields.search_attributes.indexed_fields
+        projections += (
+            event.HasField("activity_task_scheduled_event_attributes")
+            and event.activity_task_scheduled_event_attributes.activity_type.name
+            == "project_opportunity"
+        )
+    assert 2 <= owner_upserts < projections, (owner_upserts, projections)
+
+
 class LosesFirstAnswers(OpportunityActivities):
     """The real projection activity, but the first attempt of each write 'loses' its answer
     after committing (as when a worker dies or the network drops right after COMMIT)."""

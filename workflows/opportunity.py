@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from temporalio import workflow
@@ -63,6 +64,16 @@ replay quickly: short runs and a core whose cost per command does not grow with 
 MAX_RUN_EVENTS = 1500
 """Continue as new at this history length even without the server's suggestion."""
 
+SEARCH_ATTRIBUTES_UNDER_LOAD = "search-attributes-under-load"
+"""Patch (2026-11-28): while more commands wait in the queue, the search attributes are
+upserted at most once per `INDEX_AT_MOST_EVERY` instead of after every batch, and as soon as
+the queue is empty; a continue-as-new and the end of a run upsert whatever is still due.
+Each upsert is a history event and a write to the server's visibility store: under a stream
+of owner changes it was the largest share of the server's cost per command beyond the bare
+workflow's. What operators see settles within a second of the last command either way."""
+INDEX_AT_MOST_EVERY = timedelta(seconds=1)
+"""Under load, the search attributes lag the state by at most this much workflow time."""
+
 
 @dataclass
 class _Applied:
@@ -107,6 +118,8 @@ class OpportunityWorkflow:
         self._results: dict[int, core.CommandResult | str] = {}
         self._next_ticket = 0
         self._indexed: dict[str, Any] = {}
+        self._indexed_at: datetime | None = None
+        self._index_under_load = False
         self._continue_as_new_after: int | None = None
         self._under_load = False
         self._replies: list[asyncio.Task[None]] = []
@@ -121,6 +134,7 @@ class OpportunityWorkflow:
         start = self._parse_input(input)
         self._continue_as_new_after = start.continue_as_new_after_events
         self._under_load = workflow.patched(CONTINUE_AS_NEW_UNDER_LOAD)
+        self._index_under_load = workflow.patched(SEARCH_ATTRIBUTES_UNDER_LOAD)
         if self._state is None:
             await self._open(start)
         elif start.reopen is not None:
@@ -140,6 +154,8 @@ class OpportunityWorkflow:
             except TimeoutError:
                 continue  # a stage timer is due: the loop fires it
             await self._apply_queue(stop_for_continue_as_new=self._under_load)
+            if self._index_under_load:
+                self._publish()  # what the last batch deferred, if the queue is now empty
             if self._state.status == "open" and self._should_continue_as_new():
                 # Updates must get their results in this run: wait until every handler is done,
                 # applying whatever arrives meanwhile, then hand the state to the next run.
@@ -153,6 +169,8 @@ class OpportunityWorkflow:
                     )
                     if self._queue:
                         continue
+                if self._index_under_load:
+                    self._publish(due=True)
                 workflow.continue_as_new(
                     OpportunityInput(
                         **start.model_dump(exclude={"carried", "reopen"}),
@@ -169,6 +187,8 @@ class OpportunityWorkflow:
                 lambda: workflow.all_handlers_finished() or bool(self._queue)
             )
             if not self._queue:
+                if self._index_under_load:
+                    self._publish(due=True)
                 return self._state
 
     # --- commands: each a signal and an update of the same name (see `_command`) ----------
@@ -462,8 +482,12 @@ class OpportunityWorkflow:
         await effect_runner.project(ProjectionWrite(summary=self._state.summary(), history=history))
         self._publish()
 
-    def _publish(self) -> None:
-        """Upsert the search attributes that changed, and the UI's current details."""
+    def _publish(self, *, due: bool = False) -> None:
+        """Upsert the search attributes that changed, and set the UI's current details.
+
+        With `SEARCH_ATTRIBUTES_UNDER_LOAD` the upsert waits while more commands are queued
+        and the last one is younger than `INDEX_AT_MOST_EVERY`, unless `due`: the queue is
+        then applied next, and its last batch (or the loop after it) publishes again."""
         assert self._state is not None
         state = self._state
         wanted: dict[str, Any] = {
@@ -474,16 +498,28 @@ class OpportunityWorkflow:
             sa.OPPORTUNITY_OWNER.name: state.owner,
             sa.OPEN_ACTIONS.name: state.open_actions(),
         }
-        updates = []
-        for key in sa.ALL:
-            value = wanted[key.name]
-            if self._indexed.get(key.name, ...) == value:
-                continue
-            updates.append(key.value_unset() if value is None else key.value_set(value))
-            self._indexed[key.name] = value
-        if updates:
-            workflow.upsert_search_attributes(updates)
+        changed = {
+            key.name: value
+            for key in sa.ALL
+            if self._indexed.get(key.name, ...) != (value := wanted[key.name])
+        }
+        if changed and (due or not self._index_later()):
+            workflow.upsert_search_attributes([
+                key.value_unset() if changed[key.name] is None else key.value_set(changed[key.name])
+                for key in sa.ALL
+                if key.name in changed
+            ])  # fmt: skip
+            self._indexed.update(changed)
+            self._indexed_at = workflow.now()
         workflow.set_current_details(_details(state))
+
+    def _index_later(self) -> bool:
+        return (
+            self._index_under_load
+            and bool(self._queue)
+            and self._indexed_at is not None
+            and workflow.now() - self._indexed_at < INDEX_AT_MOST_EVERY
+        )
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
