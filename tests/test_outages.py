@@ -18,6 +18,7 @@ Each test has servers of its own for the part that goes away, so the session's s
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -187,6 +188,18 @@ async def own_pool(own_postgres: OwnPostgres) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
+FAILED_ATTEMPT = re.compile(r"Completing activity as failed \(\{[^}]*'attempt': (\d+)")
+
+
+def logged_failures(workers: Workers) -> list[tuple[int, str]]:
+    """(the attempt now pending, "logged") for each failed attempt in the workers' logs."""
+    return [
+        (int(found.group(1)) + 1, "logged")
+        for process in workers.processes
+        for found in FAILED_ATTEMPT.finditer(process.log.read_text(errors="replace"))
+    ]
+
+
 async def test_postgres_stopped_for_20_seconds_mid_run(
     client: Client,
     servers: Servers,
@@ -198,15 +211,20 @@ async def test_postgres_stopped_for_20_seconds_mid_run(
 ) -> None:
     opportunities = OpportunitiesClient(client, task_queue, database=own_pool)
     handles = [opportunities.handle(i) for i in opportunity_ids(uid, OPPORTUNITIES)]
+    workers = Workers(task_queue, tmp_path)
 
     async def attempts() -> list[tuple[int, str]]:
-        """The attempt and last failure of every activity pending now."""
+        """The attempt and last failure of every activity pending now: activity tasks as the
+        server describes them, and local activities (the projection of a small batch, run
+        inside a workflow task, which the server does not see) from the workers' log of
+        failed attempts."""
         descriptions = await asyncio.gather(*(h.describe() for h in handles))
-        return [
+        described = [
             (pending.attempt, pending.last_failure.message)
             for description in descriptions
             for pending in description.raw_description.pending_activities
         ]
+        return described + logged_failures(workers)
 
     async def retrying() -> list[tuple[int, str]]:
         return [(n, failure) for n, failure in await attempts() if n >= 2]
@@ -222,7 +240,7 @@ async def test_postgres_stopped_for_20_seconds_mid_run(
         assert most <= 6, f"attempt {most} within {POSTGRES_DOWN:.0f} s: no backoff"
         await own_postgres.start()
 
-    async with Workers(task_queue, tmp_path) as workers:
+    async with workers:
         worker = await workers.start(replace(servers, database_url=own_postgres.uri()))
         await run_mixed_commands(
             own_pool,

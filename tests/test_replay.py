@@ -25,12 +25,19 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 RECORDED = {path.stem: json.loads(path.read_text()) for path in HISTORIES}
 
 
+PATHS = {"actions", "outcomes-won", "reopened-then-lost", "timers", "continue-as-new",
+         "mass-modified-opportunity", "batched", "continue-as-new-under-load"}  # fmt: skip
+"""The Opportunity's feature paths, each recorded on today's code and, as
+`<path>-before-local-projection`, before the two load patches."""
+LOAD_PATCHES = ["search-attributes-under-load", "local-projection-for-small-batches"]
+
+
 def test_every_feature_path_has_a_recorded_history() -> None:
     names = set(RECORDED)
-    assert {"actions", "outcomes-won", "reopened-then-lost", "timers", "continue-as-new",
-            "mass-modify", "mass-modified-opportunity",
-            "mass-modified-opportunity-before-answer-patch", "batched",
-            "continue-as-new-under-load"} <= names  # fmt: skip
+    assert PATHS <= names
+    assert {f"{path}-before-local-projection" for path in PATHS} <= names
+    assert {"mass-modify", "mass-modified-opportunity-before-answer-patch",
+            "local-projection"} <= names  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -54,13 +61,35 @@ def test_the_answer_patch_is_recorded_both_ways() -> None:
     """The history from before `answer-before-projection` has no marker and answers after the
     projection; the one after has the marker and answers before it. Both replay above."""
     assert _patches(RECORDED["mass-modified-opportunity-before-answer-patch"]) == []
-    assert _patches(RECORDED["mass-modified-opportunity"]) == ["answer-before-projection"]
+    assert _patches(RECORDED["mass-modified-opportunity-before-local-projection"]) == [
+        "answer-before-projection"
+    ]
+    assert "answer-before-projection" in _patches(RECORDED["mass-modified-opportunity"])
 
 
 def test_the_batch_patch_is_recorded() -> None:
     """`batched` was recorded with `batch-projection`; the older files without it."""
     assert "batch-projection" in _patches(RECORDED["batched"])
-    assert "batch-projection" not in _patches(RECORDED["actions"])
+    assert "batch-projection" not in _patches(RECORDED["actions-before-local-projection"])
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_the_load_patches_are_recorded_both_ways(path: str) -> None:
+    """Each path replays (above) both with the load patches' markers and from before them."""
+    assert set(LOAD_PATCHES) <= set(_patches(RECORDED[path]))
+    assert not set(LOAD_PATCHES) & set(_patches(RECORDED[f"{path}-before-local-projection"]))
+
+
+def test_small_batches_project_by_local_activity_and_a_burst_by_activity_task() -> None:
+    """`local-projection`: single commands wrote the projection by local activity (a
+    marker), the burst of 60 signals by an activity task; so replay covers both branches."""
+    events = RECORDED["local-projection"]["history"]["events"]
+    markers = [e["markerRecordedEventAttributes"]["markerName"]
+               for e in events if "markerRecordedEventAttributes" in e]  # fmt: skip
+    activities = [e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+                  for e in events if "activityTaskScheduledEventAttributes" in e]  # fmt: skip
+    assert markers.count("core_local_activity") >= 3  # open, the first update, the last
+    assert "project_opportunity" in activities
 
 
 def _patches(recorded: dict[str, Any]) -> list[str]:

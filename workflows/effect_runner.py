@@ -120,10 +120,21 @@ async def run(effect: Effect) -> None:
         raise TypeError(f"no activity for effect {effect.kind!r}")
 
 
-async def project(write: ProjectionWrite) -> None:
+async def project(write: ProjectionWrite, *, local: bool = False) -> None:
+    """Write the read model; with `local`, as a local activity run by the worker inside the
+    workflow task that asked for it (one marker in history, no round trip through the
+    server), with the same timeout and retries."""
     telemetry.count_effect("project_opportunity")
-    await _execute(
-        OpportunityActivities.project_opportunity, write, _projection_summary(write.history)
+    summary = _projection_summary(write.history)
+    if not local:
+        await _execute(OpportunityActivities.project_opportunity, write, summary)
+        return
+    await workflow.execute_local_activity_method(
+        OpportunityActivities.project_opportunity,
+        write,
+        start_to_close_timeout=TIMEOUT,
+        retry_policy=RETRY,
+        summary=summary,
     )
 
 

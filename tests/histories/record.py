@@ -205,7 +205,26 @@ async def under_load(client: Client, opportunities: OpportunitiesClient, pool: A
     await save(client, handle, "continue-as-new-under-load", run_id=first_run)
 
 
-PATHS = [actions, outcomes, timers, continue_as_new, mass, batched, under_load]
+async def local_projection(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
+    """Small batches write the projection by local activity, a burst of commands by an
+    activity task (`local-projection-for-small-batches`); search attributes wait while
+    commands are queued (`search-attributes-under-load`)."""
+    await setup_process(pool, "local", on_entry=False)
+    contact = await setup_contact(pool, "local")
+    await opportunities.create(contact, opportunity_id="local", process_id="life-local")
+    await opportunities.change_owner("local", "ann", request_id="local-1")
+    handle = opportunities.handle("local")
+    await asyncio.gather(*(
+        handle.signal("change_owner", {"owner": f"o{n}", "request_id": f"burst-{n}"})
+        for n in range(60)
+    ))  # fmt: skip
+    await opportunities.change_stage("local", "Proposal", request_id="local-2")
+    state = await opportunities.state("local")
+    assert len(state.applied_request_ids) == 62, state.applied_request_ids
+    await save(client, handle, "local-projection")
+
+
+PATHS = [actions, outcomes, timers, continue_as_new, mass, batched, under_load, local_projection]
 
 
 async def main(names: list[str]) -> None:
