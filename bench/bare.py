@@ -1,6 +1,7 @@
 """The bare workflow `bench.engine` compares this service with: commands into a queue, taken
-in order in batches of up to 50 with one no-op activity per batch, as the Opportunity writes
-one projection per batch. Its own module, so the workflow sandbox imports little."""
+in order in batches of up to 50 with one no-op activity per batch (or local activity, the
+second reference), as the Opportunity writes one projection per batch. Its own module, so
+the workflow sandbox imports little."""
 
 from __future__ import annotations
 
@@ -41,11 +42,18 @@ class BareCommands:
         return self.done
 
     @workflow.run
-    async def run(self) -> None:
+    async def run(self, local: bool = False) -> None:
+        """With `local`, each batch's activity is a local activity: the reference for ours,
+        which writes the projection of a small batch by local activity."""
         while True:
             await workflow.wait_condition(lambda: bool(self.queue))
             batch, self.queue = self.queue[:MAX_BATCH], self.queue[MAX_BATCH:]
-            await workflow.execute_activity(
-                bare_effect, batch, start_to_close_timeout=timedelta(seconds=10)
-            )
+            if local:
+                await workflow.execute_local_activity(
+                    bare_effect, batch, start_to_close_timeout=timedelta(seconds=10)
+                )
+            else:
+                await workflow.execute_activity(
+                    bare_effect, batch, start_to_close_timeout=timedelta(seconds=10)
+                )
             self.done += len(batch)

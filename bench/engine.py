@@ -6,7 +6,9 @@ batch: the least a durable command with a side effect can cost. Each runs in a w
 process of its own (the real `opportunities-worker` and `bench.bare_worker`, with the same
 workflow runner and cache), as production runs them, while this process only sends commands
 and reads results; both in one run on the same servers. The table prints each figure and
-the ratio.
+the ratio. Ours writes the projection of a small batch by local activity
+(`LOCAL_PROJECTION` in workflows/opportunity.py), so a second row compares with the bare
+workflow running its batches by local activity too.
 
     .venv/bin/python -m bench.engine [--commands 1000] [--starts 200] [--samples 100]
                                      [--long 20000]
@@ -59,10 +61,10 @@ async def until(check: Any) -> None:
         await asyncio.sleep(0.05)
 
 
-async def commands_per_second(
+async def ours_per_second(
     client: Client, opportunities: OpportunitiesClient, count: int, how: str, tag: str
-) -> tuple[float, float, float, float]:
-    """(ours per s, bare per s, our and bare history events per command)."""
+) -> tuple[float, float]:
+    """`count` owner changes into one opportunity: (commands per s, history events each)."""
     opportunity_id = f"cmd-{tag}"
     await opportunities.create("c-bench", opportunity_id=opportunity_id, process_id="bench")
     started = time.perf_counter()
@@ -80,10 +82,18 @@ async def commands_per_second(
         return len((await opportunities.state(opportunity_id)).applied_request_ids) >= count
 
     await until(all_ours)
-    ours_seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started
     events = await history_events(client, f"opportunity-{opportunity_id}")
+    return count / seconds, events / count
 
-    bare = await client.start_workflow(BareCommands.run, id=f"bare-{tag}", task_queue=BARE_QUEUE)
+
+async def bare_per_second(
+    client: Client, count: int, how: str, tag: str, *, local: bool = False
+) -> tuple[float, float]:
+    """The same into the bare workflow (`local`: its batches by local activity)."""
+    bare = await client.start_workflow(
+        BareCommands.run, local, id=f"bare-{tag}", task_queue=BARE_QUEUE
+    )
     started = time.perf_counter()
 
     async def theirs(n: int) -> None:
@@ -99,10 +109,10 @@ async def commands_per_second(
         return bool(await bare.query("done") >= count)
 
     await until(all_theirs)
-    bare_seconds = time.perf_counter() - started
-    bare_events = await history_events(client, f"bare-{tag}")
+    seconds = time.perf_counter() - started
+    events = await history_events(client, f"bare-{tag}")
     await bare.terminate("benchmark done")
-    return count / ours_seconds, count / bare_seconds, events / count, bare_events / count
+    return count / seconds, events / count
 
 
 async def history_events(client: Client, workflow_id: str) -> int:
@@ -223,11 +233,13 @@ async def measure(
     opportunities = OpportunitiesClient(client, QUEUE, database=pool)
     rows: list[tuple[str, str, str, str]] = []
     for how in ("signal", "update"):
-        ours, bare, per_command, bare_per_command = await commands_per_second(
-            client, opportunities, commands, how, how
-        )
+        ours, per_command = await ours_per_second(client, opportunities, commands, how, how)
+        bare, bare_per_command = await bare_per_second(client, commands, how, how)
+        local, _ = await bare_per_second(client, commands, how, f"{how}-local", local=True)
         rows.append((f"commands/s into one workflow by {how}", f"{ours:.0f}",
                      f"{bare:.0f}", f"{ours / bare:.2f}"))  # fmt: skip
+        rows.append(("  bare batches by local activity instead", "",
+                     f"{local:.0f}", f"{ours / local:.2f}"))  # fmt: skip
         rows.append((f"history events per command ({how})", f"{per_command:.1f}",
                      f"{bare_per_command:.1f}", ""))  # fmt: skip
     ours, bare = await starts_per_second(client, opportunities, pool, starts)

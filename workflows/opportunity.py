@@ -65,12 +65,14 @@ MAX_RUN_EVENTS = 1500
 """Continue as new at this history length even without the server's suggestion."""
 
 SEARCH_ATTRIBUTES_UNDER_LOAD = "search-attributes-under-load"
-"""Patch (2026-11-28): while more commands wait in the queue, the search attributes are
-upserted at most once per `INDEX_AT_MOST_EVERY` instead of after every batch, and as soon as
-the queue is empty; a continue-as-new and the end of a run upsert whatever is still due.
-Each upsert is a history event and a write to the server's visibility store: under a stream
-of owner changes it was the largest share of the server's cost per command beyond the bare
-workflow's. What operators see settles within a second of the last command either way."""
+"""Patch (2026-11-28): the search attributes are upserted at most once per
+`INDEX_AT_MOST_EVERY` instead of after every batch: a change within that time of the last
+upsert waits for one timer, started by the first change that has to wait, which then
+upserts everything changed meanwhile; a continue-as-new and the end of a run upsert
+whatever is still due. Each upsert is a history event and a write to the server's
+visibility store: under a stream of owner changes it was the largest share of the server's
+cost per command beyond the bare workflow's. A command after a quiet second is indexed at
+once, as before; under a stream, what operators see lags by at most a second."""
 INDEX_AT_MOST_EVERY = timedelta(seconds=1)
 """Under load, the search attributes lag the state by at most this much workflow time."""
 
@@ -134,6 +136,7 @@ class OpportunityWorkflow:
         self._next_ticket = 0
         self._indexed: dict[str, Any] = {}
         self._indexed_at: datetime | None = None
+        self._index_timer: asyncio.Task[None] | None = None
         self._index_under_load = False
         self._local_projection = False
         self._continue_as_new_after: int | None = None
@@ -171,8 +174,6 @@ class OpportunityWorkflow:
             except TimeoutError:
                 continue  # a stage timer is due: the loop fires it
             await self._apply_queue(stop_for_continue_as_new=self._under_load)
-            if self._index_under_load:
-                self._publish()  # what the last batch deferred, if the queue is now empty
             if self._state.status == "open" and self._should_continue_as_new():
                 # Updates must get their results in this run: wait until every handler is done,
                 # applying whatever arrives meanwhile, then hand the state to the next run.
@@ -512,9 +513,8 @@ class OpportunityWorkflow:
     def _publish(self, *, due: bool = False) -> None:
         """Upsert the search attributes that changed, and set the UI's current details.
 
-        With `SEARCH_ATTRIBUTES_UNDER_LOAD` the upsert waits while more commands are queued
-        and the last one is younger than `INDEX_AT_MOST_EVERY`, unless `due`: the queue is
-        then applied next, and its last batch (or the loop after it) publishes again."""
+        With `SEARCH_ATTRIBUTES_UNDER_LOAD`, unless `due`, a change within
+        `INDEX_AT_MOST_EVERY` of the last upsert waits for `_index_when_due`."""
         assert self._state is not None
         state = self._state
         wanted: dict[str, Any] = {
@@ -530,7 +530,10 @@ class OpportunityWorkflow:
             for key in sa.ALL
             if self._indexed.get(key.name, ...) != (value := wanted[key.name])
         }
-        if changed and (due or not self._index_later()):
+        if changed and not due and self._index_later():
+            if self._index_timer is None:
+                self._index_timer = asyncio.ensure_future(self._index_when_due())
+        elif changed:
             workflow.upsert_search_attributes([
                 key.value_unset() if changed[key.name] is None else key.value_set(changed[key.name])
                 for key in sa.ALL
@@ -543,10 +546,18 @@ class OpportunityWorkflow:
     def _index_later(self) -> bool:
         return (
             self._index_under_load
-            and bool(self._queue)
             and self._indexed_at is not None
             and workflow.now() - self._indexed_at < INDEX_AT_MOST_EVERY
         )
+
+    async def _index_when_due(self) -> None:
+        """One timer for every change that waits: at `INDEX_AT_MOST_EVERY` after the last
+        upsert, upsert what changed since."""
+        assert self._indexed_at is not None
+        await workflow.sleep(self._indexed_at + INDEX_AT_MOST_EVERY - workflow.now())
+        self._index_timer = None
+        if self._state is not None and self._state.status == "open":
+            self._publish(due=True)
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
