@@ -24,9 +24,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.enums.v1 import WorkflowTaskFailedCause
 from temporalio.client import Client
 
 from bench.bare import BareCommands
@@ -126,20 +128,34 @@ async def history_events(client: Client, workflow_id: str) -> int:
 
 async def long_run(
     client: Client, opportunities: OpportunitiesClient, count: int
-) -> tuple[int, int, int]:
+) -> tuple[int, int, int, str]:
     """`count` commands into one opportunity: (runs, longest run's history length, events
-    in all runs)."""
+    in all runs, and what went wrong: the sending error and the longest run's failed
+    workflow tasks by cause, or "")."""
     await opportunities.create("c-bench", opportunity_id="long", process_id="bench")
-    await senders(count, lambda n: opportunities.signal(
-        "long", ChangeOwner(owner=f"o{n}", request_id=f"long-{n}")))  # fmt: skip
-
-    # An update queues behind every signal already received: when it returns, all are applied.
-    await opportunities.change_owner("long", "final", request_id="long-final")
-    lengths = []
+    trouble = ""
+    try:
+        await senders(count, lambda n: opportunities.signal(
+            "long", ChangeOwner(owner=f"o{n}", request_id=f"long-{n}")))  # fmt: skip
+        # An update queues behind every signal already received: when it returns, all are
+        # applied.
+        await opportunities.change_owner("long", "final", request_id="long-final")
+    except Exception as error:  # a run that never continued hits the 10,000-signal limit
+        trouble = f"{type(error).__name__}: {error}"
+    lengths: list[int] = []
+    failed: Counter[str] = Counter()
     async for run in client.list_workflows("WorkflowId = 'opportunity-long'"):
         history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
+        if len(history.events) > max(lengths, default=0):
+            failed = Counter(
+                WorkflowTaskFailedCause.Name(event.workflow_task_failed_event_attributes.cause)
+                for event in history.events
+                if event.HasField("workflow_task_failed_event_attributes")
+            )
         lengths.append(len(history.events))
-    return len(lengths), max(lengths), sum(lengths)
+    if trouble or sum(failed.values()) > 5:
+        trouble += f" (longest run's failed workflow tasks: {dict(failed)})"
+    return len(lengths), max(lengths), sum(lengths), trouble.strip()
 
 
 async def starts_per_second(
@@ -250,10 +266,12 @@ async def measure(
     rows.append(("perform_actions by update, median / p99 ms",
                  f"{median:.0f} / {p99:.0f}", "", ""))  # fmt: skip
     if long:
-        runs, longest, total = await long_run(client, opportunities, long)
+        runs, longest, total, trouble = await long_run(client, opportunities, long)
         rows.append((f"{long} commands into one opportunity: runs", f"{runs}", "", ""))
         rows.append(("  longest run's history (events)", f"{longest}", "", ""))
         rows.append(("  events per command", f"{total / long:.2f}", "", ""))
+        if trouble:
+            rows.append(("  went wrong", trouble, "", ""))
     return rows
 
 
