@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from sales.effects import Effect, RecordHistory
     from sales.errors import CommandRejected, describe_validation_error
     from sales.opportunity import HistoryEntry, Opportunity
+    from sales.process import ProcessDefinition
     from sales.results import COMMAND_OUTCOME, ActionResult, CommandOutcome
     from workflows import effect_runner, telemetry
     from workflows import search_attributes as sa
@@ -145,7 +146,7 @@ class OpportunityWorkflow:
         carried = input.get("carried") if isinstance(input, dict) else None
         if carried:
             restored = Carried.model_validate(carried)
-            self._state = restored.state
+            self._state = _share_process(restored.state)
             self._queue = list(restored.pending)
 
     @workflow.run
@@ -286,7 +287,7 @@ class OpportunityWorkflow:
             )
         except CommandRejected as rejected:
             raise ApplicationError(rejected.reason, type="UnknownStage") from None
-        self._state = decision.state
+        self._state = _share_process(decision.state)
         _, history = await self._carry_out(decision.effects)
         await self._project(history)
 
@@ -567,6 +568,25 @@ class OpportunityWorkflow:
         if limit is None and self._under_load:
             limit = MAX_RUN_EVENTS
         return limit is not None and info.get_current_history_length() >= limit
+
+
+_SHARED_PROCESSES: dict[tuple[str, int], ProcessDefinition] = {}
+"""One copy of each process version for all the opportunities a worker keeps cached: each
+state carries its process definition (about 9 KiB for the example process), which every
+opening and continue-as-new parses anew. Versions are immutable (a changed definition is a
+new version) and the definition is frozen and never changed by the rules, so sharing an
+equal object changes no behaviour; it only lowers memory per cached opportunity."""
+MAX_SHARED_PROCESSES = 256
+
+
+def _share_process(state: Opportunity) -> Opportunity:
+    """The state, its process definition replaced by the worker's shared equal copy."""
+    if len(_SHARED_PROCESSES) >= MAX_SHARED_PROCESSES:
+        _SHARED_PROCESSES.clear()
+    shared = _SHARED_PROCESSES.setdefault((state.process_id, state.process_version), state.process)
+    if shared is not state.process and shared == state.process:
+        state.process = shared
+    return state
 
 
 def _reply_to(payload: Any) -> str | None:
