@@ -80,15 +80,16 @@ def test_the_load_patches_are_recorded_both_ways(path: str) -> None:
     assert not set(LOAD_PATCHES) & set(_patches(RECORDED[f"{path}-before-local-projection"]))
 
 
-def test_small_batches_project_by_local_activity_and_a_burst_by_activity_task() -> None:
-    """`local-projection`: single commands wrote the projection by local activity (a
-    marker), the burst of 60 signals by an activity task; so replay covers both branches."""
+def test_updates_project_by_local_activity_and_a_burst_of_signals_by_activity_task() -> None:
+    """`local-projection`: the opening and each update wrote the projection by local
+    activity (a marker), the burst of 60 signals by an activity task; so replay covers both
+    branches."""
     events = RECORDED["local-projection"]["history"]["events"]
     markers = [e["markerRecordedEventAttributes"]["markerName"]
                for e in events if "markerRecordedEventAttributes" in e]  # fmt: skip
     activities = [e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
                   for e in events if "activityTaskScheduledEventAttributes" in e]  # fmt: skip
-    assert markers.count("core_local_activity") >= 3  # open, the first update, the last
+    assert markers.count("core_local_activity") == 3  # the opening, the two updates
     assert "project_opportunity" in activities
 
 

@@ -206,9 +206,9 @@ async def under_load(client: Client, opportunities: OpportunitiesClient, pool: A
 
 
 async def local_projection(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
-    """Small batches write the projection by local activity, a burst of commands by an
-    activity task (`local-projection-for-small-batches`); search attributes wait while
-    commands are queued (`search-attributes-under-load`)."""
+    """Updates answered by a projection written by local activity, a burst of signals by an
+    activity task (`local-projection-for-small-batches`); search attributes changed within a
+    second wait for a timer (`search-attributes-under-load`)."""
     await setup_process(pool, "local", on_entry=False)
     contact = await setup_contact(pool, "local")
     await opportunities.create(contact, opportunity_id="local", process_id="life-local")
@@ -218,6 +218,10 @@ async def local_projection(client: Client, opportunities: OpportunitiesClient, p
         handle.signal("change_owner", {"owner": f"o{n}", "request_id": f"burst-{n}"})
         for n in range(60)
     ))  # fmt: skip
+    async def burst_applied() -> bool:
+        return len((await opportunities.state("local")).applied_request_ids) >= 61
+
+    await until(burst_applied)
     await opportunities.change_stage("local", "Proposal", request_id="local-2")
     state = await opportunities.state("local")
     assert len(state.applied_request_ids) == 62, state.applied_request_ids
