@@ -398,7 +398,7 @@ async def test_search_attributes_settle_after_a_stream_of_commands(
             event.HasField("activity_task_scheduled_event_attributes")
             and event.activity_task_scheduled_event_attributes.activity_type.name
             == "project_opportunity"
-        ) or (  # small batches write it by local activity (`local-projection-...`)
+        ) or (  # the opening and updates' batches: by local activity (`local-projection-...`)
             event.HasField("marker_recorded_event_attributes")
             and event.marker_recorded_event_attributes.marker_name == "core_local_activity"
         )

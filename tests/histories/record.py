@@ -218,6 +218,7 @@ async def local_projection(client: Client, opportunities: OpportunitiesClient, p
         handle.signal("change_owner", {"owner": f"o{n}", "request_id": f"burst-{n}"})
         for n in range(60)
     ))  # fmt: skip
+
     async def burst_applied() -> bool:
         return len((await opportunities.state("local")).applied_request_ids) >= 61
 
