@@ -48,12 +48,6 @@ class BareCommands:
         while True:
             await workflow.wait_condition(lambda: bool(self.queue))
             batch, self.queue = self.queue[:MAX_BATCH], self.queue[MAX_BATCH:]
-            if local:
-                await workflow.execute_local_activity(
-                    bare_effect, batch, start_to_close_timeout=timedelta(seconds=10)
-                )
-            else:
-                await workflow.execute_activity(
-                    bare_effect, batch, start_to_close_timeout=timedelta(seconds=10)
-                )
+            execute = workflow.execute_local_activity if local else workflow.execute_activity
+            await execute(bare_effect, batch, start_to_close_timeout=timedelta(seconds=10))
             self.done += len(batch)
