@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+from temporalio.workflow import NondeterminismError
 
+from sales.opportunity import Opportunity
 from workflows.mass_modify import MassModifyWorkflow
 from workflows.opportunity import OpportunityWorkflow
 
@@ -37,7 +40,7 @@ def test_every_feature_path_has_a_recorded_history() -> None:
     assert PATHS <= names
     assert {f"{path}-before-local-projection" for path in PATHS} <= names
     assert {"mass-modify", "mass-modified-opportunity-before-answer-patch",
-            "local-projection"} <= names  # fmt: skip
+            "local-projection", "continue-as-new-under-updates"} <= names  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -102,3 +105,54 @@ def _patches(recorded: dict[str, Any]) -> list[str]:
             payload = marker["details"]["patch-data"]["payloads"][0]
             found.append(json.loads(base64.b64decode(payload["data"]))["id"])
     return found
+
+
+def test_a_run_under_a_stream_of_updates_closes_in_one_task() -> None:
+    """`continue-as-new-under-updates`: once continuing was due, the last workflow task
+    accepted updates, wrote their projection by local activity, answered them and continued
+    as new, with the `close-run-in-one-task` marker before that write."""
+    events = RECORDED["continue-as-new-under-updates"]["history"]["events"]
+    last_task = max(n for n, e in enumerate(events) if e["eventType"].endswith("TASK_COMPLETED"))
+    closing = [_event_name(e) for e in events[last_task + 1 :]]
+    assert closing[0] == "WORKFLOW_EXECUTION_UPDATE_ACCEPTED"
+    assert closing[-1] == "WORKFLOW_EXECUTION_CONTINUED_AS_NEW"
+    assert "close-run-in-one-task" in closing
+    assert closing.index("close-run-in-one-task") < closing.index("core_local_activity")
+    assert closing.count("WORKFLOW_EXECUTION_UPDATE_ACCEPTED") == closing.count(
+        "WORKFLOW_EXECUTION_UPDATE_COMPLETED"
+    )
+
+
+@workflow.defn(name="Opportunity", sandboxed=False)
+class _OpportunityWithoutCloseInOneTask(OpportunityWorkflow):
+    """Today's workflow with `close-run-in-one-task` off, as before it."""
+
+    @workflow.run
+    async def run(self, input: Any) -> Opportunity:
+        return await super().run(input)
+
+    def _closes_in_one_task(self) -> bool:
+        return False
+
+
+async def test_the_stream_history_fails_to_replay_without_its_patch() -> None:
+    """The replay test can fail: without the patch, the closing batch schedules an activity
+    task where the history has a local-activity marker."""
+    recorded = RECORDED["continue-as-new-under-updates"]
+    history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
+    replayer = Replayer(
+        workflows=[_OpportunityWithoutCloseInOneTask], data_converter=pydantic_data_converter
+    )
+    with pytest.raises(NondeterminismError):
+        await replayer.replay_workflow(history)
+
+
+def _event_name(event: dict[str, Any]) -> str:
+    """The event's type, or for a marker its patch id or marker name."""
+    marker = event.get("markerRecordedEventAttributes")
+    if marker is None:
+        return str(event["eventType"]).removeprefix("EVENT_TYPE_")
+    if marker["markerName"] == "core_patch":
+        payload = marker["details"]["patch-data"]["payloads"][0]
+        return str(json.loads(base64.b64decode(payload["data"]))["id"])
+    return str(marker["markerName"])

@@ -69,3 +69,52 @@ async def test_a_thousand_commands_from_fifty_senders(
         "SELECT owner, revision FROM opportunities WHERE opportunity_id = $1", opportunity_id
     )
     assert row["owner"] == applied[-1]
+
+
+STREAM_SENDERS = 10
+STREAM_EACH = 40
+STREAM_RUN_EVENTS = 200
+
+
+async def test_a_steady_stream_of_updates_continues_as_new_while_it_lasts(
+    worker: Worker,
+    client: Client,
+    pool: asyncpg.Pool,
+    opportunities: OpportunitiesClient,
+    task_queue: str,
+    uid: str,
+) -> None:
+    """Ten senders each send their next update as soon as the last is answered, so some are
+    always in flight. A run must still continue as new near its event limit (each accepted
+    update is answered first); before `close-run-in-one-task` the first run took the whole
+    stream (about 1,300 events here) and, past 2,000 updates, the server refused the rest."""
+    process_id = await setup_process(pool, uid, on_entry=False)
+    contact_id = await setup_contact(pool, uid)
+    opportunity_id = f"stream-{uid}"
+    await client.start_workflow(
+        "Opportunity",
+        {"opportunity_id": opportunity_id, "contact_id": contact_id, "process_id": process_id,
+         "continue_as_new_after_events": STREAM_RUN_EVENTS},
+        id=f"opportunity-{opportunity_id}",
+        task_queue=task_queue,
+    )  # fmt: skip
+
+    async def sender(n: int) -> None:
+        for i in range(STREAM_EACH):
+            command = ChangeOwner(owner=f"u{n}-{i:02d}", request_id=f"u{n}-{i:02d}")
+            result = await opportunities.execute(opportunity_id, command)
+            assert not result.duplicate and result.request_id == command.request_id
+
+    await asyncio.gather(*(sender(n) for n in range(STREAM_SENDERS)))
+
+    state = await opportunities.state(opportunity_id)
+    applied = state.applied_request_ids
+    assert len(set(applied)) == len(applied) == STREAM_SENDERS * STREAM_EACH
+    for n in range(STREAM_SENDERS):
+        mine = [r for r in applied if r.startswith(f"u{n}-")]
+        assert mine == [f"u{n}-{i:02d}" for i in range(STREAM_EACH)], f"sender {n} out of order"
+    runs = [r async for r in client.list_workflows(f"WorkflowId = 'opportunity-{opportunity_id}'")]
+    closed = [r for r in runs if r.close_time is not None]
+    assert len(closed) >= 4, f"continued as new only {len(closed)} times"
+    lengths = [r.history_length for r in closed]
+    assert max(lengths) <= 2 * STREAM_RUN_EVENTS, f"runs outlived their limit: {lengths}"

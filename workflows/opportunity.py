@@ -92,10 +92,23 @@ such failures in one run of the 20,000-signal benchmark when signal-only batches
 So batches of signals only, which nobody waits for, larger batches, and the batches of a run
 about to continue as new keep the activity task, which lets the server deliver commands as
 they come (and, before continuing, lets one more task of this run see an update sent
-meanwhile, instead of the server retrying it on the next run a second later). The write is
+meanwhile, instead of the server retrying it on the next run a second later; revised by
+`CLOSE_RUN_IN_ONE_TASK`, below, since a stream of updates never let such a run end). The write is
 idempotent either way (revision-guarded, history rows keyed by sequence)."""
 LOCAL_PROJECTION_MAX_BATCH = 20
 """Batches answering updates, of up to this many commands, project by local activity."""
+
+CLOSE_RUN_IN_ONE_TASK = "close-run-in-one-task"
+"""Patch (2026-11-29): once continuing as new is due, a batch that answers updates writes its
+projection by local activity, whatever its size, so the run applies, answers and continues
+in one workflow task. `LOCAL_PROJECTION` kept the activity task there, so that one more
+task could see an update sent meanwhile; but under a steady stream of updates every task
+saw one more, which had to be answered in this run before it could continue: the run never
+continued while the stream lasted, and the server refused every update after its 2,000th
+in one run (measured: 10 senders, 3,000 updates). Now an update that reaches the server
+during the last task is retried by the server on the next run, about a second later; at
+most the updates then in flight wait that second, once per run. Evaluated only when a run
+first gets there, so runs that never continue record no marker."""
 
 
 @dataclass
@@ -145,6 +158,7 @@ class OpportunityWorkflow:
         self._index_timer: asyncio.Task[None] | None = None
         self._index_under_load = False
         self._local_projection = False
+        self._close_in_one_task: bool | None = None
         self._continue_as_new_after: int | None = None
         self._under_load = False
         self._replies: list[asyncio.Task[None]] = []
@@ -511,16 +525,22 @@ class OpportunityWorkflow:
         updates waiting for it), and refresh what operators see; by local activity when
         `LOCAL_PROJECTION` applies."""
         assert self._state is not None
-        local = (
-            self._local_projection
-            and answers
-            and commands <= LOCAL_PROJECTION_MAX_BATCH
-            and not self._should_continue_as_new()
-        )
+        local = self._local_projection and answers
+        if local and self._should_continue_as_new():
+            local = self._closes_in_one_task()
+        else:
+            local = local and commands <= LOCAL_PROJECTION_MAX_BATCH
         await effect_runner.project(
             ProjectionWrite(summary=self._state.summary(), history=history), local=local
         )
         self._publish()
+
+    def _closes_in_one_task(self) -> bool:
+        """Whether `CLOSE_RUN_IN_ONE_TASK` applies to this run (asked once, when it first
+        matters)."""
+        if self._close_in_one_task is None:
+            self._close_in_one_task = workflow.patched(CLOSE_RUN_IN_ONE_TASK)
+        return self._close_in_one_task
 
     def _publish(self, *, due: bool = False) -> None:
         """Upsert the search attributes that changed, and set the UI's current details.

@@ -229,7 +229,28 @@ async def local_projection(client: Client, opportunities: OpportunitiesClient, p
     await save(client, handle, "local-projection")
 
 
-PATHS = [actions, outcomes, timers, continue_as_new, mass, batched, under_load, local_projection]
+async def update_stream(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
+    """Continue-as-new due while updates keep arriving (`close-run-in-one-task`): the run
+    applies, answers (projection by local activity) and continues in one workflow task."""
+    handle = await start_early_continuing(client, pool, "stream", 100)
+    first_run = handle.result_run_id
+
+    async def sender(k: int) -> None:
+        for n in range(15):
+            await opportunities.execute(
+                "stream", ChangeOwner(owner=f"o{k}-{n}", request_id=f"stream-{k}-{n}")
+            )
+
+    await asyncio.gather(*(sender(k) for k in range(8)))
+    description = await opportunities.handle("stream").describe()
+    assert description.run_id != first_run, "continued as new"
+    await save(client, handle, "continue-as-new-under-updates", run_id=first_run)
+
+
+PATHS = [
+    actions, outcomes, timers, continue_as_new, mass, batched, under_load, local_projection,
+    update_stream,
+]  # fmt: skip
 
 
 async def main(names: list[str]) -> None:
