@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from sales.effects import Effect, RecordHistory
     from sales.errors import CommandRejected, describe_validation_error
     from sales.opportunity import HistoryEntry, Opportunity
-    from sales.process import ProcessDefinition
+    from sales.process import Action, ProcessDefinition
     from sales.results import COMMAND_OUTCOME, ActionResult, CommandOutcome
     from workflows import effect_runner, telemetry
     from workflows import search_attributes as sa
@@ -604,19 +604,38 @@ class OpportunityWorkflow:
 _SHARED_PROCESSES: dict[tuple[str, int], ProcessDefinition] = {}
 """One copy of each process version for all the opportunities a worker keeps cached: each
 state carries its process definition (about 9 KiB for the example process), which every
-opening and continue-as-new parses anew. Versions are immutable (a changed definition is a
-new version) and the definition is frozen and never changed by the rules, so sharing an
-equal object changes no behaviour; it only lowers memory per cached opportunity."""
+opening and continue-as-new parses anew, and each action state its action's definition.
+Versions are immutable (a changed definition is a new version), definitions are frozen and
+never changed in place by the rules (`modify_action` replaces an action's definition
+whole), so sharing equal objects changes no behaviour; it only lowers memory per cached
+opportunity."""
+_SHARED_ACTIONS: dict[tuple[str, int], dict[tuple[str, str], Action]] = {}
+"""The shared process's action definitions by (stage, action id)."""
 MAX_SHARED_PROCESSES = 256
 
 
 def _share_process(state: Opportunity) -> Opportunity:
-    """The state, its process definition replaced by the worker's shared equal copy."""
-    if len(_SHARED_PROCESSES) >= MAX_SHARED_PROCESSES:
+    """The state, its process definition and every action definition equal to the
+    process's replaced by the worker's shared copies (an action an operator modified keeps
+    its own)."""
+    key = (state.process_id, state.process_version)
+    if key not in _SHARED_PROCESSES and len(_SHARED_PROCESSES) >= MAX_SHARED_PROCESSES:
         _SHARED_PROCESSES.clear()
-    shared = _SHARED_PROCESSES.setdefault((state.process_id, state.process_version), state.process)
-    if shared is not state.process and shared == state.process:
+        _SHARED_ACTIONS.clear()
+    shared = _SHARED_PROCESSES.setdefault(key, state.process)
+    if shared is not state.process:
+        if shared != state.process:
+            return state
         state.process = shared
+    actions = _SHARED_ACTIONS.get(key)
+    if actions is None:
+        actions = {(st.name, a.action_id): a for st in shared.stages for a in st.actions}
+        _SHARED_ACTIONS[key] = actions
+    for stage in state.stages:
+        for action in stage.actions:
+            same = actions.get((stage.name, action.definition.action_id))
+            if same is not None and same is not action.definition and same == action.definition:
+                action.definition = same
     return state
 
 
