@@ -106,9 +106,10 @@ task could see an update sent meanwhile; but under a steady stream of updates ev
 saw one more, which had to be answered in this run before it could continue: the run never
 continued while the stream lasted, and the server refused every update after its 2,000th
 in one run (measured: 10 senders, 3,000 updates). Now an update that reaches the server
-during the last task is retried by the server on the next run, about a second later; at
-most the updates then in flight wait that second, once per run. Evaluated only when a run
-first gets there, so runs that never continue record no marker."""
+during the last task is retried on the next run about a second later (Temporal's back-off
+for a workflow that is closing): at most the updates then in flight wait that second, once
+per run. Asked only when a run first gets there, so runs that never continue record no
+marker."""
 
 
 @dataclass
