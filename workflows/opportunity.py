@@ -93,8 +93,8 @@ So batches of signals only, which nobody waits for, larger batches, and the batc
 about to continue as new keep the activity task, which lets the server deliver commands as
 they come (and, before continuing, lets one more task of this run see an update sent
 meanwhile, instead of the server retrying it on the next run a second later; revised by
-`CLOSE_RUN_IN_ONE_TASK`, below, since a stream of updates never let such a run end). The write is
-idempotent either way (revision-guarded, history rows keyed by sequence)."""
+`CLOSE_RUN_IN_ONE_TASK`, below: a stream of updates never let such a run end). The write
+is idempotent either way (revision-guarded, history rows keyed by sequence)."""
 LOCAL_PROJECTION_MAX_BATCH = 20
 """Batches answering updates, of up to this many commands, project by local activity."""
 
@@ -524,7 +524,7 @@ class OpportunityWorkflow:
     ) -> None:
         """Write the projection of what `commands` commands did (`answers`: among them
         updates waiting for it), and refresh what operators see; by local activity when
-        `LOCAL_PROJECTION` applies."""
+        `LOCAL_PROJECTION` or, once continuing is due, `CLOSE_RUN_IN_ONE_TASK` applies."""
         assert self._state is not None
         local = self._local_projection and answers
         if local and self._should_continue_as_new():
