@@ -113,9 +113,14 @@ async def test_a_steady_stream_of_updates_continues_as_new_while_it_lasts(
     for n in range(STREAM_SENDERS):
         mine = [r for r in applied if r.startswith(f"u{n}-")]
         assert mine == [f"u{n}-{i:02d}" for i in range(STREAM_EACH)], f"sender {n} out of order"
-    runs = [r async for r in client.list_workflows(f"WorkflowId = 'opportunity-{opportunity_id}'")]
-    closed = [r for r in runs if r.close_time is not None]
-    assert len(closed) >= 4, f"continued as new only {len(closed)} times"
-    lengths = sorted(r.history_length for r in closed)
+
+    async def closed_runs() -> list[int] | None:
+        """The closed runs' history lengths once visibility (written asynchronously) shows
+        at least four (about six are expected)."""
+        query = f"WorkflowId = 'opportunity-{opportunity_id}' AND ExecutionStatus != 'Running'"
+        lengths = [r.history_length async for r in client.list_workflows(query)]
+        return sorted(lengths) if len(lengths) >= 4 else None
+
+    lengths = await eventually(closed_runs, seconds=10)
     assert lengths[0] >= STREAM_RUN_EVENTS, f"a run continued before its limit: {lengths}"
     assert lengths[-1] <= 2 * STREAM_RUN_EVENTS, f"runs outlived their limit: {lengths}"
