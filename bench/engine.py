@@ -11,7 +11,7 @@ the ratio. Ours writes the projection of a small batch by local activity
 workflow running its batches by local activity too.
 
     .venv/bin/python -m bench.engine [--commands 1000] [--starts 200] [--samples 100]
-                                     [--long 20000]
+                                     [--long 20000] [--stream 3000]
 """
 
 from __future__ import annotations
@@ -158,6 +158,58 @@ async def long_run(
     return len(lengths), max(lengths), sum(lengths), trouble.strip()
 
 
+SLOW_CALL = 0.5
+"""An update call slower than this (seconds) counts as held up."""
+
+
+async def update_stream(
+    client: Client, opportunities: OpportunitiesClient, count: int
+) -> list[tuple[str, str, str, str]]:
+    """`count` updates into one opportunity from SENDERS senders, each sending its next as
+    soon as the last is answered, so that updates are always in flight while runs continue as
+    new; then the same into the bare workflow, which never continues as new and so meets the
+    server's limit of 2,000 updates per run. Rows: runs, longest run, updates/s, calls held
+    up (an update racing a continue-as-new is retried on the next run about a second later),
+    and what the bare workflow's stream came to."""
+    await opportunities.create("c-bench", opportunity_id="stream", process_id="bench")
+    calls: list[float] = []
+
+    async def ours(n: int) -> None:
+        started = time.perf_counter()
+        await opportunities.execute("stream", ChangeOwner(owner=f"o{n}", request_id=f"st-{n}"))
+        calls.append(time.perf_counter() - started)
+
+    seconds = await senders(count, ours)
+    lengths = []
+    async for run in client.list_workflows("WorkflowId = 'opportunity-stream'"):
+        history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
+        lengths.append(len(history.events))
+    held = sorted(c for c in calls if c > SLOW_CALL)
+    bare = await client.start_workflow(BareCommands.run, id="bare-stream", task_queue=BARE_QUEUE)
+    refused: list[str] = []
+
+    async def theirs(n: int) -> None:
+        try:
+            await bare.execute_update("command", {"owner": f"o{n}", "request_id": f"st-{n}"})
+        except Exception as error:
+            refused.append(str(getattr(error, "message", error)))
+
+    await senders(count, theirs)
+    await bare.terminate("benchmark done")
+    held_text = f"{len(held)}, {held[0]:.1f}-{held[-1]:.1f} s" if held else "0"
+    bare_text = f"{count - len(refused)} applied, {len(refused)} refused"
+    rows = [
+        (f"{count} updates into one opportunity: runs", f"{len(lengths)}", "", ""),
+        ("  longest run's history (events)", f"{max(lengths)}", "", ""),
+        ("  updates/s", f"{count / seconds:.0f}", "", ""),
+        (f"  calls over {SLOW_CALL} s", held_text, "", ""),
+        ("  bare workflow (never continues as new)", "", bare_text, ""),
+    ]
+    if refused:
+        rows.append(("  bare refused with", refused[0][:60], "", ""))
+    return rows
+
+
 async def starts_per_second(
     client: Client, opportunities: OpportunitiesClient, pool: Any, count: int
 ) -> tuple[float, float]:
@@ -219,7 +271,7 @@ def no_activity_on_entry(document: dict[str, Any]) -> None:
             action.pop("create_activity_on_entry", None)
 
 
-async def main(commands: int, starts: int, samples: int, long: int) -> None:
+async def main(commands: int, starts: int, samples: int, long: int, stream: int) -> None:
     async with local_servers_and_url(no_activity_on_entry) as (pool, env, url):
         client = env.client
         address = client.service_client.config.target_host
@@ -237,14 +289,14 @@ async def main(commands: int, starts: int, samples: int, long: int) -> None:
                 Path(logs) / "bare.log",
             )
             async with running(ours_worker), running(bare_worker):
-                rows = await measure(client, pool, commands, starts, samples, long)
+                rows = await measure(client, pool, commands, starts, samples, long, stream)
     print(f"{'figure':<48} {'ours':>12} {'bare':>8} {'ratio':>6}")
     for name, ours_text, bare_text, ratio in rows:
         print(f"{name:<48} {ours_text:>12} {bare_text:>8} {ratio:>6}")
 
 
 async def measure(
-    client: Client, pool: Any, commands: int, starts: int, samples: int, long: int
+    client: Client, pool: Any, commands: int, starts: int, samples: int, long: int, stream: int
 ) -> list[tuple[str, str, str, str]]:
     opportunities = OpportunitiesClient(client, QUEUE, database=pool)
     rows: list[tuple[str, str, str, str]] = []
@@ -265,6 +317,8 @@ async def measure(
     median = statistics.median(latencies)
     rows.append(("perform_actions by update, median / p99 ms",
                  f"{median:.0f} / {p99:.0f}", "", ""))  # fmt: skip
+    if stream:
+        rows += await update_stream(client, opportunities, stream)
     if long:
         runs, longest, total, trouble = await long_run(client, opportunities, long)
         rows.append((f"{long} commands into one opportunity: runs", f"{runs}", "", ""))
@@ -283,5 +337,11 @@ if __name__ == "__main__":
     parser.add_argument(
         "--long", type=int, default=20000, help="N signals into one opportunity (0: skip)"
     )
+    parser.add_argument(
+        "--stream", type=int, default=3000, help="N updates into one opportunity (0: skip)"
+    )
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.commands, arguments.starts, arguments.samples, arguments.long))
+    asyncio.run(
+        main(arguments.commands, arguments.starts, arguments.samples, arguments.long,
+             arguments.stream)
+    )  # fmt: skip
