@@ -119,11 +119,16 @@ async def bare_per_second(
 
 async def history_events(client: Client, workflow_id: str) -> int:
     """History events in every run of one workflow."""
-    events = 0
+    return sum(await run_lengths(client, workflow_id))
+
+
+async def run_lengths(client: Client, workflow_id: str) -> list[int]:
+    """The history length of each run of one workflow."""
+    lengths = []
     async for run in client.list_workflows(f"WorkflowId = '{workflow_id}'"):
         history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
-        events += len(history.events)
-    return events
+        lengths.append(len(history.events))
+    return lengths
 
 
 async def long_run(
@@ -180,10 +185,7 @@ async def update_stream(
         calls.append(time.perf_counter() - started)
 
     seconds = await senders(count, ours)
-    lengths = []
-    async for run in client.list_workflows("WorkflowId = 'opportunity-stream'"):
-        history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
-        lengths.append(len(history.events))
+    lengths = await run_lengths(client, "opportunity-stream")
     held = sorted(c for c in calls if c > SLOW_CALL)
     bare = await client.start_workflow(BareCommands.run, id="bare-stream", task_queue=BARE_QUEUE)
     refused: list[str] = []

@@ -53,6 +53,27 @@ Your adviser {{ opportunity.owner }} will call you soon.
 """
 
 
+async def start_continuing_early(
+    client: Any,
+    pool: asyncpg.Pool,
+    uid: str,
+    opportunity_id: str,
+    task_queue: str,
+    after_events: int,
+) -> Any:
+    """Open `opportunity_id` on a process and contact of its own (`uid`, no activity on
+    entry) by starting its workflow with `continue_as_new_after_events`: the handle."""
+    process_id = await setup_process(pool, uid, on_entry=False)
+    contact_id = await setup_contact(pool, uid)
+    return await client.start_workflow(
+        "Opportunity",
+        {"opportunity_id": opportunity_id, "contact_id": contact_id, "process_id": process_id,
+         "continue_as_new_after_events": after_events},
+        id=f"opportunity-{opportunity_id}",
+        task_queue=task_queue,
+    )  # fmt: skip
+
+
 async def setup_references(pool: asyncpg.Pool, uid: str) -> None:
     """The letter templates and the event the test's process refers to."""
     await letters.put_template(pool, f"welcome-{uid}", WELCOME)

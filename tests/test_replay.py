@@ -102,9 +102,14 @@ def _patches(recorded: dict[str, Any]) -> list[str]:
     for event in recorded["history"]["events"]:
         marker = event.get("markerRecordedEventAttributes")
         if marker and marker["markerName"] == "core_patch":
-            payload = marker["details"]["patch-data"]["payloads"][0]
-            found.append(json.loads(base64.b64decode(payload["data"]))["id"])
+            found.append(_patch_id(marker))
     return found
+
+
+def _patch_id(marker: dict[str, Any]) -> str:
+    """The patch id a `core_patch` marker records."""
+    payload = marker["details"]["patch-data"]["payloads"][0]
+    return str(json.loads(base64.b64decode(payload["data"]))["id"])
 
 
 def test_a_run_under_a_stream_of_updates_closes_in_one_task() -> None:
@@ -153,6 +158,5 @@ def _event_name(event: dict[str, Any]) -> str:
     if marker is None:
         return str(event["eventType"]).removeprefix("EVENT_TYPE_")
     if marker["markerName"] == "core_patch":
-        payload = marker["details"]["patch-data"]["payloads"][0]
-        return str(json.loads(base64.b64decode(payload["data"]))["id"])
+        return _patch_id(marker)
     return str(marker["markerName"])

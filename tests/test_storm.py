@@ -11,7 +11,7 @@ from temporalio.worker import Worker
 
 from sales.commands import ChangeOwner
 from starter.client import OpportunitiesClient
-from tests.helpers import eventually, setup_contact, setup_process
+from tests.helpers import eventually, start_continuing_early
 
 SENDERS = 50
 UPDATERS = 25
@@ -26,16 +26,8 @@ async def test_a_thousand_commands_from_fifty_senders(
     task_queue: str,
     uid: str,
 ) -> None:
-    process_id = await setup_process(pool, uid, on_entry=False)
-    contact_id = await setup_contact(pool, uid)
     opportunity_id = f"storm-{uid}"
-    await client.start_workflow(
-        "Opportunity",
-        {"opportunity_id": opportunity_id, "contact_id": contact_id, "process_id": process_id,
-         "continue_as_new_after_events": 300},
-        id=f"opportunity-{opportunity_id}",
-        task_queue=task_queue,
-    )  # fmt: skip
+    await start_continuing_early(client, pool, uid, opportunity_id, task_queue, 300)
 
     async def sender(n: int) -> None:
         """Half send updates (more than the server's default of 10 in flight per workflow: the
@@ -88,16 +80,8 @@ async def test_a_steady_stream_of_updates_continues_as_new_while_it_lasts(
     always in flight. A run must still continue as new near its event limit (each accepted
     update is answered first); before `close-run-in-one-task` the first run took the whole
     stream (about 1,300 events here) and, past 2,000 updates, the server refused the rest."""
-    process_id = await setup_process(pool, uid, on_entry=False)
-    contact_id = await setup_contact(pool, uid)
     opportunity_id = f"stream-{uid}"
-    await client.start_workflow(
-        "Opportunity",
-        {"opportunity_id": opportunity_id, "contact_id": contact_id, "process_id": process_id,
-         "continue_as_new_after_events": STREAM_RUN_EVENTS},
-        id=f"opportunity-{opportunity_id}",
-        task_queue=task_queue,
-    )  # fmt: skip
+    await start_continuing_early(client, pool, uid, opportunity_id, task_queue, STREAM_RUN_EVENTS)
 
     async def sender(n: int) -> None:
         for i in range(STREAM_EACH):

@@ -27,7 +27,12 @@ from sales.commands import ChangeOwner, ChangeStage
 from sales.opportunity import Opportunity
 from starter.client import OpportunitiesClient
 from tests.conftest import example_definition
-from tests.helpers import setup_contact, setup_process, setup_references
+from tests.helpers import (
+    setup_contact,
+    setup_process,
+    setup_references,
+    start_continuing_early,
+)
 from worker import build_worker
 from workflows.mass_messages import MassModifyInput
 
@@ -126,23 +131,8 @@ async def timers(client: Client, opportunities: OpportunitiesClient, pool: Any) 
     await save(client, opportunities.handle("timers"), "timers")
 
 
-async def start_early_continuing(
-    client: Client, pool: Any, name: str, events: int
-) -> WorkflowHandle[Any, Any]:
-    """Opportunity `name` (process and contact of its own) continuing as new after `events`."""
-    await setup_process(pool, name, on_entry=False)
-    contact = await setup_contact(pool, name)
-    return await client.start_workflow(
-        "Opportunity",
-        {"opportunity_id": name, "contact_id": contact, "process_id": f"life-{name}",
-         "continue_as_new_after_events": events},
-        id=f"opportunity-{name}",
-        task_queue=QUEUE,
-    )  # fmt: skip
-
-
 async def continue_as_new(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
-    handle = await start_early_continuing(client, pool, "can", 40)
+    handle = await start_continuing_early(client, pool, "can", "can", QUEUE, 40)
     first_run = handle.result_run_id
     stages = ["Needs analysis", "Proposal", "Prospect"]
     for n in range(12):
@@ -189,7 +179,7 @@ async def batched(client: Client, opportunities: OpportunitiesClient, pool: Any)
 async def under_load(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
     """Continue-as-new due while signals keep arriving: the run stops applying, answers its
     updates and carries the queued signals into the next run."""
-    handle = await start_early_continuing(client, pool, "load", 100)
+    handle = await start_continuing_early(client, pool, "load", "load", QUEUE, 100)
     first_run = handle.result_run_id
 
     async def sender(k: int) -> None:
@@ -232,7 +222,7 @@ async def local_projection(client: Client, opportunities: OpportunitiesClient, p
 async def update_stream(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
     """Continue-as-new due while updates keep arriving (`close-run-in-one-task`): the run
     applies, answers (projection by local activity) and continues in one workflow task."""
-    handle = await start_early_continuing(client, pool, "stream", 100)
+    handle = await start_continuing_early(client, pool, "stream", "stream", QUEUE, 100)
     first_run = handle.result_run_id
 
     async def sender(k: int) -> None:
