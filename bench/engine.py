@@ -7,7 +7,7 @@ process of its own (the real `opportunities-worker` and `bench.bare_worker`, wit
 workflow runner and cache), as production runs them, while this process only sends commands
 and reads results; both in one run on the same servers. The table prints each figure and
 the ratio. Ours writes the projection of a small batch by local activity
-(`LOCAL_PROJECTION` in workflows/opportunity.py), so a second row compares with the bare
+(`LOCAL_PROJECTION_MAX_BATCH` in workflows/opportunity.py), so a second row compares with the bare
 workflow running its batches by local activity too.
 
     .venv/bin/python -m bench.engine [--commands 1000] [--starts 200] [--samples 100]

@@ -37,79 +37,25 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import Carried, OpportunityInput, QueuedCommand
 
 
-ANSWER_BEFORE_PROJECTION = "answer-before-projection"
-"""Patch (2026-11-28): a `reply_to` answer goes out with the projection write, once the
-command's effects are carried out, instead of after it: the answer's round trip overlaps the
-projection activity, saving each mass-modified opportunity a workflow task. Histories
-recorded before it (tests/histories/mass-modified-opportunity-before-answer-patch.json)
-replay the old order."""
-
-
-BATCH_PROJECTION = "batch-projection"
-"""Patch (2026-11-28): commands applied back to back (a queue that filled while the previous
-one ran) share one projection write, and their updates are answered after it, instead of a
-projection activity per command: under a storm of commands that activity was most of the
-cost. Histories recorded before it replay the old, one-by-one path."""
 MAX_BATCH = 50
-"""At most this many commands wait for one projection write."""
+"""At most this many commands share one projection write."""
 
-CONTINUE_AS_NEW_UNDER_LOAD = "continue-as-new-under-load"
-"""Patch (2026-11-28): under a steady stream of commands the queue never empties, so the run
-never continued as new and hit the server's limit of signals per run (10,000). Now a run
-stops applying once continuing is due, answers the updates queued so far, and carries the
-signals still queued into the next run. It also continues by itself at `MAX_RUN_EVENTS`:
-the server's suggestion came only at 4 MB of history (7,000 events of small commands).
-Under a storm a continue-as-new is often refused once (a signal arrived during its task);
-the server then holds new signals while the retried task replays the run, so the retry must
-replay quickly: short runs and a core whose cost per command does not grow with the run."""
 MAX_RUN_EVENTS = 1500
-"""Continue as new at this history length even without the server's suggestion."""
+"""Continue as new at this history length even without the server's suggestion (which comes
+at 4 MB of history): a retried task replays the run, so runs stay short."""
 
-SEARCH_ATTRIBUTES_UNDER_LOAD = "search-attributes-under-load"
-"""Patch (2026-11-28): the search attributes are upserted at most once per
-`INDEX_AT_MOST_EVERY` instead of after every batch: a change within that time of the last
-upsert waits for one timer, started by the first change that has to wait, which then
-upserts everything changed meanwhile; a continue-as-new and the end of a run upsert
-whatever is still due. Each upsert is a history event and a write to the server's
-visibility store: under a stream of owner changes it was the largest share of the server's
-cost per command beyond the bare workflow's. A command after a quiet second is indexed at
-once, as before; under a stream, what operators see lags by at most a second."""
 INDEX_AT_MOST_EVERY = timedelta(seconds=1)
-"""Under load, the search attributes lag the state by at most this much workflow time."""
+"""Search attributes are upserted at most this often: a change within this time of the last
+upsert waits for one timer. Each upsert is a history event and a visibility write."""
 
-LOCAL_PROJECTION = "local-projection-for-small-batches"
-"""Patch (2026-11-28): the projection of a batch that answers updates, of at most
-`LOCAL_PROJECTION_MAX_BATCH` commands, is written by a local activity inside the workflow
-task that applied them, instead of an activity task through the server: the updates are
-answered in that task, with no activity round trip and one workflow task per batch instead
-of two (under a stream of updates that round trip was most of the server's work beyond the
-bare workflow's and doubled an update's time from accepted to answered). So are the
-projections of an opening, a reopening and a stage timer. A local activity holds its
-workflow task open while the server buffers what arrives meanwhile, and the server fails a
-task that lets more than 100 events pile up; the next task must then replay the run while
-more pile up, which under a storm of signals can repeat until the storm ends (measured: 44
-such failures in one run of the 20,000-signal benchmark when signal-only batches used it).
-So batches of signals only, which nobody waits for, larger batches, and the batches of a run
-about to continue as new keep the activity task, which lets the server deliver commands as
-they come (and, before continuing, lets one more task of this run see an update sent
-meanwhile, instead of the server retrying it on the next run a second later; revised by
-`CLOSE_RUN_IN_ONE_TASK`, below: a stream of updates never let such a run end). The write
-is idempotent either way (revision-guarded, history rows keyed by sequence)."""
 LOCAL_PROJECTION_MAX_BATCH = 20
-"""Batches answering updates, of up to this many commands, project by local activity."""
-
-CLOSE_RUN_IN_ONE_TASK = "close-run-in-one-task"
-"""Patch (2026-11-29): once continuing as new is due, a batch that answers updates writes its
-projection by local activity, whatever its size, so the run applies, answers and continues
-in one workflow task. `LOCAL_PROJECTION` kept the activity task there, so that one more
-task could see an update sent meanwhile; but under a steady stream of updates every task
-saw one more, which had to be answered in this run before it could continue: the run never
-continued while the stream lasted, and the server refused every update after its 2,000th
-in one run (measured: 10 senders, 3,000 updates). Now an update that reaches the server
-during the last task is retried on the next run about a second later (Temporal's back-off
-for a workflow that is closing): at most the updates then in flight wait that second, once
-per run. Asked only when a run first gets there, so runs that never continue record no
-marker."""
+"""A batch answering updates, of up to this many commands, writes its projection by local
+activity inside the workflow task that applied it (no activity round trip before the
+answer). Batches of signals only, and larger batches, use an activity task, which lets the
+server deliver what arrives meanwhile (a local activity holds the task open, and the server
+fails a task during which more than 100 events pile up). Once continuing as new is due,
+every batch answering updates uses the local activity, so the run applies, answers and
+continues in one task even under a steady stream of updates."""
 
 
 @dataclass
@@ -120,7 +66,6 @@ class _Applied:
     command: Command
     result: core.CommandResult
     history: list[HistoryEntry]
-    answered_early: bool
 
 
 def _command(name: str) -> tuple[Any, Any]:
@@ -157,11 +102,7 @@ class OpportunityWorkflow:
         self._indexed: dict[str, Any] = {}
         self._indexed_at: datetime | None = None
         self._index_timer: asyncio.Task[None] | None = None
-        self._index_under_load = False
-        self._local_projection = False
-        self._close_in_one_task: bool | None = None
         self._continue_as_new_after: int | None = None
-        self._under_load = False
         self._replies: list[asyncio.Task[None]] = []
         carried = input.get("carried") if isinstance(input, dict) else None
         if carried:
@@ -173,9 +114,6 @@ class OpportunityWorkflow:
     async def run(self, input: Any) -> Opportunity:
         start = self._parse_input(input)
         self._continue_as_new_after = start.continue_as_new_after_events
-        self._under_load = workflow.patched(CONTINUE_AS_NEW_UNDER_LOAD)
-        self._index_under_load = workflow.patched(SEARCH_ATTRIBUTES_UNDER_LOAD)
-        self._local_projection = workflow.patched(LOCAL_PROJECTION)
         if self._state is None:
             await self._open(start)
         elif start.reopen is not None:
@@ -194,22 +132,14 @@ class OpportunityWorkflow:
                 )
             except TimeoutError:
                 continue  # a stage timer is due: the loop fires it
-            await self._apply_queue(stop_for_continue_as_new=self._under_load)
+            await self._apply_queue(stop_for_continue_as_new=True)
             if self._state.status == "open" and self._should_continue_as_new():
-                # Updates must get their results in this run: wait until every handler is done,
-                # applying whatever arrives meanwhile, then hand the state to the next run.
+                # Updates must get their results in this run: answer every queued update (the
+                # signals after the last one travel with the state), then continue.
                 await self._replies_sent()
-                if self._under_load:
-                    if not await self._answer_updates_before_continuing():
-                        continue
-                else:
-                    await workflow.wait_condition(
-                        lambda: workflow.all_handlers_finished() or bool(self._queue)
-                    )
-                    if self._queue:
-                        continue
-                if self._index_under_load:
-                    self._publish(due=True)
+                if not await self._answer_updates_before_continuing():
+                    continue
+                self._publish(due=True)
                 workflow.continue_as_new(
                     OpportunityInput(
                         **start.model_dump(exclude={"carried", "reopen"}),
@@ -220,14 +150,15 @@ class OpportunityWorkflow:
         # closed), then end. `reopen` starts a new run from the state returned here.
         while True:
             while self._queue:
-                await self._apply(self._queue.pop(0))
+                done = await self._apply(self._queue.pop(0))
+                if done is not None:
+                    self._deliver(done)
             await self._replies_sent()
             await workflow.wait_condition(
                 lambda: workflow.all_handlers_finished() or bool(self._queue)
             )
             if not self._queue:
-                if self._index_under_load:
-                    self._publish(due=True)
+                self._publish(due=True)
                 return self._state
 
     # --- commands: each a signal and an update of the same name (see `_command`) ----------
@@ -335,17 +266,16 @@ class OpportunityWorkflow:
     async def _apply_queue(
         self, *, stop_for_continue_as_new: bool = False, upto: int | None = None
     ) -> None:
-        """Apply what is queued (or its first `upto` items), in arrival order. With
-        `BATCH_PROJECTION`, commands applied back to back share one projection write, and
-        their updates are answered after it. With `stop_for_continue_as_new`, stop after a
-        batch once continuing as new is due, even if more keeps arriving."""
+        """Apply what is queued (or its first `upto` items), in arrival order. Commands applied
+        back to back share one projection write (at most `MAX_BATCH`), and their updates are
+        answered after it. With `stop_for_continue_as_new`, stop after a batch once continuing
+        as new is due, even if more keeps arriving."""
         assert self._state is not None
-        batched = workflow.patched(BATCH_PROJECTION)
         applied: list[_Applied] = []
         while self._queue and self._state.status == "open" and (upto is None or upto > 0):
             if upto is not None:
                 upto -= 1
-            done = await self._apply(self._queue.pop(0), project=not batched)
+            done = await self._apply(self._queue.pop(0))
             if done is not None:
                 applied.append(done)
             if len(applied) >= MAX_BATCH:
@@ -378,9 +308,9 @@ class OpportunityWorkflow:
                 )
             )
 
-    async def _apply(self, item: QueuedCommand, *, project: bool = True) -> _Applied | None:
-        """Apply one command and carry out its effects. With `project`, write the projection
-        and answer it; otherwise return it for `_project_batch`."""
+    async def _apply(self, item: QueuedCommand) -> _Applied | None:
+        """Apply one command and carry out its effects; return it for `_project_batch` (None
+        when it was rejected). Its `reply_to` is answered at once, before the projection."""
         assert self._state is not None
         reply_to = _reply_to(item.payload)
         try:
@@ -401,6 +331,7 @@ class OpportunityWorkflow:
         before = self._state
         self._state = decision.state
         result = decision.result
+        history: list[HistoryEntry] = []
         if not result.duplicate:
             settled, history = await self._carry_out(decision.effects)
             follow = core.follow_through(before, self._state, workflow.now())
@@ -408,20 +339,12 @@ class OpportunityWorkflow:
                 self._state = follow.state
                 more, more_history = await self._carry_out(follow.effects)
                 settled, history = settled + more, history + more_history
-            answered_early = workflow.patched(ANSWER_BEFORE_PROJECTION)
-            if answered_early:
-                self._reply(command.reply_to, item.name, command.request_id, "applied")
             result = core.finish(
                 self._state, result, settled, follow.result if follow is not None else None
             )
-            done = _Applied(item, command, result, history, answered_early)
-            if not project:
-                return done
-            await self._project(history)
-        else:
-            done = _Applied(item, command, result, [], answered_early=False)
-        self._deliver(done)
-        return None
+        outcome: Literal["applied", "duplicate"] = "duplicate" if result.duplicate else "applied"
+        self._reply(command.reply_to, item.name, command.request_id, outcome)
+        return _Applied(item, command, result, history)
 
     async def _project_batch(self, applied: list[_Applied]) -> None:
         await self._project(
@@ -437,9 +360,7 @@ class OpportunityWorkflow:
         result = done.result
         if done.item.ticket is not None:
             self._results[done.item.ticket] = result
-        outcome: Literal["applied", "duplicate"] = "duplicate" if result.duplicate else "applied"
-        if not done.answered_early:
-            self._reply(done.command.reply_to, done.item.name, done.command.request_id, outcome)
+        outcome = "duplicate" if result.duplicate else "applied"
         telemetry.count_command(done.item.name, outcome)
         workflow.logger.info("%s %s: %s", done.item.name, outcome, result.message)
 
@@ -523,31 +444,22 @@ class OpportunityWorkflow:
         self, history: list[HistoryEntry], *, commands: int = 1, answers: bool = True
     ) -> None:
         """Write the projection of what `commands` commands did (`answers`: among them
-        updates waiting for it), and refresh what operators see; by local activity when
-        `LOCAL_PROJECTION` or, once continuing is due, `CLOSE_RUN_IN_ONE_TASK` applies."""
+        updates waiting for it), and refresh what operators see; by local activity as
+        `LOCAL_PROJECTION_MAX_BATCH` says."""
         assert self._state is not None
-        local = self._local_projection and answers
-        if local and self._should_continue_as_new():
-            local = self._closes_in_one_task()
-        else:
-            local = local and commands <= LOCAL_PROJECTION_MAX_BATCH
+        local = answers and (
+            commands <= LOCAL_PROJECTION_MAX_BATCH or self._should_continue_as_new()
+        )
         await effect_runner.project(
             ProjectionWrite(summary=self._state.summary(), history=history), local=local
         )
         self._publish()
 
-    def _closes_in_one_task(self) -> bool:
-        """Whether `CLOSE_RUN_IN_ONE_TASK` applies to this run (asked once, when it first
-        matters)."""
-        if self._close_in_one_task is None:
-            self._close_in_one_task = workflow.patched(CLOSE_RUN_IN_ONE_TASK)
-        return self._close_in_one_task
-
     def _publish(self, *, due: bool = False) -> None:
         """Upsert the search attributes that changed, and set the UI's current details.
 
-        With `SEARCH_ATTRIBUTES_UNDER_LOAD`, unless `due`, a change within
-        `INDEX_AT_MOST_EVERY` of the last upsert waits for `_index_when_due`."""
+        Unless `due`, a change within `INDEX_AT_MOST_EVERY` of the last upsert waits for
+        `_index_when_due`."""
         assert self._state is not None
         state = self._state
         wanted: dict[str, Any] = {
@@ -578,8 +490,7 @@ class OpportunityWorkflow:
 
     def _index_later(self) -> bool:
         return (
-            self._index_under_load
-            and self._indexed_at is not None
+            self._indexed_at is not None
             and workflow.now() - self._indexed_at < INDEX_AT_MOST_EVERY
         )
 
@@ -596,10 +507,8 @@ class OpportunityWorkflow:
         info = workflow.info()
         if info.is_continue_as_new_suggested():
             return True
-        limit = self._continue_as_new_after
-        if limit is None and self._under_load:
-            limit = MAX_RUN_EVENTS
-        return limit is not None and info.get_current_history_length() >= limit
+        limit = self._continue_as_new_after or MAX_RUN_EVENTS
+        return info.get_current_history_length() >= limit
 
 
 _SHARED_PROCESSES: dict[tuple[str, int], ProcessDefinition] = {}

@@ -5,8 +5,8 @@
 Starts its own PostgreSQL and Temporal dev server, runs each path with a worker of the
 current code, and writes `tests/histories/<path>.json`. `tests/test_replay.py` replays every
 file against the code of the day, so a change that would break running opportunities (a
-non-deterministic one) fails the build. Record again only when a change is meant to be
-incompatible and is guarded by `workflow.patched` (see the README), and keep the old files.
+non-deterministic one) fails the build. Before the first release, record them again in a
+commit of its own whenever the workflow changes; after it, see docs/versioning.md.
 """
 
 from __future__ import annotations
@@ -197,8 +197,7 @@ async def under_load(client: Client, opportunities: OpportunitiesClient, pool: A
 
 async def local_projection(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
     """Updates answered by a projection written by local activity, a burst of signals by an
-    activity task (`local-projection-for-small-batches`); search attributes changed within a
-    second wait for a timer (`search-attributes-under-load`)."""
+    activity task; search attributes changed within a second wait for a timer."""
     await setup_process(pool, "local", on_entry=False)
     contact = await setup_contact(pool, "local")
     await opportunities.create(contact, opportunity_id="local", process_id="life-local")
@@ -220,8 +219,8 @@ async def local_projection(client: Client, opportunities: OpportunitiesClient, p
 
 
 async def update_stream(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
-    """Continue-as-new due while updates keep arriving (`close-run-in-one-task`): the run
-    applies, answers (projection by local activity) and continues in one workflow task."""
+    """Continue-as-new due while updates keep arriving: the run applies, answers (projection
+    by local activity) and continues in one workflow task."""
     handle = await start_continuing_early(client, pool, "stream", "stream", QUEUE, 100)
     first_run = handle.result_run_id
 
