@@ -490,8 +490,7 @@ class OpportunityWorkflow:
 
     def _index_later(self) -> bool:
         return (
-            self._indexed_at is not None
-            and workflow.now() - self._indexed_at < INDEX_AT_MOST_EVERY
+            self._indexed_at is not None and workflow.now() - self._indexed_at < INDEX_AT_MOST_EVERY
         )
 
     async def _index_when_due(self) -> None:
