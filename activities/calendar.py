@@ -1,11 +1,14 @@
 """Calendar activities linked to calendar actions (the `calendar_activities` table).
 
 Rows are keyed by (opportunity, action, generation): creating the same activity twice returns
-the first one, so a retried or replayed create never makes a second row.
+the first one, so a retried or replayed create never makes a second row. Completing,
+cancelling and deleting an activity are changes the projection writes
+(`apply_changes`), in order, each idempotent.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -13,11 +16,13 @@ import asyncpg
 from pydantic import BaseModel
 from temporalio import activity
 
+from activities.failures import classified
 from sales.effects import (
-    CancelCalendarActivities,
+    CalendarChange,
+    CalendarKey,
+    CancelCalendarActivity,
     CompleteCalendarActivity,
     CreateCalendarActivity,
-    DeleteCalendarActivity,
     EffectOutcome,
 )
 
@@ -93,11 +98,48 @@ async def list_for(pool: asyncpg.Pool, opportunity_id: str | None = None) -> lis
     return [CalendarActivity.model_validate(dict(row)) for row in rows]
 
 
+async def apply_changes(
+    conn: asyncpg.connection.Connection | asyncpg.pool.PoolConnectionProxy,
+    changes: Sequence[CalendarChange],
+) -> None:
+    """Write completions, cancellations and deletions, in order; each is idempotent (only an
+    active activity is completed or canceled)."""
+    for change in changes:
+        key = _key(change.key)
+        if isinstance(change, CompleteCalendarActivity):
+            await conn.execute(
+                "UPDATE calendar_activities SET status = 'done', outcome = $4, notes = $5,"
+                " updated_at = now() WHERE opportunity_id = $1 AND action_id = $2"
+                " AND generation = $3 AND status = 'active'",
+                *key,
+                change.outcome,
+                change.notes,
+            )
+        elif isinstance(change, CancelCalendarActivity):
+            await conn.execute(
+                "UPDATE calendar_activities SET status = 'canceled', updated_at = now()"
+                " WHERE opportunity_id = $1 AND action_id = $2 AND generation = $3"
+                " AND status = 'active'",
+                *key,
+            )
+        else:
+            await conn.execute(
+                "DELETE FROM calendar_activities"
+                " WHERE opportunity_id = $1 AND action_id = $2 AND generation = $3",
+                *key,
+            )
+
+
+def _key(key: CalendarKey) -> tuple[str, str, int]:
+    return key.opportunity_id, key.action_id, key.generation
+
+
 class CalendarActivities:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
     @activity.defn(name="create_calendar_activity")
+    @classified("create_calendar_activity")
     async def create_calendar_activity(self, effect: CreateCalendarActivity) -> EffectOutcome:
         row, created = await create(self.pool, effect)
         return EffectOutcome(
@@ -108,36 +150,5 @@ class CalendarActivities:
             created_on=row.created_on,
         )
 
-    @activity.defn(name="complete_calendar_activity")
-    async def complete_calendar_activity(self, effect: CompleteCalendarActivity) -> None:
-        """Mark done (idempotent: an activity already done or canceled is left as it is)."""
-        await self.pool.execute(
-            "UPDATE calendar_activities SET status = 'done', outcome = $2, notes = $3,"
-            " updated_at = now() WHERE activity_id = $1 AND status = 'active'",
-            effect.activity_id,
-            effect.outcome,
-            effect.notes,
-        )
-
-    @activity.defn(name="cancel_calendar_activities")
-    async def cancel_calendar_activities(self, effect: CancelCalendarActivities) -> None:
-        """Cancel (idempotent: only active ones change)."""
-        await self.pool.execute(
-            "UPDATE calendar_activities SET status = 'canceled', updated_at = now()"
-            " WHERE activity_id = ANY($1::text[]) AND status = 'active'",
-            effect.activity_ids,
-        )
-
-    @activity.defn(name="delete_calendar_activity")
-    async def delete_calendar_activity(self, effect: DeleteCalendarActivity) -> None:
-        await self.pool.execute(
-            "DELETE FROM calendar_activities WHERE activity_id = $1", effect.activity_id
-        )
-
     def all(self) -> list:
-        return [
-            self.create_calendar_activity,
-            self.complete_calendar_activity,
-            self.cancel_calendar_activities,
-            self.delete_calendar_activity,
-        ]
+        return [self.create_calendar_activity]

@@ -10,20 +10,20 @@ from __future__ import annotations
 from datetime import datetime
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from activities.failures import BadData, classified
 from activities.store import StoreError
 from sales.effects import EffectOutcome, InviteToEvent
-from sales.process import Identifier
+from sales.validation import Identifier, Line
 
 
 class Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     event_id: Identifier
-    name: str = Field(min_length=1, max_length=500)
+    name: Line
     starts_at: datetime
 
 
@@ -77,27 +77,30 @@ async def invite(pool: asyncpg.Pool, effect: InviteToEvent) -> bool:
     async with pool.acquire() as conn, conn.transaction():
         known = await conn.fetchval("SELECT 1 FROM events WHERE event_id = $1", effect.event_id)
         if not known:
-            raise StoreError(f"unknown event {effect.event_id!r}")
+            raise BadData(f"unknown event {effect.event_id!r}", "unknown_event")
         inserted = await conn.fetchval(
             "INSERT INTO event_invitees (event_id, contact_id, opportunity_id, action_id,"
-            " invited_at) VALUES ($1, $2, $3, $4, now())"
+            " generation, invited_at) VALUES ($1, $2, $3, $4, $5, now())"
             " ON CONFLICT (event_id, contact_id) DO NOTHING RETURNING 1",
             effect.event_id,
             effect.contact_id,
             effect.opportunity_id,
             effect.action_id,
+            effect.generation,
         )
         if inserted:
             return True
         row = await conn.fetchrow(
-            "SELECT opportunity_id, action_id FROM event_invitees"
+            "SELECT opportunity_id, action_id, generation FROM event_invitees"
             " WHERE event_id = $1 AND contact_id = $2",
             effect.event_id,
             effect.contact_id,
         )
-        return row is not None and (row["opportunity_id"], row["action_id"]) == (
-            effect.opportunity_id,
-            effect.action_id,
+        return (
+            row is not None
+            and (row["opportunity_id"], row["action_id"])
+            == (effect.opportunity_id, effect.action_id)
+            and row["generation"] in (None, effect.generation)
         )
 
 
@@ -106,11 +109,9 @@ class EventActivities:
         self.pool = pool
 
     @activity.defn(name="invite_to_event")
+    @classified("invite_to_event")
     async def invite_to_event(self, effect: InviteToEvent) -> EffectOutcome:
-        try:
-            invited = await invite(self.pool, effect)
-        except StoreError as error:
-            raise ApplicationError(str(error), type="UnknownEvent", non_retryable=True) from None
+        invited = await invite(self.pool, effect)
         if invited:
             return EffectOutcome(
                 status="invited", message=f"contact invited to event {effect.event_id}"

@@ -10,6 +10,7 @@ Message-ID, which mail systems use to drop the duplicate.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
@@ -21,9 +22,9 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities import store
+from activities.failures import BadData, classified
 from activities.heartbeat import heartbeating
 from sales.contact import Contact
 from sales.effects import EffectOutcome, SendLetter
@@ -128,11 +129,14 @@ class Mailer:
 
     async def send(self, *, to: str, subject: str, body: str, message_id: str) -> None:
         message = EmailMessage()
-        message["From"] = self.sender
-        message["To"] = to
-        message["Subject"] = subject
-        message["Message-ID"] = message_id
-        message.set_content(body)
+        try:
+            message["From"] = self.sender
+            message["To"] = to
+            message["Subject"] = subject
+            message["Message-ID"] = message_id
+            message.set_content(body)
+        except ValueError as error:  # a header with CR or LF, an address that cannot be
+            raise BadData(f"the e-mail cannot be built: {error}", "mail_refused") from None
         await aiosmtplib.send(
             message,
             hostname=self.hostname,
@@ -145,7 +149,9 @@ class Mailer:
 
 
 def message_id_for(letter_id: str) -> str:
-    return f"<{letter_id}@opportunities>"
+    """A deterministic Message-ID (a retry sends the same one, so mail systems drop the
+    duplicate); hashed, because ids may hold characters a Message-ID may not."""
+    return f"<letter.{hashlib.sha256(letter_id.encode()).hexdigest()[:32]}@opportunities>"
 
 
 def _has_postal_address(contact: Contact) -> bool:
@@ -158,17 +164,21 @@ class LetterActivities:
         self.mailer = mailer
 
     @activity.defn(name="send_letter")
+    @classified("send_letter")
     async def send_letter(self, effect: SendLetter) -> EffectOutcome:
         return await heartbeating(self._send_letter(effect))
 
     async def _send_letter(self, effect: SendLetter) -> EffectOutcome:
         contact = await store.get_contact(self.pool, effect.contact_id)
         if contact is None:
-            raise _bad_data(f"unknown contact {effect.contact_id!r}")
+            raise BadData(f"unknown contact {effect.contact_id!r}", "unknown_contact")
         template = await get_template(self.pool, effect.template)
         if template is None:
-            known = [t.name for t in await list_templates(self.pool)]
-            raise _bad_data(f"unknown letter template {effect.template!r}; templates are {known}")
+            known = [t.name for t in await list_templates(self.pool)][:20]
+            raise BadData(
+                f"unknown letter template {effect.template!r}; templates are {known}",
+                "unknown_template",
+            )
         context = effect.context
         try:
             letter = render(
@@ -186,17 +196,18 @@ class LetterActivities:
                 },
             )
         except TemplateError as error:
-            raise _bad_data(
-                f"letter template {effect.template!r} cannot be merged: {error}"
+            raise BadData(
+                f"letter template {effect.template!r} cannot be merged: {error}", "template_error"
             ) from None
 
         if self.mailer is not None and contact.email:
             return await self._email(effect, letter, contact.email)
         if not _has_postal_address(contact):
             why = "no e-mail address" if self.mailer else "no SMTP server configured"
-            raise _bad_data(
+            raise BadData(
                 f"contact {contact.contact_id!r} cannot receive letter {effect.template!r}: "
-                f"{why}, and no postal address (street, postal code and city) to print it for"
+                f"{why}, and no postal address (street, postal code and city) to print it for",
+                "no_address",
             )
         await self._log(effect, letter, method="document", recipient=None, sent=True)
         return EffectOutcome(
@@ -259,8 +270,3 @@ class LetterActivities:
 
     def all(self) -> list:
         return [self.send_letter]
-
-
-def _bad_data(message: str) -> ApplicationError:
-    """Bad data no retry can fix: the command reports it and the action stays not completed."""
-    return ApplicationError(message, type="BadLetterData", non_retryable=True)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 
 import asyncpg
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import store
+from activities.failures import classified
+from sales.effects import CalendarChange
 from sales.opportunity import HistoryEntry, OpportunitySummary
 from sales.process import SalesProcess
 
@@ -37,8 +39,21 @@ class Setup(BaseModel):
 
 
 class ProjectionWrite(BaseModel):
+    """What a batch of commands changed in the read model: the opportunity's row, its new
+    history entries, and the changes to calendar activities it already has (creating one is
+    an effect of its own)."""
+
     summary: OpportunitySummary
-    history: list[HistoryEntry]
+    history: list[HistoryEntry] = Field(default_factory=list)
+    calendar: list[CalendarChange] = Field(default_factory=list)
+
+    def __add__(self, later: ProjectionWrite) -> ProjectionWrite:
+        """This write followed by a later one (a write that failed joins the next)."""
+        return ProjectionWrite(
+            summary=later.summary,
+            history=[*self.history, *later.history],
+            calendar=[*self.calendar, *later.calendar],
+        )
 
 
 class OpportunityActivities:
@@ -48,6 +63,7 @@ class OpportunityActivities:
         self.pool = pool
 
     @activity.defn(name="load_setup")
+    @classified("load_setup")
     async def load_setup(self, request: SetupRequest) -> Setup:
         """The contact and the process version a new opportunity starts with.
 
@@ -84,8 +100,9 @@ class OpportunityActivities:
         )
 
     @activity.defn(name="project_opportunity")
+    @classified("project_opportunity")
     async def project_opportunity(self, write: ProjectionWrite) -> None:
-        await store.project_opportunity(self.pool, write.summary, write.history)
+        await store.project_opportunity(self.pool, write.summary, write.history, write.calendar)
 
     def all(self) -> list:
         """The activity callables to register on a worker."""

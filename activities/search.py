@@ -10,6 +10,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
 from sales.opportunity import OpportunitySummary, Status
+from sales.validation import Line
 
 SortKey = Literal[
     "opportunity_id", "name", "owner", "current_stage", "stage_entered_at", "status", "created_at"
@@ -21,17 +22,17 @@ class SearchFilters(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    process_id: str | None = None
-    stage: str | None = None
+    process_id: Line | None = None
+    stage: Line | None = None
     status: Status | None = None
-    contact_id: str | None = None
-    owner: str | None = None
-    name: str | None = Field(default=None, min_length=1)
+    contact_id: Line | None = None
+    owner: Line | None = None
+    name: Line | None = None
     """Case-insensitive substring of the opportunity's name."""
     entered_before: datetime | None = None
     entered_after: datetime | None = None
     has_open_actions: bool | None = None
-    ids: list[str] | None = None
+    ids: list[Line] | None = Field(default=None, max_length=10_000)
 
 
 class SearchPage(BaseModel):

@@ -13,9 +13,12 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
+from activities import calendar
 from sales.contact import Contact
+from sales.effects import CalendarChange
 from sales.opportunity import HistoryEntry, OpportunitySummary
 from sales.process import ProcessDefinition, SalesProcess
+from sales.validation import MAX_PROCESS_BYTES, json_size
 
 
 class StoreError(Exception):
@@ -64,7 +67,14 @@ async def apply_process(
 
     Returns the current version and whether it was created now. Serialized per process by an
     advisory lock so that two operators applying at once cannot both create version N+1.
+    A definition larger than `MAX_PROCESS_BYTES` is refused: every opportunity carries it.
     """
+    size = json_size(definition.model_dump(mode="json"))
+    if size > MAX_PROCESS_BYTES:
+        raise StoreError(
+            f"process {definition.process_id!r} is {size:,} bytes as JSON; "
+            f"at most {MAX_PROCESS_BYTES:,}"
+        )
     fingerprint = definition.fingerprint()
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
@@ -202,20 +212,26 @@ async def list_contacts(pool: asyncpg.Pool, limit: int = 1000) -> list[Contact]:
 
 
 async def project_opportunity(
-    pool: asyncpg.Pool, summary: OpportunitySummary, history: Sequence[HistoryEntry]
+    pool: asyncpg.Pool,
+    summary: OpportunitySummary,
+    history: Sequence[HistoryEntry],
+    calendar_changes: Sequence[CalendarChange] = (),
 ) -> bool:
-    """Write the opportunity's row and its new history entries, idempotently.
+    """Write the opportunity's row, its new history entries and the changes to its calendar
+    activities, idempotently, in one transaction.
 
     A row is only replaced by a higher revision, so a late retry of an older write cannot
     roll the projection back; history rows are keyed by (opportunity, seq), so a retried write
-    never duplicates one. Returns whether the row was written.
+    never duplicates one; calendar changes only change an active row. Returns whether the
+    row was written.
     """
     async with pool.acquire() as conn:
-        if not history:
+        if not history and not calendar_changes:
             # Most commands move no stage: one statement, committed by itself, instead of a
             # transaction's three round trips (each a wake-up of a busy worker's event loop).
             return await _upsert_summary(conn, summary)
         async with conn.transaction():
+            await calendar.apply_changes(conn, calendar_changes)
             written = await _upsert_summary(conn, summary)
             await conn.executemany(
                 "INSERT INTO opportunity_history (opportunity_id, seq, at, from_stage, to_stage,"

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from sales.calendar_rules import create_activity, letter_id_for
+from sales.calendar_rules import calendar_key, create_activity, display_id
 from sales.commands import (
     AddAction,
     Command,
@@ -36,10 +36,11 @@ from sales.effects import (
     SendLetter,
 )
 from sales.errors import CommandRejected, describe_validation_error
-from sales.opportunity import ActionState, Opportunity, StageState
+from sales.opportunity import ActionState, EffectFailure, Opportunity, StageState
 from sales.process import Action, CalendarAction, EventAction, LetterAction
 from sales.results import ActionResult, Change
 from sales.stage_rules import enter_stage, require_stage
+from sales.validation import MAX_ACTIONS_PER_STAGE
 
 _ACTION = TypeAdapter(Action)
 
@@ -55,16 +56,20 @@ def _tagged(state: Opportunity, action_ids: list[str]) -> list[ActionState]:
             available = [a.action_id for stage in visited for a in state.stage_state(stage).actions]
             raise CommandRejected(
                 f"unknown action {action_id!r}; actions of the current and previous stages "
-                f"are {available}"
+                f"are {available}",
+                code="unknown_action",
             )
         stage, action = found
         if stage.name not in visited:
             raise CommandRejected(
                 f"action {action_id!r} belongs to stage {stage.name!r}, which the opportunity "
-                f"has not reached (current stage: {state.current_stage!r})"
+                f"has not reached (current stage: {state.current_stage!r})",
+                code="action_not_reached",
             )
         if action.completed:
-            raise CommandRejected(f"action {action_id!r} is already completed")
+            raise CommandRejected(
+                f"action {action_id!r} is already completed", code="already_completed"
+            )
         tagged.append(action)
     return tagged
 
@@ -95,9 +100,7 @@ def perform_actions(state: Opportunity, command: PerformActions, now: datetime) 
                     contact_id=state.contact_id,
                     action_id=action.action_id,
                     generation=action.generation,
-                    letter_id=letter_id_for(
-                        state.opportunity_id, action.action_id, action.generation
-                    ),
+                    letter_id=display_id(state.opportunity_id, action.action_id, action.generation),
                     template=definition.template,
                     title=definition.title,
                     context=LetterContext(
@@ -111,11 +114,13 @@ def perform_actions(state: Opportunity, command: PerformActions, now: datetime) 
                 )
             )
         elif isinstance(definition, EventAction):
+            action.generation += 1
             change.effects.append(
                 InviteToEvent(
                     opportunity_id=state.opportunity_id,
                     contact_id=state.contact_id,
                     action_id=action.action_id,
+                    generation=action.generation,
                     event_id=definition.event_id,
                 )
             )
@@ -131,8 +136,15 @@ def settle(
         return ActionResult(action_id=effect.action_id, outcome="failed", message="action deleted")
     _, action = found
     if outcome.status == "failed":
-        action.last_error = outcome.message
-        return ActionResult(action_id=action.action_id, outcome="failed", message=outcome.message)
+        action.last_error = EffectFailure(
+            code=outcome.code or "bad_data", message=outcome.message, at=now
+        )
+        return ActionResult(
+            action_id=action.action_id,
+            outcome="failed",
+            message=outcome.message,
+            code=action.last_error.code,
+        )
     action.last_error = None
     action.performed_at = now
     if isinstance(effect, CreateCalendarActivity):
@@ -179,7 +191,8 @@ def complete_actions(state: Opportunity, command: CompleteActions, now: datetime
         ):
             raise CommandRejected(
                 f"action {action.action_id!r} has active calendar activity "
-                f"{action.activity_id} which tracks outcomes: give an outcome"
+                f"{action.activity_id} which tracks outcomes: give an outcome",
+                code="outcome_required",
             )
     change = Change(f"completed {[a.action_id for a in tagged]}")
     for action in tagged:
@@ -188,7 +201,7 @@ def complete_actions(state: Opportunity, command: CompleteActions, now: datetime
         if action.activity_id is not None and action.activity_status == "active":
             change.effects.append(
                 CompleteCalendarActivity(
-                    activity_id=action.activity_id, outcome=command.outcome, notes=command.notes
+                    key=calendar_key(state, action), outcome=command.outcome, notes=command.notes
                 )
             )
             action.activity_status = "done"
@@ -213,10 +226,20 @@ def add_action(state: Opportunity, command: AddAction, now: datetime) -> Change:
     if existing is not None:
         raise CommandRejected(
             f"action id {command.action.action_id!r} is already used in stage "
-            f"{existing[0].name!r} of this opportunity"
+            f"{existing[0].name!r} of this opportunity",
+            code="action_exists",
         )
     stage = state.stage_state(command.stage)
-    stage.actions = [*stage.actions, ActionState(definition=command.action)]
+    if len(stage.actions) >= MAX_ACTIONS_PER_STAGE:
+        raise CommandRejected(
+            f"stage {command.stage!r} has {len(stage.actions)} actions, the most it can have",
+            code="limit_reached",
+        )
+    added = ActionState(
+        definition=command.action,
+        generation=state.retired_generations.get(command.action.action_id, 0),
+    )
+    stage.actions = [*stage.actions, added]
     return Change(
         f"added action {command.action.action_id!r} to stage {command.stage!r}",
         actions=[
@@ -230,14 +253,16 @@ def modify_action(state: Opportunity, command: ModifyAction, now: datetime) -> C
     fixed = {"action_id", "type"} & set(command.changes)
     if fixed:
         raise CommandRejected(
-            f"{sorted(fixed)} of an action cannot change; delete the action and add another"
+            f"{sorted(fixed)} of an action cannot change; delete the action and add another",
+            code="not_allowed",
         )
     merged: dict[str, Any] = {**action.definition.model_dump(), **command.changes}
     try:
         action.definition = _ACTION.validate_python(merged)
     except ValidationError as error:
         raise CommandRejected(
-            describe_validation_error(error, f"changes to action {command.action_id!r}")
+            describe_validation_error(error, f"changes to action {command.action_id!r}"),
+            code="invalid_payload",
         ) from None
     return Change(
         f"modified action {command.action_id!r}",
@@ -256,9 +281,15 @@ def delete_action(state: Opportunity, command: DeleteAction, now: datetime) -> C
     if action.activity_status == "active":
         raise CommandRejected(
             f"action {command.action_id!r} has active calendar activity {action.activity_id}: "
-            "delete the activity first (delete_activity), then the action"
+            "delete the activity first, then the action",
+            code="activity_active",
         )
     stage.actions = [a for a in stage.actions if a.action_id != command.action_id]
+    if action.generation:
+        state.retired_generations = {
+            **state.retired_generations,
+            command.action_id: action.generation,
+        }
     return Change(
         f"deleted action {command.action_id!r} from stage {stage.name!r}",
         actions=[ActionResult(action_id=command.action_id, outcome="deleted", message="deleted")],
@@ -269,13 +300,15 @@ def record_outcome(state: Opportunity, command: RecordOutcome, now: datetime) ->
     _, action = _find_activity(state, command.activity_id)
     if action.activity_status != "active":
         raise CommandRejected(
-            f"calendar activity {command.activity_id} is already {action.activity_status}"
+            f"calendar activity {command.activity_id} is already {action.activity_status}",
+            code="activity_not_active",
         )
     definition = action.definition
     tracks = isinstance(definition, CalendarAction) and definition.activity.track_outcome
     if tracks and command.outcome is None:
         raise CommandRejected(
-            f"calendar activity {command.activity_id} tracks outcomes: give an outcome"
+            f"calendar activity {command.activity_id} tracks outcomes: give an outcome",
+            code="outcome_required",
         )
     if command.stage is not None:
         require_stage(state, command.stage)
@@ -288,7 +321,7 @@ def record_outcome(state: Opportunity, command: RecordOutcome, now: datetime) ->
         + (f" with outcome {command.outcome!r}" if command.outcome else ""),
         effects=[
             CompleteCalendarActivity(
-                activity_id=command.activity_id, outcome=command.outcome, notes=command.notes
+                key=calendar_key(state, action), outcome=command.outcome, notes=command.notes
             )
         ],
         actions=[
@@ -323,13 +356,14 @@ def _outcome_stage(
 
 def delete_activity(state: Opportunity, command: DeleteActivity, now: datetime) -> Change:
     _, action = _find_activity(state, command.activity_id)
+    key = calendar_key(state, action)
     action.activity_id = None
     action.activity_status = None
     action.activity_created_on = None
     action.activity_outcome = None
     return Change(
         f"deleted calendar activity {command.activity_id}",
-        effects=[DeleteCalendarActivity(activity_id=command.activity_id)],
+        effects=[DeleteCalendarActivity(key=key)],
         actions=[
             ActionResult(
                 action_id=action.action_id,
@@ -345,7 +379,9 @@ def _find(state: Opportunity, action_id: str) -> tuple[StageState, ActionState]:
     found = state.find_action(action_id)
     if found is None:
         every = [a.action_id for stage in state.stages for a in stage.actions]
-        raise CommandRejected(f"unknown action {action_id!r}; actions are {every}")
+        raise CommandRejected(
+            f"unknown action {action_id!r}; actions are {every}", code="unknown_action"
+        )
     return found
 
 
@@ -355,7 +391,8 @@ def _find_activity(state: Opportunity, activity_id: str) -> tuple[StageState, Ac
         linked = [a.activity_id for stage in state.stages for a in stage.actions if a.activity_id]
         raise CommandRejected(
             f"unknown calendar activity {activity_id!r} for this opportunity; "
-            f"its linked activities are {linked}"
+            f"its linked activities are {linked}",
+            code="unknown_activity",
         )
     return found
 

@@ -1,20 +1,34 @@
-"""Calendar activities of calendar actions: their ids and how a new one is scheduled."""
+"""Calendar activities of calendar actions: their ids and keys, and how a new one is
+scheduled."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sales.effects import CreateCalendarActivity
+from sales.effects import CalendarKey, CreateCalendarActivity
 from sales.opportunity import ActionState, Opportunity
 from sales.process import CalendarAction
 
+SEPARATOR = "/"
+"""Joins the parts of a display id; ids cannot contain it (`sales.validation.Identifier`),
+so two opportunities' display ids never collide."""
 
-def activity_id_for(opportunity_id: str, action_id: str, generation: int) -> str:
-    return f"act-{opportunity_id}-{action_id}-{generation}"
+
+def display_id(opportunity_id: str, action_id: str, generation: int) -> str:
+    """The id users see and type for a calendar activity or letter: `opp-1001/intro-call/1`
+    (opportunity, action, generation: the row's key in the read model)."""
+    return SEPARATOR.join((opportunity_id, action_id, str(generation)))
 
 
-def letter_id_for(opportunity_id: str, action_id: str, generation: int) -> str:
-    return f"letter-{opportunity_id}-{action_id}-{generation}"
+def calendar_key(state: Opportunity, action: ActionState) -> CalendarKey:
+    """The key of the action's linked calendar activity."""
+    assert action.activity_id is not None
+    return CalendarKey(
+        opportunity_id=state.opportunity_id,
+        action_id=action.action_id,
+        generation=action.generation,
+        activity_id=action.activity_id,
+    )
 
 
 def create_activity(
@@ -28,7 +42,7 @@ def create_activity(
         contact_id=state.contact_id,
         action_id=action.action_id,
         generation=action.generation,
-        activity_id=activity_id_for(state.opportunity_id, action.action_id, action.generation),
+        activity_id=display_id(state.opportunity_id, action.action_id, action.generation),
         activity_kind=definition.activity.kind,
         subject=definition.title,
         starts_at=starts_at,

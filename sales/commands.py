@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sales.errors import CommandRejected, describe_validation_error
-from sales.process import Action, Identifier, Text
+from sales.process import Action
+from sales.validation import Identifier, Line, Notes, ShortLine
 
 
 class Command(BaseModel):
@@ -15,26 +16,25 @@ class Command(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    request_id: str | None = Field(default=None, min_length=1, max_length=200)
+    request_id: ShortLine | None = None
     """A command whose request id was already applied is acknowledged and not applied again."""
-    by: str | None = Field(default=None, max_length=200)
+    by: ShortLine | None = None
     """Who issued the command; kept in history."""
-    reply_to: str | None = Field(default=None, min_length=1, max_length=255)
+    reply_to: ShortLine | None = None
     """The id of a workflow to signal `command_outcome` (a `CommandOutcome`) once this command
     is applied, acknowledged as a duplicate or rejected: how a workflow such as `MassModify`
     sends commands as signals and still learns each result."""
 
 
 class ChangeStage(Command):
-    stage: Text
+    stage: Line
     cancel_open_activities: bool = False
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: Notes | None = None
     source: Literal["manual", "mass"] = "manual"
     """`mass` when a mass modification sent it (kept in history)."""
 
 
 ActionIds = Annotated[list[Identifier], Field(min_length=1, max_length=100)]
-Notes = Annotated[str, Field(max_length=4000)]
 
 
 class PerformActions(Command):
@@ -45,18 +45,18 @@ class PerformActions(Command):
 
 class CompleteActions(Command):
     action_ids: ActionIds
-    outcome: Text | None = None
+    outcome: Line | None = None
     notes: Notes | None = None
 
 
 class AddAction(Command):
-    stage: Text
+    stage: Line
     action: Action
 
 
 class ModifyAction(Command):
     action_id: Identifier
-    changes: dict[str, Any] = Field(min_length=1)
+    changes: dict[str, Any] = Field(min_length=1, max_length=20)
 
 
 class DeleteAction(Command):
@@ -66,20 +66,20 @@ class DeleteAction(Command):
 class RecordOutcome(Command):
     """The calendar side: the linked activity is done (with its outcome)."""
 
-    activity_id: Text
-    outcome: Text | None = None
+    activity_id: Line
+    outcome: Line | None = None
     notes: Notes | None = None
-    stage: Text | None = None
+    stage: Line | None = None
 
 
 class DeleteActivity(Command):
-    activity_id: Text
+    activity_id: Line
 
 
 class ChangeOwner(Command):
     """Hand the opportunity to another owner (no stage change, no history entry)."""
 
-    owner: Text
+    owner: Line
 
 
 COMMANDS: dict[str, type[Command]] = {
@@ -101,15 +101,27 @@ def command_name(command: Command) -> str:
 
 
 def parse_command(name: str, payload: Any) -> Command:
-    """Validate a raw payload (a JSON object from any Temporal client) into a command."""
+    """Validate a decoded payload (a JSON value from any Temporal client) into a command."""
     model = COMMANDS.get(name)
     if model is None:
-        raise CommandRejected(f"unknown command {name!r}; commands are {sorted(COMMANDS)}")
+        raise CommandRejected(
+            f"unknown command {name!r}; commands are {sorted(COMMANDS)}", code="unknown_command"
+        )
     if not isinstance(payload, dict):
         raise CommandRejected(
-            f"invalid {name} payload: expected a JSON object, got {type(payload).__name__}"
+            f"invalid {name} payload: expected a JSON object, got {_json_type(payload)}",
+            code="invalid_payload",
         )
     try:
         return model.model_validate(payload)
     except ValidationError as error:
-        raise CommandRejected(describe_validation_error(error, f"{name} payload")) from None
+        raise CommandRejected(
+            describe_validation_error(error, f"{name} payload"), code="invalid_payload"
+        ) from None
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr
 
-from sales.process import Identifier
-
-Name = Field(min_length=1, max_length=200)
+from sales.validation import Identifier, Line, ShortLine
 
 
 class Contact(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     contact_id: Identifier
-    first_name: str = Name
-    last_name: str = Name
+    first_name: ShortLine
+    last_name: ShortLine
     email: EmailStr | None = None
-    street: str | None = Field(default=None, max_length=500)
-    city: str | None = Field(default=None, max_length=200)
-    postal_code: str | None = Field(default=None, max_length=40)
-    country: str | None = Field(default=None, max_length=100)
+    street: Line | None = None
+    city: ShortLine | None = None
+    postal_code: ShortLine | None = None
+    country: ShortLine | None = None
 
     @property
     def full_name(self) -> str:

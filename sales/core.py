@@ -19,7 +19,10 @@ from sales.commands import ChangeOwner, ChangeStage, Command, command_name
 from sales.effects import Effect, EffectOutcome, PerformEffect
 from sales.errors import CommandRejected
 from sales.opportunity import (
+    MAX_REASON,
     MAX_REJECTED,
+    MAX_REJECTED_PAYLOAD,
+    MAX_REQUEST_ID_CHARACTERS,
     MAX_REQUEST_IDS,
     ActionState,
     Opportunity,
@@ -29,6 +32,7 @@ from sales.opportunity import (
 )
 from sales.process import SalesProcess
 from sales.results import ActionResult, Change, CommandResult
+from sales.validation import excerpt, json_size
 
 __all__ = ["ActionResult", "CommandResult", "Decision", "apply", "check", "open_opportunity"]
 
@@ -59,7 +63,8 @@ def open_opportunity(
     if definition.stage(stage) is None:
         raise CommandRejected(
             f"unknown stage {stage!r} for process {definition.process_id!r}; "
-            f"stages are {definition.stage_names()}"
+            f"stages are {definition.stage_names()}",
+            code="unknown_stage",
         )
     state = Opportunity(
         opportunity_id=start.opportunity_id,
@@ -121,7 +126,7 @@ def apply(state: Opportunity, command: Command, now: datetime) -> Decision:
     new.revision += 1
     new.last_command_at = now
     if command.request_id is not None:
-        new.applied_request_ids = [*new.applied_request_ids, command.request_id][-MAX_REQUEST_IDS:]
+        new.applied_request_ids = remember(new.applied_request_ids, command.request_id)
     result = _result(new, name, command.request_id, change.message)
     result.actions = change.actions
     return Decision(state=new, effects=change.effects, result=result)
@@ -199,19 +204,72 @@ def finish(
     )
 
 
-def reject(
-    state: Opportunity, name: str, payload: object, reason: str, now: datetime
-) -> Opportunity:
-    """Keep a rejected signal in `rejected` (the newest `MAX_REJECTED`); nothing else changes."""
+def reject(state: Opportunity, name: str, payload: object, rejected: CommandRejected,
+           now: datetime) -> Opportunity:  # fmt: skip
+    """Keep a rejected signal in `rejected` (the newest `MAX_REJECTED`, each with at most
+    `MAX_REJECTED_PAYLOAD` characters of its payload); nothing else changes."""
     new = state.model_copy()
     record = Rejection(
-        command=name,
-        payload=payload if isinstance(payload, dict) else {"value": payload},
-        reason=reason,
+        command=name[:200],
+        code=rejected.code,
+        reason=_cut(rejected.reason, MAX_REASON),
+        payload=payload[:MAX_REJECTED_PAYLOAD]
+        if isinstance(payload, str)
+        else excerpt(payload, MAX_REJECTED_PAYLOAD),
         at=now,
     )
     new.rejected = [*state.rejected, record][-MAX_REJECTED:]
     return new
+
+
+KEEP_HISTORY = 100
+"""History entries `trim` always keeps (the newest)."""
+
+
+def trim(state: Opportunity, excess: int) -> Opportunity:
+    """A copy of the state about `excess` bytes (as JSON) smaller: without its oldest
+    rejections, then its oldest request ids, then its oldest history entries (the newest
+    `KEEP_HISTORY` stay; every entry is in the read model). For a state that has grown past
+    what a run may carry or a query may return."""
+    rejected, excess = _drop_oldest(state.rejected, excess)
+    request_ids, excess = _drop_oldest(state.applied_request_ids, excess)
+    history = state.history
+    if excess > 0 and len(history) > KEEP_HISTORY:
+        older, excess = _drop_oldest(history[:-KEEP_HISTORY], excess)
+        history = [*older, *history[-KEEP_HISTORY:]]
+    return state.model_copy(
+        update={"rejected": rejected, "applied_request_ids": request_ids, "history": history}
+    )
+
+
+def _drop_oldest(items: list[Any], excess: int) -> tuple[list[Any], int]:
+    """`items` without as many of the first ones as make up `excess` bytes; what is left of
+    `excess`."""
+    start = 0
+    while excess > 0 and start < len(items):
+        excess -= json_size(_jsonable(items[start])) + 1
+        start += 1
+    return items[start:], excess
+
+
+def _jsonable(item: Any) -> Any:
+    return item.model_dump(mode="json") if isinstance(item, BaseModel) else item
+
+
+def remember(request_ids: list[str], request_id: str) -> list[str]:
+    """The applied request ids with one more: the newest `MAX_REQUEST_IDS`, and no more
+    than `MAX_REQUEST_ID_CHARACTERS` of them in all."""
+    kept = [*request_ids, request_id][-MAX_REQUEST_IDS:]
+    total = sum(map(len, kept))
+    start = 0
+    while total > MAX_REQUEST_ID_CHARACTERS:
+        total -= len(kept[start])
+        start += 1
+    return kept[start:] if start else kept
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _result(

@@ -63,25 +63,43 @@ class InviteToEvent(BaseModel):
     opportunity_id: str
     contact_id: str
     action_id: str
+    generation: int
     event_id: str
+
+
+class CalendarKey(BaseModel):
+    """A calendar activity's key in the read model: (opportunity, action, generation)."""
+
+    opportunity_id: str
+    action_id: str
+    generation: int
+    activity_id: str
+    """Its display id (`calendar_rules.activity_id_for`), for summaries and logs."""
 
 
 class CompleteCalendarActivity(BaseModel):
     kind: Literal["complete_calendar_activity"] = "complete_calendar_activity"
-    activity_id: str
+    key: CalendarKey
     outcome: str | None = None
     notes: str | None = None
 
 
-class CancelCalendarActivities(BaseModel):
-    kind: Literal["cancel_calendar_activities"] = "cancel_calendar_activities"
-    activity_ids: list[str]
+class CancelCalendarActivity(BaseModel):
+    kind: Literal["cancel_calendar_activity"] = "cancel_calendar_activity"
+    key: CalendarKey
 
 
 class DeleteCalendarActivity(BaseModel):
     kind: Literal["delete_calendar_activity"] = "delete_calendar_activity"
-    activity_id: str
+    key: CalendarKey
 
+
+CalendarChange = Annotated[
+    CompleteCalendarActivity | CancelCalendarActivity | DeleteCalendarActivity,
+    Field(discriminator="kind"),
+]
+"""A change to a calendar activity row the opportunity already has: written with the
+projection, in order, idempotently (only an active row is completed or canceled)."""
 
 Effect = Annotated[
     RecordHistory
@@ -89,7 +107,7 @@ Effect = Annotated[
     | SendLetter
     | InviteToEvent
     | CompleteCalendarActivity
-    | CancelCalendarActivities
+    | CancelCalendarActivity
     | DeleteCalendarActivity,
     Field(discriminator="kind"),
 ]
@@ -99,9 +117,12 @@ PerformEffect = CreateCalendarActivity | SendLetter | InviteToEvent
 
 
 class EffectOutcome(BaseModel):
-    """What carrying out an effect did. `failed` is for bad data that no retry can fix."""
+    """What carrying out an effect did. `failed` (with a `code`) when no retry can fix it, or
+    the retries ran out."""
 
     status: Literal["created", "exists", "sent", "filed", "invited", "already_invited", "failed"]
     message: str = ""
+    code: str | None = None
+    """Why it failed (see `sales.opportunity.EffectFailure.code`)."""
     activity_id: str | None = None
     created_on: datetime | None = None

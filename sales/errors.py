@@ -4,13 +4,38 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+REJECTION_CODES: dict[str, str] = {
+    "invalid_payload": "the payload cannot be read, or does not match the command's schema",
+    "unknown_command": "no command has this name",
+    "unknown_stage": "the process has no stage of this name",
+    "unknown_action": "the opportunity has no action of this id",
+    "unknown_activity": "the opportunity has no linked calendar activity of this id",
+    "already_in_stage": "the opportunity is in this stage already",
+    "already_owned": "the opportunity has this owner already",
+    "already_completed": "the action is completed already",
+    "activity_not_active": "the calendar activity is done or canceled already",
+    "activity_active": "the action's calendar activity is active: delete the activity first",
+    "action_exists": "the opportunity has an action of this id already",
+    "action_not_reached": "the action belongs to a stage the opportunity has not reached",
+    "outcome_required": "the calendar activity tracks outcomes: give an outcome",
+    "closed": "the opportunity is won or lost: reopen it to change it",
+    "not_closed": "the opportunity is open: only a won or lost one can be reopened",
+    "not_allowed": "the process or the rules do not allow this change",
+    "limit_reached": "the change would exceed a limit of the opportunity",
+}
+"""Every code a rejection may carry, with what it means (published in `contract/`). Callers
+decide by code, never by the message text."""
+
 
 class CommandRejected(Exception):
-    """A command that cannot be applied to the opportunity as it is; nothing was changed."""
+    """A command that cannot be applied to the opportunity as it is; nothing was changed.
+    `code` is one of `REJECTION_CODES`."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, code: str) -> None:
+        assert code in REJECTION_CODES, code
         super().__init__(reason)
         self.reason = reason
+        self.code = code
 
 
 def describe_validation_error(error: ValidationError, subject: str = "input") -> str:

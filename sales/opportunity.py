@@ -3,38 +3,61 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from sales.process import Action, Identifier, ProcessDefinition, Text
+from sales.process import Action, ProcessDefinition
+from sales.validation import Identifier, Line, ShortLine
 
 Status = Literal["open", "won", "lost"]
 HistorySource = Literal["start", "manual", "automatic", "outcome", "mass", "reopened"]
 
 MAX_REJECTED = 50
 """Rejections kept for the `state` query; older ones are dropped (they stay in Temporal history)."""
+MAX_REJECTED_PAYLOAD = 1024
+"""Characters of a rejected command's payload (as JSON) kept with its rejection."""
+MAX_REASON = 1024
+"""Characters of a rejection's reason kept."""
 
 MAX_REQUEST_IDS = 5000
 """Applied request ids remembered for de-duplication; the oldest are forgotten first."""
+MAX_REQUEST_ID_CHARACTERS = 256 * 1024
+"""...and at most this many characters of them in all, so long ids cannot grow the state."""
 
 
 class StartOpportunity(BaseModel):
-    """Input of the `Opportunity` workflow (the contract's start payload)."""
+    """Input of the `Opportunity` workflow (the contract's start payload). Unknown fields are
+    refused: a typo such as `proces_id` must not open the opportunity on the default process."""
 
-    model_config = ConfigDict(use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     opportunity_id: Identifier
     contact_id: Identifier
     process_id: Identifier | None = None
-    name: Text | None = None
-    owner: Text | None = None
-    stage: Text | None = None
-    by: str | None = Field(default=None, max_length=200)
+    name: Line | None = None
+    owner: Line | None = None
+    stage: Line | None = None
+    by: ShortLine | None = None
     """Who opened it; kept in the `start` history entry."""
 
 
 ActivityStatus = Literal["active", "done", "canceled"]
+
+
+class EffectFailure(BaseModel):
+    """Why performing an action failed last time; the action can be performed again once
+    the data is fixed."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    code: str
+    """`bad_data` (and narrower: `unknown_template`, `template_error`, `no_address`,
+    `unknown_event`, `unknown_contact`, `mail_refused`), `unavailable` (a service stayed
+    down longer than the retries last), or `unclassified` (an unexpected error, retried up
+    to a bound)."""
+    message: str
+    at: datetime
 
 
 class ActionState(BaseModel):
@@ -54,7 +77,7 @@ class ActionState(BaseModel):
     generation: int = 0
     """How many side effects (activities, letters) this action has started; with the
     opportunity and the action id it is the idempotency key of the next one."""
-    last_error: str | None = None
+    last_error: EffectFailure | None = None
     """Why the last perform failed (unknown template, no address, ...); cleared on success."""
 
     @computed_field  # type: ignore[prop-decorator]
@@ -99,11 +122,16 @@ class HistoryEntry(BaseModel):
 
 
 class Rejection(BaseModel):
+    """A signal that was not applied."""
+
     model_config = ConfigDict(use_attribute_docstrings=True)
 
     command: str
-    payload: dict[str, Any]
+    code: str
+    """One of the rejection codes (`contract/rejection-codes.json`)."""
     reason: str
+    payload: str
+    """The payload as JSON, cut to `MAX_REJECTED_PAYLOAD` characters."""
     at: datetime
 
 
@@ -129,6 +157,9 @@ class Opportunity(BaseModel):
     history: list[HistoryEntry] = Field(default_factory=list)
     rejected: list[Rejection] = Field(default_factory=list)
     applied_request_ids: list[str] = Field(default_factory=list)
+    retired_generations: dict[str, int] = Field(default_factory=dict)
+    """The generation of each deleted action: an action added again under the same id goes
+    on from there, so its next calendar activity or letter never reuses a key."""
     revision: int = 0
     """Bumped on every applied change; the store ignores a projection older than the one it has."""
     last_command_at: datetime | None = None

@@ -13,13 +13,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Identifier = Annotated[
-    str,
-    Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"),
-]
-"""Ids travel in workflow ids, URLs and CLI arguments: no spaces, no slashes."""
-
-Text = Annotated[str, Field(min_length=1, max_length=500)]
+from sales.validation import (
+    MAX_ACTIONS_PER_STAGE,
+    MAX_OUTCOME_STAGES,
+    MAX_STAGES,
+    Identifier,
+    Line,
+)
 
 
 class _Strict(BaseModel):
@@ -31,7 +31,7 @@ class _Strict(BaseModel):
 class ActivitySpec(_Strict):
     """The calendar activity a calendar action creates."""
 
-    kind: Text = "call"
+    kind: Line = "call"
     duration_minutes: int = Field(default=30, gt=0, le=7 * 24 * 60)
     due_in_days: int = Field(default=0, ge=0, le=3650)
     track_outcome: bool = False
@@ -40,7 +40,7 @@ class ActivitySpec(_Strict):
 class CalendarAction(_Strict):
     action_id: Identifier
     type: Literal["calendar"]
-    title: Text
+    title: Line
     activity: ActivitySpec
     create_activity_on_entry: bool = False
 
@@ -48,14 +48,14 @@ class CalendarAction(_Strict):
 class LetterAction(_Strict):
     action_id: Identifier
     type: Literal["letter"]
-    title: Text
+    title: Line
     template: Identifier
 
 
 class EventAction(_Strict):
     action_id: Identifier
     type: Literal["event"]
-    title: Text
+    title: Line
     event_id: Identifier
 
 
@@ -63,10 +63,10 @@ Action = Annotated[CalendarAction | LetterAction | EventAction, Field(discrimina
 
 
 class StageDefinition(_Strict):
-    name: Text
+    name: Line
     probability: int = Field(default=0, ge=0, le=100)
     closes_as: Literal["won", "lost"] | None = None
-    actions: list[Action] = Field(default_factory=list)
+    actions: list[Action] = Field(default_factory=list, max_length=MAX_ACTIONS_PER_STAGE)
     follow_up_after_days: int | None = Field(default=None, ge=1, le=3650)
     """After this many days in the stage without a command, create a follow-up activity."""
     advance_after_days: int | None = Field(default=None, ge=1, le=3650)
@@ -77,12 +77,12 @@ class ProcessDefinition(_Strict):
     """The JSON (or YAML) document of Opportunity Setup, as in the contract."""
 
     process_id: Identifier
-    name: Text
+    name: Line
     default: bool = False
     change_stage_automatically: bool = False
     allow_cancel_activities: bool = False
-    stages: list[StageDefinition]
-    outcome_stages: dict[str, str] = Field(default_factory=dict)
+    stages: list[StageDefinition] = Field(max_length=MAX_STAGES)
+    outcome_stages: dict[Line, Line] = Field(default_factory=dict, max_length=MAX_OUTCOME_STAGES)
 
     @model_validator(mode="after")
     def _consistent(self) -> ProcessDefinition:

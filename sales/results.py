@@ -33,6 +33,8 @@ class ActionResult(BaseModel):
     action_id: str
     outcome: ActionOutcome
     message: str
+    code: str | None = None
+    """With `failed`: why (the action's `last_error.code`)."""
     activity_id: str | None = None
 
 
@@ -65,6 +67,8 @@ class CommandOutcome(BaseModel):
     result: Literal["applied", "duplicate", "rejected"]
     reason: str = ""
     """Why it was rejected (the same text an update would have raised)."""
+    code: str | None = None
+    """With `rejected`: the rejection code (decide by this, not by `reason`)."""
 
 
 COMMAND_OUTCOME = "command_outcome"

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sales.calendar_rules import create_activity
+from sales.calendar_rules import calendar_key, create_activity
 from sales.commands import ChangeOwner, ChangeStage
-from sales.effects import CancelCalendarActivities, Effect, RecordHistory
+from sales.effects import CancelCalendarActivity, Effect, RecordHistory
 from sales.errors import CommandRejected
 from sales.opportunity import ActionState, HistoryEntry, HistorySource, Opportunity
 from sales.process import ActivitySpec, CalendarAction
@@ -23,7 +23,8 @@ def require_stage(state: Opportunity, stage: str) -> None:
     if state.process.stage(stage) is None:
         raise CommandRejected(
             f"unknown stage {stage!r} for process {state.process_id!r}; "
-            f"stages are {state.process.stage_names()}"
+            f"stages are {state.process.stage_names()}",
+            code="unknown_stage",
         )
 
 
@@ -32,18 +33,22 @@ def require_open(state: Opportunity) -> None:
         when = f" on {state.closed_at:%Y-%m-%d}" if state.closed_at else ""
         raise CommandRejected(
             f"the opportunity is closed ({state.status}{when}, stage {state.current_stage!r}); "
-            "reopen it to change it"
+            "reopen it to change it",
+            code="closed",
         )
 
 
 def change_stage(state: Opportunity, command: ChangeStage, now: datetime) -> Change:
     require_stage(state, command.stage)
     if command.stage == state.current_stage:
-        raise CommandRejected(f"the opportunity is already in stage {command.stage!r}")
+        raise CommandRejected(
+            f"the opportunity is already in stage {command.stage!r}", code="already_in_stage"
+        )
     if command.cancel_open_activities and not state.process.allow_cancel_activities:
         raise CommandRejected(
             f"process {state.process_id!r} does not allow cancelling activities on a stage "
-            "change; send cancel_open_activities: false"
+            "change; send cancel_open_activities: false",
+            code="not_allowed",
         )
     left = state.current_stage
     effects = enter_stage(
@@ -60,7 +65,9 @@ def change_stage(state: Opportunity, command: ChangeStage, now: datetime) -> Cha
 
 def change_owner(state: Opportunity, command: ChangeOwner, now: datetime) -> Change:
     if command.owner == state.owner:
-        raise CommandRejected(f"the opportunity is already owned by {command.owner!r}")
+        raise CommandRejected(
+            f"the opportunity is already owned by {command.owner!r}", code="already_owned"
+        )
     previous = state.owner
     state.owner = command.owner
     return Change(f"owner changed from {previous!r} to {command.owner!r}")
@@ -86,11 +93,10 @@ def enter_stage(
     canceled: list[str] = []
     if cancel and source != "start":
         for action in open_activities(state, state.current_stage):
-            assert action.activity_id is not None
+            key = calendar_key(state, action)
+            effects.append(CancelCalendarActivity(key=key))
             action.activity_status = "canceled"
-            canceled.append(action.activity_id)
-        if canceled:
-            effects.append(CancelCalendarActivities(activity_ids=canceled))
+            canceled.append(key.activity_id)
     creates = [
         create_activity(state, action, action.definition, now)
         for action in state.stage_state(stage).actions
@@ -246,13 +252,16 @@ def _add_follow_up(state: Opportunity, now: datetime) -> Change:
 
 def reopen(state: Opportunity, stage: str, by: str | None, now: datetime) -> Change:
     if state.status == "open":
-        raise CommandRejected("the opportunity is open; only a won or lost one can be reopened")
+        raise CommandRejected(
+            "the opportunity is open; only a won or lost one can be reopened", code="not_closed"
+        )
     require_stage(state, stage)
     definition = state.process.stage(stage)
     if definition is not None and definition.closes_as:
         raise CommandRejected(
             f"stage {stage!r} closes the opportunity; reopen it in one of "
-            f"{[s.name for s in state.process.stages if not s.closes_as]}"
+            f"{[s.name for s in state.process.stages if not s.closes_as]}",
+            code="not_allowed",
         )
     left = state.current_stage
     effects = enter_stage(state, stage, now, source="reopened", by=by, reason=None)

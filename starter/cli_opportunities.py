@@ -156,7 +156,13 @@ def print_opportunity(o: Opportunity, stage: str | None) -> None:
                 style="red" if a.last_error else None,
             )
             if a.last_error:
-                table.add_row("", "", "", f"last attempt failed: {a.last_error}", style="red")
+                table.add_row(
+                    "",
+                    "",
+                    "",
+                    f"last attempt failed ({a.last_error.code}): {a.last_error.message}",
+                    style="red",
+                )
     console.print(table)
     if o.rejected:
         last = o.rejected[-1]

@@ -45,7 +45,7 @@ from sales.commands import (
     command_name,
 )
 from sales.core import CommandResult
-from sales.errors import CommandRejected
+from sales.errors import REJECTION_CODES, CommandRejected
 from sales.opportunity import HistoryEntry, Opportunity, StartOpportunity
 from sales.process import Action
 from workflows.mass_messages import MassModifyInput, Progress
@@ -245,7 +245,7 @@ class OpportunitiesClient:
             except WorkflowUpdateFailedError as error:
                 cause = error.cause
                 if isinstance(cause, ApplicationError):
-                    raise CommandRejected(cause.message) from None
+                    raise CommandRejected(cause.message, code=_code(cause)) from None
                 raise
             except RPCError as error:
                 if _resendable(error) and loop.time() < deadline:
@@ -273,12 +273,14 @@ class OpportunitiesClient:
             raise await self._translate(error, opportunity_id) from None
         if description.status == WorkflowExecutionStatus.RUNNING:
             raise CommandRejected(
-                f"opportunity {opportunity_id!r} is open; only a won or lost one can be reopened"
+                f"opportunity {opportunity_id!r} is open; only a won or lost one can be reopened",
+                code="not_closed",
             )
         if description.status != WorkflowExecutionStatus.COMPLETED:
             status = description.status.name.lower() if description.status else "unknown"
             raise CommandRejected(
-                f"opportunity {opportunity_id!r} cannot be reopened: its workflow {status}"
+                f"opportunity {opportunity_id!r} cannot be reopened: its workflow {status}",
+                code="not_allowed",
             )
         closed = await self.temporal.get_workflow_handle(
             workflow_id(opportunity_id), result_type=Opportunity
@@ -287,7 +289,8 @@ class OpportunitiesClient:
         if definition is None or definition.closes_as:
             open_stages = [s.name for s in closed.process.stages if not s.closes_as]
             raise CommandRejected(
-                f"cannot reopen in stage {stage!r}; reopen in one of {open_stages}"
+                f"cannot reopen in stage {stage!r}; reopen in one of {open_stages}",
+                code="unknown_stage" if definition is None else "not_allowed",
             )
         start = OpportunityInput(
             opportunity_id=closed.opportunity_id,
@@ -314,7 +317,9 @@ class OpportunitiesClient:
                 ),
             )
         except WorkflowAlreadyStartedError:
-            raise CommandRejected(f"opportunity {opportunity_id!r} was reopened already") from None
+            raise CommandRejected(
+                f"opportunity {opportunity_id!r} was reopened already", code="not_closed"
+            ) from None
         return await self._wait_open(
             new, wait_seconds, ready=lambda state: state.revision > closed.revision
         )
@@ -409,7 +414,7 @@ class OpportunitiesClient:
             return error  # running again by now (a new run): the caller may retry
         if reason.startswith("no opportunity"):
             return OpportunityNotFound(reason)
-        return CommandRejected(reason)
+        return CommandRejected(reason, code="closed")
 
     async def unreachable(self, opportunity_id: str) -> str | None:
         """Why commands cannot reach this opportunity now, or None when it is running."""
@@ -474,6 +479,13 @@ def _entered(state: Opportunity) -> bool:
     """Whether the activities created on entering the current stage are linked already."""
     created = state.history[-1].created_activities if state.history else []
     return all(state.find_activity(activity_id) for activity_id in created)
+
+
+def _code(error: ApplicationError) -> str:
+    """The rejection code an update's error carries (`invalid_payload` if none)."""
+    details = error.details[0] if error.details else None
+    code = details.get("code") if isinstance(details, dict) else None
+    return code if code in REJECTION_CODES else "invalid_payload"
 
 
 def _failure_message(error: WorkflowFailureError) -> str:

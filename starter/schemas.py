@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from sales.commands import COMMANDS
+from sales.errors import REJECTION_CODES
 from sales.opportunity import HistoryEntry, Opportunity, StartOpportunity
 from sales.process import ProcessDefinition
 from sales.results import CommandOutcome, CommandResult
@@ -41,7 +42,23 @@ def _titled(schema: dict[str, Any], title: str) -> dict[str, Any]:
     }
 
 
+def _codes() -> dict[str, Any]:
+    return _titled(
+        {
+            "description": "The code every rejection carries beside its message (in an "
+            "update's ApplicationError details, in state.rejected[].code and in "
+            "command_outcome.code): decide by the code, never by the message text.",
+            "type": "string",
+            "oneOf": [
+                {"const": code, "description": meaning} for code, meaning in REJECTION_CODES.items()
+            ],
+        },
+        "Rejection codes",
+    )
+
+
 SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
+    "rejection-codes.json": _codes,
     "workflows/Opportunity.input.json": _input(
         StartOpportunity, "Input of the Opportunity workflow"
     ),

@@ -11,6 +11,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.worker import Worker
 
 from activities import calendar, events, letters
+from activities.letters import message_id_for
 from sales.errors import CommandRejected
 from starter.client import OpportunitiesClient
 from tests.conftest import Inbox
@@ -31,7 +32,7 @@ async def test_performing_a_calendar_action_creates_one_linked_activity(
     [performed] = result.actions
     assert performed.outcome == "activity_created"
     activity_id = performed.activity_id
-    assert activity_id == f"act-o-{uid}-intro-call-1"
+    assert activity_id == f"o-{uid}/intro-call/1"
 
     row = await calendar.get(pool, activity_id)
     assert row is not None
@@ -108,7 +109,7 @@ async def test_a_letter_is_emailed_merged_and_logged_once(
     [message] = inbox.to(email)
     assert message["Subject"] == "Welcome, Ada"
     assert message["From"] == "sales@example.com"
-    assert message["Message-ID"] == f"<letter-o-{uid}-welcome-letter-1@opportunities>"
+    assert message["Message-ID"] == message_id_for(f"o-{uid}/welcome-letter/1")
     body = message.get_content()
     assert "Dear Ada Lovelace," in body
     assert "interest in Term life." in body and "Your adviser ann" in body
@@ -149,7 +150,8 @@ async def test_bad_letter_data_is_reported_and_the_action_stays_open(
     state = await opportunities.state(f"o-{uid}")
     _, action = state.find_action("welcome-letter") or (None, None)
     assert action is not None and not action.completed
-    assert action.last_error is not None and "nickname" in action.last_error
+    assert action.last_error is not None and "nickname" in action.last_error.message
+    assert action.last_error.code == "template_error"
     assert await letters.list_letters(pool, f"o-{uid}") == []
     handle = opportunities.handle(f"o-{uid}")
     assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
@@ -164,6 +166,10 @@ async def test_unknown_template_and_event_are_reported(
     result = await opportunities.perform_actions(f"o-{uid}", ["welcome-letter", "seminar"])
     messages = {a.action_id: (a.outcome, a.message) for a in result.actions}
     assert messages["welcome-letter"][0] == "failed"
+    assert {a.action_id: a.code for a in result.actions} == {
+        "welcome-letter": "unknown_template",
+        "seminar": "unknown_event",
+    }
     assert "unknown letter template 'nope'" in messages["welcome-letter"][1]
     assert messages["seminar"] == ("failed", "unknown event 'no-such-event'")
     # Fixed data, performed again: the retry of the operator goes through.
@@ -171,7 +177,7 @@ async def test_unknown_template_and_event_are_reported(
     result = await opportunities.perform_actions(f"o-{uid}", ["welcome-letter"])
     assert result.actions[0].outcome == "letter_sent"
     [letter] = await letters.list_letters(pool, f"o-{uid}")
-    assert letter.letter_id == f"letter-o-{uid}-welcome-letter-2"
+    assert letter.letter_id == f"o-{uid}/welcome-letter/2"
 
 
 async def test_an_event_invites_the_contact_once(
@@ -204,7 +210,7 @@ async def test_the_calendar_side_completes_the_action_and_deleting_frees_it(
     assert await calendar.get(pool, first.activity_id) is None
     second = (await opportunities.perform_actions(f"o-{uid}", ["intro-call"])).actions[0]
     assert second.outcome == "activity_created"
-    assert second.activity_id == f"act-o-{uid}-intro-call-2"
+    assert second.activity_id == f"o-{uid}/intro-call/2"
 
     with pytest.raises(CommandRejected, match="tracks outcomes: give an outcome"):
         await opportunities.record_outcome(f"o-{uid}", second.activity_id or "")

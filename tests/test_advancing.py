@@ -40,7 +40,7 @@ async def test_entering_a_stage_creates_its_activities_and_may_cancel_the_open_o
     await open_one(pool, opportunities, uid)
     opened = await opportunities.state(f"o-{uid}")
     intro = linked(opened, "intro-call")
-    assert intro == f"act-o-{uid}-intro-call-1", "created on entry to the first stage"
+    assert intro == f"o-{uid}/intro-call/1", "created on entry to the first stage"
     assert opened.history[0].created_activities == [intro]
     assert await activity_status(pool, intro) == "active"
 

@@ -12,7 +12,15 @@ from sales import core
 from sales.commands import ChangeStage, parse_command
 from sales.effects import CreateCalendarActivity, RecordHistory
 from sales.errors import CommandRejected
-from sales.opportunity import MAX_REJECTED, Opportunity, StartOpportunity
+from sales.opportunity import (
+    MAX_REASON,
+    MAX_REJECTED,
+    MAX_REJECTED_PAYLOAD,
+    MAX_REQUEST_ID_CHARACTERS,
+    MAX_REQUEST_IDS,
+    Opportunity,
+    StartOpportunity,
+)
 from sales.process import ProcessDefinition, SalesProcess
 from tests.conftest import example_definition
 
@@ -144,10 +152,52 @@ def test_request_id_applies_once() -> None:
 def test_rejections_are_kept_boundedly() -> None:
     state = opened()
     for index in range(MAX_REJECTED + 5):
-        state = core.reject(state, "change_stage", {"stage": index}, f"reason {index}", T0)
+        rejected = CommandRejected(f"reason {index}", code="unknown_stage")
+        state = core.reject(state, "change_stage", {"stage": index}, rejected, T0)
     assert len(state.rejected) == MAX_REJECTED
     assert state.rejected[-1].reason == f"reason {MAX_REJECTED + 4}"
     assert state.rejected[0].reason == "reason 5"
+    assert state.rejected[0].code == "unknown_stage"
+    assert state.rejected[0].payload == '{"stage":5}'
+
+
+def test_a_rejection_keeps_at_most_a_kibibyte_of_its_payload_and_reason() -> None:
+    huge = {"stage": "x" * 1_000_000, "reason": "y" * 1_000_000}
+    rejected = CommandRejected("z" * 100_000, code="invalid_payload")
+    state = core.reject(opened(), "change_stage", huge, rejected, T0)
+    [kept] = state.rejected
+    assert len(kept.payload) == MAX_REJECTED_PAYLOAD and kept.payload.startswith('{"stage":"xxx')
+    assert len(kept.reason) == MAX_REASON
+
+
+def test_request_ids_are_bounded_by_count_and_size() -> None:
+    ids: list[str] = []
+    for n in range(MAX_REQUEST_IDS + 10):
+        ids = core.remember(ids, f"r{n}")
+    assert len(ids) == MAX_REQUEST_IDS and ids[-1] == f"r{MAX_REQUEST_IDS + 9}"
+    long: list[str] = []
+    for n in range(3000):
+        long = core.remember(long, f"{n:04d}" + "x" * 196)
+    assert sum(map(len, long)) <= MAX_REQUEST_ID_CHARACTERS
+    assert len(long) == MAX_REQUEST_ID_CHARACTERS // 200 and long[-1].startswith("2999")
+
+
+def test_trim_drops_the_oldest_rejections_then_request_ids_then_history() -> None:
+    state = opened()
+    for n in range(150):
+        state = core.apply(state, ChangeStage(stage=["Proposal", "Prospect"][n % 2],
+                                              request_id=f"r{n}"), T0).state  # fmt: skip
+        rejected = CommandRejected(f"reason {n}", code="unknown_stage")
+        state = core.reject(state, "change_stage", {"stage": "x" * 500}, rejected, T0)
+    trimmed = core.trim(state, 5_000)
+    assert trimmed.rejected == state.rejected[-len(trimmed.rejected) :]
+    assert 0 < len(trimmed.rejected) < len(state.rejected)
+    assert trimmed.applied_request_ids == state.applied_request_ids
+    assert trimmed.history == state.history
+    everything = core.trim(state, 10_000_000)
+    assert everything.rejected == [] and everything.applied_request_ids == []
+    assert everything.history == state.history[-core.KEEP_HISTORY :]
+    assert state.rejected and len(state.history) == 151, "the original is unchanged"
 
 
 def test_payloads_are_validated_with_readable_reasons() -> None:
@@ -157,7 +207,7 @@ def test_payloads_are_validated_with_readable_reasons() -> None:
         parse_command("change_stage", {"cancel_open_activities": True})
     with pytest.raises(CommandRejected, match="colour: Extra inputs are not permitted"):
         parse_command("change_stage", {"stage": "Proposal", "colour": "red"})
-    with pytest.raises(CommandRejected, match="expected a JSON object, got str"):
+    with pytest.raises(CommandRejected, match="expected a JSON object, got a string"):
         parse_command("change_stage", "Proposal")
     with pytest.raises(CommandRejected, match="unknown command 'teleport'"):
         parse_command("teleport", {})

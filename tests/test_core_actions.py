@@ -24,7 +24,7 @@ from sales.commands import (
     RecordOutcome,
 )
 from sales.effects import (
-    CancelCalendarActivities,
+    CancelCalendarActivity,
     CompleteCalendarActivity,
     CreateCalendarActivity,
     DeleteCalendarActivity,
@@ -80,7 +80,7 @@ def test_opening_creates_the_activities_marked_for_entry() -> None:
     effect = decision.effects[-1]
     assert isinstance(effect, CreateCalendarActivity)
     assert (effect.activity_id, effect.generation, effect.activity_kind) == (
-        "act-o-intro-call-1",
+        "o/intro-call/1",
         1,
         "call",
     )
@@ -93,7 +93,7 @@ def test_perform_sends_letters_and_invitations_with_their_context() -> None:
     decision = core.apply(opened(), PerformActions(action_ids=["welcome-letter", "seminar"]), T0)
     letter, invite = decision.effects
     assert isinstance(letter, SendLetter) and isinstance(invite, InviteToEvent)
-    assert letter.letter_id == "letter-o-welcome-letter-1" and letter.template == "welcome"
+    assert letter.letter_id == "o/welcome-letter/1" and letter.template == "welcome"
     assert letter.context.current_stage == "Prospect"
     assert letter.context.process_name == "Life insurance sale"
     assert invite.event_id == "seminar-2027-01"
@@ -103,12 +103,15 @@ def test_settling_a_failure_keeps_the_action_open() -> None:
     decision = core.apply(opened(), PerformActions(action_ids=["welcome-letter"]), T0)
     [letter] = decision.effects
     assert isinstance(letter, SendLetter)
-    state, result = core.settle(
-        decision.state, letter, EffectOutcome(status="failed", message="unknown template"), T0
-    )
-    assert result.outcome == "failed"
+    failed = EffectOutcome(status="failed", code="unknown_template", message="unknown template")
+    state, result = core.settle(decision.state, letter, failed, T0)
+    assert (result.outcome, result.code) == ("failed", "unknown_template")
     _, action = state.find_action("welcome-letter") or (None, None)
-    assert action is not None and not action.completed and action.last_error == "unknown template"
+    assert action is not None and not action.completed and action.last_error is not None
+    assert (action.last_error.code, action.last_error.message) == (
+        "unknown_template",
+        "unknown template",
+    )
     state, result = core.settle(state, letter, EffectOutcome(status="filed"), T0)
     assert result.outcome == "letter_filed"
     _, action = state.find_action("welcome-letter") or (None, None)
@@ -118,7 +121,7 @@ def test_settling_a_failure_keeps_the_action_open() -> None:
 def test_an_existing_activity_is_reported_not_recreated() -> None:
     state = opened()
     _, action = state.find_action("intro-call") or (None, None)
-    assert action is not None and action.activity_id == "act-o-intro-call-1"
+    assert action is not None and action.activity_id == "o/intro-call/1"
     decision = core.apply(state, PerformActions(action_ids=["intro-call"]), T0)
     assert decision.effects == []
     assert decision.result.actions[0].outcome == "activity_exists"
@@ -133,9 +136,10 @@ def test_complete_marks_the_linked_activity_done() -> None:
     decision = core.apply(
         state, CompleteActions(action_ids=["intro-call"], outcome="Interested"), T0
     )
-    assert decision.effects == [
-        CompleteCalendarActivity(activity_id=effect.activity_id, outcome="Interested")
-    ]
+    [complete] = decision.effects
+    assert isinstance(complete, CompleteCalendarActivity) and complete.outcome == "Interested"
+    assert (complete.key.action_id, complete.key.generation) == ("intro-call", effect.generation)
+    assert complete.key.activity_id == effect.activity_id
 
 
 def test_record_outcome_maps_to_a_stage() -> None:
@@ -163,6 +167,25 @@ def test_delete_activity_lets_the_action_create_another() -> None:
     assert second.generation == 2 and second.activity_id != first.activity_id
 
 
+def test_an_action_deleted_and_added_again_never_reuses_a_generation() -> None:
+    """Its next letter (or calendar activity) has a key of its own: perform, delete, add the
+    same id again, perform."""
+    decision = core.apply(opened(), PerformActions(action_ids=["welcome-letter"]), T0)
+    [first] = decision.effects
+    assert isinstance(first, SendLetter)
+    state, _ = core.settle(decision.state, first, EffectOutcome(status="filed"), T0)
+    state = core.apply(state, DeleteAction(action_id="welcome-letter"), T0).state
+    again = {"action_id": "welcome-letter", "type": "letter", "title": "Second",
+             "template": "proposal"}  # fmt: skip
+    state = core.apply(
+        state, AddAction.model_validate({"stage": "Prospect", "action": again}), T0
+    ).state
+    [second] = core.apply(state, PerformActions(action_ids=["welcome-letter"]), T0).effects
+    assert isinstance(second, SendLetter)
+    assert (first.generation, second.generation) == (1, 2)
+    assert second.letter_id == "o/welcome-letter/2" != first.letter_id
+
+
 def _intro_call(state: Opportunity) -> CreateCalendarActivity:
     """Stands for intro-call's linked activity (created on entry) in assertions."""
     _, action = state.find_action("intro-call") or (None, None)
@@ -181,6 +204,12 @@ ACTION_IDS = ["intro-call", "welcome-letter", "seminar", "fact-finder", "proposa
 STAGES = [*PROCESS.definition.stage_names(), "Nowhere"]
 OUTCOMES = [None, "Interested", "Sale Made", "Reject Prospect"]
 EXTRA: dict[str, dict[str, Any]] = {
+    "intro-call": {
+        "action_id": "intro-call",
+        "type": "calendar",
+        "title": "Second call",
+        "activity": {"kind": "call", "track_outcome": True},
+    },
     "extra-call": {
         "action_id": "extra-call",
         "type": "calendar",
@@ -229,21 +258,14 @@ class OpportunityMachine(RuleBasedStateMachine):
                 if isinstance(effect, InviteToEvent) and not fail:
                     status = "invited"
                 state, _ = core.settle(state, effect, EffectOutcome(status=status), self.now)
-            elif isinstance(effect, CompleteCalendarActivity | CancelCalendarActivities):
-                ids = (
-                    [effect.activity_id]
-                    if isinstance(effect, CompleteCalendarActivity)
-                    else effect.activity_ids
-                )
-                for row in self.calendar.values():
-                    if row["activity_id"] in ids and row["status"] == "active":
-                        row["status"] = (
-                            "done" if isinstance(effect, CompleteCalendarActivity) else "canceled"
-                        )
+            elif isinstance(effect, CompleteCalendarActivity | CancelCalendarActivity):
+                row = self.calendar.get((effect.key.action_id, effect.key.generation))
+                if row is not None and row["status"] == "active":
+                    row["status"] = (
+                        "done" if isinstance(effect, CompleteCalendarActivity) else "canceled"
+                    )
             elif isinstance(effect, DeleteCalendarActivity):
-                self.calendar = {
-                    k: v for k, v in self.calendar.items() if v["activity_id"] != effect.activity_id
-                }
+                self.calendar.pop((effect.key.action_id, effect.key.generation), None)
         return state
 
     def run(self, command: Command, fail: bool = False) -> None:
@@ -300,7 +322,7 @@ class OpportunityMachine(RuleBasedStateMachine):
     def complete(self, ids: list[str], outcome: str | None) -> None:
         self.run(CompleteActions(action_ids=ids, outcome=outcome))
 
-    @rule(action_id=st.sampled_from(list(EXTRA)), stage=st.sampled_from(STAGES))
+    @rule(action_id=st.sampled_from(list(EXTRA)), stage=st.sampled_from(STAGES))  # re-adds too
     def add(self, action_id: str, stage: str) -> None:
         self.run(AddAction.model_validate({"stage": stage, "action": EXTRA[action_id]}))
 
@@ -315,13 +337,13 @@ class OpportunityMachine(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 20), outcome=st.sampled_from(OUTCOMES),
           stage=st.sampled_from([None, *STAGES]))  # fmt: skip
     def record_outcome(self, pick: int, outcome: str | None, stage: str | None) -> None:
-        known = [row["activity_id"] for row in self.calendar.values()] or ["act-none"]
+        known = [row["activity_id"] for row in self.calendar.values()] or ["o/none/1"]
         activity_id = known[pick % len(known)]
         self.run(RecordOutcome(activity_id=activity_id, outcome=outcome, stage=stage))
 
     @rule(pick=st.integers(0, 20))
     def delete_activity(self, pick: int) -> None:
-        known = [row["activity_id"] for row in self.calendar.values()] or ["act-none"]
+        known = [row["activity_id"] for row in self.calendar.values()] or ["o/none/1"]
         self.run(DeleteActivity(activity_id=known[pick % len(known)]))
 
     @rule(stage=st.sampled_from(STAGES), cancel=st.booleans())

@@ -16,6 +16,7 @@ from aiosmtpd.controller import Controller
 from temporalio.client import Client
 
 from activities import events
+from activities.letters import message_id_for
 from activities.search import SearchFilters
 from runtime import embedded
 from starter.client import OpportunitiesClient
@@ -169,7 +170,7 @@ async def test_sigkill_mid_batch_leaves_every_effect_exactly_once(
     # A send cut off by the crash is repeated with the same Message-ID: every letter arrived,
     # and duplicates are recognisable as such.
     message_ids = {m["Message-ID"] for m in inbox.messages}
-    assert message_ids == {f"<letter-{i}-welcome-letter-1@opportunities>" for i in ids}
+    assert message_ids == {message_id_for(f"{i}/welcome-letter/1") for i in ids}
     for opportunity_id in ids:
         state = await opportunities.state(opportunity_id)
         prospect = state.stage_state("Prospect")

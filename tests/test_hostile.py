@@ -43,7 +43,7 @@ async def test_hostile_strings_are_data(
         moved = await cli("stage", f"o-{uid}-{n}", "Proposal", "--reason", text, "--by", text,
                           "--keep-open-activities")  # fmt: skip
         assert moved.code == 0, moved.stderr
-        done = await cli("activity", "done", f"act-o-{uid}-{n}-intro-call-1", "--outcome", text,
+        done = await cli("activity", "done", f"o-{uid}-{n}/intro-call/1", "--outcome", text,
                          "--notes", text)  # fmt: skip
         assert done.code == 0, done.stderr
 

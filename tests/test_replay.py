@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
+from temporalio.common import RawValue
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
@@ -21,7 +22,7 @@ from temporalio.workflow import NondeterminismError
 
 from sales.opportunity import Opportunity
 from workflows.mass_modify import MassModifyWorkflow
-from workflows.opportunity import OpportunityWorkflow
+from workflows.opportunity import NO_INPUT, OpportunityWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 RECORDED = {path.stem: json.loads(path.read_text()) for path in HISTORIES}
@@ -96,11 +97,11 @@ class _OpportunityProjectingByActivityTask(OpportunityWorkflow):
     running opportunities could not survive."""
 
     @workflow.run
-    async def run(self, input: Any) -> Opportunity:
+    async def run(self, input: RawValue = NO_INPUT) -> Opportunity:
         return await super().run(input)
 
-    async def _project(self, history: Any, *, commands: int = 1, answers: bool = True) -> None:
-        await super()._project(history, commands=commands, answers=False)
+    async def _write(self, changes: Any, *, commands: int = 1, answers: bool = True) -> None:
+        await super()._write(changes, commands=commands, answers=False)
 
 
 async def test_a_changed_workflow_fails_to_replay() -> None:

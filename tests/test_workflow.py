@@ -186,9 +186,10 @@ async def test_bad_signal_lands_in_rejected_and_the_workflow_keeps_running(
     state = await eventually(rejected)
     assert [r.reason.split(";")[0] for r in state.rejected] == [
         "unknown stage 'Negotiation' for process " + repr(process_id),
-        "invalid change_stage payload: expected a JSON object, got str",
+        "invalid change_stage payload: expected a JSON object, got a string",
     ]
-    assert state.rejected[0].payload == {"stage": "Negotiation", "by": "eve"}
+    assert state.rejected[0].payload == '{"stage":"Negotiation","by":"eve"}'
+    assert [r.code for r in state.rejected] == ["unknown_stage", "invalid_payload"]
     assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
 
 

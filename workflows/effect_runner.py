@@ -1,5 +1,11 @@
-"""Carrying out the core's effects as activities, each with its timeout, retry policy and a
-summary that makes the event history read like the opportunity's own history."""
+"""Carrying out the core's effects as activities, each with its timeouts, retry policy and a
+summary that makes the event history read like the opportunity's own history.
+
+Every activity retries with backoff within a window (`RIDE_OUT`): long enough to ride out an
+outage of the database or the mail server, never forever. The activities classify their own
+failures (`activities.failures`): bad data is not retried, an unclassified failure only up to
+a bound. What still fails becomes the effect's `failed` outcome, with a code.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from typing import Any, TypeVar
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as TemporalTimeout
 
 from workflows import telemetry
 
@@ -19,32 +26,29 @@ with workflow.unsafe.imports_passed_through():
     from activities.letters import LetterActivities
     from activities.opportunity_activities import OpportunityActivities, ProjectionWrite
     from sales.effects import (
-        CancelCalendarActivities,
-        CompleteCalendarActivity,
         CreateCalendarActivity,
-        DeleteCalendarActivity,
-        Effect,
         EffectOutcome,
-        InviteToEvent,
         PerformEffect,
         SendLetter,
     )
-    from sales.opportunity import HistoryEntry
 
 T = TypeVar("T")
 
 TIMEOUT = timedelta(seconds=10)
-"""Database activities take milliseconds; after a worker crash the retry waits this long."""
+"""One attempt of a database activity (they take milliseconds); after a worker crash the
+retry waits this long."""
 SMTP_TIMEOUT = timedelta(seconds=90)
 SMTP_HEARTBEAT = timedelta(seconds=5)
 """Sending heartbeats every second, so a crash mid-send is noticed in seconds, not minutes."""
+RIDE_OUT = timedelta(hours=1)
+"""How long an activity keeps retrying a transient failure (a database or mail server that
+is down) before its effect is reported failed: an outage of minutes passes unnoticed."""
 RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
+    maximum_interval=timedelta(seconds=60),
 )
-"""Retried until the database (or mail server) answers: an outage never drops an effect.
-Bad data raises non-retryable errors instead, which `perform` turns into a `failed` outcome."""
+"""Backoff between attempts; attempts are bounded by `RIDE_OUT`, not by a count."""
 
 
 async def _execute(
@@ -59,73 +63,67 @@ async def _execute(
         method,
         argument,
         start_to_close_timeout=start_to_close,
+        schedule_to_close_timeout=RIDE_OUT,
         heartbeat_timeout=heartbeat,
         retry_policy=RETRY,
         summary=summary,
     )
 
 
+async def load(method: Callable[[Any, Any], Awaitable[T]], argument: Any, summary: str) -> T:
+    """Run a database activity that reads (the setup of a new opportunity)."""
+    return await _execute(method, argument, summary)
+
+
 async def perform(effect: PerformEffect) -> EffectOutcome:
-    """Create the activity, send the letter or invite; bad data comes back as `failed`."""
+    """Create the calendar activity, send the letter or invite; a failure that no retry
+    fixed comes back as `failed` with its code."""
     telemetry.count_effect(effect.kind)
     try:
         if isinstance(effect, CreateCalendarActivity):
             return await _execute(
                 CalendarActivities.create_calendar_activity,
                 effect,
-                f"Create calendar activity {effect.subject!r}",
+                f"Create calendar activity {effect.activity_id}",
             )
         if isinstance(effect, SendLetter):
             return await _execute(
                 LetterActivities.send_letter,
                 effect,
-                f"Send letter {effect.template!r} ({effect.title})",
+                f"Send letter {effect.letter_id} ({effect.template})",
                 start_to_close=SMTP_TIMEOUT,
                 heartbeat=SMTP_HEARTBEAT,
             )
         return await _execute(
             EventActivities.invite_to_event,
             effect,
-            f"Invite the contact to event {effect.event_id!r}",
+            f"Invite the contact to event {effect.event_id}",
         )
     except ActivityError as error:
-        cause = error.cause
-        if isinstance(cause, ApplicationError) and cause.non_retryable:
-            return EffectOutcome(status="failed", message=cause.message)
-        raise
+        code, message = failure(error)
+        return EffectOutcome(status="failed", code=code, message=message)
 
 
-async def run(effect: Effect) -> None:
-    """Carry out an effect that cannot fail for bad data (it only updates our own rows)."""
-    telemetry.count_effect(effect.kind)
-    if isinstance(effect, CompleteCalendarActivity):
-        await _execute(
-            CalendarActivities.complete_calendar_activity,
-            effect,
-            f"Mark calendar activity {effect.activity_id} done",
-        )
-    elif isinstance(effect, CancelCalendarActivities):
-        await _execute(
-            CalendarActivities.cancel_calendar_activities,
-            effect,
-            f"Cancel calendar activities {', '.join(effect.activity_ids)}",
-        )
-    elif isinstance(effect, DeleteCalendarActivity):
-        await _execute(
-            CalendarActivities.delete_calendar_activity,
-            effect,
-            f"Delete calendar activity {effect.activity_id}",
-        )
-    else:  # pragma: no cover - the shell routes the other kinds elsewhere
-        raise TypeError(f"no activity for effect {effect.kind!r}")
+def failure(error: ActivityError) -> tuple[str, str]:
+    """The code and the reason of an activity that failed for good."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError):
+        details = cause.details[0] if cause.details else None
+        code = details.get("code") if isinstance(details, dict) else None
+        return str(code or "unclassified"), cause.message
+    if isinstance(cause, TemporalTimeout):
+        last = str(cause.cause) if cause.cause is not None else "no answer"
+        return "unavailable", f"still failing after retrying for {RIDE_OUT}: {last}"
+    return "unclassified", str(cause or error)
 
 
 async def project(write: ProjectionWrite, *, local: bool = False) -> None:
     """Write the read model; with `local`, as a local activity run by the worker inside the
     workflow task that asked for it (one marker in history, no round trip through the
-    server), with the same timeout and retries."""
+    server), with the same timeouts and retries. Raises `ActivityError` when it failed for
+    good."""
     telemetry.count_effect("project_opportunity")
-    summary = _projection_summary(write.history)
+    summary = _projection_summary(write)
     if not local:
         await _execute(OpportunityActivities.project_opportunity, write, summary)
         return
@@ -133,16 +131,15 @@ async def project(write: ProjectionWrite, *, local: bool = False) -> None:
         OpportunityActivities.project_opportunity,
         write,
         start_to_close_timeout=TIMEOUT,
+        schedule_to_close_timeout=RIDE_OUT,
         retry_policy=RETRY,
         summary=summary,
     )
 
 
-def _projection_summary(history: list[HistoryEntry]) -> str:
-    if not history:
-        return "Update opportunity record"
-    return f"Record stage change to {history[-1].to_stage!r}"
-
-
-def is_perform(effect: Effect) -> bool:
-    return isinstance(effect, CreateCalendarActivity | SendLetter | InviteToEvent)
+def _projection_summary(write: ProjectionWrite) -> str:
+    if write.history:
+        return f"Record stage change to {write.history[-1].to_stage}"
+    if write.calendar:
+        return f"Update opportunity record and {len(write.calendar)} calendar activities"
+    return "Update opportunity record"

@@ -7,30 +7,39 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from activities.search import SearchFilters
-from sales.process import Identifier
+from sales.validation import Identifier, Line, ShortLine
 
 MAX_REPORTED = 1000
 """Rejections (and skips) listed in the report; the counts are always complete."""
+MAX_SELECTION = 10_000
+"""Opportunities one batch may change: its frozen selection travels in its history."""
 
 
 class MassModifyInput(BaseModel):
-    model_config = ConfigDict(use_attribute_docstrings=True)
+    """Input of `MassModify`; unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     batch_id: Identifier
     filters: SearchFilters | None = None
-    ids: list[str] | None = None
-    to_stage: str | None = None
+    ids: list[Identifier] | None = Field(default=None, max_length=MAX_SELECTION)
+    to_stage: Line | None = None
     cancel_open_activities: bool = False
-    owner: str | None = None
-    by: str | None = None
+    owner: Line | None = None
+    by: ShortLine | None = None
     concurrency: int = Field(default=200, ge=1, le=2000)
     """Changes sent and not yet answered. A waiting change costs the workers nothing; the
     bound keeps the opportunities' own work (projection, activities) in step with the
     workers and the database."""
-    answer_timeout_seconds: float = Field(default=300, gt=0)
-    """After this long without any answer, check whether the unanswered opportunities still
-    run (a terminated one never answers)."""
-    continue_as_new_after_events: int | None = Field(default=None, ge=100)
+    answer_timeout_seconds: float = Field(default=300, gt=0, le=86400)
+    """An opportunity that has not answered this long after its change was sent is checked:
+    not running (closed, terminated, unknown) is reported `rejected`; still running, the
+    change is sent again (the same request id: applied at most once)."""
+    resends: int = Field(default=2, ge=0, le=10)
+    """How often a change is sent again to a running opportunity that does not answer; after
+    that it is reported `stuck` and the batch goes on. An opportunity is done with in at most
+    (resends + 1) x answer_timeout_seconds."""
+    continue_as_new_after_events: int | None = Field(default=None, ge=100, le=1_000_000)
     """Continue-as-new earlier than the server's suggestion (tests)."""
     remaining: list[str] | None = None
     """Carried across continue-as-new: the frozen selection not yet done."""
@@ -49,8 +58,10 @@ class ItemOutcome(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True)
 
     opportunity_id: str
-    result: Literal["changed", "skipped", "rejected"]
+    result: Literal["changed", "skipped", "rejected", "stuck"]
     reason: str = ""
+    code: str | None = None
+    """The rejection code, for `skipped` and `rejected` answers."""
 
 
 class Selection(BaseModel):
@@ -69,8 +80,10 @@ class Progress(BaseModel):
     changed: int = 0
     skipped: int = 0
     rejected: int = 0
+    stuck: int = 0
+    """Running opportunities that never answered (see `MassModifyInput.resends`)."""
     outcomes: list[ItemOutcome] = Field(default_factory=list)
-    """Skipped and rejected opportunities with the reason (the first `MAX_REPORTED`)."""
+    """Skipped, rejected and stuck opportunities with the reason (the first `MAX_REPORTED`)."""
     canceled: bool = False
     finished: bool = False
 
@@ -81,6 +94,8 @@ class Progress(BaseModel):
             return
         if outcome.result == "skipped":
             self.skipped += 1
+        elif outcome.result == "stuck":
+            self.stuck += 1
         else:
             self.rejected += 1
         if len(self.outcomes) < MAX_REPORTED:

@@ -7,23 +7,27 @@ opportunity signals back a `command_outcome` once the change is applied, acknowl
 already applied, or rejected. A bounded number wait for their answer at a time.
 
 Signals, not an activity calling an update per opportunity: a signal costs two events here and
-nothing on the workers while it waits, where an update held an activity slot and a workflow
-task of the same workers (measured: 2.1x Temporal's own batch signal with updates).
+nothing on the workers while it waits, where an update holds an activity slot and a workflow
+task of the same workers.
 
 Exactly once: the opportunity applies a request id once, so a resent signal, a crash or a
 re-run of the same batch changes nothing twice. A closed or unknown opportunity fails the
-signal at once and is reported as rejected; one that stops without answering (terminated) is
-found by a sweep after `answer_timeout_seconds` of silence. Cancelling stops sending; the
-changes already sent finish and the report says what changed.
+signal at once and is reported as rejected. One that has not answered
+`answer_timeout_seconds` after its change was sent is checked: not running (terminated) is
+reported rejected; running, it is sent the change again, up to `resends` times, then
+reported `stuck`, so every batch finishes. Cancelling stops sending; the changes already
+sent finish and the report says what changed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from temporalio import workflow
+from temporalio.api.common.v1 import Payload
+from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -31,44 +35,49 @@ with workflow.unsafe.imports_passed_through():
 
     from activities.mass import MassActivities
     from sales.commands import ChangeOwner, ChangeStage, Command, command_name
-    from sales.errors import describe_validation_error
+    from sales.errors import CommandRejected, describe_validation_error
     from sales.results import COMMAND_OUTCOME, CommandOutcome
-    from workflows.effect_runner import RETRY, TIMEOUT
+    from workflows import payloads
+    from workflows.effect_runner import RETRY, RIDE_OUT, TIMEOUT
     from workflows.mass_messages import ItemOutcome, MassModifyInput, Progress, Selection
+
+SKIPPED_CODES = {"already_in_stage", "already_owned"}
+"""Rejections that mean the opportunity already is as the batch wants it."""
+
+NO_INPUT = RawValue(Payload(metadata={"encoding": b"binary/null"}))
 
 
 @workflow.defn(name="MassModify")
 class MassModifyWorkflow:
     def __init__(self) -> None:
         self._progress: Progress | None = None
-        self._waiting: set[str] = set()
-        """Opportunities sent their change and not yet answered."""
+        self._waiting: dict[str, tuple[datetime, int]] = {}
+        """Opportunities sent their change and not yet answered: when it was last sent, and
+        how often."""
         self._sending: list[asyncio.Task[None]] = []
 
     @workflow.query(name="progress")
     def progress(self) -> Progress | None:
         return self._progress
 
-    @workflow.signal(name=COMMAND_OUTCOME)
-    def command_outcome(self, raw: Any) -> None:
-        """An opportunity's answer. Answers for another batch, or a second answer to a resent
-        change, are ignored: each opportunity counts once."""
+    @workflow.signal(dynamic=True)
+    def on_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """An opportunity's `command_outcome`. Answers for another batch, a second answer to
+        a resent change, other signals and malformed payloads are ignored: each opportunity
+        counts once."""
         try:
-            answer = CommandOutcome.model_validate(raw)
-        except ValidationError:
-            workflow.logger.warning("ignored a malformed command_outcome: %r", raw)
+            if name != COMMAND_OUTCOME:
+                raise CommandRejected(f"unknown signal {name[:100]!r}", code="unknown_command")
+            answer = CommandOutcome.model_validate(payloads.decode_one(args, name))
+        except (CommandRejected, ValidationError) as error:
+            workflow.logger.warning("ignored a signal: %s", type(error).__name__)
             return
         if answer.opportunity_id in self._waiting:
             self._finish(_item(answer))
 
     @workflow.run
-    async def run(self, raw: Any) -> Progress:
-        try:
-            batch = MassModifyInput.model_validate(raw)
-        except ValidationError as error:
-            raise ApplicationError(
-                describe_validation_error(error, "MassModify input"), type="InvalidInput"
-            ) from None
+    async def run(self, raw: RawValue = NO_INPUT) -> Progress:
+        batch = _parse_input(raw)
         progress = batch.progress or Progress(batch_id=batch.batch_id)
         self._progress = progress
         remaining = batch.remaining
@@ -77,6 +86,7 @@ class MassModifyWorkflow:
                 MassActivities.resolve_batch,
                 Selection(filters=batch.filters, ids=batch.ids),
                 start_to_close_timeout=timedelta(minutes=5),
+                schedule_to_close_timeout=RIDE_OUT,
                 retry_policy=RETRY,
                 summary="Freeze the selection of opportunities",
             )
@@ -89,13 +99,13 @@ class MassModifyWorkflow:
                     self._send(pending.pop(0), command)
                 if not self._waiting:
                     break  # continue-as-new with what is pending
-                await self._next_answers(batch)
+                await self._next_answers(batch, command)
         except asyncio.CancelledError:
             progress.canceled = True
             # What was sent is applied by each opportunity regardless: wait for those answers
             # so the report says exactly what changed.
             while self._waiting:
-                await self._next_answers(batch)
+                await self._next_answers(batch, command)
             progress.finished = True
             return progress
         await self._all_sent()
@@ -107,7 +117,8 @@ class MassModifyWorkflow:
         return progress
 
     def _send(self, opportunity_id: str, command: Command) -> None:
-        self._waiting.add(opportunity_id)
+        sends = self._waiting.get(opportunity_id, (workflow.now(), 0))[1]
+        self._waiting[opportunity_id] = (workflow.now(), sends + 1)
         self._sending = [task for task in self._sending if not task.done()]
         self._sending.append(asyncio.ensure_future(self._signal(opportunity_id, command)))
 
@@ -118,24 +129,36 @@ class MassModifyWorkflow:
         except Exception:  # closed or unknown: the server refused the signal
             await self._explain([opportunity_id], command)
 
-    async def _next_answers(self, batch: MassModifyInput) -> None:
-        """Wait for at least one more answer; after a long silence, sweep the unanswered."""
+    async def _next_answers(self, batch: MassModifyInput, command: Command) -> None:
+        """Wait for at least one more answer, or until the oldest unanswered change is
+        overdue; then check the overdue ones."""
         done = self._progress.done if self._progress else 0
+        timeout = timedelta(seconds=batch.answer_timeout_seconds)
+        oldest = min(sent for sent, _ in self._waiting.values())
         try:
             await workflow.wait_condition(
                 lambda: self._progress is not None and self._progress.done > done,
-                timeout=timedelta(seconds=batch.answer_timeout_seconds),
+                timeout=max(oldest + timeout - workflow.now(), timedelta(milliseconds=1)),
             )
         except TimeoutError:
-            await self._explain(sorted(self._waiting), _command(batch))
+            overdue = [
+                opportunity_id
+                for opportunity_id, (sent, _) in sorted(self._waiting.items())
+                if sent + timeout <= workflow.now()
+            ]
+            await self._explain(overdue, command, batch)
 
-    async def _explain(self, opportunity_ids: list[str], command: Command) -> None:
+    async def _explain(
+        self, opportunity_ids: list[str], command: Command, batch: MassModifyInput | None = None
+    ) -> None:
         """Report the ones no longer running as rejected, with the reason; send the change
-        again to those still running (applied at most once: same request id)."""
+        again to those still running (applied at most once: same request id), or, once they
+        had their resends, report them stuck."""
         reasons = await workflow.execute_activity_method(
             MassActivities.unreachable,
             opportunity_ids,
             start_to_close_timeout=TIMEOUT,
+            schedule_to_close_timeout=RIDE_OUT,
             retry_policy=RETRY,
             summary=f"Check {len(opportunity_ids)} unanswered opportunities",
         )
@@ -143,15 +166,30 @@ class MassModifyWorkflow:
             if opportunity_id not in self._waiting:
                 continue  # answered meanwhile
             reason = reasons.get(opportunity_id)
-            if reason is None:
-                self._send(opportunity_id, command)
-            else:
+            sends = self._waiting[opportunity_id][1]
+            if reason is not None:
                 self._finish(
-                    ItemOutcome(opportunity_id=opportunity_id, result="rejected", reason=reason)
+                    ItemOutcome(
+                        opportunity_id=opportunity_id,
+                        result="rejected",
+                        reason=reason,
+                        code="closed",
+                    )
                 )
+            elif batch is not None and sends > batch.resends:
+                self._finish(
+                    ItemOutcome(
+                        opportunity_id=opportunity_id,
+                        result="stuck",
+                        reason=f"no answer to {sends} sends, "
+                        f"{batch.answer_timeout_seconds:g} s each; its workflow is running",
+                    )
+                )
+            else:
+                self._send(opportunity_id, command)
 
     def _finish(self, outcome: ItemOutcome) -> None:
-        self._waiting.discard(outcome.opportunity_id)
+        self._waiting.pop(outcome.opportunity_id, None)
         assert self._progress is not None
         self._progress.record(outcome)
 
@@ -170,6 +208,20 @@ class MassModifyWorkflow:
         return limit is not None and info.get_current_history_length() >= limit
 
 
+def _parse_input(raw: RawValue) -> MassModifyInput:
+    """The batch, or a non-retryable `InvalidInput` failure naming what is wrong."""
+    try:
+        value = payloads.decode(raw, "MassModify input", 4 * 1024 * 1024)
+        return MassModifyInput.model_validate(value)
+    except CommandRejected as rejected:
+        message = rejected.reason
+    except ValidationError as error:
+        message = describe_validation_error(error, "MassModify input")
+    raise ApplicationError(
+        message, {"code": "invalid_payload"}, type="InvalidInput", non_retryable=True
+    )
+
+
 def _command(batch: MassModifyInput) -> Command:
     reply_to = workflow.info().workflow_id
     if batch.to_stage is not None:
@@ -181,9 +233,8 @@ def _command(batch: MassModifyInput) -> Command:
             request_id=batch.batch_id,
             reply_to=reply_to,
         )
-    return ChangeOwner(
-        owner=batch.owner or "", by=batch.by, request_id=batch.batch_id, reply_to=reply_to
-    )
+    assert batch.owner is not None
+    return ChangeOwner(owner=batch.owner, by=batch.by, request_id=batch.batch_id, reply_to=reply_to)
 
 
 def _item(answer: CommandOutcome) -> ItemOutcome:
@@ -195,9 +246,9 @@ def _item(answer: CommandOutcome) -> ItemOutcome:
             result="skipped",
             reason="already applied by this batch",
         )
-    already = "already in stage" in answer.reason or "already owned by" in answer.reason
     return ItemOutcome(
         opportunity_id=answer.opportunity_id,
-        result="skipped" if already else "rejected",
+        result="skipped" if answer.code in SKIPPED_CODES else "rejected",
         reason=answer.reason,
+        code=answer.code,
     )

@@ -1,20 +1,24 @@
 """The `Opportunity` workflow: one sales opportunity of one contact, for as long as it lives.
 
-Commands arrive as signals or as updates of the same name. Both go into one queue and the main
-loop applies them one at a time in arrival order through the pure core (`sales.core`), then
-carries out the effects the core returned as activities. Updates wait for their own result;
-signals that cannot be applied are kept in `rejected`. Before history grows large the workflow
-continues-as-new, carrying its whole state and any queued command.
+Commands arrive as signals or as updates of the same name, undecoded: both go into one queue,
+and the main loop decodes, validates and applies them one at a time in arrival order through
+the pure core (`sales.core`), then carries out the effects the core returned. Updates wait for
+their own result; signals that cannot be applied are kept in `rejected`. Every command ends
+applied, rejected (with a code) or, for one action's side effect, failed. Before history
+grows large the workflow continues as new, carrying its state and any queued command.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from temporalio import workflow
+from temporalio.api.common.v1 import Payload
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -27,12 +31,19 @@ with workflow.unsafe.imports_passed_through():
     )
     from sales import core
     from sales.commands import Command, parse_command
-    from sales.effects import Effect, RecordHistory
+    from sales.effects import (
+        CancelCalendarActivity,
+        CompleteCalendarActivity,
+        DeleteCalendarActivity,
+        Effect,
+        RecordHistory,
+    )
     from sales.errors import CommandRejected, describe_validation_error
     from sales.opportunity import HistoryEntry, Opportunity
     from sales.process import Action, ProcessDefinition
     from sales.results import COMMAND_OUTCOME, ActionResult, CommandOutcome
-    from workflows import effect_runner, telemetry
+    from sales.validation import is_short_line, json_size, safe_excerpt
+    from workflows import effect_runner, payloads, telemetry
     from workflows import search_attributes as sa
     from workflows.messages import Carried, OpportunityInput, QueuedCommand
 
@@ -57,6 +68,20 @@ fails a task during which more than 100 events pile up). Once continuing as new 
 every batch answering updates uses the local activity, so the run applies, answers and
 continues in one task even under a steady stream of updates."""
 
+RETRY_UNWRITTEN_AFTER = timedelta(minutes=5)
+"""A projection that failed for good is written with the next one, or after this long."""
+
+CARRIED_BUDGET = 1024 * 1024
+"""The most the state carried to the next run may take as JSON, well under Temporal's 2 MB
+payload limit; beyond it the oldest rejections, request ids and history entries are
+dropped (`core.trim`). The `state` query answers within the same budget."""
+PENDING_BUDGET = 256 * 1024
+"""The most the queued commands carried to the next run may take: beyond it the run applies
+more before it continues."""
+
+NO_INPUT = RawValue(Payload(metadata={"encoding": b"binary/null"}))
+"""Stands for a start without an argument, which is refused like any invalid input."""
+
 
 @dataclass
 class _Applied:
@@ -65,54 +90,64 @@ class _Applied:
     item: QueuedCommand
     command: Command
     result: core.CommandResult
-    history: list[HistoryEntry]
+    write: _Changes
 
 
-def _command(name: str) -> tuple[Any, Any]:
-    """The signal and the same-name update (with its validator) of one command.
+@dataclass
+class _Changes:
+    """What commands changed in the read model beyond the opportunity's row."""
 
-    Both put the raw payload in the one queue; the main loop validates and applies it in
-    arrival order. Payloads stay raw JSON until then, so a malformed one is reported (in the
-    update's error, or in `rejected` for a signal) instead of being dropped by the converter.
-    """
+    history: list[HistoryEntry] = field(default_factory=list)
+    calendar: list[Any] = field(default_factory=list)
 
-    @workflow.signal(name=name)
-    def on_signal(self: Any, payload: Any) -> None:
-        self._queue.append(QueuedCommand(name=name, payload=payload))
+    def __iadd__(self, other: _Changes) -> _Changes:
+        self.history += other.history
+        self.calendar += other.calendar
+        return self
 
-    @workflow.update(name=name)
-    async def on_update(self: Any, payload: Any) -> core.CommandResult:
-        return await self._submit(name, payload)
 
-    @on_update.validator
-    def validate(self: Any, payload: Any) -> None:
-        self._validate(name, payload)
-
-    return on_signal, on_update
+_CALENDAR_CHANGES = (CompleteCalendarActivity, CancelCalendarActivity, DeleteCalendarActivity)
 
 
 @workflow.defn(name="Opportunity")
 class OpportunityWorkflow:
     @workflow.init
-    def __init__(self, input: Any) -> None:
+    def __init__(self, input: RawValue = NO_INPUT) -> None:
         self._state: Opportunity | None = None
         self._queue: list[QueuedCommand] = []
-        self._results: dict[int, core.CommandResult | str] = {}
+        self._results: dict[int, core.CommandResult | CommandRejected] = {}
         self._next_ticket = 0
         self._indexed: dict[str, Any] = {}
         self._indexed_at: datetime | None = None
         self._index_timer: asyncio.Task[None] | None = None
         self._continue_as_new_after: int | None = None
         self._replies: list[asyncio.Task[None]] = []
-        carried = input.get("carried") if isinstance(input, dict) else None
-        if carried:
-            restored = Carried.model_validate(carried)
-            self._state = _share_process(restored.state)
-            self._queue = list(restored.pending)
+        self._unwritten: ProjectionWrite | None = None
+        self._retry_unwritten_at: datetime | None = None
+        self._start: OpportunityInput | None = None
+        self._invalid_start: str | None = None
+        try:
+            self._start = _parse_input(input)
+        except CommandRejected as rejected:
+            self._invalid_start = rejected.reason
+            return
+        carried = self._start.carried
+        if carried is not None:
+            self._state = _share_process(carried.state)
+            self._queue = list(carried.pending)
+            self._unwritten = carried.unwritten
 
     @workflow.run
-    async def run(self, input: Any) -> Opportunity:
-        start = self._parse_input(input)
+    async def run(self, input: RawValue = NO_INPUT) -> Opportunity:
+        start = self._start
+        if start is None:
+            raise ApplicationError(
+                self._invalid_start or "invalid Opportunity input",
+                {"code": "invalid_payload"},
+                type="InvalidInput",
+                non_retryable=True,
+            )
+        _check_workflow_id(start)
         self._continue_as_new_after = start.continue_as_new_after_events
         if self._state is None:
             await self._open(start)
@@ -121,17 +156,17 @@ class OpportunityWorkflow:
         assert self._state is not None
         self._publish()
         while self._state.status == "open":
-            deadline = core.next_deadline(self._state)
-            if deadline is not None and deadline <= workflow.now():
-                await self._fire_timers()
+            wake = self._next_wake()
+            if wake is not None and wake <= workflow.now():
+                await self._on_time()
                 continue
             try:
                 await workflow.wait_condition(
                     lambda: bool(self._queue) or self._should_continue_as_new(),
-                    timeout=None if deadline is None else deadline - workflow.now(),
+                    timeout=None if wake is None else wake - workflow.now(),
                 )
             except TimeoutError:
-                continue  # a stage timer is due: the loop fires it
+                continue  # a stage timer or a retry is due: the loop runs it
             await self._apply_queue(stop_for_continue_as_new=True)
             if self._state.status == "open" and self._should_continue_as_new():
                 # Updates must get their results in this run: answer every queued update (the
@@ -139,13 +174,12 @@ class OpportunityWorkflow:
                 await self._replies_sent()
                 if not await self._answer_updates_before_continuing():
                     continue
+                if json_size([item.model_dump(mode="json") for item in self._queue]) > (
+                    PENDING_BUDGET
+                ):
+                    continue  # too much to carry: apply more first
                 self._publish(due=True)
-                workflow.continue_as_new(
-                    OpportunityInput(
-                        **start.model_dump(exclude={"carried", "reopen"}),
-                        carried=Carried(state=self._state, pending=self._queue),
-                    )
-                )
+                workflow.continue_as_new(self._carry(start))
         # Won or lost: answer what is still queued or arriving (rejected: the opportunity is
         # closed), then end. `reopen` starts a new run from the state returned here.
         while True:
@@ -154,6 +188,8 @@ class OpportunityWorkflow:
                 if done is not None:
                     self._deliver(done)
             await self._replies_sent()
+            if self._unwritten is not None:
+                await self._write(_Changes())
             await workflow.wait_condition(
                 lambda: workflow.all_handlers_finished() or bool(self._queue)
             )
@@ -161,17 +197,33 @@ class OpportunityWorkflow:
                 self._publish(due=True)
                 return self._state
 
-    # --- commands: each a signal and an update of the same name (see `_command`) ----------
+    # --- commands: every signal and update name, raw; decoded and validated in turn --------
 
-    change_stage_signal, change_stage = _command("change_stage")
-    perform_actions_signal, perform_actions = _command("perform_actions")
-    complete_actions_signal, complete_actions = _command("complete_actions")
-    add_action_signal, add_action = _command("add_action")
-    modify_action_signal, modify_action = _command("modify_action")
-    delete_action_signal, delete_action = _command("delete_action")
-    record_outcome_signal, record_outcome = _command("record_outcome")
-    delete_activity_signal, delete_activity = _command("delete_activity")
-    change_owner_signal, change_owner = _command("change_owner")
+    @workflow.signal(dynamic=True)
+    def on_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        self._queue.append(_received(name, args))
+
+    @workflow.update(dynamic=True)
+    async def on_update(self, name: str, args: Sequence[RawValue]) -> core.CommandResult:
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        item = _received(name, args)
+        self._queue.append(item.model_copy(update={"ticket": ticket}))
+        await workflow.wait_condition(lambda: ticket in self._results)
+        outcome = self._results.pop(ticket)
+        if isinstance(outcome, CommandRejected):
+            raise _rejection_error(outcome)
+        return outcome
+
+    @on_update.validator
+    def validate_update(self, name: str, args: Sequence[RawValue]) -> None:
+        """Reject before anything is written to history."""
+        try:
+            command = parse_command(name, payloads.decode_one(args, f"{name} payload"))
+            if self._state is not None:
+                core.check(self._state, command)
+        except CommandRejected as rejected:
+            raise _rejection_error(rejected) from None
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -179,35 +231,13 @@ class OpportunityWorkflow:
     def state(self) -> Opportunity:
         if self._state is None:
             raise ApplicationError("the opportunity is still being opened; ask again shortly")
-        return self._state
+        return _within_budget(self._state)
 
     @workflow.query(name="history")
     def history(self) -> list[HistoryEntry]:
         return [] if self._state is None else self._state.history
 
     # --- internals --------------------------------------------------------------------------
-
-    def _parse_input(self, input: Any) -> OpportunityInput:
-        if not isinstance(input, dict):
-            raise ApplicationError(
-                "the Opportunity input must be a JSON object with opportunity_id, contact_id "
-                "and optionally process_id, name, owner, stage",
-                type="InvalidInput",
-            )
-        try:
-            start = OpportunityInput.model_validate(input)
-        except ValidationError as error:
-            raise ApplicationError(
-                describe_validation_error(error, "Opportunity input"), type="InvalidInput"
-            ) from None
-        expected = f"opportunity-{start.opportunity_id}"
-        if workflow.info().workflow_id != expected:
-            raise ApplicationError(
-                f"workflow id {workflow.info().workflow_id!r} does not match opportunity_id "
-                f"{start.opportunity_id!r}; start it as {expected!r}",
-                type="InvalidInput",
-            )
-        return start
 
     async def _open(self, start: OpportunityInput) -> None:
         """Load the setup, enter the initial stage and write the first projection.
@@ -216,18 +246,16 @@ class OpportunityWorkflow:
         anything is written.
         """
         try:
-            setup = await workflow.execute_activity_method(
+            setup = await effect_runner.load(
                 OpportunityActivities.load_setup,
                 SetupRequest(contact_id=start.contact_id, process_id=start.process_id),
-                start_to_close_timeout=effect_runner.TIMEOUT,
-                retry_policy=effect_runner.RETRY,
-                summary="Load contact and sales process",
+                "Load contact and sales process",
             )
         except ActivityError as error:
+            code, message = effect_runner.failure(error)
             cause = error.cause
-            if isinstance(cause, ApplicationError):
-                raise ApplicationError(cause.message, type=cause.type) from None
-            raise
+            kind = cause.type if isinstance(cause, ApplicationError) and cause.type else code
+            raise ApplicationError(message, type=kind, non_retryable=True) from None
         try:
             decision = core.open_opportunity(
                 start,
@@ -237,31 +265,25 @@ class OpportunityWorkflow:
                 day_seconds=setup.day_seconds,
             )
         except CommandRejected as rejected:
-            raise ApplicationError(rejected.reason, type="UnknownStage") from None
-        self._state = _share_process(decision.state)
-        _, history = await self._carry_out(decision.effects)
-        await self._project(history)
-
-    def _validate(self, name: str, payload: Any) -> None:
-        """Update validator: reject before anything is written to history."""
-        try:
-            command = parse_command(name, payload)
-            if self._state is not None:
-                core.check(self._state, command)
-        except CommandRejected as rejected:
             raise ApplicationError(
-                rejected.reason, type="CommandRejected", non_retryable=True
+                rejected.reason, type="UnknownStage", non_retryable=True
             ) from None
+        self._state = _share_process(decision.state)
+        _, changes = await self._carry_out(decision.effects)
+        await self._write(changes)
 
-    async def _submit(self, name: str, payload: Any) -> core.CommandResult:
-        ticket = self._next_ticket
-        self._next_ticket += 1
-        self._queue.append(QueuedCommand(name=name, payload=payload, ticket=ticket))
-        await workflow.wait_condition(lambda: ticket in self._results)
-        outcome = self._results.pop(ticket)
-        if isinstance(outcome, str):
-            raise ApplicationError(outcome, type="CommandRejected", non_retryable=True)
-        return outcome
+    def _carry(self, start: OpportunityInput) -> OpportunityInput:
+        """The next run's input: the start, the state (within `CARRIED_BUDGET`), the queued
+        commands and a projection still to write."""
+        assert self._state is not None
+        return OpportunityInput(
+            **start.model_dump(exclude={"carried", "reopen"}),
+            carried=Carried(
+                state=_within_budget(self._state),
+                pending=self._queue,
+                unwritten=self._unwritten,
+            ),
+        )
 
     async def _apply_queue(
         self, *, stop_for_continue_as_new: bool = False, upto: int | None = None
@@ -279,12 +301,12 @@ class OpportunityWorkflow:
             if done is not None:
                 applied.append(done)
             if len(applied) >= MAX_BATCH:
-                await self._project_batch(applied)
+                await self._write_batch(applied)
                 applied = []
                 if stop_for_continue_as_new and self._should_continue_as_new():
                     break
         if applied:
-            await self._project_batch(applied)
+            await self._write_batch(applied)
 
     async def _answer_updates_before_continuing(self) -> bool:
         """Before continuing as new: apply the queue up to its last update (updates must be
@@ -309,60 +331,85 @@ class OpportunityWorkflow:
             )
 
     async def _apply(self, item: QueuedCommand) -> _Applied | None:
-        """Apply one command and carry out its effects; return it for `_project_batch` (None
+        """Apply one command and carry out its effects; return it for `_write_batch` (None
         when it was rejected). Its `reply_to` is answered at once, before the projection."""
         assert self._state is not None
-        reply_to = _reply_to(item.payload)
         try:
+            if item.problem is not None:
+                code, reason = item.problem
+                raise CommandRejected(reason, code=code)
             command = parse_command(item.name, item.payload)
             decision = core.apply(self._state, command, workflow.now())
         except CommandRejected as rejected:
-            if item.ticket is None:
-                self._state = core.reject(
-                    self._state, item.name, item.payload, rejected.reason, workflow.now()
-                )
-                self._publish()
-            else:
-                self._results[item.ticket] = rejected.reason
-            self._reply(reply_to, item.name, _request_id(item.payload), "rejected", rejected.reason)
-            telemetry.count_command(item.name, "rejected")
-            workflow.logger.info("%s rejected: %s", item.name, rejected.reason)
+            self._reject(item, rejected)
             return None
         before = self._state
         self._state = decision.state
         result = decision.result
-        history: list[HistoryEntry] = []
+        changes = _Changes()
         if not result.duplicate:
-            settled, history = await self._carry_out(decision.effects)
+            settled, changes = await self._carry_out(decision.effects)
             follow = core.follow_through(before, self._state, workflow.now())
             if follow is not None:
                 self._state = follow.state
-                more, more_history = await self._carry_out(follow.effects)
-                settled, history = settled + more, history + more_history
+                more, more_changes = await self._carry_out(follow.effects)
+                settled += more
+                changes += more_changes
             result = core.finish(
                 self._state, result, settled, follow.result if follow is not None else None
             )
         outcome: Literal["applied", "duplicate"] = "duplicate" if result.duplicate else "applied"
         self._reply(command.reply_to, item.name, command.request_id, outcome)
-        return _Applied(item, command, result, history)
+        return _Applied(item, command, result, changes)
 
-    async def _project_batch(self, applied: list[_Applied]) -> None:
-        await self._project(
-            [entry for done in applied for entry in done.history],
-            commands=len(applied),
-            answers=any(done.item.ticket is not None for done in applied),
+    def _reject(self, item: QueuedCommand, rejected: CommandRejected) -> None:
+        """A command that cannot be applied: the update's error, or for a signal an entry in
+        `rejected`; its `reply_to` is told either way."""
+        assert self._state is not None
+        if item.ticket is None:
+            self._state = core.reject(
+                self._state, item.name, item.payload, rejected, workflow.now()
+            )
+            self._publish()
+        else:
+            self._results[item.ticket] = rejected
+        self._reply(
+            _reply_to(item.payload),
+            item.name,
+            _request_id(item.payload),
+            "rejected",
+            rejected.reason,
+            rejected.code,
         )
+        telemetry.count_command(item.name, "rejected")
+        workflow.logger.info("%s rejected: %s", _loggable(item.name), rejected.code)
+
+    async def _write_batch(self, applied: list[_Applied]) -> None:
+        """Write what a batch changed (nothing when it only acknowledged duplicates), then
+        answer its commands."""
+        if not all(done.result.duplicate for done in applied):
+            changes = _Changes()
+            for done in applied:
+                changes += done.write
+            await self._write(
+                changes,
+                commands=len(applied),
+                answers=any(done.item.ticket is not None for done in applied),
+            )
         for done in applied:
             self._deliver(done)
 
     def _deliver(self, done: _Applied) -> None:
-        """Answer an applied command: the update's result, the reply, metrics and log."""
+        """Answer an applied command: the update's result, metrics and log."""
         result = done.result
         if done.item.ticket is not None:
             self._results[done.item.ticket] = result
         outcome = "duplicate" if result.duplicate else "applied"
         telemetry.count_command(done.item.name, outcome)
-        workflow.logger.info("%s %s: %s", done.item.name, outcome, result.message)
+        failed = [a.code for a in result.actions if a.outcome == "failed"]
+        workflow.logger.info(
+            "%s %s%s", done.item.name, outcome, f" (failed: {failed})" if failed else ""
+        )
 
     def _reply(
         self,
@@ -371,6 +418,7 @@ class OpportunityWorkflow:
         request_id: str | None,
         result: Literal["applied", "duplicate", "rejected"],
         reason: str = "",
+        code: str | None = None,
     ) -> None:
         """Signal the command's outcome to `reply_to`, without holding up the next command.
 
@@ -382,10 +430,11 @@ class OpportunityWorkflow:
         assert self._state is not None
         outcome = CommandOutcome(
             opportunity_id=self._state.opportunity_id,
-            command=name,
+            command=name[:200],
             request_id=request_id,
             result=result,
             reason=reason,
+            code=code,
         )
         self._replies = [task for task in self._replies if not task.done()]
         self._replies.append(asyncio.ensure_future(_send_outcome(reply_to, outcome)))
@@ -394,14 +443,26 @@ class OpportunityWorkflow:
         while self._replies:
             await self._replies.pop()
 
-    async def _fire_timers(self) -> None:
+    def _next_wake(self) -> datetime | None:
+        """When the loop must act without a command: a stage timer, or a retry of a
+        projection that failed."""
         assert self._state is not None
+        due = [core.next_deadline(self._state), self._retry_unwritten_at]
+        return min((d for d in due if d is not None), default=None)
+
+    async def _on_time(self) -> None:
+        assert self._state is not None
+        if self._retry_unwritten_at is not None and self._retry_unwritten_at <= workflow.now():
+            await self._write(_Changes())
+        deadline = core.next_deadline(self._state)
+        if deadline is None or deadline > workflow.now():
+            return
         decision = core.fire_timers(self._state, workflow.now())
         if decision is None:
             return
         self._state = decision.state
-        _, history = await self._carry_out(decision.effects)
-        await self._project(history)
+        _, changes = await self._carry_out(decision.effects)
+        await self._write(changes)
 
     async def _reopen(self, stage: str, by: str | None) -> None:
         assert self._state is not None
@@ -409,50 +470,61 @@ class OpportunityWorkflow:
             decision = core.reopen(self._state, stage, by, workflow.now())
         except CommandRejected as rejected:
             self._state = core.reject(
-                self._state, "reopen", {"stage": stage}, rejected.reason, workflow.now()
+                self._state, "reopen", {"stage": stage}, rejected, workflow.now()
             )
             return
         self._state = decision.state
-        _, history = await self._carry_out(decision.effects)
-        await self._project(history)
+        _, changes = await self._carry_out(decision.effects)
+        await self._write(changes)
 
-    async def _carry_out(
-        self, effects: list[Effect]
-    ) -> tuple[list[ActionResult], list[HistoryEntry]]:
-        """Execute the effects in order and settle what performing did; return the action
-        results and the history entries to project."""
+    async def _carry_out(self, effects: list[Effect]) -> tuple[list[ActionResult], _Changes]:
+        """Perform what needs an activity, in order, settling each outcome; collect what the
+        projection writes (history entries, changes to existing calendar activities)."""
         settled: list[ActionResult] = []
-        history: list[HistoryEntry] = []
+        changes = _Changes()
         for effect in effects:
             if isinstance(effect, RecordHistory):
-                history.append(effect.entry)
-            elif effect_runner.is_perform(effect):
-                outcome = await effect_runner.perform(effect)  # type: ignore[arg-type]
+                changes.history.append(effect.entry)
+            elif isinstance(effect, _CALENDAR_CHANGES):
+                changes.calendar.append(effect)
+            else:
+                outcome = await effect_runner.perform(effect)
                 assert self._state is not None
                 self._state, result = core.settle(
                     self._state,
-                    effect,  # type: ignore[arg-type]
+                    effect,
                     outcome,
                     workflow.now(),
                 )
                 settled.append(result)
-            else:
-                await effect_runner.run(effect)
-        return settled, history
+        return settled, changes
 
-    async def _project(
-        self, history: list[HistoryEntry], *, commands: int = 1, answers: bool = True
-    ) -> None:
+    async def _write(self, changes: _Changes, *, commands: int = 1, answers: bool = True) -> None:
         """Write the projection of what `commands` commands did (`answers`: among them
-        updates waiting for it), and refresh what operators see; by local activity as
-        `LOCAL_PROJECTION_MAX_BATCH` says."""
+        updates waiting for it), with any earlier write that failed, and refresh what
+        operators see; by local activity as `LOCAL_PROJECTION_MAX_BATCH` says. A write that
+        fails for good is kept and written with the next one, or after
+        `RETRY_UNWRITTEN_AFTER`: the commands stay applied and the opportunity goes on."""
         assert self._state is not None
         local = answers and (
             commands <= LOCAL_PROJECTION_MAX_BATCH or self._should_continue_as_new()
         )
-        await effect_runner.project(
-            ProjectionWrite(summary=self._state.summary(), history=history), local=local
+        write = ProjectionWrite(
+            summary=self._state.summary(), history=changes.history, calendar=changes.calendar
         )
+        if self._unwritten is not None:
+            write = self._unwritten + write
+        try:
+            await effect_runner.project(write, local=local)
+        except ActivityError as error:
+            code, _ = effect_runner.failure(error)
+            self._unwritten = write
+            self._retry_unwritten_at = workflow.now() + RETRY_UNWRITTEN_AFTER
+            telemetry.count_effect_failure("project_opportunity", code)
+            workflow.logger.error("projection not written (%s); kept for the next write", code)
+        else:
+            self._unwritten = None
+            self._retry_unwritten_at = None
         self._publish()
 
     def _publish(self, *, due: bool = False) -> None:
@@ -510,6 +582,68 @@ class OpportunityWorkflow:
         return info.get_current_history_length() >= limit
 
 
+def _parse_input(raw: RawValue) -> OpportunityInput:
+    """The start input, or `CommandRejected` naming what is wrong with it."""
+    value = payloads.decode(raw, "Opportunity input", CARRIED_BUDGET * 2)
+    if not isinstance(value, dict):
+        raise CommandRejected(
+            "invalid Opportunity input: expected a JSON object with opportunity_id, "
+            "contact_id and optionally process_id, name, owner, stage",
+            code="invalid_payload",
+        )
+    try:
+        return OpportunityInput.model_validate(value)
+    except ValidationError as error:
+        raise CommandRejected(
+            describe_validation_error(error, "Opportunity input"), code="invalid_payload"
+        ) from None
+
+
+def _check_workflow_id(start: OpportunityInput) -> None:
+    expected = f"opportunity-{start.opportunity_id}"
+    if workflow.info().workflow_id != expected:
+        raise ApplicationError(
+            f"workflow id {workflow.info().workflow_id!r} does not match opportunity_id "
+            f"{start.opportunity_id!r}; start it as {expected!r}",
+            {"code": "invalid_payload"},
+            type="InvalidInput",
+            non_retryable=True,
+        )
+
+
+def _received(name: str, args: Sequence[RawValue]) -> QueuedCommand:
+    """A command as it arrived: its decoded payload, or its problem and an excerpt."""
+    try:
+        return QueuedCommand(name=name, payload=payloads.decode_one(args, f"{name} payload"))
+    except CommandRejected as rejected:
+        data = args[0].payload.data if args else b""
+        return QueuedCommand(
+            name=_loggable(name),
+            payload=safe_excerpt(data),
+            problem=(rejected.code, rejected.reason),
+        )
+
+
+def _rejection_error(rejected: CommandRejected) -> ApplicationError:
+    return ApplicationError(
+        rejected.reason, {"code": rejected.code}, type="CommandRejected", non_retryable=True
+    )
+
+
+def _within_budget(state: Opportunity) -> Opportunity:
+    """The state, or a copy without its oldest rejections, request ids and history entries
+    when it would not fit `CARRIED_BUDGET`."""
+    size = json_size(state.model_dump(mode="json"))
+    if size <= CARRIED_BUDGET:
+        return state
+    return core.trim(state, size - CARRIED_BUDGET)
+
+
+def _loggable(name: str) -> str:
+    """A command name fit for logs and the state: cut, and with no control characters."""
+    return safe_excerpt(name.encode("utf-8", "replace"), 100)
+
+
 _SHARED_PROCESSES: dict[tuple[str, int], ProcessDefinition] = {}
 """One copy of each process version for all the opportunities a worker keeps cached: each
 state carries its process definition (about 9 KiB for the example process), which every
@@ -549,15 +683,18 @@ def _share_process(state: Opportunity) -> Opportunity:
 
 
 def _reply_to(payload: Any) -> str | None:
-    """Where to report a command's outcome, read from the raw payload so that a command
-    rejected as malformed is still answered."""
-    value = payload.get("reply_to") if isinstance(payload, dict) else None
-    return value if isinstance(value, str) and value else None
+    """Where to report a command's outcome, read from the decoded payload so that a command
+    rejected as malformed is still answered (when the field itself is valid)."""
+    return _short_line(payload, "reply_to")
 
 
 def _request_id(payload: Any) -> str | None:
-    value = payload.get("request_id") if isinstance(payload, dict) else None
-    return value if isinstance(value, str) else None
+    return _short_line(payload, "request_id")
+
+
+def _short_line(payload: Any, name: str) -> str | None:
+    value = payload.get(name) if isinstance(payload, dict) else None
+    return value if isinstance(value, str) and is_short_line(value) else None
 
 
 async def _send_outcome(reply_to: str, outcome: CommandOutcome) -> None:

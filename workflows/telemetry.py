@@ -8,6 +8,7 @@ from temporalio import workflow
 
 COMMANDS = "opportunities_commands"
 EFFECTS = "opportunities_effects"
+EFFECT_FAILURES = "opportunities_effect_failures"
 
 
 def count_command(command: str, result: str) -> None:
@@ -22,3 +23,10 @@ def count_effect(effect: str) -> None:
     workflow.metric_meter().create_counter(
         EFFECTS, "Effects carried out by opportunities, by effect"
     ).add(1, {"effect": effect})
+
+
+def count_effect_failure(effect: str, code: str) -> None:
+    """An effect that failed for good (after its retries), by effect and code."""
+    workflow.metric_meter().create_counter(
+        EFFECT_FAILURES, "Effects of opportunities that failed for good, by effect and code"
+    ).add(1, {"effect": effect, "code": code})
