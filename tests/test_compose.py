@@ -55,6 +55,7 @@ def test_payloads_are_encrypted_and_the_ui_decodes_them(compose: dict) -> None:
         f"http://localhost:{port}"
     )
     assert worker_env["OPPORTUNITIES_METRICS_PORT"] in services["worker"]["expose"]
+    assert worker_env["OPPORTUNITIES_METRICS_HOST"] == "0.0.0.0"  # the default is loopback
 
 
 def test_registers_every_search_attribute_of_the_contract(compose: dict) -> None:
