@@ -1,5 +1,6 @@
 """Payload encryption: history on the server is unreadable without the key; the codec server
-lets the Temporal CLI read it; keys rotate without losing old payloads."""
+lets the Temporal CLI read it; keys rotate without losing old payloads; a payload in clear, or
+one that cannot be opened, becomes a marker instead of an error."""
 
 from __future__ import annotations
 
@@ -8,15 +9,31 @@ import base64
 import json
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import asyncpg
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
 from runtime import codec_server, embedded
-from runtime.codec import ENCODING, EncryptionCodec, Keyring, KeySettingError, data_converter
+from runtime.codec import (
+    ALLOW_PLAINTEXT_VARIABLE,
+    ENCODING,
+    KEY_ID,
+    KEY_VARIABLE,
+    PLAINTEXT_REFUSED_REASON,
+    REASON,
+    REFUSED_PLAINTEXT,
+    UNDECODABLE,
+    EncryptionCodec,
+    Keyring,
+    KeySettingError,
+    codec_from_environment,
+    data_converter,
+)
 from starter.client import OpportunitiesClient
 from tests.conftest import TEST_KEYS, Servers
 from tests.helpers import setup_contact, setup_process
@@ -41,17 +58,75 @@ def test_a_key_setting_that_cannot_work_says_why_without_the_key() -> None:
         assert KEY_1 not in str(raised.value) and KEY_2 not in str(raised.value)
 
 
-async def test_rotation_keeps_old_payloads_readable_and_plain_ones_pass() -> None:
+async def test_rotation_keeps_old_payloads_readable_and_plain_ones_pass_when_allowed() -> None:
     old = EncryptionCodec(Keyring.parse(f"old:{KEY_1}"))
     plain = Payload(metadata={"encoding": b"json/plain"}, data=b'{"name": "x"}')
     [sealed] = await old.encode([plain])
     assert sealed.metadata["encoding"] == ENCODING and b"name" not in sealed.data
-    rotated = EncryptionCodec(Keyring.parse(f"new:{KEY_2},old:{KEY_1}"))
+    rotated = EncryptionCodec(Keyring.parse(f"new:{KEY_2},old:{KEY_1}"), allow_plaintext=True)
     [resealed] = await rotated.encode([plain])
     assert resealed.metadata["encryption-key-id"] == b"new"
     assert await rotated.decode([sealed, resealed, plain]) == [plain, plain, plain]
-    with pytest.raises(ValueError, match="encrypted with key 'new', which"):
-        await old.decode([resealed])
+    [unknown] = await old.decode([resealed])
+    assert unknown.metadata["encoding"] == UNDECODABLE
+    assert b"encrypted with key 'new', which" in unknown.metadata[REASON]
+
+
+async def test_a_plaintext_payload_is_refused_unless_a_migration_allows_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    plain = Payload(metadata={"encoding": b"json/plain"}, data=f'"{SECRET}"'.encode())
+    null = Payload(metadata={"encoding": b"binary/null"})
+    monkeypatch.setenv("OPPORTUNITIES_LOCAL_ENV", str(tmp_path / "none.env"))
+    monkeypatch.setenv(KEY_VARIABLE, TEST_KEYS)
+    monkeypatch.delenv(ALLOW_PLAINTEXT_VARIABLE, raising=False)
+    strict = codec_from_environment()
+    assert strict is not None and not strict.allow_plaintext
+    [refused, passed] = await strict.decode([plain, null])
+    assert refused == Payload(
+        metadata={"encoding": REFUSED_PLAINTEXT, REASON: PLAINTEXT_REFUSED_REASON.encode()}
+    )
+    assert passed == null  # not data
+
+    monkeypatch.setenv(ALLOW_PLAINTEXT_VARIABLE, "true")
+    migrating = codec_from_environment()
+    assert migrating is not None and await migrating.decode([plain, null]) == [plain, null]
+    monkeypatch.setenv(ALLOW_PLAINTEXT_VARIABLE, "yes")
+    with pytest.raises(KeySettingError, match="must be true or false, not 'yes'"):
+        codec_from_environment()
+
+
+async def test_a_payload_that_cannot_be_opened_becomes_a_marker_naming_the_problem() -> None:
+    codec = EncryptionCodec(Keyring.parse(f"test:{KEY_1}"))
+    plain = Payload(metadata={"encoding": b"json/plain"}, data=f'"{SECRET}"'.encode())
+    [sealed] = await codec.encode([plain])
+    [other_key] = await EncryptionCodec(Keyring.parse(f"test:{KEY_2}")).encode([plain])
+    [unknown_id] = await EncryptionCodec(Keyring.parse(f"new:{KEY_2}")).encode([plain])
+    nonce = os.urandom(12)
+    not_a_payload = AESGCM(base64.b64decode(KEY_1)).encrypt(nonce, b"\xff\xff", b"test")
+
+    def sealed_with(data: bytes, key_id: bytes | None = b"test") -> Payload:
+        metadata = {"encoding": ENCODING} | ({KEY_ID: key_id} if key_id is not None else {})
+        return Payload(metadata=metadata, data=data)
+
+    tampered = sealed.data[:-1] + bytes([sealed.data[-1] ^ 1])
+    broken = {
+        "tampered": (sealed_with(tampered), "fails authentication with key 'test'"),
+        "truncated": (sealed_with(sealed.data[:20]), "is truncated (20 bytes"),
+        "empty": (sealed_with(b""), "is truncated (0 bytes"),
+        "another key, same id": (other_key, "fails authentication"),
+        "unknown key id": (unknown_id, "encrypted with key 'new', which"),
+        "no key id": (sealed_with(sealed.data, None), "names no key id"),
+        "key id not text": (sealed_with(sealed.data, b"\xff"), "key id is not UTF-8"),
+        "not a payload inside": (sealed_with(nonce + not_a_payload), "bytes that are no payload"),
+    }
+    opened = await codec.decode([sealed, *(payload for payload, _ in broken.values())])
+    assert opened[0] == plain  # the batch's good payload still opens
+    for (case, (_, reason)), marker in zip(broken.items(), opened[1:], strict=True):
+        text = marker.metadata[REASON].decode()
+        assert marker.metadata["encoding"] == UNDECODABLE and marker.data == b"", case
+        assert reason in text and "\n" not in text, (case, text)
+        assert SECRET not in text and KEY_1 not in text and KEY_2 not in text, case
 
 
 @pytest.fixture
