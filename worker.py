@@ -25,7 +25,7 @@ from activities.mass import MassActivities
 from activities.opportunity_activities import OpportunityActivities
 from activities.schema import migrate
 from runtime import settings
-from runtime.observability import configure_logging, metrics_runtime
+from runtime.observability import configure_logging, metrics_address, metrics_runtime
 from runtime.temporal import connect_patiently
 from workflows.mass_modify import MassModifyWorkflow
 from workflows.opportunity import OpportunityWorkflow
@@ -102,8 +102,7 @@ async def serve(stop: asyncio.Event) -> None:
     runtime = metrics_runtime()
     client = await connect_patiently(runtime=runtime)
     if runtime is not None:
-        port = settings.setting("OPPORTUNITIES_METRICS_PORT")
-        log.info("Prometheus metrics on :%s/metrics", port)
+        log.info("Prometheus metrics on http://%s/metrics", metrics_address())
     pool = await store.create_pool(settings.database_url())
     try:
         applied = await migrate(pool)

@@ -7,9 +7,16 @@ AES-GCM before it leaves the process; only the workers, the clients and the code
 
 The variable holds one or more keys, `ID:BASE64[,ID:BASE64...]`: the first encrypts, all of
 them decrypt. Each payload names its key id in its metadata, so keys rotate by putting the new
-key first and keeping the old ones until no open workflow carries their payloads. Payloads
-that were never encrypted (written before encryption was switched on) pass through unchanged.
+key first and keeping the old ones until no open workflow carries their payloads.
 A new key: `openssl rand -base64 32`.
+
+With encryption on, a payload that arrives in clear is refused: anyone who can reach Temporal
+could otherwise send commands that no key holder wrote. `OPPORTUNITIES_ALLOW_PLAINTEXT=true`
+lets such payloads through while payloads from before encryption are still in use (a
+migration). Decoding never raises for a payload it cannot use: it puts a marker payload in
+its place (`REFUSED_PLAINTEXT`, `UNDECODABLE`), whose `REASON` says why, so that the workflow
+rejects that command instead of failing its task again and again. Null payloads carry no
+data and always pass.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import (
@@ -34,11 +43,29 @@ from runtime.settings import BadSetting, setting
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 NONCE_BYTES = 12
+TAG_BYTES = 16
 KEY_VARIABLE = "OPPORTUNITIES_ENCRYPTION_KEY"
+ALLOW_PLAINTEXT_VARIABLE = "OPPORTUNITIES_ALLOW_PLAINTEXT"
+NULL_ENCODING = b"binary/null"
+
+REFUSED_PLAINTEXT = b"binary/refused-plaintext"
+"""Encoding of the marker `decode` returns in place of a payload that arrived in clear while
+encryption is on (and plaintext is not allowed). Its data is empty; `REASON` says why."""
+UNDECODABLE = b"binary/undecodable"
+"""Encoding of the marker `decode` returns in place of an encrypted payload it cannot open
+(unknown key id, tampered or truncated data, bad metadata). Its data is empty; `REASON` names
+the problem."""
+REASON = "reason"
+"""Metadata key of a marker's reason: one line of UTF-8, never key material or payload data."""
+PLAINTEXT_REFUSED_REASON = (
+    f"a plaintext payload was refused: encryption is on ({ALLOW_PLAINTEXT_VARIABLE}=true "
+    "allows it during a migration)"
+)
 
 
 class KeySettingError(BadSetting):
-    """A key setting that cannot be used; the message says what is wrong (never the key)."""
+    """An encryption setting that cannot be used; the message says what is wrong (never the
+    key)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +112,9 @@ class Keyring:
 class EncryptionCodec(PayloadCodec):
     """AES-GCM over each whole serialized payload, the key id as associated data."""
 
-    def __init__(self, keyring: Keyring) -> None:
+    def __init__(self, keyring: Keyring, allow_plaintext: bool = False) -> None:
         self.keyring = keyring
+        self.allow_plaintext = allow_plaintext
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keyring.keys.items()}
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
@@ -105,28 +133,73 @@ class EncryptionCodec(PayloadCodec):
         return sealed
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        opened = []
-        for payload in payloads:
-            if payload.metadata.get("encoding") != ENCODING:
-                opened.append(payload)  # written before encryption was switched on
-                continue
+        """Each payload opened, or a marker in its place; never raises for a payload."""
+        return [self._open(payload) for payload in payloads]
+
+    def _open(self, payload: Payload) -> Payload:
+        encoding = payload.metadata.get("encoding")
+        if encoding != ENCODING:
+            if encoding == NULL_ENCODING or self.allow_plaintext:
+                return payload
+            return marker(REFUSED_PLAINTEXT, PLAINTEXT_REFUSED_REASON)
+        try:
             key_id = payload.metadata.get(KEY_ID, b"").decode()
-            cipher = self._ciphers.get(key_id)
-            if cipher is None:
-                raise ValueError(
-                    f"a payload is encrypted with key {key_id!r}, which {KEY_VARIABLE} "
-                    f"does not hold (it holds {sorted(self._ciphers)})"
-                )
-            nonce, data = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
-            inner = Payload()
-            inner.ParseFromString(cipher.decrypt(nonce, data, key_id.encode()))
-            opened.append(inner)
-        return opened
+        except UnicodeDecodeError:
+            return marker(UNDECODABLE, "an encrypted payload's key id is not UTF-8 text")
+        if not key_id:
+            return marker(UNDECODABLE, "an encrypted payload names no key id")
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            return marker(
+                UNDECODABLE,
+                f"a payload is encrypted with key {_shown(key_id)}, which {KEY_VARIABLE} "
+                "does not hold",
+            )
+        if len(payload.data) < NONCE_BYTES + TAG_BYTES:
+            return marker(
+                UNDECODABLE,
+                f"an encrypted payload is truncated ({len(payload.data)} bytes, fewer than "
+                "a nonce and a tag)",
+            )
+        nonce, data = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
+        try:
+            opened = cipher.decrypt(nonce, data, key_id.encode())
+        except InvalidTag:
+            return marker(
+                UNDECODABLE,
+                f"an encrypted payload fails authentication with key {_shown(key_id)}: "
+                "tampered, truncated, or sealed with another key of that id",
+            )
+        inner = Payload()
+        try:
+            inner.ParseFromString(opened)
+        except DecodeError:
+            return marker(UNDECODABLE, "an encrypted payload opens to bytes that are no payload")
+        return inner
+
+
+def marker(encoding: bytes, reason: str) -> Payload:
+    """A payload standing in for one `decode` cannot pass on: no data, the reason in metadata."""
+    return Payload(metadata={"encoding": encoding, REASON: reason.encode()})
+
+
+def _shown(key_id: str) -> str:
+    """A key id fit for a one-line reason (it comes from the payload: quoted, cut short)."""
+    return repr(key_id if len(key_id) <= 40 else key_id[:40] + "...")
 
 
 def codec_from_environment() -> EncryptionCodec | None:
     text = setting(KEY_VARIABLE)
-    return EncryptionCodec(Keyring.parse(text)) if text else None
+    if not text:
+        return None
+    return EncryptionCodec(Keyring.parse(text), allow_plaintext=_allow_plaintext())
+
+
+def _allow_plaintext() -> bool:
+    value = (setting(ALLOW_PLAINTEXT_VARIABLE) or "false").strip().lower()
+    if value not in ("true", "false"):
+        raise KeySettingError(f"{ALLOW_PLAINTEXT_VARIABLE} must be true or false, not {value!r}")
+    return value == "true"
 
 
 def data_converter(codec: PayloadCodec | None = None) -> DataConverter:

@@ -2,7 +2,8 @@
 
 Starts embedded PostgreSQL (`.data/postgres`) and the Temporal dev server (`.data/temporal.db`,
 Web UI on :8233) unless `DATABASE_URL` / `TEMPORAL_ADDRESS` point elsewhere, migrates the
-database, applies the example processes of `examples/`, and runs a worker in the foreground.
+database, stores the example processes, templates and events of `examples/` that are missing
+(never over an operator's edits), and runs a worker in the foreground.
 With `OPPORTUNITIES_ENCRYPTION_KEY` set it also runs the codec server on :8081, which the
 Web UI is told to use.
 Ctrl-C stops the worker, then the servers.
@@ -41,6 +42,9 @@ def _say(text: str) -> None:
 
 
 async def _prepare(database_url: str, examples: list[Path]) -> None:
+    """Migrate, then store each example that is missing. An example process is applied only
+    when no version of it exists: applying it again would make a new version over an
+    operator's edits."""
     pool = await store.create_pool(database_url, max_size=2)
     try:
         await _load_references(pool)
@@ -50,9 +54,12 @@ async def _prepare(database_url: str, examples: list[Path]) -> None:
             except ValidationError as error:
                 _say(describe_validation_error(error, f"example {path}"))
                 continue
-            process, created = await store.apply_process(pool, definition)
-            state = "applied as" if created else "unchanged at"
-            _say(f"example process {definition.process_id!r} {state} version {process.version}")
+            stored = await store.get_process(pool, definition.process_id)
+            if stored is not None:
+                _say(f"example process {definition.process_id!r} kept at version {stored.version}")
+                continue
+            process, _ = await store.apply_process(pool, definition)
+            _say(f"example process {definition.process_id!r} applied as version {process.version}")
     finally:
         await pool.close()
 

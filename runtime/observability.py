@@ -1,9 +1,10 @@
 """What operators watch: Prometheus metrics and structured logs of the worker.
 
 Metrics: with `OPPORTUNITIES_METRICS_PORT` set, the worker's Temporal runtime serves
-Prometheus metrics on that port (`/metrics`): the SDK's own (`temporal_workflow_task_*`,
-`temporal_activity_*`, sticky cache, pollers) and the service's, which the workflows record
-through Temporal's metric meter, so that replays never count twice:
+Prometheus metrics on that port (`/metrics`), on loopback unless `OPPORTUNITIES_METRICS_HOST`
+names another address (a container that publishes them sets `0.0.0.0`): the SDK's own
+(`temporal_workflow_task_*`, `temporal_activity_*`, sticky cache, pollers) and the service's,
+which the workflows record through Temporal's metric meter, so that replays never count twice:
 `opportunities_commands` (by `command` and `result`: applied, duplicate, rejected) and
 `opportunities_effects` (by `effect`).
 
@@ -24,19 +25,27 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from runtime.settings import BadSetting, setting
 
 OPPORTUNITY_PREFIX = "opportunity-"
+DEFAULT_METRICS_HOST = "127.0.0.1"
+"""Metrics stay on the machine unless an operator names another address."""
 
 
-def metrics_runtime() -> Runtime | None:
-    """A Temporal runtime serving Prometheus metrics, when a port is configured."""
+def metrics_address() -> str | None:
+    """`host:port` the metrics are served on, when a port is configured."""
     port = setting("OPPORTUNITIES_METRICS_PORT")
     if not port:
         return None
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise BadSetting(f"OPPORTUNITIES_METRICS_PORT must be a port number, not {port!r}")
-    host = setting("OPPORTUNITIES_METRICS_HOST") or "0.0.0.0"
-    return Runtime(
-        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{host}:{port}"))
-    )
+    host = setting("OPPORTUNITIES_METRICS_HOST") or DEFAULT_METRICS_HOST
+    return f"{host}:{port}"
+
+
+def metrics_runtime() -> Runtime | None:
+    """A Temporal runtime serving Prometheus metrics, when a port is configured."""
+    address = metrics_address()
+    if address is None:
+        return None
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
 
 
 class JsonFormatter(logging.Formatter):

@@ -31,7 +31,8 @@ def serve(
 ) -> None:
     """Decode (and encode) payloads with OPPORTUNITIES_ENCRYPTION_KEY for the Temporal UI
     (its codec endpoint setting, or TEMPORAL_CODEC_ENDPOINT) and CLI (`--codec-endpoint`).
-    With OPPORTUNITIES_CODEC_TOKEN set, callers must send `Authorization: Bearer <token>`."""
+    With OPPORTUNITIES_CODEC_TOKEN set, callers must send `Authorization: Bearer <token>`;
+    without it, only a loopback --host is allowed."""
     payload_codec = codec.codec_from_environment()
     if payload_codec is None:
         raise UserError(
@@ -42,7 +43,11 @@ def serve(
     origins += [o.strip() for o in (extra or "").split(",") if o.strip()]
     if not cors_origin:
         origins += ["http://localhost:8233", "http://127.0.0.1:8233"]
-    token = setting("OPPORTUNITIES_CODEC_TOKEN") or None
+    token = setting(codec_server.TOKEN_VARIABLE) or None
+    try:
+        codec_server.check_exposure(host, token)
+    except codec_server.Unprotected as error:
+        raise UserError(str(error)) from None
 
     async def work() -> None:
         runner = await codec_server.start(payload_codec, host, port, origins, token)

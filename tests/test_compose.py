@@ -9,6 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
+from runtime import codec_server
 from workflows import search_attributes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +56,15 @@ def test_payloads_are_encrypted_and_the_ui_decodes_them(compose: dict) -> None:
         f"http://localhost:{port}"
     )
     assert worker_env["OPPORTUNITIES_METRICS_PORT"] in services["worker"]["expose"]
+    assert worker_env["OPPORTUNITIES_METRICS_HOST"] == "0.0.0.0"  # the default is loopback
+
+
+def test_the_published_codec_server_cannot_start_without_a_token(compose: dict) -> None:
+    service = compose["services"]["codec-server"]
+    host = service["command"][service["command"].index("--host") + 1]
+    assert not codec_server.is_loopback(host)  # published: the token must protect it
+    token = service["environment"][codec_server.TOKEN_VARIABLE]
+    assert token.startswith(f"${{{codec_server.TOKEN_VARIABLE}:?"), "no token, no start"
 
 
 def test_registers_every_search_attribute_of_the_contract(compose: dict) -> None:

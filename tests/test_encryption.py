@@ -1,5 +1,6 @@
 """Payload encryption: history on the server is unreadable without the key; the codec server
-lets the Temporal CLI read it; keys rotate without losing old payloads."""
+lets the Temporal CLI read it; keys rotate without losing old payloads; a payload in clear, or
+one that cannot be opened, becomes a marker instead of an error."""
 
 from __future__ import annotations
 
@@ -7,16 +8,35 @@ import asyncio
 import base64
 import json
 import os
+import re
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
 from runtime import codec_server, embedded
-from runtime.codec import ENCODING, EncryptionCodec, Keyring, KeySettingError, data_converter
+from runtime.codec import (
+    ALLOW_PLAINTEXT_VARIABLE,
+    ENCODING,
+    KEY_ID,
+    KEY_VARIABLE,
+    PLAINTEXT_REFUSED_REASON,
+    REASON,
+    REFUSED_PLAINTEXT,
+    UNDECODABLE,
+    EncryptionCodec,
+    Keyring,
+    KeySettingError,
+    codec_from_environment,
+    data_converter,
+)
 from starter.client import OpportunitiesClient
 from tests.conftest import TEST_KEYS, Servers
 from tests.helpers import setup_contact, setup_process
@@ -41,17 +61,75 @@ def test_a_key_setting_that_cannot_work_says_why_without_the_key() -> None:
         assert KEY_1 not in str(raised.value) and KEY_2 not in str(raised.value)
 
 
-async def test_rotation_keeps_old_payloads_readable_and_plain_ones_pass() -> None:
+async def test_rotation_keeps_old_payloads_readable_and_plain_ones_pass_when_allowed() -> None:
     old = EncryptionCodec(Keyring.parse(f"old:{KEY_1}"))
     plain = Payload(metadata={"encoding": b"json/plain"}, data=b'{"name": "x"}')
     [sealed] = await old.encode([plain])
     assert sealed.metadata["encoding"] == ENCODING and b"name" not in sealed.data
-    rotated = EncryptionCodec(Keyring.parse(f"new:{KEY_2},old:{KEY_1}"))
+    rotated = EncryptionCodec(Keyring.parse(f"new:{KEY_2},old:{KEY_1}"), allow_plaintext=True)
     [resealed] = await rotated.encode([plain])
     assert resealed.metadata["encryption-key-id"] == b"new"
     assert await rotated.decode([sealed, resealed, plain]) == [plain, plain, plain]
-    with pytest.raises(ValueError, match="encrypted with key 'new', which"):
-        await old.decode([resealed])
+    [unknown] = await old.decode([resealed])
+    assert unknown.metadata["encoding"] == UNDECODABLE
+    assert b"encrypted with key 'new', which" in unknown.metadata[REASON]
+
+
+async def test_a_plaintext_payload_is_refused_unless_a_migration_allows_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    plain = Payload(metadata={"encoding": b"json/plain"}, data=f'"{SECRET}"'.encode())
+    null = Payload(metadata={"encoding": b"binary/null"})
+    monkeypatch.setenv("OPPORTUNITIES_LOCAL_ENV", str(tmp_path / "none.env"))
+    monkeypatch.setenv(KEY_VARIABLE, TEST_KEYS)
+    monkeypatch.delenv(ALLOW_PLAINTEXT_VARIABLE, raising=False)
+    strict = codec_from_environment()
+    assert strict is not None and not strict.allow_plaintext
+    [refused, passed] = await strict.decode([plain, null])
+    assert refused == Payload(
+        metadata={"encoding": REFUSED_PLAINTEXT, REASON: PLAINTEXT_REFUSED_REASON.encode()}
+    )
+    assert passed == null  # not data
+
+    monkeypatch.setenv(ALLOW_PLAINTEXT_VARIABLE, "true")
+    migrating = codec_from_environment()
+    assert migrating is not None and await migrating.decode([plain, null]) == [plain, null]
+    monkeypatch.setenv(ALLOW_PLAINTEXT_VARIABLE, "yes")
+    with pytest.raises(KeySettingError, match="must be true or false, not 'yes'"):
+        codec_from_environment()
+
+
+async def test_a_payload_that_cannot_be_opened_becomes_a_marker_naming_the_problem() -> None:
+    codec = EncryptionCodec(Keyring.parse(f"test:{KEY_1}"))
+    plain = Payload(metadata={"encoding": b"json/plain"}, data=f'"{SECRET}"'.encode())
+    [sealed] = await codec.encode([plain])
+    [other_key] = await EncryptionCodec(Keyring.parse(f"test:{KEY_2}")).encode([plain])
+    [unknown_id] = await EncryptionCodec(Keyring.parse(f"new:{KEY_2}")).encode([plain])
+    nonce = os.urandom(12)
+    not_a_payload = AESGCM(base64.b64decode(KEY_1)).encrypt(nonce, b"\xff\xff", b"test")
+
+    def sealed_with(data: bytes, key_id: bytes | None = b"test") -> Payload:
+        metadata = {"encoding": ENCODING} | ({KEY_ID: key_id} if key_id is not None else {})
+        return Payload(metadata=metadata, data=data)
+
+    tampered = sealed.data[:-1] + bytes([sealed.data[-1] ^ 1])
+    broken = {
+        "tampered": (sealed_with(tampered), "fails authentication with key 'test'"),
+        "truncated": (sealed_with(sealed.data[:20]), "is truncated (20 bytes"),
+        "empty": (sealed_with(b""), "is truncated (0 bytes"),
+        "another key, same id": (other_key, "fails authentication"),
+        "unknown key id": (unknown_id, "encrypted with key 'new', which"),
+        "no key id": (sealed_with(sealed.data, None), "names no key id"),
+        "key id not text": (sealed_with(sealed.data, b"\xff"), "key id is not UTF-8"),
+        "not a payload inside": (sealed_with(nonce + not_a_payload), "bytes that are no payload"),
+    }
+    opened = await codec.decode([sealed, *(payload for payload, _ in broken.values())])
+    assert opened[0] == plain  # the batch's good payload still opens
+    for (case, (_, reason)), marker in zip(broken.items(), opened[1:], strict=True):
+        text = marker.metadata[REASON].decode()
+        assert marker.metadata["encoding"] == UNDECODABLE and marker.data == b"", case
+        assert reason in text and "\n" not in text, (case, text)
+        assert SECRET not in text and KEY_1 not in text and KEY_2 not in text, case
 
 
 @pytest.fixture
@@ -148,7 +226,7 @@ async def test_the_codec_server_answers_the_ui_origin_only_and_wants_its_token(
         garbage = await http.post(
             f"{codec_endpoint}/decode",
             data="not json",
-            headers={"Authorization": "Bearer s3cret"},
+            headers={"Authorization": "Bearer s3cret", "Content-Type": "application/json"},
         )
         assert garbage.status == 400 and "error" in await garbage.json()
         plain = {"metadata": {"encoding": base64.b64encode(b"json/plain").decode()},
@@ -162,6 +240,114 @@ async def test_the_codec_server_answers_the_ui_origin_only_and_wants_its_token(
             await http.post(f"{codec_endpoint}/decode", json=encoded, headers=auth)
         ).json()
         assert decoded == {"payloads": [plain]}
+
+
+async def test_the_codec_server_answers_a_bad_request_with_its_status_never_its_data(
+    codec_endpoint: str,
+) -> None:
+    url = f"{codec_endpoint}/decode"
+    empty = b'{"payloads": []}'
+    as_json = b"Content-Type: application/json\r\n"
+    for authorization in [b"Bearer s3cr\xc3\xa9t", b"Bearer \xff\xfe", b"s3cret", b"Basic s3cret",
+                          b"Bearer wrong", b"Bearer  s3cret", b""]:  # fmt: skip
+        header = b"Authorization: " + authorization + b"\r\n"
+        assert await _raw_post(url, header + as_json, empty) == 401, authorization
+    assert await _raw_post(url, as_json, empty) == 401  # no header at all
+
+    auth = {"Authorization": "Bearer s3cret"}
+    json_auth = {**auth, "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as http:
+        sent = await http.post(
+            url, data=empty, headers={**auth, "Content-Type": "application/json; charset=UTF-8"}
+        )
+        assert sent.status == 200  # what the UI and the CLI send, with or without a charset
+        for content_type in [
+            "text/plain",
+            "application/octet-stream",
+            "application/x-www-form-urlencoded",
+            "application/json; charset=latin-1",
+        ]:
+            headers = {**auth, "Content-Type": content_type}
+            assert (await http.post(url, data=empty, headers=headers)).status == 415, content_type
+
+        big = b'{"payloads": [], "x": "' + b"a" * codec_server.MAX_REQUEST_BYTES + b'"}'
+        assert (await http.post(url, data=big, headers=json_auth)).status == 413
+
+        async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: the limit while reading
+            for start in range(0, len(big), 1 << 20):
+                yield big[start : start + (1 << 20)]
+
+        assert (await http.post(url, data=chunked(), headers=json_auth)).status == 413
+
+        for body in [b"not json", b'{"payloads": "Zebulon-Quixote"}', b'{"Zebulon-Quixote": 1}',
+                     b'{"payloads": [{"data": 7}]}', b"\xff\xfe"]:  # fmt: skip
+            bad = await http.post(url, data=body, headers=json_auth)
+            assert bad.status == 400, body
+            assert SECRET not in await bad.text() and "error" in await bad.json()
+
+        # A payload that cannot be opened comes back as a marker; the rest of the batch opens.
+        plain = {"metadata": {"encoding": base64.b64encode(b"json/plain").decode()},
+                 "data": base64.b64encode(b'"hello"').decode()}  # fmt: skip
+        encoded = await (
+            await http.post(f"{codec_endpoint}/encode", json={"payloads": [plain]}, headers=auth)
+        ).json()
+        [sealed] = encoded["payloads"]
+        tampered = {**sealed, "data": base64.b64encode(b"x" * 40).decode()}
+        decoded = await http.post(url, json={"payloads": [sealed, tampered]}, headers=auth)
+        assert decoded.status == 200
+        [opened, marker] = (await decoded.json())["payloads"]
+        assert opened == plain
+        assert base64.b64decode(marker["metadata"]["encoding"]) == UNDECODABLE
+        assert b"fails authentication" in base64.b64decode(marker["metadata"][REASON])
+
+
+async def _raw_post(url: str, headers: bytes, body: bytes) -> int:
+    """The status of a POST whose header bytes go out exactly as given (clients refuse to send
+    non-ASCII ones)."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(
+        f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n".encode()
+        + headers
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    status_line = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    return int(status_line.split()[1])
+
+
+async def test_the_codec_server_refuses_to_listen_beyond_loopback_without_a_token(
+    tmp_path: Path,
+) -> None:
+    for host in ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"]:
+        codec_server.check_exposure(host, None)
+    codec_server.check_exposure("0.0.0.0", "s3cret")
+    for host in ["0.0.0.0", "::", "192.0.2.1", "codec.example"]:
+        with pytest.raises(codec_server.Unprotected, match=re.escape(f"listens on {host} without")):
+            codec_server.check_exposure(host, None)
+    codec = EncryptionCodec(Keyring.parse(TEST_KEYS))
+    with pytest.raises(codec_server.Unprotected):
+        await codec_server.start(codec, "0.0.0.0", embedded.free_port())
+
+    env = {name: value for name, value in os.environ.items() if "OPPORTUNITIES_" not in name}
+    env |= {KEY_VARIABLE: TEST_KEYS, "OPPORTUNITIES_LOCAL_ENV": str(tmp_path / "none.env"),
+            "COLUMNS": "60"}  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "opportunities"),
+        *("codec-server", "--host", "0.0.0.0", "--port", str(embedded.free_port())),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert (process.returncode, out) == (1, b"")
+    assert err.decode() == (
+        "error: the codec server listens on 0.0.0.0 without OPPORTUNITIES_CODEC_TOKEN: set a "
+        "token or listen on 127.0.0.1\n"
+    )
 
 
 def _payload_texts(output: str) -> str:

@@ -9,6 +9,7 @@ import pytest
 from temporalio.worker import UnsandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from runtime.observability import metrics_address
 from runtime.settings import redact
 from runtime.temporal import connect_config
 from worker import cached_workflows, workflow_runner
@@ -41,6 +42,19 @@ def test_workflow_sandbox_is_off_unless_asked_for(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("OPPORTUNITIES_WORKFLOW_SANDBOX", "maybe")
     with pytest.raises(SystemExit, match="must be on or off, not 'maybe'"):
         workflow_runner()
+
+
+def test_metrics_listen_on_loopback_unless_a_host_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OPPORTUNITIES_LOCAL_ENV", str(tmp_path / "none.env"))
+    monkeypatch.delenv("OPPORTUNITIES_METRICS_HOST", raising=False)
+    monkeypatch.delenv("OPPORTUNITIES_METRICS_PORT", raising=False)
+    assert metrics_address() is None
+    monkeypatch.setenv("OPPORTUNITIES_METRICS_PORT", "9464")
+    assert metrics_address() == "127.0.0.1:9464"
+    monkeypatch.setenv("OPPORTUNITIES_METRICS_HOST", "0.0.0.0")
+    assert metrics_address() == "0.0.0.0:9464"
 
 
 def test_urls_are_logged_without_their_password() -> None:
