@@ -25,10 +25,13 @@ from activities.mass import MassActivities
 from activities.opportunity_activities import OpportunityActivities
 from activities.schema import migrate
 from runtime import settings
+from runtime.codec import tolerant
 from runtime.observability import configure_logging, metrics_address, metrics_runtime
 from runtime.temporal import connect_patiently
+from sales.commands import COMMANDS
 from workflows.mass_modify import MassModifyWorkflow
 from workflows.opportunity import OpportunityWorkflow
+from workflows.payloads import OneArgument
 
 log = logging.getLogger("opportunities.worker")
 
@@ -40,7 +43,9 @@ def build_worker(
     mailer: Mailer | None = None,
     opportunity_activities: OpportunityActivities | None = None,
 ) -> Worker:
-    """A worker with every workflow and activity; tests may swap the projection activities."""
+    """A worker with every workflow and activity; tests may swap the projection activities.
+    It decodes with `client`'s converter made tolerant of undecodable extra arguments, and
+    hands every start and command exactly one raw argument (`OneArgument`)."""
     queue = task_queue or settings.task_queue()
     activities = [
         *(opportunity_activities or OpportunityActivities(pool)).all(),
@@ -50,13 +55,20 @@ def build_worker(
         *EventActivities(pool).all(),
     ]
     return Worker(
-        client,
+        _decoding_tolerantly(client),
         task_queue=queue,
         workflows=[OpportunityWorkflow, MassModifyWorkflow],
         activities=activities,
+        interceptors=[OneArgument(COMMANDS)],
         max_cached_workflows=cached_workflows(),
         workflow_runner=workflow_runner(),
     )
+
+
+def _decoding_tolerantly(client: Client) -> Client:
+    config = client.config()
+    config["data_converter"] = tolerant(client.data_converter)
+    return Client(**config)
 
 
 def workflow_runner() -> WorkflowRunner:

@@ -31,6 +31,7 @@ class CalendarActivity(BaseModel):
     activity_id: str
     opportunity_id: str
     action_id: str
+    generation: int
     contact_id: str
     kind: str
     subject: str

@@ -72,6 +72,17 @@ async def list_invitees(pool: asyncpg.Pool, event_id: str) -> list[Invitee]:
     return [Invitee.model_validate(dict(row)) for row in rows]
 
 
+async def is_invited(pool: asyncpg.Pool, event_id: str, contact_id: str) -> bool:
+    """Whether the contact is on the event's invitee list."""
+    return bool(
+        await pool.fetchval(
+            "SELECT 1 FROM event_invitees WHERE event_id = $1 AND contact_id = $2",
+            event_id,
+            contact_id,
+        )
+    )
+
+
 async def invite(pool: asyncpg.Pool, effect: InviteToEvent) -> bool:
     """Put the contact on the list; False if it was already there (put by someone else)."""
     async with pool.acquire() as conn, conn.transaction():

@@ -93,6 +93,7 @@ class Letter(BaseModel):
     letter_id: str
     opportunity_id: str
     action_id: str
+    generation: int
     contact_id: str
     template: str
     method: str

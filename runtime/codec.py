@@ -26,12 +26,14 @@ import binascii
 import dataclasses
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.common import RawValue
+from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
 from temporalio.converter import (
     DataConverter,
     DefaultFailureConverterWithEncodedAttributes,
@@ -202,14 +204,44 @@ def _allow_plaintext() -> bool:
     return value == "true"
 
 
+class TolerantPayloadConverter(PydanticPayloadConverter):
+    """The pydantic payload converter, except that arguments it cannot decode without a type
+    hint come back as raw values instead of an exception. The SDK decodes without hints when
+    a caller sends a workflow or handler more arguments than it takes; raising there would
+    fail the workflow task again and again, where a raw value reaches the workflow, which
+    rejects it (`workflows.payloads.OneArgument`)."""
+
+    def from_payloads(
+        self, payloads: Sequence[Payload], type_hints: list[type] | None = None
+    ) -> list[Any]:
+        try:
+            return super().from_payloads(payloads, type_hints)
+        except Exception:
+            if type_hints is not None:
+                raise
+            return [RawValue(payload) for payload in payloads]
+
+
+TOLERANT = dataclasses.replace(
+    pydantic_data_converter, payload_converter_class=TolerantPayloadConverter
+)
+"""The data converter of workers and clients without encryption."""
+
+
+def tolerant(converter: DataConverter) -> DataConverter:
+    """`converter` with the tolerant payload converter (its codec and failure converter
+    kept)."""
+    return dataclasses.replace(converter, payload_converter_class=TolerantPayloadConverter)
+
+
 def data_converter(codec: PayloadCodec | None = None) -> DataConverter:
     """The pydantic converter, encrypting when a codec is given or configured. Encrypting,
     failure messages and stack traces travel encoded too (they may quote contact data)."""
     codec = codec or codec_from_environment()
     if codec is None:
-        return pydantic_data_converter
+        return TOLERANT
     return dataclasses.replace(
-        pydantic_data_converter,
+        TOLERANT,
         payload_codec=codec,
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )

@@ -170,4 +170,5 @@ def excerpt(value: Any, limit: int = 1024) -> str:
     """`value` as compact JSON, cut to at most `limit` characters (for keeping a rejected
     payload without keeping all of it)."""
     text = json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
+    text = _TEXT_FORBIDDEN.sub("\ufffd", text[: limit * 2])  # lone surrogates, if any
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -12,7 +12,7 @@ import sys
 import asyncpg
 from temporalio.service import RPCError
 
-from starter import cli_codec, cli_mass, cli_opportunities, cli_schema, cli_setup
+from starter import cli_codec, cli_mass, cli_opportunities, cli_schema, cli_setup, cli_verify
 from starter.cli_common import EXPECTED_ERRORS, errors, new_app
 
 app = new_app(
@@ -27,6 +27,7 @@ for command in [
     *cli_opportunities.app.registered_commands,
     *cli_schema.app.registered_commands,
     *cli_codec.app.registered_commands,
+    *cli_verify.app.registered_commands,
 ]:
     app.registered_commands.append(command)
 for group in cli_opportunities.app.registered_groups:

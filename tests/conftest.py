@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,19 @@ class Cli:
         out, err = await process.communicate(input.encode() if input else None)
         assert process.returncode is not None
         return CliResult(process.returncode, out.decode(), err.decode())
+
+
+@pytest.fixture(scope="module")
+async def verified(client: Client, pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """At the end of the module, every opportunity it started agrees with its read model
+    (`opportunities verify`). Modules that run workflows use it with
+    `pytestmark = pytest.mark.usefixtures("verified")`."""
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    yield
+    from tests.helpers import verify_started_since
+
+    differences = await verify_started_since(client, pool, since)
+    assert differences == [], "the read model disagrees with the workflows"
 
 
 @pytest.fixture

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 import asyncpg
+from temporalio.client import Client
 
 from activities import events, letters, store
+from runtime.codec import EncryptionCodec, Keyring, data_converter
 from sales.contact import Contact
 from sales.process import ProcessDefinition
-from tests.conftest import example_definition
+from starter.client import OpportunitiesClient
+from starter.verify import Verdict, verify
+from tests.conftest import TEST_KEYS, example_definition
+from worker import build_worker
 
 
 def own_definition(uid: str, *, on_entry: bool = True, **changes: Any) -> dict[str, Any]:
@@ -133,3 +139,31 @@ async def open_one(
         contact_id, opportunity_id=f"o-{uid}", process_id=process_id, **options
     )
     return process_id
+
+
+async def verify_started_since(client: Any, pool: asyncpg.Pool, since: datetime) -> list[str]:
+    """Run `verify` on every opportunity started on the session's server since `since`, with
+    a worker on each task queue they used (to answer their queries): every difference."""
+    query = f'WorkflowType = "Opportunity" AND StartTime >= "{since.isoformat()}"'
+    queues: dict[str, set[str]] = {}
+    async for execution in client.list_workflows(query):
+        queues.setdefault(execution.task_queue, set()).add(execution.id)
+    codec = EncryptionCodec(Keyring.parse(TEST_KEYS), allow_plaintext=True)
+    config = client.config()
+    config["data_converter"] = data_converter(codec)
+    reader = Client(**config)
+    found: list[str] = []
+    limit = asyncio.Semaphore(20)
+    for queue, workflow_ids in sorted(queues.items()):
+        opportunities = OpportunitiesClient(reader, queue, database=pool)
+
+        async def one(
+            workflow_id: str, opportunities: OpportunitiesClient = opportunities
+        ) -> Verdict:
+            async with limit:
+                return await verify(opportunities, pool, workflow_id.removeprefix("opportunity-"))
+
+        async with build_worker(reader, pool, queue):
+            verdicts = await asyncio.gather(*(one(i) for i in sorted(workflow_ids)))
+        found += [f"{v.opportunity_id}: {d}" for v in verdicts for d in v.differences]
+    return found

@@ -17,6 +17,8 @@ from starter.client import OpportunitiesClient
 from tests.conftest import Inbox
 from tests.helpers import open_one, setup_contact
 
+pytestmark = pytest.mark.usefixtures("verified")
+
 # These tests perform actions by hand: no activity is created on entering a stage.
 open_one = functools.partial(open_one, on_entry=False)
 

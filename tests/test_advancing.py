@@ -20,6 +20,8 @@ from tests.conftest import example_definition
 from tests.helpers import eventually, open_one
 from worker import build_worker
 
+pytestmark = pytest.mark.usefixtures("verified")
+
 ADDRESS = {"street": "12 St James's Square", "postal_code": "SW1Y 4JH", "city": "London"}
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import asyncpg
+import pytest
 import yaml
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -17,6 +18,8 @@ from runtime import embedded
 from starter.client import OpportunitiesClient
 from tests.conftest import Cli, Inbox, Servers, example_definition
 from tests.helpers import WELCOME, eventually, open_one, own_definition
+
+pytestmark = pytest.mark.usefixtures("verified")
 
 
 async def test_process_apply_versions_list_and_show(cli: Cli, tmp_path: Path, uid: str) -> None:

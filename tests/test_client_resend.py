@@ -3,12 +3,15 @@ makes a resend harmless) and which it reports."""
 
 from __future__ import annotations
 
+import pytest
 from google.protobuf.any_pb2 import Any
 from temporalio.api.common.v1 import GrpcStatus
 from temporalio.api.errordetails.v1 import WorkflowNotReadyFailure
 from temporalio.service import RPCError, RPCStatusCode
 
 from starter.client import _resendable
+
+pytestmark = pytest.mark.usefixtures("verified")
 
 
 def _error(status: RPCStatusCode, *details: Any) -> RPCError:

@@ -24,6 +24,8 @@ from tests.conftest import Inbox, Servers
 from tests.helpers import eventually, setup_contact, setup_process, setup_references
 from workflows.mass_messages import MassModifyInput
 
+pytestmark = pytest.mark.usefixtures("verified")
+
 OPPORTUNITIES = 12
 
 

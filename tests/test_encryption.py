@@ -42,6 +42,8 @@ from tests.conftest import TEST_KEYS, Servers
 from tests.helpers import setup_contact, setup_process
 from worker import build_worker
 
+pytestmark = pytest.mark.usefixtures("verified")
+
 KEY_1 = TEST_KEYS.partition(":")[2]
 KEY_2 = base64.b64encode(os.urandom(32)).decode()
 SECRET = "Zebulon-Quixote"

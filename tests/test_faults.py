@@ -24,6 +24,8 @@ from tests.conftest import Servers
 from tests.helpers import eventually, setup_contact, setup_process, setup_references
 from tests.test_crash import WorkerProcess
 
+pytestmark = pytest.mark.usefixtures("verified")
+
 OPPORTUNITIES = 50
 BEFORE_FAULT = 5
 """Each sender sends this many of its script's signals, then waits for the fault to hit and

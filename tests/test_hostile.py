@@ -10,9 +10,12 @@ import json
 from pathlib import Path
 
 import asyncpg
+import pytest
 from temporalio.worker import Worker
 
 from tests.conftest import Cli, example_definition
+
+pytestmark = pytest.mark.usefixtures("verified")
 
 HOSTILE = [
     "Robert'); DROP TABLE opportunities;-- 50%_off \\ \" /* */ $1 ::text "

@@ -8,6 +8,7 @@ import asyncio
 import json
 
 import asyncpg
+import pytest
 from temporalio.worker import Worker
 
 from activities import store
@@ -15,6 +16,8 @@ from runtime import embedded
 from starter.client import OpportunitiesClient
 from tests.conftest import Servers
 from tests.helpers import eventually, setup_contact, setup_process
+
+pytestmark = pytest.mark.usefixtures("verified")
 
 COMMAND = {"stage": "Proposal", "reason": "asked for a quote", "by": "crm-sync"}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -15,6 +16,8 @@ from sales.commands import ChangeStage
 from starter.client import OpportunitiesClient
 from tests.helpers import eventually, setup_contact, setup_process, setup_references
 from workflows.mass_messages import MassModifyInput, Progress
+
+pytestmark = pytest.mark.usefixtures("verified")
 
 COUNT = 150
 

@@ -23,6 +23,8 @@ from tests.conftest import Servers
 from tests.helpers import eventually, open_one
 from worker import build_worker
 
+pytestmark = pytest.mark.usefixtures("verified")
+
 
 async def current_details(client: Client, opportunity_id: str) -> str:
     metadata = await client.get_workflow_handle(f"opportunity-{opportunity_id}").query(

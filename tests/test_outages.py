@@ -37,6 +37,8 @@ from tests.conftest import Servers
 from tests.helpers import eventually
 from tests.test_faults import Workers, opportunity_ids, run_mixed_commands
 
+pytestmark = pytest.mark.usefixtures("verified")
+
 OPPORTUNITIES = 20
 TEMPORAL_DOWN = 3.0
 """Seconds between killing the Temporal server and starting the new one: longer than the

@@ -19,6 +19,8 @@ from starter.client import OpportunitiesClient
 from tests.conftest import Cli, example_definition
 from tests.helpers import eventually, open_one
 
+pytestmark = pytest.mark.usefixtures("verified")
+
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 STAGES = ["Prospect", "Needs analysis", "Proposal", "Closed won", "Closed lost"]
 

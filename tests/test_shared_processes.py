@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from sales import core
 from sales.opportunity import Opportunity, StartOpportunity
 from sales.process import ProcessDefinition, SalesProcess
 from tests.conftest import example_definition
 from workflows.opportunity import _share_process
+
+pytestmark = pytest.mark.usefixtures("verified")
 
 
 def test_cached_opportunities_share_one_copy_of_each_process_version() -> None:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from sales.commands import ChangeOwner
 from starter.client import OpportunitiesClient
 from tests.helpers import eventually, start_continuing_early
+
+pytestmark = pytest.mark.usefixtures("verified")
 
 SENDERS = 50
 UPDATERS = 25

@@ -21,6 +21,8 @@ from tests.conftest import TEST_KEYS, Servers
 from tests.helpers import eventually, setup_contact, setup_process
 from worker import build_worker
 
+pytestmark = pytest.mark.usefixtures("verified")
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SECRET = "Philippa-Quaintance"
 

@@ -35,6 +35,8 @@ from tests.helpers import (
 )
 from worker import build_worker
 
+pytestmark = pytest.mark.usefixtures("verified")
+
 
 async def test_create_projects_the_opportunity(
     worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str

@@ -15,12 +15,15 @@ from sales.validation import Line, ShortLine
 class QueuedCommand(BaseModel):
     """A received command waiting for its turn; `ticket` is set for updates (they wait).
     A payload that could not be decoded is queued as its excerpt with `problem` (the
-    rejection's code and reason), so that it is rejected in its turn like any other."""
+    rejection's code and reason), so that it is rejected in its turn like any other, and
+    with its `reply_to` and `request_id` when those could still be read."""
 
     name: str
     payload: Any
     ticket: int | None = None
     problem: tuple[str, str] | None = None
+    reply_to: str | None = None
+    request_id: str | None = None
 
 
 class Carried(BaseModel):

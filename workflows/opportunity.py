@@ -109,6 +109,30 @@ class _Changes:
 _CALENDAR_CHANGES = (CompleteCalendarActivity, CancelCalendarActivity, DeleteCalendarActivity)
 
 
+def _command(name: str) -> tuple[Any, Any]:
+    """The signal and the same-name update (with its validator) of one command.
+
+    Both take the payload raw (`RawValue`) and put it in the one queue; the main loop decodes,
+    validates and applies it in arrival order, so a malformed payload is rejected with a
+    reason (in the update's error, or in `rejected` for a signal), never dropped by the
+    converter. `payloads.OneArgument` makes sure there is exactly one argument.
+    """
+
+    @workflow.signal(name=name)
+    def on_signal(self, payload: RawValue = NO_INPUT) -> None:
+        self._receive(name, payload)
+
+    @workflow.update(name=name)
+    async def on_update(self, payload: RawValue = NO_INPUT) -> core.CommandResult:
+        return await self._submit(name, payload)
+
+    @on_update.validator
+    def validate(self, payload: RawValue = NO_INPUT) -> None:
+        self._validate(name, payload)
+
+    return on_signal, on_update
+
+
 @workflow.defn(name="Opportunity")
 class OpportunityWorkflow:
     @workflow.init
@@ -197,29 +221,40 @@ class OpportunityWorkflow:
                 self._publish(due=True)
                 return self._state
 
-    # --- commands: every signal and update name, raw; decoded and validated in turn --------
+    # --- commands: each a signal and an update of the same name (see `_command`) ----------
+
+    change_stage_signal, change_stage = _command("change_stage")
+    perform_actions_signal, perform_actions = _command("perform_actions")
+    complete_actions_signal, complete_actions = _command("complete_actions")
+    add_action_signal, add_action = _command("add_action")
+    modify_action_signal, modify_action = _command("modify_action")
+    delete_action_signal, delete_action = _command("delete_action")
+    record_outcome_signal, record_outcome = _command("record_outcome")
+    delete_activity_signal, delete_activity = _command("delete_activity")
+    change_owner_signal, change_owner = _command("change_owner")
 
     @workflow.signal(dynamic=True)
-    def on_signal(self, name: str, args: Sequence[RawValue]) -> None:
+    def any_other_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """A signal of no known command: rejected in its turn (`unknown_command`)."""
         self._queue.append(_received(name, args))
 
-    @workflow.update(dynamic=True)
-    async def on_update(self, name: str, args: Sequence[RawValue]) -> core.CommandResult:
+    def _receive(self, name: str, payload: RawValue) -> None:
+        self._queue.append(_received(name, [payload]))
+
+    async def _submit(self, name: str, payload: RawValue) -> core.CommandResult:
         ticket = self._next_ticket
         self._next_ticket += 1
-        item = _received(name, args)
-        self._queue.append(item.model_copy(update={"ticket": ticket}))
+        self._queue.append(_received(name, [payload]).model_copy(update={"ticket": ticket}))
         await workflow.wait_condition(lambda: ticket in self._results)
         outcome = self._results.pop(ticket)
         if isinstance(outcome, CommandRejected):
             raise _rejection_error(outcome)
         return outcome
 
-    @on_update.validator
-    def validate_update(self, name: str, args: Sequence[RawValue]) -> None:
-        """Reject before anything is written to history."""
+    def _validate(self, name: str, payload: RawValue) -> None:
+        """Update validator: reject before anything is written to history."""
         try:
-            command = parse_command(name, payloads.decode_one(args, f"{name} payload"))
+            command = parse_command(name, payloads.decode(payload, f"{name} payload"))
             if self._state is not None:
                 core.check(self._state, command)
         except CommandRejected as rejected:
@@ -374,9 +409,9 @@ class OpportunityWorkflow:
         else:
             self._results[item.ticket] = rejected
         self._reply(
-            _reply_to(item.payload),
+            item.reply_to or _reply_to(item.payload),
             item.name,
-            _request_id(item.payload),
+            item.request_id or _request_id(item.payload),
             "rejected",
             rejected.reason,
             rejected.code,
@@ -612,15 +647,19 @@ def _check_workflow_id(start: OpportunityInput) -> None:
 
 
 def _received(name: str, args: Sequence[RawValue]) -> QueuedCommand:
-    """A command as it arrived: its decoded payload, or its problem and an excerpt."""
+    """A command as it arrived: its decoded payload, or its problem and an excerpt (with the
+    fields needed to answer it, if they can be read)."""
     try:
         return QueuedCommand(name=name, payload=payloads.decode_one(args, f"{name} payload"))
     except CommandRejected as rejected:
         data = args[0].payload.data if args else b""
+        readable = payloads.loosely(data)
         return QueuedCommand(
             name=_loggable(name),
             payload=safe_excerpt(data),
             problem=(rejected.code, rejected.reason),
+            reply_to=_reply_to(readable),
+            request_id=_request_id(readable),
         )
 
 

@@ -10,10 +10,20 @@ metadata `reason` says why.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Collection, Sequence
 from typing import Any
 
+from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
+from temporalio.worker import (
+    ExecuteWorkflowInput,
+    HandleSignalInput,
+    HandleUpdateInput,
+    Interceptor,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+)
 
 from sales.errors import CommandRejected
 from sales.validation import MAX_COMMAND_BYTES, decode_json
@@ -42,6 +52,17 @@ def decode(raw: RawValue, subject: str, limit: int = MAX_COMMAND_BYTES) -> Any:
     raise CommandRejected(f"invalid {subject}: {why}", code="invalid_payload")
 
 
+def loosely(data: bytes) -> Any:
+    """What can still be read of a payload that was refused: its JSON value if it parses at
+    all (None otherwise), for fields such as `reply_to` that are checked on their own."""
+    if len(data) > MAX_COMMAND_BYTES:
+        return None
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+
+
 def decode_one(args: Sequence[RawValue], subject: str, limit: int = MAX_COMMAND_BYTES) -> Any:
     """The JSON value of the one argument a command or start carries."""
     if len(args) != 1:
@@ -50,3 +71,54 @@ def decode_one(args: Sequence[RawValue], subject: str, limit: int = MAX_COMMAND_
             code="invalid_payload",
         )
     return decode(args[0], subject, limit)
+
+
+ARITY = b"binary/wrong-arity"
+"""Marks an argument list of the wrong length, put in place of the arguments."""
+
+
+def one_argument(args: Sequence[Any]) -> list[Any]:
+    """The arguments of a start or a command as exactly one raw value: unchanged when they
+    are one, else a marker saying how many there were (rejected by `decode`)."""
+    if len(args) == 1 and isinstance(args[0], RawValue):
+        return list(args)
+    reason = f"expected one argument (a JSON object), got {len(args)}"
+    return [RawValue(Payload(metadata={"encoding": ARITY, REASON: reason.encode()}))]
+
+
+class OneArgument(Interceptor):
+    """Hands every workflow start and every command of `names` exactly one raw argument,
+    whatever the caller sent: a start or a signal with no argument or several is rejected
+    like any other invalid payload, instead of the SDK failing the workflow task when it calls
+    a handler with the wrong number of arguments. (The worker's payload converter gives
+    undecodable arguments as raw values too: `runtime.codec.TolerantPayloadConverter`.)"""
+
+    def __init__(self, names: Collection[str]) -> None:
+        self.names = frozenset(names)
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor]:
+        names = self.names
+
+        class Inbound(WorkflowInboundInterceptor):
+            async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+                input.args = one_argument(input.args)
+                return await super().execute_workflow(input)
+
+            async def handle_signal(self, input: HandleSignalInput) -> None:
+                if input.signal in names:
+                    input.args = one_argument(input.args)
+                await super().handle_signal(input)
+
+            def handle_update_validator(self, input: HandleUpdateInput) -> None:
+                if input.update in names:
+                    input.args = one_argument(input.args)
+                super().handle_update_validator(input)
+
+            async def handle_update_handler(self, input: HandleUpdateInput) -> Any:
+                if input.update in names:
+                    input.args = one_argument(input.args)
+                return await super().handle_update_handler(input)
+
+        return Inbound

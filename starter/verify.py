@@ -1,0 +1,190 @@
+"""Does the read model say what the workflow says? `opportunities verify` compares each
+opportunity's state (its `state` query, or a closed run's result) with its rows in
+PostgreSQL: the opportunity, its stage history, its calendar activities, letters and
+invitations. Run it on quiet opportunities: a command applied a moment ago may not be
+written yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities import calendar, events, letters, store
+from sales.opportunity import ActionState, Opportunity
+from sales.process import CalendarAction, EventAction, LetterAction
+from starter.client import OpportunitiesClient
+
+SUMMARY_FIELDS = ["contact_id", "process_id", "process_version", "name", "owner", "status",
+                  "current_stage", "stage_entered_at", "closed_at", "open_actions",
+                  "revision"]  # fmt: skip
+HISTORY_FIELDS = ["at", "from_stage", "to_stage", "source", "by", "reason",
+                  "canceled_activities", "created_activities"]  # fmt: skip
+
+
+@dataclass
+class Verdict:
+    opportunity_id: str
+    compared: bool
+    """False when there was nothing to compare with (no workflow, or it failed or was
+    terminated); `note` says why."""
+    differences: list[str]
+    note: str = ""
+
+
+async def verify(
+    opportunities: OpportunitiesClient, pool: asyncpg.Pool, opportunity_id: str
+) -> Verdict:
+    """Every difference between the opportunity's workflow state and its read model."""
+    state, note = await _state(opportunities, opportunity_id)
+    row = await store.get_opportunity(pool, opportunity_id)
+    if state is None:
+        problems = [] if row is None else [f"a read-model row but no workflow state ({note})"]
+        return Verdict(opportunity_id, False, problems, note)
+    found = _summary(state, row)
+    if row is not None:
+        found += await _history(pool, state)
+        found += await _calendar(pool, state)
+        found += await _letters(pool, state)
+        found += await _invitations(pool, state)
+    return Verdict(opportunity_id, True, found)
+
+
+async def _state(
+    opportunities: OpportunitiesClient, opportunity_id: str
+) -> tuple[Opportunity | None, str]:
+    handle = opportunities.handle(opportunity_id)
+    try:
+        description = await handle.describe()
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return None, "no workflow"
+        raise
+    status = description.status
+    if status == WorkflowExecutionStatus.RUNNING:
+        return await opportunities.state(opportunity_id), ""
+    if status == WorkflowExecutionStatus.COMPLETED:
+        result = await opportunities.temporal.get_workflow_handle(
+            handle.id, result_type=Opportunity
+        ).result()
+        return result, ""
+    return None, f"workflow {status.name.lower() if status else 'unknown'}"
+
+
+def _summary(state: Opportunity, row: Any) -> list[str]:
+    if row is None:
+        return ["no row in opportunities"]
+    wanted = state.summary()
+    return [
+        f"opportunities.{name}: workflow {getattr(wanted, name)!r}, "
+        f"read model {getattr(row, name)!r}"
+        for name in SUMMARY_FIELDS
+        if getattr(wanted, name) != getattr(row, name)
+    ]
+
+
+async def _history(pool: asyncpg.Pool, state: Opportunity) -> list[str]:
+    """The workflow keeps the newest entries (it may have trimmed the oldest); each of them
+    must be in the read model as it is, and the read model has none beyond them."""
+    rows = {entry.seq: entry for entry in await store.get_history(pool, state.opportunity_id)}
+    found = []
+    for entry in state.history:
+        row = rows.get(entry.seq)
+        if row is None:
+            found.append(f"history #{entry.seq} ({entry.to_stage}) missing")
+            continue
+        for name in HISTORY_FIELDS:
+            if getattr(entry, name) != getattr(row, name):
+                found.append(
+                    f"history #{entry.seq}.{name}: workflow {getattr(entry, name)!r}, "
+                    f"read model {getattr(row, name)!r}"
+                )
+    last = state.history[-1].seq if state.history else 0
+    found += [f"history #{seq} is not in the workflow" for seq in sorted(rows) if seq > last]
+    return found
+
+
+def _actions(state: Opportunity) -> dict[str, ActionState]:
+    return {action.action_id: action for stage in state.stages for action in stage.actions}
+
+
+def _known_generation(state: Opportunity, action_id: str) -> int:
+    action = _actions(state).get(action_id)
+    retired = state.retired_generations.get(action_id, 0)
+    return max(retired, action.generation if action else 0)
+
+
+async def _calendar(pool: asyncpg.Pool, state: Opportunity) -> list[str]:
+    rows = {
+        (r.action_id, r.generation): r for r in await calendar.list_for(pool, state.opportunity_id)
+    }
+    found = []
+    linked = set()
+    for action in _actions(state).values():
+        if not isinstance(action.definition, CalendarAction) or action.activity_id is None:
+            continue
+        key = (action.action_id, action.generation)
+        linked.add(key)
+        row = rows.get(key)
+        if row is None:
+            found.append(f"calendar activity {action.activity_id} missing")
+        elif row.status != action.activity_status:
+            found.append(
+                f"calendar activity {action.activity_id}: workflow {action.activity_status}, "
+                f"read model {row.status}"
+            )
+        elif row.status == "done" and row.outcome != action.activity_outcome:
+            found.append(
+                f"calendar activity {action.activity_id}.outcome: workflow "
+                f"{action.activity_outcome!r}, read model {row.outcome!r}"
+            )
+    for key, row in sorted(rows.items()):
+        if row.status == "active" and key not in linked:
+            found.append(f"calendar activity {row.activity_id} is active but not linked")
+        if row.generation > _known_generation(state, row.action_id):
+            found.append(f"calendar activity {row.activity_id} is not in the workflow")
+    return found
+
+
+async def _letters(pool: asyncpg.Pool, state: Opportunity) -> list[str]:
+    rows = {
+        (r.action_id, r.generation): r
+        for r in await letters.list_letters(pool, state.opportunity_id)
+    }
+    found = []
+    for action in _actions(state).values():
+        if not _performed(action, LetterAction):
+            continue
+        row = rows.get((action.action_id, action.generation))
+        if row is None or row.sent_at is None:
+            found.append(f"letter of {action.action_id} (#{action.generation}) not sent")
+    found += [
+        f"letter {row.letter_id} is not in the workflow"
+        for (action_id, generation), row in sorted(rows.items())
+        if generation > _known_generation(state, action_id)
+    ]
+    return found
+
+
+async def _invitations(pool: asyncpg.Pool, state: Opportunity) -> list[str]:
+    found = []
+    for action in _actions(state).values():
+        if not _performed(action, EventAction):
+            continue
+        event_id = action.definition.event_id  # type: ignore[union-attr]
+        if not await events.is_invited(pool, event_id, state.contact_id):
+            found.append(f"the contact is not on the invitee list of event {event_id}")
+    return found
+
+
+def _performed(action: ActionState, kind: type) -> bool:
+    """Whether the action's last perform succeeded (its side effect must exist)."""
+    return (
+        isinstance(action.definition, kind)
+        and action.performed_at is not None
+        and action.last_error is None
+    )
