@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from activities import store
+from activities import rendering, store
 from activities.calendar import CalendarActivities
 from activities.events import EventActivities
 from activities.letters import LetterActivities, Mailer
@@ -111,6 +111,7 @@ def mailer_from_environment() -> Mailer | None:
 
 async def serve(stop: asyncio.Event) -> None:
     """Run one worker until `stop` is set."""
+    rendering.check_settings()
     runtime = metrics_runtime()
     client = await connect_patiently(runtime=runtime)
     if runtime is not None:

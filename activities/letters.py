@@ -1,6 +1,7 @@
 """Letters: Jinja2 templates merged with the contact and the opportunity, sent by e-mail when
 SMTP is configured and the contact has an address, otherwise filed as a document to print.
-Either way the letter is logged in `letters`.
+Either way the letter is logged in `letters`. Templates are merged by `activities.rendering`,
+outside the event loop and within limits.
 
 Exactly once: the letter row, keyed by (opportunity, action, generation), is written before
 the e-mail is sent and marked sent after. A retry finds it: sent means done; not yet sent means
@@ -13,27 +14,27 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from email.message import EmailMessage
-from typing import Any
 from urllib.parse import unquote, urlparse
 
 import aiosmtplib
 import asyncpg
-import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel
 from temporalio import activity
 
 from activities import store
 from activities.failures import BadData, classified
 from activities.heartbeat import heartbeating
+from activities.rendering import (
+    SAMPLE_VARIABLES,
+    RenderedLetter,
+    TemplateError,
+    check_template,
+    render,
+)
 from sales.contact import Contact
 from sales.effects import EffectOutcome, SendLetter
 
-_JINJA = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
-
-
-class TemplateError(Exception):
-    pass
+MAX_TEMPLATE_BYTES = 64 * 1024
 
 
 class Template(BaseModel):
@@ -42,33 +43,14 @@ class Template(BaseModel):
     updated_at: datetime | None = None
 
 
-class RenderedLetter(BaseModel):
-    subject: str
-    body: str
-
-
-def check_template(body: str) -> None:
-    """Refuse a template that does not parse, naming the line."""
-    try:
-        _JINJA.parse(body)
-    except jinja2.TemplateSyntaxError as error:
-        raise TemplateError(f"line {error.lineno}: {error.message}") from None
-
-
-def render(body: str, *, default_subject: str, variables: dict[str, Any]) -> RenderedLetter:
-    """Merge a template; a first line `Subject: ...` becomes the e-mail subject."""
-    try:
-        text = _JINJA.from_string(body).render(**variables)
-    except jinja2.TemplateError as error:
-        raise TemplateError(str(error)) from None
-    first, _, rest = text.partition("\n")
-    if first.lower().startswith("subject:"):
-        return RenderedLetter(subject=first[len("subject:") :].strip(), body=rest.lstrip("\n"))
-    return RenderedLetter(subject=default_subject, body=text)
-
-
 async def put_template(pool: asyncpg.Pool, name: str, body: str) -> None:
+    """Store a template once it parses and merges `SAMPLE_VARIABLES` within the renderer's
+    limits; one that does not is refused with TemplateError and nothing is stored."""
+    size = len(body.encode())
+    if size > MAX_TEMPLATE_BYTES:
+        raise TemplateError(f"{size:,} bytes, over the limit of {MAX_TEMPLATE_BYTES:,}")
     check_template(body)
+    await render(body, SAMPLE_VARIABLES, default_subject=name)
     await pool.execute(
         "INSERT INTO letter_templates (name, body) VALUES ($1, $2)"
         " ON CONFLICT (name) DO UPDATE SET body = EXCLUDED.body, updated_at = now()",
@@ -182,10 +164,9 @@ class LetterActivities:
             )
         context = effect.context
         try:
-            letter = render(
+            letter = await render(
                 template.body,
-                default_subject=effect.title,
-                variables={
+                {
                     "contact": contact.model_dump(),
                     "opportunity": {
                         "opportunity_id": context.opportunity_id,
@@ -195,6 +176,7 @@ class LetterActivities:
                     },
                     "process": {"process_id": context.process_id, "name": context.process_name},
                 },
+                default_subject=effect.title,
             )
         except TemplateError as error:
             raise BadData(

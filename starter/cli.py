@@ -12,6 +12,7 @@ import sys
 import asyncpg
 from temporalio.service import RPCError
 
+from activities import rendering
 from starter import cli_codec, cli_mass, cli_opportunities, cli_schema, cli_setup, cli_verify
 from starter.cli_common import EXPECTED_ERRORS, errors, new_app
 
@@ -38,7 +39,9 @@ def main() -> None:
     code = _run_app()
     # Leave without interpreter finalization: the Temporal client's native runtime threads can
     # abort a finalizing interpreter (PyGILState_Release) after the command has already
-    # succeeded or failed cleanly. Everything was flushed; nothing is left to clean up.
+    # succeeded or failed cleanly. Everything was flushed; the letter renderers that `template
+    # add` started are stopped here, since no exit handler runs.
+    rendering.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

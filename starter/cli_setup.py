@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from activities import events, letters, store
+from activities import events, letters, rendering, store
 from activities.events import Event
 from sales.contact import Contact
 from sales.errors import describe_validation_error
@@ -270,6 +270,9 @@ def event_invitees(event_id: str, as_json: JsonFlag = False) -> None:
 def template_add(name: str, file: Path, as_json: JsonFlag = False) -> None:
     """Store (or replace) a Jinja2 letter template; a first line `Subject: ...` is the subject.
 
+    The template is first merged with sample data, within the renderer's limits (64 KiB of
+    template, the letter size and time limits); one that fails is refused and not stored.
+
     Templates see `contact` (first_name, last_name, email, street, city, postal_code, country),
     `opportunity` (opportunity_id, name, owner, current_stage) and `process` (process_id, name).
     """
@@ -283,7 +286,9 @@ def template_add(name: str, file: Path, as_json: JsonFlag = False) -> None:
             try:
                 await letters.put_template(pool, name, body)
             except letters.TemplateError as error:
-                raise UserError(f"template {file} does not parse: {error}") from None
+                raise UserError(f"template {file} cannot be used: {error}") from None
+            except rendering.RendererUnavailable as error:
+                raise UserError(f"template {file} could not be checked: {error}") from None
         if as_json:
             print_json({"name": name, "stored": True})
         else:

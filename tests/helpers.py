@@ -92,6 +92,17 @@ async def setup_references(pool: asyncpg.Pool, uid: str) -> None:
     )
 
 
+async def store_unchecked_template(pool: asyncpg.Pool, name: str, body: str) -> None:
+    """Store a template without `put_template`'s sample merge: one that fails only on a real
+    contact's data, or a hostile one that reached the table some other way."""
+    await pool.execute(
+        "INSERT INTO letter_templates (name, body) VALUES ($1, $2)"
+        " ON CONFLICT (name) DO UPDATE SET body = EXCLUDED.body, updated_at = now()",
+        name,
+        body,
+    )
+
+
 async def eventually(check: Any, seconds: float = 10.0) -> Any:
     """Poll an async check until it returns a truthy value."""
     deadline = asyncio.get_running_loop().time() + seconds

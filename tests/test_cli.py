@@ -159,7 +159,7 @@ async def test_stage_actions_from_the_command_line(
     assert f"welcome-{uid}" in [t["name"] for t in templates.json()]
     (tmp_path / "bad.j2").write_text("Hello {{ contact.first_name ")
     bad = await cli("template", "add", f"bad-{uid}", str(tmp_path / "bad.j2"))
-    assert bad.code == 1 and "does not parse: line 1" in bad.stderr
+    assert bad.code == 1 and "cannot be used: line 1" in bad.stderr
     event = await cli("event", "add", "--id", f"seminar-{uid}", "--name", "Retirement seminar",
                       "--starts-at", "2027-01-15T18:00:00+00:00")  # fmt: skip
     assert event.code == 0, event.stderr
