@@ -28,6 +28,8 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from sales.errors import describe_validation_error
+
 UNCLASSIFIED_ATTEMPTS = 8
 """Attempts at an unclassified failure (about two minutes of backoff) before giving up."""
 
@@ -111,7 +113,7 @@ def _as_failure(effect: str, error: Exception) -> Exception:
         return error
     if kind == "bad_data":
         code = error.code if isinstance(error, BadData) else "bad_data"
-        message = error.message if isinstance(error, BadData) else _one_line(error)
+        message = _bad_data_message(error)
         _count(effect, code)
         log.info("%s failed: %s (workflow %s)", effect, code, activity.info().workflow_id)
         return ApplicationError(
@@ -139,6 +141,14 @@ def _as_failure(effect: str, error: Exception) -> Exception:
         type="Unclassified",
         non_retryable=True,
     )
+
+
+def _bad_data_message(error: Exception) -> str:
+    if isinstance(error, BadData):
+        return error.message
+    if isinstance(error, ValidationError):
+        return describe_validation_error(error, f"stored {error.title}")
+    return _one_line(error)
 
 
 def _one_line(error: BaseException) -> str:

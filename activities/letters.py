@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 
 import aiosmtplib
 import asyncpg
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from temporalio import activity
 
 from activities import store
@@ -33,6 +33,8 @@ from activities.rendering import (
 )
 from sales.contact import Contact
 from sales.effects import EffectOutcome, SendLetter
+from sales.errors import describe_validation_error
+from sales.validation import Identifier, free_text
 
 MAX_TEMPLATE_BYTES = 64 * 1024
 
@@ -43,10 +45,23 @@ class Template(BaseModel):
     updated_at: datetime | None = None
 
 
+_NAME: TypeAdapter[str] = TypeAdapter(Identifier)
+
+
 async def put_template(pool: asyncpg.Pool, name: str, body: str) -> None:
     """Store a template once it parses and merges `SAMPLE_VARIABLES` within the renderer's
     limits; one that does not is refused with TemplateError and nothing is stored."""
-    size = len(body.encode())
+    try:
+        _NAME.validate_python(name)
+        free_text(body)
+    except (ValidationError, ValueError) as error:
+        what = (
+            describe_validation_error(error, "template name")
+            if isinstance(error, ValidationError)
+            else str(error)
+        )
+        raise TemplateError(what) from None
+    size = len(body.encode("utf-8", "surrogatepass"))
     if size > MAX_TEMPLATE_BYTES:
         raise TemplateError(f"{size:,} bytes, over the limit of {MAX_TEMPLATE_BYTES:,}")
     check_template(body)

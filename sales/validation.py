@@ -92,27 +92,34 @@ Notes = Annotated[
 
 def check_json(value: Any, subject: str = "payload") -> None:
     """Raise `CommandRejected` (`invalid_payload`) unless `value` is plain JSON within the
-    limits: bounded depth, finite numbers, strings without NUL or lone surrogates."""
-    problem = _json_problem(value, 0)
+    limits: bounded depth, finite numbers, strings without NUL, other control characters
+    (newline and tab aside) or lone surrogates. The message names the place."""
+    problem = _json_problem(value, "")
     if problem is not None:
         raise CommandRejected(f"invalid {subject}: {problem}", code="invalid_payload")
 
 
-def _json_problem(value: Any, depth: int) -> str | None:
+def _json_problem(value: Any, place: str, depth: int = 0) -> str | None:
+    here = f"{place}: " if place else ""
     if depth > MAX_DEPTH:
-        return f"nested deeper than {MAX_DEPTH} levels"
+        return f"{here}nested deeper than {MAX_DEPTH} levels"
     if isinstance(value, str):
-        return _string_problem(value)
+        problem = _string_problem(value)
+        return None if problem is None else here + problem
     if isinstance(value, float) and not math.isfinite(value):
-        return f"the number {value} is not finite"
+        return f"{here}the number {value} is not finite"
     if isinstance(value, dict):
         for key, item in value.items():
-            problem = _string_problem(key) or _json_problem(item, depth + 1)
+            key_problem = _string_problem(key)
+            if key_problem is not None:
+                return f"{here}a field name {key_problem}"
+            inner = f"{place}.{key}" if place else key
+            problem = _json_problem(item, inner[:100], depth + 1)
             if problem is not None:
                 return problem
     elif isinstance(value, list):
-        for item in value:
-            problem = _json_problem(item, depth + 1)
+        for index, item in enumerate(value):
+            problem = _json_problem(item, f"{place}[{index}]", depth + 1)
             if problem is not None:
                 return problem
     return None
@@ -120,7 +127,7 @@ def _json_problem(value: Any, depth: int) -> str | None:
 
 def _string_problem(value: str) -> str | None:
     bad = _TEXT_FORBIDDEN.search(value)
-    return None if bad is None else f"a string contains {_describe(bad.group())}"
+    return None if bad is None else f"contains {_describe(bad.group())}"
 
 
 def decode_json(data: bytes, subject: str = "payload", limit: int = MAX_COMMAND_BYTES) -> Any:

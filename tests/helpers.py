@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
 
 from activities import events, letters, store
-from runtime.codec import EncryptionCodec, Keyring, data_converter
+from runtime.codec import ENCODING, EncryptionCodec, Keyring, data_converter
 from sales.contact import Contact
 from sales.process import ProcessDefinition
 from starter.client import OpportunitiesClient
@@ -154,18 +155,16 @@ async def open_one(
 
 async def verify_started_since(client: Any, pool: asyncpg.Pool, since: datetime) -> list[str]:
     """Run `verify` on every opportunity started on the session's server since `since`, with
-    a worker on each task queue they used (to answer their queries): every difference."""
+    a worker on each task queue they used (to answer their queries), decoding as the workers
+    that wrote them did (sealed with the tests' key, or in clear): every difference."""
     query = f'WorkflowType = "Opportunity" AND StartTime >= "{since.isoformat()}"'
     queues: dict[str, set[str]] = {}
     async for execution in client.list_workflows(query):
         queues.setdefault(execution.task_queue, set()).add(execution.id)
-    codec = EncryptionCodec(Keyring.parse(TEST_KEYS), allow_plaintext=True)
-    config = client.config()
-    config["data_converter"] = data_converter(codec)
-    reader = Client(**config)
     found: list[str] = []
     limit = asyncio.Semaphore(20)
     for queue, workflow_ids in sorted(queues.items()):
+        reader = await _reader_for(client, sorted(workflow_ids)[0])
         opportunities = OpportunitiesClient(reader, queue, database=pool)
 
         async def one(
@@ -178,3 +177,25 @@ async def verify_started_since(client: Any, pool: asyncpg.Pool, since: datetime)
             verdicts = await asyncio.gather(*(one(i) for i in sorted(workflow_ids)))
         found += [f"{v.opportunity_id}: {d}" for v in verdicts for d in v.differences]
     return found
+
+
+async def _reader_for(client: Any, workflow_id: str) -> Client:
+    """A client decoding like the workers of `workflow_id` did: with the tests' key when its
+    start input is sealed (and then refusing plaintext, as they did), else `client`."""
+    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+        started = event.workflow_execution_started_event_attributes
+        sealed = any(p.metadata.get("encoding") == ENCODING for p in started.input.payloads)
+        if not sealed:
+            return client
+        config = client.config()
+        config["data_converter"] = data_converter(EncryptionCodec(Keyring.parse(TEST_KEYS)))
+        return Client(**config)
+    return client
+
+
+async def task_failures(handle: WorkflowHandle[Any, Any]) -> int:
+    """Workflow tasks that failed in the workflow's history (every run of it)."""
+    failed = 0
+    async for event in handle.fetch_history_events():
+        failed += event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+    return failed

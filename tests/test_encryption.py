@@ -10,7 +10,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 
 from runtime import codec_server, embedded
 from runtime.codec import (
@@ -208,6 +208,37 @@ async def test_history_is_sealed_on_the_server_and_the_codec_server_opens_it(
     assert code == 0 and SECRET in _payload_texts(out), out[-2000:]
     code, out = await temporal_cli(*show, "--codec-endpoint", codec_endpoint)
     assert SECRET not in out
+
+
+async def test_a_plaintext_command_to_an_encrypting_worker_is_rejected(
+    sealed_client: Client, client: Client, pool: asyncpg.Pool, task_queue: str, uid: str
+) -> None:
+    """A client that sends in clear (here one that can still read sealed answers): the
+    opportunity refuses its commands with a reason, records them, and goes on."""
+
+    class SendsInClear(EncryptionCodec):
+        async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+            return list(payloads)
+
+    process_id = await setup_process(pool, uid)
+    contact_id = await setup_contact(pool, uid)
+    opportunities = OpportunitiesClient(sealed_client, task_queue, database=pool)
+    config = client.config()
+    config["data_converter"] = data_converter(SendsInClear(Keyring.parse(f"test:{KEY_1}")))
+    in_clear = Client(**config)
+    async with build_worker(sealed_client, pool, task_queue):
+        await opportunities.create(contact_id, opportunity_id=f"p-{uid}", process_id=process_id)
+        plain = in_clear.get_workflow_handle(f"opportunity-p-{uid}")
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await plain.execute_update("change_owner", {"owner": "eve"})
+        assert "a plaintext payload was refused: encryption is on" in str(refused.value.cause)
+        await plain.signal("change_owner", {"owner": "eve"})
+        await opportunities.change_owner(f"p-{uid}", "ann")
+        state = await opportunities.state(f"p-{uid}")
+        assert state.owner == "ann"
+        assert [(r.code, "plaintext" in r.reason) for r in state.rejected] == [
+            ("invalid_payload", True)
+        ]
 
 
 async def test_the_codec_server_answers_the_ui_origin_only_and_wants_its_token(

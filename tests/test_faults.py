@@ -20,6 +20,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from starter.client import OpportunitiesClient
+from starter.verify import verify
 from tests.conftest import Servers
 from tests.helpers import eventually, setup_contact, setup_process, setup_references
 from tests.test_crash import WorkerProcess
@@ -189,6 +190,9 @@ async def run_mixed_commands(
         "SELECT count(*) FROM event_invitees WHERE opportunity_id LIKE $1", pattern
     )
     assert invited == 1
+    for opportunity_id in ids:  # and the workflows agree with the read model, field by field
+        verdict = await verify(opportunities, pool, opportunity_id)
+        assert verdict.compared and verdict.differences == [], verdict
     return Run(progress_at_fault=progress_at_fault, resent=resent)
 
 

@@ -135,8 +135,7 @@ def _command(name: str) -> tuple[Any, Any]:
 
 @workflow.defn(name="Opportunity")
 class OpportunityWorkflow:
-    @workflow.init
-    def __init__(self, input: RawValue = NO_INPUT) -> None:
+    def __init__(self) -> None:
         self._state: Opportunity | None = None
         self._queue: list[QueuedCommand] = []
         self._results: dict[int, core.CommandResult | CommandRejected] = {}
@@ -148,30 +147,22 @@ class OpportunityWorkflow:
         self._replies: list[asyncio.Task[None]] = []
         self._unwritten: ProjectionWrite | None = None
         self._retry_unwritten_at: datetime | None = None
-        self._start: OpportunityInput | None = None
-        self._invalid_start: str | None = None
-        try:
-            self._start = _parse_input(input)
-        except CommandRejected as rejected:
-            self._invalid_start = rejected.reason
-            return
-        carried = self._start.carried
-        if carried is not None:
-            self._state = _share_process(carried.state)
-            self._queue = list(carried.pending)
-            self._unwritten = carried.unwritten
 
     @workflow.run
     async def run(self, input: RawValue = NO_INPUT) -> Opportunity:
-        start = self._start
-        if start is None:
+        try:
+            start = _parse_input(input)
+        except CommandRejected as rejected:
             raise ApplicationError(
-                self._invalid_start or "invalid Opportunity input",
-                {"code": "invalid_payload"},
-                type="InvalidInput",
-                non_retryable=True,
-            )
+                rejected.reason, {"code": rejected.code}, type="InvalidInput", non_retryable=True
+            ) from None
         _check_workflow_id(start)
+        if start.carried is not None:
+            # Commands that arrived before this point (the run's first task) come after the
+            # ones the previous run handed over.
+            self._state = _share_process(start.carried.state)
+            self._queue = [*start.carried.pending, *self._queue]
+            self._unwritten = start.carried.unwritten
         self._continue_as_new_after = start.continue_as_new_after_events
         if self._state is None:
             await self._open(start)
