@@ -4,6 +4,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY sales sales
+COPY store store
 COPY workflows workflows
 COPY activities activities
 COPY starter starter

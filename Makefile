@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m runtime.dev
+	$(BIN)/python -m starter.dev
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

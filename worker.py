@@ -17,18 +17,19 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from activities import rendering, store
+import store
+from activities import rendering
 from activities.calendar import CalendarActivities
 from activities.events import EventActivities
 from activities.letters import LetterActivities, Mailer
 from activities.mass import MassActivities
 from activities.opportunity_activities import OpportunityActivities
-from activities.schema import migrate
 from runtime import settings
 from runtime.codec import tolerant
 from runtime.observability import configure_logging, metrics_address, metrics_runtime
 from runtime.temporal import connect_patiently
 from sales.commands import COMMANDS
+from store.schema import migrate
 from workflows.mass_modify import MassModifyWorkflow
 from workflows.opportunity import OpportunityWorkflow
 from workflows.payloads import OneArgument
@@ -49,7 +50,7 @@ def build_worker(
     queue = task_queue or settings.task_queue()
     activities = [
         *(opportunity_activities or OpportunityActivities(pool)).all(),
-        *MassActivities(pool, client, queue).all(),
+        *MassActivities(pool, client).all(),
         *CalendarActivities(pool).all(),
         *LetterActivities(pool, mailer).all(),
         *EventActivities(pool).all(),

@@ -1,138 +1,13 @@
-"""Calendar activities linked to calendar actions (the `calendar_activities` table).
-
-Rows are keyed by (opportunity, action, generation): creating the same activity twice returns
-the first one, so a retried or replayed create never makes a second row. Completing,
-cancelling and deleting an activity are changes the projection writes
-(`apply_changes`), in order, each idempotent.
-"""
+"""The activity that creates a calendar activity (its row: `store.calendar`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Literal
-
 import asyncpg
-from pydantic import BaseModel
 from temporalio import activity
 
 from activities.failures import classified
-from sales.effects import (
-    CalendarChange,
-    CalendarKey,
-    CancelCalendarActivity,
-    CompleteCalendarActivity,
-    CreateCalendarActivity,
-    EffectOutcome,
-)
-
-
-class CalendarActivity(BaseModel):
-    activity_id: str
-    opportunity_id: str
-    action_id: str
-    generation: int
-    contact_id: str
-    kind: str
-    subject: str
-    starts_at: datetime
-    ends_at: datetime
-    status: Literal["active", "done", "canceled"]
-    outcome: str | None
-    notes: str | None
-    track_outcome: bool
-    created_on: datetime
-
-
-_COLUMNS = ", ".join(CalendarActivity.model_fields)
-
-
-async def create(
-    pool: asyncpg.Pool, effect: CreateCalendarActivity
-) -> tuple[CalendarActivity, bool]:
-    """Insert the activity unless this (opportunity, action, generation) already has one."""
-    row = await pool.fetchrow(
-        f"""
-        INSERT INTO calendar_activities (activity_id, opportunity_id, action_id, generation,
-            contact_id, kind, subject, starts_at, ends_at, status, track_outcome, created_on)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, now())
-        ON CONFLICT (opportunity_id, action_id, generation) DO NOTHING
-        RETURNING {_COLUMNS}
-        """,
-        effect.activity_id,
-        effect.opportunity_id,
-        effect.action_id,
-        effect.generation,
-        effect.contact_id,
-        effect.activity_kind,
-        effect.subject,
-        effect.starts_at,
-        effect.ends_at,
-        effect.track_outcome,
-    )
-    if row is not None:
-        return CalendarActivity.model_validate(dict(row)), True
-    row = await pool.fetchrow(
-        f"SELECT {_COLUMNS} FROM calendar_activities"
-        " WHERE opportunity_id = $1 AND action_id = $2 AND generation = $3",
-        effect.opportunity_id,
-        effect.action_id,
-        effect.generation,
-    )
-    assert row is not None
-    return CalendarActivity.model_validate(dict(row)), False
-
-
-async def get(pool: asyncpg.Pool, activity_id: str) -> CalendarActivity | None:
-    row = await pool.fetchrow(
-        f"SELECT {_COLUMNS} FROM calendar_activities WHERE activity_id = $1", activity_id
-    )
-    return None if row is None else CalendarActivity.model_validate(dict(row))
-
-
-async def list_for(pool: asyncpg.Pool, opportunity_id: str | None = None) -> list[CalendarActivity]:
-    rows = await pool.fetch(
-        f"SELECT {_COLUMNS} FROM calendar_activities"
-        " WHERE $1::text IS NULL OR opportunity_id = $1 ORDER BY starts_at, activity_id",
-        opportunity_id,
-    )
-    return [CalendarActivity.model_validate(dict(row)) for row in rows]
-
-
-async def apply_changes(
-    conn: asyncpg.connection.Connection | asyncpg.pool.PoolConnectionProxy,
-    changes: Sequence[CalendarChange],
-) -> None:
-    """Write completions, cancellations and deletions, in order; each is idempotent (only an
-    active activity is completed or canceled)."""
-    for change in changes:
-        key = _key(change.key)
-        if isinstance(change, CompleteCalendarActivity):
-            await conn.execute(
-                "UPDATE calendar_activities SET status = 'done', outcome = $4, notes = $5,"
-                " updated_at = now() WHERE opportunity_id = $1 AND action_id = $2"
-                " AND generation = $3 AND status = 'active'",
-                *key,
-                change.outcome,
-                change.notes,
-            )
-        elif isinstance(change, CancelCalendarActivity):
-            await conn.execute(
-                "UPDATE calendar_activities SET status = 'canceled', updated_at = now()"
-                " WHERE opportunity_id = $1 AND action_id = $2 AND generation = $3"
-                " AND status = 'active'",
-                *key,
-            )
-        else:
-            await conn.execute(
-                "DELETE FROM calendar_activities"
-                " WHERE opportunity_id = $1 AND action_id = $2 AND generation = $3",
-                *key,
-            )
-
-
-def _key(key: CalendarKey) -> tuple[str, str, int]:
-    return key.opportunity_id, key.action_id, key.generation
+from sales.effects import CreateCalendarActivity, EffectOutcome
+from store import calendar
 
 
 class CalendarActivities:
@@ -142,7 +17,7 @@ class CalendarActivities:
     @activity.defn(name="create_calendar_activity")
     @classified("create_calendar_activity")
     async def create_calendar_activity(self, effect: CreateCalendarActivity) -> EffectOutcome:
-        row, created = await create(self.pool, effect)
+        row, created = await calendar.create(self.pool, effect)
         return EffectOutcome(
             status="created" if created else "exists",
             message=f"calendar activity {row.activity_id} created for "

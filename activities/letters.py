@@ -12,16 +12,14 @@ Message-ID, which mail systems use to drop the duplicate.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 from email.message import EmailMessage
 from urllib.parse import unquote, urlparse
 
 import aiosmtplib
 import asyncpg
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from temporalio import activity
 
-from activities import store
 from activities.failures import BadData, classified
 from activities.heartbeat import heartbeating
 from activities.rendering import (
@@ -35,14 +33,9 @@ from sales.contact import Contact
 from sales.effects import EffectOutcome, SendLetter
 from sales.errors import describe_validation_error
 from sales.validation import Identifier, free_text
+from store import contacts, letters
 
 MAX_TEMPLATE_BYTES = 64 * 1024
-
-
-class Template(BaseModel):
-    name: str
-    body: str
-    updated_at: datetime | None = None
 
 
 _NAME: TypeAdapter[str] = TypeAdapter(Identifier)
@@ -66,48 +59,7 @@ async def put_template(pool: asyncpg.Pool, name: str, body: str) -> None:
         raise TemplateError(f"{size:,} bytes, over the limit of {MAX_TEMPLATE_BYTES:,}")
     check_template(body)
     await render(body, SAMPLE_VARIABLES, default_subject=name)
-    await pool.execute(
-        "INSERT INTO letter_templates (name, body) VALUES ($1, $2)"
-        " ON CONFLICT (name) DO UPDATE SET body = EXCLUDED.body, updated_at = now()",
-        name,
-        body,
-    )
-
-
-async def get_template(pool: asyncpg.Pool, name: str) -> Template | None:
-    row = await pool.fetchrow(
-        "SELECT name, body, updated_at FROM letter_templates WHERE name = $1", name
-    )
-    return None if row is None else Template.model_validate(dict(row))
-
-
-async def list_templates(pool: asyncpg.Pool) -> list[Template]:
-    rows = await pool.fetch("SELECT name, body, updated_at FROM letter_templates ORDER BY name")
-    return [Template.model_validate(dict(row)) for row in rows]
-
-
-class Letter(BaseModel):
-    letter_id: str
-    opportunity_id: str
-    action_id: str
-    generation: int
-    contact_id: str
-    template: str
-    method: str
-    subject: str | None
-    body: str
-    message_id: str | None
-    recipient: str | None
-    sent_at: datetime | None
-
-
-async def list_letters(pool: asyncpg.Pool, opportunity_id: str) -> list[Letter]:
-    rows = await pool.fetch(
-        f"SELECT {', '.join(Letter.model_fields)} FROM letters WHERE opportunity_id = $1"
-        " ORDER BY created_at",
-        opportunity_id,
-    )
-    return [Letter.model_validate(dict(row)) for row in rows]
+    await letters.put_template(pool, name, body)
 
 
 class Mailer:
@@ -167,12 +119,12 @@ class LetterActivities:
         return await heartbeating(self._send_letter(effect))
 
     async def _send_letter(self, effect: SendLetter) -> EffectOutcome:
-        contact = await store.get_contact(self.pool, effect.contact_id)
+        contact = await contacts.get_contact(self.pool, effect.contact_id)
         if contact is None:
             raise BadData(f"unknown contact {effect.contact_id!r}", "unknown_contact")
-        template = await get_template(self.pool, effect.template)
+        template = await letters.get_template(self.pool, effect.template)
         if template is None:
-            known = [t.name for t in await list_templates(self.pool)][:20]
+            known = [t.name for t in await letters.list_templates(self.pool)][:20]
             raise BadData(
                 f"unknown letter template {effect.template!r}; templates are {known}",
                 "unknown_template",
@@ -222,9 +174,7 @@ class LetterActivities:
                 body=row["body"],
                 message_id=row["message_id"],
             )
-            await self.pool.execute(
-                "UPDATE letters SET sent_at = now() WHERE letter_id = $1", effect.letter_id
-            )
+            await letters.mark_sent(self.pool, effect)
         return EffectOutcome(status="sent", message=f"letter {effect.letter_id} e-mailed to {to}")
 
     async def _log(
@@ -236,35 +186,16 @@ class LetterActivities:
         recipient: str | None,
         sent: bool,
     ) -> asyncpg.Record:
-        """Insert the letter row once; return the stored row (the first attempt's)."""
-        await self.pool.execute(
-            "INSERT INTO letters (letter_id, opportunity_id, action_id, generation, contact_id,"
-            " template, method, subject, body, message_id, recipient, sent_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-            "  CASE WHEN $12 THEN now() END)"
-            " ON CONFLICT (opportunity_id, action_id, generation) DO NOTHING",
-            effect.letter_id,
-            effect.opportunity_id,
-            effect.action_id,
-            effect.generation,
-            effect.contact_id,
-            effect.template,
-            method,
-            letter.subject,
-            letter.body,
-            message_id_for(effect.letter_id) if method == "email" else None,
-            recipient,
-            sent,
+        return await letters.log_letter(
+            self.pool,
+            effect,
+            subject=letter.subject,
+            body=letter.body,
+            method=method,
+            message_id=message_id_for(effect.letter_id) if method == "email" else None,
+            recipient=recipient,
+            sent=sent,
         )
-        row = await self.pool.fetchrow(
-            "SELECT recipient, subject, body, message_id, sent_at FROM letters"
-            " WHERE opportunity_id = $1 AND action_id = $2 AND generation = $3",
-            effect.opportunity_id,
-            effect.action_id,
-            effect.generation,
-        )
-        assert row is not None
-        return row
 
     def all(self) -> list:
         return [self.send_letter]

@@ -6,21 +6,51 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+from pydantic import BaseModel, ConfigDict
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
-from activities import search
 from activities.failures import BadData, classified
-from activities.search import SearchFilters
-from starter.client import OpportunitiesClient
-from workflows.mass_messages import MAX_SELECTION, Selection
+from runtime.workflow_ids import opportunity_workflow_id
+from store import search
+from store.search import SearchFilters
+
+MAX_SELECTION = 10_000
+"""Opportunities one batch may change: its frozen selection travels in its history."""
+
+
+class Selection(BaseModel):
+    """What a batch changes: the opportunities matching `filters`, or those of `ids`."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    filters: SearchFilters | None = None
+    ids: list[str] | None = None
+
+
+async def unreachable_reason(client: Client, opportunity_id: str) -> str | None:
+    """Why commands cannot reach this opportunity now, or None when it is running."""
+    try:
+        description = await client.get_workflow_handle(
+            opportunity_workflow_id(opportunity_id)
+        ).describe()
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return f"no opportunity {opportunity_id!r}"
+        raise
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        return None
+    if description.status == WorkflowExecutionStatus.COMPLETED:
+        return f"opportunity {opportunity_id!r} is closed; reopen it to change it"
+    status = description.status.name.lower() if description.status else "unknown"
+    return f"opportunity {opportunity_id!r} is not running ({status})"
 
 
 class MassActivities:
-    def __init__(self, pool: asyncpg.Pool, client: Client, task_queue: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, client: Client) -> None:
         self.pool = pool
         self.client = client
-        self.task_queue = task_queue
 
     @activity.defn(name="resolve_batch")
     @classified("resolve_batch")
@@ -44,8 +74,9 @@ class MassActivities:
     async def unreachable(self, opportunity_ids: list[str]) -> dict[str, str]:
         """Why each of these opportunities cannot take a command (closed, unknown,
         terminated); the running ones are left out."""
-        opportunities = OpportunitiesClient(self.client, self.task_queue)
-        reasons = await asyncio.gather(*(opportunities.unreachable(i) for i in opportunity_ids))
+        reasons = await asyncio.gather(
+            *(unreachable_reason(self.client, i) for i in opportunity_ids)
+        )
         answers = zip(opportunity_ids, reasons, strict=True)
         return {i: reason for i, reason in answers if reason is not None}
 

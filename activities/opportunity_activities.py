@@ -13,11 +13,11 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import store
 from activities.failures import classified
 from sales.effects import CalendarChange
 from sales.opportunity import HistoryEntry, OpportunitySummary
 from sales.process import SalesProcess
+from store import contacts, opportunities, processes
 
 
 class SetupRequest(BaseModel):
@@ -70,26 +70,26 @@ class OpportunityActivities:
         Unknown ids are not worth retrying: the error is non-retryable and names what is
         unknown, so the start fails at once and nothing is written.
         """
-        contact = await store.get_contact(self.pool, request.contact_id)
+        contact = await contacts.get_contact(self.pool, request.contact_id)
         if contact is None:
             raise ApplicationError(
                 f"unknown contact {request.contact_id!r}", type="UnknownContact", non_retryable=True
             )
         if request.process_id is None:
-            process = await store.default_process(self.pool)
+            process = await processes.default_process(self.pool)
             if process is None:
                 raise ApplicationError(
                     "no process_id given and no default process is set up; processes are "
-                    f"{await store.process_ids(self.pool)}",
+                    f"{await processes.process_ids(self.pool)}",
                     type="UnknownProcess",
                     non_retryable=True,
                 )
         else:
-            process = await store.get_process(self.pool, request.process_id)
+            process = await processes.get_process(self.pool, request.process_id)
             if process is None:
                 raise ApplicationError(
                     f"unknown process {request.process_id!r}; processes are "
-                    f"{await store.process_ids(self.pool)}",
+                    f"{await processes.process_ids(self.pool)}",
                     type="UnknownProcess",
                     non_retryable=True,
                 )
@@ -102,7 +102,9 @@ class OpportunityActivities:
     @activity.defn(name="project_opportunity")
     @classified("project_opportunity")
     async def project_opportunity(self, write: ProjectionWrite) -> None:
-        await store.project_opportunity(self.pool, write.summary, write.history, write.calendar)
+        await opportunities.project_opportunity(
+            self.pool, write.summary, write.history, write.calendar
+        )
 
     def all(self) -> list:
         """The activity callables to register on a worker."""

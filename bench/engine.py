@@ -34,6 +34,7 @@ from temporalio.client import Client
 from bench.bare import BareCommands
 from bench.servers import local_servers_and_url
 from bench.worker_process import WorkerProcess, running, worker_env
+from runtime.workflow_ids import opportunity_workflow_id
 from sales.commands import ChangeOwner
 from starter.client import OpportunitiesClient
 
@@ -85,7 +86,7 @@ async def ours_per_second(
 
     await until(all_ours)
     seconds = time.perf_counter() - started
-    events = await history_events(client, f"opportunity-{opportunity_id}")
+    events = await history_events(client, opportunity_workflow_id(opportunity_id))
     return count / seconds, events / count
 
 
@@ -185,7 +186,7 @@ async def update_stream(
         calls.append(time.perf_counter() - started)
 
     seconds = await senders(count, ours)
-    lengths = await run_lengths(client, "opportunity-stream")
+    lengths = await run_lengths(client, opportunity_workflow_id("stream"))
     held = sorted(c for c in calls if c > SLOW_CALL)
     bare = await client.start_workflow(BareCommands.run, id="bare-stream", task_queue=BARE_QUEUE)
     refused: list[str] = []
@@ -223,7 +224,7 @@ async def starts_per_second(
             client.start_workflow(
                 "Opportunity", {"opportunity_id": f"s-{n}", "contact_id": "c-bench",
                                 "process_id": "bench"},
-                id=f"opportunity-s-{n}", task_queue=QUEUE,
+                id=opportunity_workflow_id(f"s-{n}"), task_queue=QUEUE,
             )
             for n in range(first, min(first + 50, count))
         ))  # fmt: skip
@@ -300,7 +301,7 @@ async def main(commands: int, starts: int, samples: int, long: int, stream: int)
 async def measure(
     client: Client, pool: Any, commands: int, starts: int, samples: int, long: int, stream: int
 ) -> list[tuple[str, str, str, str]]:
-    opportunities = OpportunitiesClient(client, QUEUE, database=pool)
+    opportunities = OpportunitiesClient(client, QUEUE)
     rows: list[tuple[str, str, str, str]] = []
     for how in ("signal", "update"):
         ours, per_command = await ours_per_second(client, opportunities, commands, how, how)

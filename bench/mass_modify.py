@@ -17,10 +17,10 @@ import asyncio
 import time
 from typing import Any
 
-from activities.search import SearchFilters
 from bench.servers import local_servers
 from runtime import embedded
 from starter.client import OpportunitiesClient
+from store.search import SearchFilters
 from worker import build_worker
 from workflows.mass_messages import MassModifyInput
 
@@ -50,7 +50,7 @@ def one_activity_on_entry(document: dict[str, Any]) -> None:
 async def main(count: int, concurrency: int) -> None:
     async with local_servers(one_activity_on_entry) as (pool, env):
         async with build_worker(env.client, pool, "bench"):
-            client = OpportunitiesClient(env.client, "bench", database=pool)
+            client = OpportunitiesClient(env.client, "bench")
             started = time.perf_counter()
             for first in range(0, count, 50):
                 await asyncio.gather(*(

@@ -123,7 +123,7 @@ Opener = tuple[Callable[[int], Awaitable[None]], Callable[[], Awaitable[int]]]
 def opportunity_opener(client: Client, pool: asyncpg.Pool, queue: str) -> Opener:
     """Opportunities on the example process, each opened with `create` (which returns once
     it is open, its entry activities linked); through once its projection row is written."""
-    opportunities = OpportunitiesClient(client, queue, database=pool)
+    opportunities = OpportunitiesClient(client, queue)
 
     async def open_one(n: int) -> None:
         await opportunities.create(

@@ -16,12 +16,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from activities import search, store
-from activities.schema import migrate
-from activities.search import SearchFilters
+import store
 from runtime import embedded
 from sales.contact import Contact
 from sales.process import ProcessDefinition
+from store import contacts, processes, search
+from store.schema import migrate
+from store.search import SearchFilters
 
 STAGES = ["Prospect", "Needs analysis", "Proposal", "Underwriting", "Closed won", "Closed lost"]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -31,8 +32,8 @@ async def seed(pool, rows: int) -> None:
     process = ProcessDefinition.model_validate(
         {"process_id": "bench", "name": "Bench", "stages": [{"name": s} for s in STAGES]}
     )
-    await store.apply_process(pool, process)
-    await store.add_contact(pool, Contact(contact_id="c-bench", first_name="A", last_name="B"))
+    await processes.apply_process(pool, process)
+    await contacts.add_contact(pool, Contact(contact_id="c-bench", first_name="A", last_name="B"))
     rng = random.Random(7)
     records = []
     for index in range(rows):

@@ -14,12 +14,12 @@ import asyncpg
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities import store
-from activities.schema import migrate
-from runtime import embedded
+import store
+from runtime import embedded, search_attributes
 from sales.contact import Contact
 from sales.process import ProcessDefinition
-from workflows import search_attributes
+from store import contacts, processes
+from store.schema import migrate
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "processes" / "life-insurance.json"
 
@@ -49,9 +49,9 @@ async def local_servers_and_url(
                 document = json.loads(EXAMPLE.read_text())
                 document.update(process_id="bench", default=False)
                 bench_process(document)
-                await store.apply_process(pool, ProcessDefinition.model_validate(document))
+                await processes.apply_process(pool, ProcessDefinition.model_validate(document))
                 contact = Contact(contact_id="c-bench", first_name="A", last_name="B")
-                await store.add_contact(pool, contact)
+                await contacts.add_contact(pool, contact)
             env = await WorkflowEnvironment.start_local(
                 dev_server_existing_path=embedded.temporal_binary(),
                 search_attributes=search_attributes.ALL,

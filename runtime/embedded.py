@@ -15,7 +15,7 @@ from typing import IO
 
 import asyncpg
 
-from workflows import search_attributes
+from runtime import search_attributes
 
 DATABASE_NAME = "opportunities"
 

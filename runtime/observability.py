@@ -23,8 +23,8 @@ from typing import Any
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from runtime.settings import BadSetting, setting
+from runtime.workflow_ids import opportunity_id_of
 
-OPPORTUNITY_PREFIX = "opportunity-"
 DEFAULT_METRICS_HOST = "127.0.0.1"
 """Metrics stay on the machine unless an operator names another address."""
 
@@ -66,8 +66,9 @@ class JsonFormatter(logging.Formatter):
                 if key in context:
                     entry[key] = context[key]
             workflow_id = str(context.get("workflow_id", ""))
-            if workflow_id.startswith(OPPORTUNITY_PREFIX):
-                entry["opportunity_id"] = workflow_id.removeprefix(OPPORTUNITY_PREFIX)
+            opportunity_id = opportunity_id_of(workflow_id)
+            if opportunity_id is not None:
+                entry["opportunity_id"] = opportunity_id
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from temporalio.client import WorkflowQueryFailedError
 
-from activities import store
+import store
 from runtime import settings
 from runtime.codec import KeySettingError
 from runtime.temporal import Unreachable

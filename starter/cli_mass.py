@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from activities import search
 from starter.cli_common import (
     JsonFlag,
     UserError,
@@ -23,6 +22,7 @@ from starter.cli_common import (
 )
 from starter.cli_opportunities import search_filters
 from starter.client import OpportunitiesClient
+from store import search
 from workflows.mass_messages import MassModifyInput
 from workflows.mass_messages import Progress as BatchProgress
 

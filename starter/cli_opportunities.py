@@ -10,8 +10,6 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from activities import calendar, search
-from activities.search import SearchFilters, SortKey
 from sales.commands import (
     AddAction,
     ChangeStage,
@@ -39,6 +37,9 @@ from starter.cli_common import (
     run,
 )
 from starter.client import OpportunitiesClient
+from starter.read_model import ReadModel
+from store import calendar, search
+from store.search import SearchFilters, SortKey
 
 app = new_app("Opportunities.")
 action_app = new_app("Actions of one opportunity (its own copy of the process's actions).")
@@ -71,6 +72,8 @@ def create(
 
     async def work() -> None:
         client = await OpportunitiesClient.connect()
+        async with database() as pool:
+            contact_name = await ReadModel(pool).contact_name(contact)
         try:
             opportunity = await client.create(
                 contact,
@@ -80,6 +83,7 @@ def create(
                 owner=owner,
                 stage=stage,
                 by=actor(),
+                contact_name=contact_name,
             )
         except ValidationError as error:
             raise UserError(describe_validation_error(error, "opportunity")) from None

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from activities import events, letters, rendering, store
-from activities.events import Event
+from activities import rendering
+from activities.letters import put_template
 from sales.contact import Contact
 from sales.errors import describe_validation_error
 from sales.process import Action, ProcessDefinition
@@ -24,6 +24,8 @@ from starter.cli_common import (
     print_json,
     run,
 )
+from store import contacts, events, letters, processes
+from store.events import Event
 
 process_app = new_app("Opportunity Setup: sales processes.")
 contact_app = new_app("Contacts.")
@@ -45,7 +47,7 @@ def process_apply(file: Path, as_json: JsonFlag = False) -> None:
 
     async def work() -> None:
         async with database() as pool:
-            process, created = await store.apply_process(pool, definition)
+            process, created = await processes.apply_process(pool, definition)
         result = {
             "process_id": definition.process_id,
             "version": process.version,
@@ -66,12 +68,12 @@ def process_list(as_json: JsonFlag = False) -> None:
 
     async def work() -> None:
         async with database() as pool:
-            processes = await store.list_processes(pool)
+            found = await processes.list_processes(pool)
         if as_json:
-            print_json(processes)
+            print_json(found)
             return
         table = new_table("process", "name", "version", "default", "stages")
-        for p in processes:
+        for p in found:
             table.add_row(
                 p.process_id,
                 p.name,
@@ -96,8 +98,8 @@ def process_show(
 
     async def work() -> None:
         async with database() as pool:
-            process = await store.get_process(pool, process_id, version)
-            known = await store.process_ids(pool)
+            process = await processes.get_process(pool, process_id, version)
+            known = await processes.process_ids(pool)
         if process is None:
             raise UserError(f"unknown process {process_id!r}; processes are {known}")
         if as_json:
@@ -164,7 +166,7 @@ def contact_add(
 
     async def work() -> None:
         async with database() as pool:
-            added = await store.add_contact(pool, contact)
+            added = await contacts.add_contact(pool, contact)
         if as_json:
             print_json({"contact_id": contact_id, "added": added})
         else:
@@ -179,12 +181,12 @@ def contact_list(as_json: JsonFlag = False) -> None:
 
     async def work() -> None:
         async with database() as pool:
-            contacts = await store.list_contacts(pool)
+            found = await contacts.list_contacts(pool)
         if as_json:
-            print_json(contacts)
+            print_json(found)
             return
         table = new_table("contact", "name", "email", "address")
-        for c in contacts:
+        for c in found:
             address = ", ".join(x for x in (c.street, c.postal_code, c.city, c.country) if x)
             table.add_row(c.contact_id, c.full_name, c.email or "", address)
         console.print(table)
@@ -284,8 +286,8 @@ def template_add(name: str, file: Path, as_json: JsonFlag = False) -> None:
     async def work() -> None:
         async with database() as pool:
             try:
-                await letters.put_template(pool, name, body)
-            except letters.TemplateError as error:
+                await put_template(pool, name, body)
+            except rendering.TemplateError as error:
                 raise UserError(f"template {file} cannot be used: {error}") from None
             except rendering.RendererUnavailable as error:
                 raise UserError(f"template {file} could not be checked: {error}") from None

@@ -8,10 +8,11 @@ from typing import Annotated
 import asyncpg
 import typer
 
-from activities import search
+from runtime.workflow_ids import opportunity_id_of
 from starter.cli_common import JsonFlag, UserError, console, database, new_app, print_json, run
 from starter.client import OpportunitiesClient
 from starter.verify import Verdict, verify
+from store import search
 
 app = new_app("Checks.")
 
@@ -72,5 +73,5 @@ async def _every_id(client: OpportunitiesClient, pool: asyncpg.Pool) -> list[str
     ids = set(await search.matching_ids(pool, search.SearchFilters()))
     query = 'WorkflowType = "Opportunity" AND ExecutionStatus = "Running"'
     async for execution in client.temporal.list_workflows(query):
-        ids.add(execution.id.removeprefix("opportunity-"))
+        ids.add(opportunity_id_of(execution.id) or execution.id)
     return sorted(ids)

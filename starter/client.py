@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import asyncpg
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -27,10 +26,10 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities import search, store
-from activities.search import SearchFilters, SearchPage, SortKey
+from activities.mass import unreachable_reason
 from runtime import settings
 from runtime.temporal import connect
+from runtime.workflow_ids import mass_modify_workflow_id, opportunity_workflow_id
 from sales.commands import (
     AddAction,
     ChangeOwner,
@@ -52,10 +51,6 @@ from workflows.mass_messages import MassModifyInput, Progress
 from workflows.messages import Carried, OpportunityInput, Reopen
 
 WORKFLOW_TYPE = "Opportunity"
-
-
-def workflow_id(opportunity_id: str) -> str:
-    return f"opportunity-{opportunity_id}"
 
 
 def _resendable(error: RPCError) -> bool:
@@ -87,55 +82,19 @@ class StartFailed(Exception):
 
 
 class OpportunitiesClient:
-    def __init__(
-        self,
-        client: Client,
-        task_queue: str | None = None,
-        database: asyncpg.Pool | None = None,
-    ) -> None:
+    """Commands, queries and starts, through Temporal only (no database): what a backend
+    service needs to drive opportunities. Reading the read model is `ReadModel`'s."""
+
+    def __init__(self, client: Client, task_queue: str | None = None) -> None:
         self.temporal = client
         self.task_queue = task_queue or settings.task_queue()
-        self._database = database
-        self._owns_database = False
-
-    async def database(self) -> asyncpg.Pool:
-        """The read model's pool (searches read PostgreSQL, not Temporal): the one given, else
-        one opened on `DATABASE_URL` when first needed."""
-        if self._database is None:
-            self._database = await store.create_pool(settings.database_url(), max_size=4)
-            self._owns_database = True
-        return self._database
-
-    async def close(self) -> None:
-        if self._owns_database and self._database is not None:
-            await self._database.close()
-            self._database = None
-
-    async def search(
-        self,
-        filters: SearchFilters | None = None,
-        *,
-        sort: SortKey = "opportunity_id",
-        descending: bool = False,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> SearchPage:
-        """Opportunities matching `filters`, one page of them, from the read model."""
-        return await search.search(
-            await self.database(),
-            filters or SearchFilters(),
-            sort=sort,
-            descending=descending,
-            limit=limit,
-            offset=offset,
-        )
 
     @classmethod
     async def connect(cls) -> OpportunitiesClient:
         return cls(await connect())
 
     def handle(self, opportunity_id: str) -> WorkflowHandle[Any, Any]:
-        return self.temporal.get_workflow_handle(workflow_id(opportunity_id))
+        return self.temporal.get_workflow_handle(opportunity_workflow_id(opportunity_id))
 
     async def create(
         self,
@@ -147,9 +106,11 @@ class OpportunitiesClient:
         owner: str | None = None,
         stage: str | None = None,
         by: str | None = None,
+        contact_name: str | None = None,
         wait_seconds: float = 30.0,
     ) -> Opportunity:
-        """Start an opportunity and wait until it is open; raise `StartFailed` if it cannot be."""
+        """Start an opportunity and wait until it is open; raise `StartFailed` if it cannot be.
+        `contact_name` is for the one line the Temporal UI shows (else the contact's id)."""
         start = StartOpportunity(
             opportunity_id=opportunity_id or f"opp-{uuid.uuid4().hex[:12]}",
             contact_id=contact_id,
@@ -163,27 +124,17 @@ class OpportunitiesClient:
             handle = await self.temporal.start_workflow(
                 WORKFLOW_TYPE,
                 start,
-                id=workflow_id(start.opportunity_id),
+                id=opportunity_workflow_id(start.opportunity_id),
                 task_queue=self.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 static_summary=static_summary(
-                    await self._contact_name(contact_id) or contact_id,
-                    process_id,
-                    name or start.opportunity_id,
+                    contact_name or contact_id, process_id, name or start.opportunity_id
                 ),
             )
         except WorkflowAlreadyStartedError:
             raise StartFailed(f"opportunity {start.opportunity_id!r} already exists") from None
         return await self._wait_open(handle, wait_seconds)
-
-    async def _contact_name(self, contact_id: str) -> str | None:
-        """For the UI's summary; without a reachable database the summary shows the id."""
-        try:
-            contact = await store.get_contact(await self.database(), contact_id)
-        except (settings.NotConfigured, OSError, asyncpg.PostgresError):
-            return None
-        return f"{contact.first_name} {contact.last_name}".strip() if contact else None
 
     async def _wait_open(
         self,
@@ -283,7 +234,7 @@ class OpportunitiesClient:
                 code="not_allowed",
             )
         closed = await self.temporal.get_workflow_handle(
-            workflow_id(opportunity_id), result_type=Opportunity
+            opportunity_workflow_id(opportunity_id), result_type=Opportunity
         ).result()
         definition = closed.process.stage(stage)
         if definition is None or definition.closes_as:
@@ -305,7 +256,7 @@ class OpportunitiesClient:
             new = await self.temporal.start_workflow(
                 WORKFLOW_TYPE,
                 start,
-                id=workflow_id(opportunity_id),
+                id=opportunity_workflow_id(opportunity_id),
                 task_queue=self.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
@@ -418,18 +369,7 @@ class OpportunitiesClient:
 
     async def unreachable(self, opportunity_id: str) -> str | None:
         """Why commands cannot reach this opportunity now, or None when it is running."""
-        try:
-            description = await self.handle(opportunity_id).describe()
-        except RPCError as error:
-            if error.status == RPCStatusCode.NOT_FOUND:
-                return f"no opportunity {opportunity_id!r}"
-            raise
-        if description.status == WorkflowExecutionStatus.RUNNING:
-            return None
-        if description.status == WorkflowExecutionStatus.COMPLETED:
-            return f"opportunity {opportunity_id!r} is closed; reopen it to change it"
-        status = description.status.name.lower() if description.status else "unknown"
-        return f"opportunity {opportunity_id!r} is not running ({status})"
+        return await unreachable_reason(self.temporal, opportunity_id)
 
     async def change_owner(self, opportunity_id: str, owner: str, **common: Any) -> CommandResult:
         return await self.execute(opportunity_id, ChangeOwner(owner=owner, **common))
@@ -440,7 +380,7 @@ class OpportunitiesClient:
         return await self.temporal.start_workflow(
             "MassModify",
             batch,
-            id=f"mass-modify-{batch.batch_id}",
+            id=mass_modify_workflow_id(batch.batch_id),
             task_queue=self.task_queue,
             result_type=Progress,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
@@ -449,7 +389,9 @@ class OpportunitiesClient:
         )
 
     async def mass_progress(self, batch_id: str) -> Progress:
-        handle = self.temporal.get_workflow_handle(f"mass-modify-{batch_id}", result_type=Progress)
+        handle = self.temporal.get_workflow_handle(
+            mass_modify_workflow_id(batch_id), result_type=Progress
+        )
         try:
             progress = await handle.query("progress", result_type=Progress | None)  # type: ignore[arg-type]
         except RPCError as error:

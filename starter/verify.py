@@ -14,10 +14,10 @@ import asyncpg
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities import calendar, events, letters, store
 from sales.opportunity import ActionState, Opportunity
 from sales.process import CalendarAction, EventAction, LetterAction
 from starter.client import OpportunitiesClient
+from store import calendar, events, letters, opportunities
 
 SUMMARY_FIELDS = ["contact_id", "process_id", "process_version", "name", "owner", "status",
                   "current_stage", "stage_entered_at", "closed_at", "open_actions",
@@ -36,12 +36,10 @@ class Verdict:
     note: str = ""
 
 
-async def verify(
-    opportunities: OpportunitiesClient, pool: asyncpg.Pool, opportunity_id: str
-) -> Verdict:
+async def verify(client: OpportunitiesClient, pool: asyncpg.Pool, opportunity_id: str) -> Verdict:
     """Every difference between the opportunity's workflow state and its read model."""
-    state, note = await _state(opportunities, opportunity_id)
-    row = await store.get_opportunity(pool, opportunity_id)
+    state, note = await _state(client, opportunity_id)
+    row = await opportunities.get_opportunity(pool, opportunity_id)
     if state is None:
         problems = [] if row is None else [f"a read-model row but no workflow state ({note})"]
         return Verdict(opportunity_id, False, problems, note)
@@ -55,9 +53,9 @@ async def verify(
 
 
 async def _state(
-    opportunities: OpportunitiesClient, opportunity_id: str
+    client: OpportunitiesClient, opportunity_id: str
 ) -> tuple[Opportunity | None, str]:
-    handle = opportunities.handle(opportunity_id)
+    handle = client.handle(opportunity_id)
     try:
         description = await handle.describe()
     except RPCError as error:
@@ -66,9 +64,9 @@ async def _state(
         raise
     status = description.status
     if status == WorkflowExecutionStatus.RUNNING:
-        return await opportunities.state(opportunity_id), ""
+        return await client.state(opportunity_id), ""
     if status == WorkflowExecutionStatus.COMPLETED:
-        result = await opportunities.temporal.get_workflow_handle(
+        result = await client.temporal.get_workflow_handle(
             handle.id, result_type=Opportunity
         ).result()
         return result, ""
@@ -90,7 +88,9 @@ def _summary(state: Opportunity, row: Any) -> list[str]:
 async def _history(pool: asyncpg.Pool, state: Opportunity) -> list[str]:
     """The workflow keeps the newest entries (it may have trimmed the oldest); each of them
     must be in the read model as it is, and the read model has none beyond them."""
-    rows = {entry.seq: entry for entry in await store.get_history(pool, state.opportunity_id)}
+    rows = {
+        entry.seq: entry for entry in await opportunities.get_history(pool, state.opportunity_id)
+    }
     found = []
     for entry in state.history:
         row = rows.get(entry.seq)

@@ -26,14 +26,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities import store
+import store
 from activities.letters import Mailer
-from activities.schema import migrate
-from runtime import codec_server, embedded
+from runtime import codec_server, embedded, search_attributes
 from runtime.codec import EncryptionCodec, Keyring
 from starter.client import OpportunitiesClient
+from store.schema import migrate
 from worker import build_worker
-from workflows import search_attributes
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_PROCESS = ROOT / "examples" / "processes" / "life-insurance.json"
@@ -170,7 +169,7 @@ async def worker(
 @pytest.fixture
 def opportunities(client: Client, task_queue: str, pool: asyncpg.Pool) -> OpportunitiesClient:
     """The typed client, on this test's task queue, searching the test database."""
-    return OpportunitiesClient(client, task_queue, database=pool)
+    return OpportunitiesClient(client, task_queue)
 
 
 @pytest.fixture

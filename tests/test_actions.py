@@ -10,10 +10,10 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.worker import Worker
 
-from activities import calendar, events, letters
 from activities.letters import message_id_for
 from sales.errors import CommandRejected
 from starter.client import OpportunitiesClient
+from store import calendar, events, letters
 from tests.conftest import Inbox
 from tests.helpers import open_one, setup_contact, store_unchecked_template
 

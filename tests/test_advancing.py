@@ -11,11 +11,12 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.worker import Worker
 
-from activities import calendar, store
+import store.opportunities
 from sales.commands import ChangeStage
 from sales.errors import CommandRejected
 from sales.opportunity import Opportunity
 from starter.client import OpportunitiesClient
+from store import calendar
 from tests.conftest import example_definition
 from tests.helpers import eventually, open_one
 from worker import build_worker
@@ -57,7 +58,9 @@ async def test_entering_a_stage_creates_its_activities_and_may_cancel_the_open_o
     entry = (await opportunities.history(f"o-{uid}"))[-1]
     assert entry.canceled_activities == [intro]
     assert entry.created_activities == [created.activity_id]
-    [row] = [r for r in await store.get_history(pool, f"o-{uid}") if r.seq == entry.seq]
+    [row] = [
+        r for r in await store.opportunities.get_history(pool, f"o-{uid}") if r.seq == entry.seq
+    ]
     assert (row.canceled_activities, row.created_activities) == ([intro], [created.activity_id])
 
     # Not asked: the open activity of the stage left stays active.
@@ -128,7 +131,7 @@ async def test_completing_the_last_action_advances_through_the_process_to_won(
     result = await client.get_workflow_handle(handle.id, result_type=Opportunity).result()
     assert result.status == "won" and result.closed_at is not None
     assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
-    row = await store.get_opportunity(pool, opp)
+    row = await store.opportunities.get_opportunity(pool, opp)
     assert row is not None and (row.status, row.current_stage) == ("won", "Closed won")
     assert row.closed_at is not None
 
@@ -203,13 +206,13 @@ async def test_lost_rejects_commands_and_reopen_starts_again(
     assert linked(reopened, "fact-finder") is not None, "entering a stage creates its activities"
     runs = [w async for w in client.list_workflows(f"WorkflowId = '{handle.id}'")]
     assert len(runs) == 2
-    row = await store.get_opportunity(pool, opp)
+    row = await store.opportunities.get_opportunity(pool, opp)
     assert row is not None and (row.status, row.closed_at) == ("open", None)
     with pytest.raises(CommandRejected, match="is open"):
         await opportunities.reopen(opp, "Prospect")
     moved = await opportunities.change_stage(opp, "Proposal")
     assert moved.current_stage == "Proposal"
-    rows = await store.get_history(pool, opp)
+    rows = await store.opportunities.get_history(pool, opp)
     assert [r.source for r in rows] == ["start", "outcome", "reopened", "manual"]
 
 
@@ -312,7 +315,7 @@ async def test_a_timer_survives_a_worker_restart(
     async with build_worker(client, pool, task_queue):
 
         async def advanced() -> bool:
-            row = await store.get_opportunity(pool, f"o-{uid}")
+            row = await store.opportunities.get_opportunity(pool, f"o-{uid}")
             return row is not None and row.current_stage == "Proposal"
 
         await eventually(advanced, seconds=15)

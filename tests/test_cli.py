@@ -12,10 +12,11 @@ import yaml
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities import calendar, letters
-from activities.search import SearchFilters
 from runtime import embedded
 from starter.client import OpportunitiesClient
+from starter.read_model import ReadModel
+from store import calendar, letters
+from store.search import SearchFilters
 from tests.conftest import Cli, Inbox, Servers, example_definition
 from tests.helpers import WELCOME, eventually, open_one, own_definition
 
@@ -319,7 +320,7 @@ async def test_mass_modify_from_the_command_line(
 
     async def owned() -> bool:
         return (
-            await opportunities.search(SearchFilters(owner="dora", process_id=process_id))
+            await ReadModel(pool).search(SearchFilters(owner="dora", process_id=process_id))
         ).total == 4
 
     await eventually(owned)

@@ -9,8 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from runtime import codec_server
-from workflows import search_attributes
+from runtime import codec_server, search_attributes
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "tests" / "reference" / "compose-spec.json"

@@ -15,11 +15,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from temporalio.client import Client
 
-from activities import events
 from activities.letters import message_id_for
-from activities.search import SearchFilters
 from runtime import embedded
 from starter.client import OpportunitiesClient
+from store import events
+from store.search import SearchFilters
 from tests.conftest import Inbox, Servers
 from tests.helpers import eventually, setup_contact, setup_process, setup_references
 from workflows.mass_messages import MassModifyInput
@@ -193,7 +193,7 @@ async def test_sigkill_mid_mass_modification_changes_each_opportunity_once(
 ) -> None:
     process_id = await setup_process(pool, uid, on_entry=False)
     contact_id = await setup_contact(pool, uid)
-    opportunities = OpportunitiesClient(client, task_queue, database=pool)
+    opportunities = OpportunitiesClient(client, task_queue)
     await worker_process.start()
     total = 80
     for start in range(0, total, 20):

@@ -174,7 +174,7 @@ async def test_history_is_sealed_on_the_server_and_the_codec_server_opens_it(
 ) -> None:
     process_id = await setup_process(pool, uid)
     contact_id = await setup_contact(pool, uid, first_name=SECRET)
-    opportunities = OpportunitiesClient(sealed_client, task_queue, database=pool)
+    opportunities = OpportunitiesClient(sealed_client, task_queue)
     async with build_worker(sealed_client, pool, task_queue):
         await opportunities.create(
             contact_id, opportunity_id=f"e-{uid}", process_id=process_id, name=f"{SECRET} deal"
@@ -222,7 +222,7 @@ async def test_a_plaintext_command_to_an_encrypting_worker_is_rejected(
 
     process_id = await setup_process(pool, uid)
     contact_id = await setup_contact(pool, uid)
-    opportunities = OpportunitiesClient(sealed_client, task_queue, database=pool)
+    opportunities = OpportunitiesClient(sealed_client, task_queue)
     config = client.config()
     config["data_converter"] = data_converter(SendsInClear(Keyring.parse(f"test:{KEY_1}")))
     in_clear = Client(**config)

@@ -255,7 +255,7 @@ async def test_worker_killed_mid_run(
 
         await run_mixed_commands(
             pool,
-            OpportunitiesClient(client, task_queue, database=pool),
+            OpportunitiesClient(client, task_queue),
             uid,
             count=OPPORTUNITIES,
             fault=killed.kill,

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from temporalio.worker import Worker
 
-from activities import store
+import store.opportunities
 from runtime import embedded
 from starter.client import OpportunitiesClient
 from tests.conftest import Servers
@@ -73,7 +73,7 @@ async def test_one_command_four_ways_is_recorded_the_same(
     async def all_moved() -> list[tuple[str | None, str, str, str | None, str | None]] | None:
         entries = []
         for way in ways:
-            history = await store.get_history(pool, f"{way}-{uid}")
+            history = await store.opportunities.get_history(pool, f"{way}-{uid}")
             if len(history) != 2:
                 return None
             last = history[-1]

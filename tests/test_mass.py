@@ -10,10 +10,11 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities import store
-from activities.search import SearchFilters
+import store.opportunities
 from sales.commands import ChangeStage
 from starter.client import OpportunitiesClient
+from starter.read_model import ReadModel
+from store.search import SearchFilters
 from tests.helpers import eventually, setup_contact, setup_process, setup_references
 from workflows.mass_messages import MassModifyInput, Progress
 
@@ -96,7 +97,7 @@ async def test_owner_changes_and_the_selection_is_frozen(
     report = await (await opportunities.start_mass_modify(batch)).result()
     assert (report.changed, report.rejected) == (12, 1)
     assert report.outcomes[0].reason == "no opportunity 'nobody'"
-    page = await opportunities.search(SearchFilters(owner="carol", ids=ids))
+    page = await ReadModel(pool).search(SearchFilters(owner="carol", ids=ids))
     assert page.total == 12
 
 
@@ -123,7 +124,7 @@ async def test_cancelling_a_batch_keeps_what_was_changed(
     await handle.cancel()
     report: Progress = await handle.result()
     assert report.canceled and 3 <= report.done < 40
-    moved = await store.get_opportunity(pool, f"m-{uid}-0000")
+    moved = await store.opportunities.get_opportunity(pool, f"m-{uid}-0000")
     assert moved is not None and moved.current_stage == "Needs analysis"
     count = await pool.fetchval(
         "SELECT count(*) FROM opportunities WHERE process_id = $1 AND current_stage = $2",

@@ -25,11 +25,14 @@ from temporalio.common import RawValue, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from activities import calendar, letters, store
+import store
+import store.opportunities
+from activities.letters import put_template
 from runtime import embedded
 from sales.errors import CommandRejected
 from sales.process import ProcessDefinition
 from starter.client import OpportunitiesClient
+from store import calendar, letters, processes
 from tests.conftest import Cli, Servers, example_definition
 from tests.helpers import (
     eventually,
@@ -105,13 +108,13 @@ async def test_a_nul_character_is_refused_and_the_opportunity_goes_on(
     assert result.status == "open"
     state = await opportunities.state(f"o-{uid}")
     assert state.owner == "bob" and [r.code for r in state.rejected] == ["invalid_payload"]
-    row = await store.get_opportunity(pool, f"o-{uid}")
+    row = await store.opportunities.get_opportunity(pool, f"o-{uid}")
     assert row is not None and row.owner == "bob"
 
     # A name with NUL in the start input: the start fails at once, nothing is written.
     with pytest.raises(Exception, match="U\\+0000"):
         await opportunities.create(f"c-{uid}", opportunity_id=f"n-{uid}", name="a\x00b")
-    assert await store.get_opportunity(pool, f"n-{uid}") is None
+    assert await store.opportunities.get_opportunity(pool, f"n-{uid}") is None
 
 
 # --- 2. failures that used to retry forever --------------------------------------------------
@@ -145,7 +148,7 @@ async def test_a_letter_header_with_a_line_break_fails_the_action_without_retrie
     assert (failed.outcome, failed.code) == ("failed", "mail_refused"), failed.message
     assert "linefeed or carriage return" in failed.message
     assert await attempts(opportunities.handle(f"o-{uid}"), "send_letter") == [1]
-    await letters.put_template(pool, f"welcome-{uid}", "Subject: Hi\nText")
+    await put_template(pool, f"welcome-{uid}", "Subject: Hi\nText")
     again = await opportunities.perform_actions(f"o-{uid}", ["welcome-letter"])
     assert again.actions[0].outcome == "letter_sent"
 
@@ -190,7 +193,7 @@ async def test_large_rejected_signals_keep_the_state_small(
     """Five 1 MB signals: each is rejected and kept as a kibibyte; the state query works and
     the run continues as new."""
     handle = await start_continuing_early(client, pool, uid, f"big-{uid}", task_queue, 40)
-    opportunities = OpportunitiesClient(client, task_queue, database=pool)
+    opportunities = OpportunitiesClient(client, task_queue)
     first_run = (await handle.describe()).run_id
     huge = {"stage": "Proposal", "reason": "x" * 1_000_000}
     for _ in range(5):
@@ -220,13 +223,13 @@ async def test_a_process_definition_over_the_limit_is_refused(
     document["outcome_stages"] = {}
     definition = ProcessDefinition.model_validate(document)
     with pytest.raises(store.StoreError, match="bytes as JSON; at most 262,144"):
-        await store.apply_process(pool, definition)
+        await processes.apply_process(pool, definition)
     path = tmp_path / "huge.json"
     path.write_text(json.dumps(document))
     refused = await cli("process", "apply", str(path))
     assert refused.code == 1 and "at most 262,144" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
-    assert await store.get_process(pool, f"huge-{uid}") is None
+    assert await processes.get_process(pool, f"huge-{uid}") is None
 
 
 # --- 5. and 6. keys that cannot collide, generations never reused ------------------------
@@ -340,7 +343,7 @@ async def test_a_bad_start_fails_the_workflow_at_once(
             id_reuse_policy=ALLOW,
         )  # fmt: skip
         assert expected in await failed_at_start(handle)
-    assert await store.get_opportunity(pool, f"s-{uid}") is None
+    assert await store.opportunities.get_opportunity(pool, f"s-{uid}") is None
 
 
 async def test_a_bad_mass_modification_fails_at_once(

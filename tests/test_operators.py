@@ -81,7 +81,7 @@ async def test_the_worker_exports_sdk_and_service_metrics(
     client = await Client.connect(
         servers.temporal_address, runtime=runtime, data_converter=pydantic_data_converter
     )
-    opportunities = OpportunitiesClient(client, task_queue, database=pool)
+    opportunities = OpportunitiesClient(client, task_queue)
     async with build_worker(client, pool, task_queue):
         await open_one(pool, opportunities, uid)
         await opportunities.change_stage(f"o-{uid}", "Proposal", request_id=f"r-{uid}")

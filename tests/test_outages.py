@@ -31,10 +31,10 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RetryConfig
 
-from activities import store
-from activities.schema import migrate
+import store
 from runtime import embedded
 from starter.client import OpportunitiesClient
+from store.schema import migrate
 from tests.conftest import Servers
 from tests.helpers import eventually
 from tests.test_faults import Workers, opportunity_ids, run_mixed_commands
@@ -124,7 +124,7 @@ async def test_temporal_server_killed_and_restarted_mid_run(
         worker = await workers.start(replace(servers, temporal_address=own_temporal.address))
         run = await run_mixed_commands(
             pool,
-            OpportunitiesClient(client, task_queue, database=pool),
+            OpportunitiesClient(client, task_queue),
             uid,
             count=OPPORTUNITIES,
             fault=own_temporal.kill,
@@ -234,7 +234,7 @@ async def test_postgres_stopped_for_20_seconds_mid_run(
     tmp_path: Path,
     uid: str,
 ) -> None:
-    opportunities = OpportunitiesClient(client, task_queue, database=own_pool)
+    opportunities = OpportunitiesClient(client, task_queue)
     handles = [opportunities.handle(i) for i in opportunity_ids(uid, OPPORTUNITIES)]
     workers = Workers(task_queue, tmp_path)
 

@@ -10,12 +10,13 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities import search, store
-from activities.search import SearchFilters
 from sales.contact import Contact
 from sales.opportunity import OpportunitySummary
 from sales.process import ProcessDefinition
 from starter.client import OpportunitiesClient
+from starter.read_model import ReadModel
+from store import contacts, processes, search
+from store.search import SearchFilters
 from tests.conftest import Cli, example_definition
 from tests.helpers import eventually, open_one
 
@@ -29,8 +30,8 @@ async def seed(pool: asyncpg.Pool, uid: str, count: int) -> str:
     """`count` opportunities straight into the read model, spread over stages, owners, names
     and dates; returns their process id."""
     process = ProcessDefinition.model_validate(example_definition(f"seed-{uid}"))
-    await store.apply_process(pool, process)
-    await store.add_contact(pool, Contact(contact_id=f"c-{uid}", first_name="A", last_name="B"))
+    await processes.apply_process(pool, process)
+    await contacts.add_contact(pool, Contact(contact_id=f"c-{uid}", first_name="A", last_name="B"))
     rows = []
     for index in range(count):
         stage = STAGES[index % len(STAGES)]
@@ -147,7 +148,7 @@ async def test_search_attributes_agree_with_the_read_model(
         SearchFilters(contact_id=f"c-{uid}", status="open", has_open_actions=True),
         4,
     )
-    page = await opportunities.search(SearchFilters(process_id=process_id), sort="owner")
+    page = await ReadModel(pool).search(SearchFilters(process_id=process_id), sort="owner")
     assert [o.owner for o in page.items] == ["ann", "bob", "bob", "bob"]
 
 

@@ -9,14 +9,16 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from activities import store
-from activities.schema import migrate, migration_files
+import store
+import store.opportunities
 from sales import core
 from sales.commands import ChangeStage
 from sales.contact import Contact
 from sales.effects import RecordHistory
 from sales.opportunity import StartOpportunity
 from sales.process import ProcessDefinition
+from store import contacts, processes
+from store.schema import migrate, migration_files
 from tests.conftest import example_definition
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
@@ -58,19 +60,19 @@ async def test_migrations_are_idempotent_and_safe_to_run_concurrently(
 
 async def test_applying_a_process_versions_it(pool: asyncpg.Pool, uid: str) -> None:
     definition = ProcessDefinition.model_validate(example_definition(f"p-{uid}"))
-    first, created = await store.apply_process(pool, definition)
+    first, created = await processes.apply_process(pool, definition)
     assert (first.version, created) == (1, True)
-    same, created = await store.apply_process(pool, definition)
+    same, created = await processes.apply_process(pool, definition)
     assert (same.version, created) == (1, False), "an unchanged definition is a no-op"
     changed = ProcessDefinition.model_validate(
         example_definition(f"p-{uid}", name="Life insurance sale (2027)")
     )
-    second, created = await store.apply_process(pool, changed)
+    second, created = await processes.apply_process(pool, changed)
     assert (second.version, created) == (2, True)
-    assert (await store.get_process(pool, f"p-{uid}")) == second
-    assert (await store.get_process(pool, f"p-{uid}", 1)) == first
-    assert await store.get_process(pool, f"p-{uid}", 3) is None
-    listed = {p.process_id: p for p in await store.list_processes(pool)}
+    assert (await processes.get_process(pool, f"p-{uid}")) == second
+    assert (await processes.get_process(pool, f"p-{uid}", 1)) == first
+    assert await processes.get_process(pool, f"p-{uid}", 3) is None
+    listed = {p.process_id: p for p in await processes.list_processes(pool)}
     assert listed[f"p-{uid}"].version == 2
     assert listed[f"p-{uid}"].stages[0] == "Prospect"
 
@@ -79,7 +81,7 @@ async def test_concurrent_applies_of_one_change_make_one_version(
     pool: asyncpg.Pool, uid: str
 ) -> None:
     definition = ProcessDefinition.model_validate(example_definition(f"p-{uid}"))
-    results = await asyncio.gather(*(store.apply_process(pool, definition) for _ in range(5)))
+    results = await asyncio.gather(*(processes.apply_process(pool, definition) for _ in range(5)))
     assert sorted(created for _, created in results) == [False] * 4 + [True]
     assert {process.version for process, _ in results} == {1}
 
@@ -89,12 +91,12 @@ async def test_the_latest_default_process_is_the_default(pool: asyncpg.Pool, uid
         definition = ProcessDefinition.model_validate(
             example_definition(f"{name}-{uid}", default=True)
         )
-        await store.apply_process(pool, definition)
-    default = await store.default_process(pool)
+        await processes.apply_process(pool, definition)
+    default = await processes.default_process(pool)
     assert default is not None and default.definition.process_id == f"b-{uid}"
     demoted = ProcessDefinition.model_validate(example_definition(f"b-{uid}", default=False))
-    await store.apply_process(pool, demoted)
-    default = await store.default_process(pool)
+    await processes.apply_process(pool, demoted)
+    default = await processes.default_process(pool)
     assert default is not None and default.definition.process_id == f"a-{uid}"
 
 
@@ -109,19 +111,19 @@ async def test_contacts_are_added_once_and_never_overwritten(pool: asyncpg.Pool,
         postal_code="22202",
         country="US",
     )
-    assert await store.add_contact(pool, contact) is True
-    assert await store.add_contact(pool, contact) is False
+    assert await contacts.add_contact(pool, contact) is True
+    assert await contacts.add_contact(pool, contact) is False
     with pytest.raises(store.StoreError, match="already exists with other details"):
-        await store.add_contact(pool, contact.model_copy(update={"city": "Elsewhere"}))
-    assert await store.get_contact(pool, f"c-{uid}") == contact
+        await contacts.add_contact(pool, contact.model_copy(update={"city": "Elsewhere"}))
+    assert await contacts.get_contact(pool, f"c-{uid}") == contact
 
 
 async def test_projection_writes_are_idempotent_and_never_go_back(
     pool: asyncpg.Pool, uid: str
 ) -> None:
     process = ProcessDefinition.model_validate(example_definition(f"p-{uid}"))
-    stored, _ = await store.apply_process(pool, process)
-    await store.add_contact(pool, Contact(contact_id=f"c-{uid}", first_name="A", last_name="B"))
+    stored, _ = await processes.apply_process(pool, process)
+    await contacts.add_contact(pool, Contact(contact_id=f"c-{uid}", first_name="A", last_name="B"))
     opened = core.open_opportunity(
         StartOpportunity(opportunity_id=f"o-{uid}", contact_id=f"c-{uid}"), stored, T0
     )
@@ -129,21 +131,27 @@ async def test_projection_writes_are_idempotent_and_never_go_back(
     opened_history = [e.entry for e in opened.effects if isinstance(e, RecordHistory)]
     moved_history = [e.entry for e in moved.effects if isinstance(e, RecordHistory)]
 
-    assert await store.project_opportunity(pool, opened.state.summary(), opened_history)
-    assert await store.project_opportunity(pool, moved.state.summary(), moved_history)
+    assert await store.opportunities.project_opportunity(
+        pool, opened.state.summary(), opened_history
+    )
+    assert await store.opportunities.project_opportunity(pool, moved.state.summary(), moved_history)
     # Retries of both writes, in any order, change nothing.
-    assert not await store.project_opportunity(pool, moved.state.summary(), moved_history)
-    assert not await store.project_opportunity(pool, opened.state.summary(), opened_history)
+    assert not await store.opportunities.project_opportunity(
+        pool, moved.state.summary(), moved_history
+    )
+    assert not await store.opportunities.project_opportunity(
+        pool, opened.state.summary(), opened_history
+    )
 
-    row = await store.get_opportunity(pool, f"o-{uid}")
+    row = await store.opportunities.get_opportunity(pool, f"o-{uid}")
     assert row is not None and row.current_stage == "Proposal" and row.revision == 1
-    history = await store.get_history(pool, f"o-{uid}")
+    history = await store.opportunities.get_history(pool, f"o-{uid}")
     assert [(h.seq, h.to_stage) for h in history] == [(1, "Prospect"), (2, "Proposal")]
 
 
 async def test_hostile_strings_are_stored_verbatim(pool: asyncpg.Pool, uid: str) -> None:
     hostile = "Robert'); DROP TABLE contacts;--"
     contact = Contact(contact_id=f"c-{uid}", first_name=hostile, last_name="$1 %s {0}")
-    await store.add_contact(pool, contact)
-    assert await store.get_contact(pool, f"c-{uid}") == contact
+    await contacts.add_contact(pool, contact)
+    assert await contacts.get_contact(pool, f"c-{uid}") == contact
     assert await pool.fetchval("SELECT count(*) FROM contacts") >= 1

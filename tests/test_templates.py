@@ -17,7 +17,8 @@ import asyncpg
 import pytest
 from temporalio.worker import Worker
 
-from activities import letters, rendering
+from activities import rendering
+from activities.letters import put_template
 from activities.rendering import (
     SAMPLE_VARIABLES,
     RendererUnavailable,
@@ -28,6 +29,7 @@ from activities.rendering import (
 from runtime.settings import BadSetting
 from sales.contact import Contact
 from starter.client import OpportunitiesClient
+from store import letters
 from tests.conftest import ROOT, Cli
 from tests.helpers import open_one, store_unchecked_template
 from worker import serve
@@ -197,9 +199,9 @@ async def test_put_template_refuses_a_template_that_fails_and_stores_nothing(
     pool: asyncpg.Pool, uid: str
 ) -> None:
     with pytest.raises(TemplateError, match="division by zero"):
-        await letters.put_template(pool, f"bad-{uid}", "Dear {{ 1/0 }}")
+        await put_template(pool, f"bad-{uid}", "Dear {{ 1/0 }}")
     with pytest.raises(TemplateError, match="65,537 bytes, over the limit of 65,536"):
-        await letters.put_template(pool, f"big-{uid}", "x" * (64 * 1024 + 1))
+        await put_template(pool, f"big-{uid}", "x" * (64 * 1024 + 1))
     assert await letters.get_template(pool, f"bad-{uid}") is None
     assert await letters.get_template(pool, f"big-{uid}") is None
 

@@ -65,11 +65,15 @@ async def test_operators_filter_by_stage_and_read_summary_and_details(
     )
     process_id = await setup_process(pool, uid)
     contact_id = await setup_contact(pool, uid, first_name=SECRET)
-    opportunities = OpportunitiesClient(sealed, task_queue, database=pool)
+    opportunities = OpportunitiesClient(sealed, task_queue)
     async with build_worker(sealed, pool, task_queue):
         for n in range(2):
             await opportunities.create(
-                contact_id, opportunity_id=f"u-{uid}-{n}", process_id=process_id, name=f"Deal {n}"
+                contact_id,
+                opportunity_id=f"u-{uid}-{n}",
+                process_id=process_id,
+                name=f"Deal {n}",
+                contact_name=f"{SECRET} Lovelace",  # as the CLI reads it from the read model
             )
         await opportunities.change_stage(f"u-{uid}-1", "Proposal")
 

@@ -19,12 +19,14 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from activities import store
+import store.opportunities
 from activities.opportunity_activities import OpportunityActivities, ProjectionWrite
+from runtime.workflow_ids import opportunity_workflow_id
 from sales.errors import CommandRejected
 from sales.opportunity import Opportunity
 from sales.process import ProcessDefinition
-from starter.client import OpportunitiesClient, StartFailed, workflow_id
+from starter.client import OpportunitiesClient, StartFailed
+from store import processes
 from tests.conftest import Servers, example_definition
 from tests.helpers import (
     eventually,
@@ -47,14 +49,14 @@ async def test_create_projects_the_opportunity(
         contact_id, opportunity_id=f"o-{uid}", process_id=process_id, name="Term life", owner="ann"
     )
     assert state.current_stage == "Prospect" and state.process_version == 1
-    row = await eventually(lambda: store.get_opportunity(pool, f"o-{uid}"))
+    row = await eventually(lambda: store.opportunities.get_opportunity(pool, f"o-{uid}"))
     assert (row.current_stage, row.status, row.owner, row.open_actions) == (
         "Prospect",
         "open",
         "ann",
         3,
     )
-    history = await store.get_history(pool, f"o-{uid}")
+    history = await store.opportunities.get_history(pool, f"o-{uid}")
     assert [(h.from_stage, h.to_stage, h.source) for h in history] == [(None, "Prospect", "start")]
 
 
@@ -90,9 +92,9 @@ async def test_raw_client_with_json_input_and_change_stage_by_update(
         (None, "Needs analysis", "start"),
         ("Needs analysis", "Proposal", "manual"),
     ]
-    rows = await store.get_history(pool, f"o-{uid}")
+    rows = await store.opportunities.get_history(pool, f"o-{uid}")
     assert [(r.to_stage, r.by, r.reason) for r in rows][-1] == ("Proposal", "bob", "ready")
-    assert (await store.get_opportunity(pool, f"o-{uid}")).current_stage == "Proposal"
+    assert (await store.opportunities.get_opportunity(pool, f"o-{uid}")).current_stage == "Proposal"
 
 
 @pytest.mark.parametrize(
@@ -120,13 +122,13 @@ async def test_start_with_unknown_ids_fails_and_writes_nothing(
         **start,
     }
     handle = await client.start_workflow(
-        "Opportunity", payload, id=workflow_id(f"o-{uid}"), task_queue=task_queue
+        "Opportunity", payload, id=opportunity_workflow_id(f"o-{uid}"), task_queue=task_queue
     )
     with pytest.raises(WorkflowFailureError) as caught:
         await handle.result()
     assert isinstance(caught.value.cause, ApplicationError)
     assert message in caught.value.cause.message
-    assert await store.get_opportunity(pool, f"o-{uid}") is None
+    assert await store.opportunities.get_opportunity(pool, f"o-{uid}") is None
     # The typed client reports the same reason.
     with pytest.raises(StartFailed, match=message):
         await opportunities.create(
@@ -221,7 +223,7 @@ async def test_change_stage_by_signal_and_by_http_api(
     assert await asyncio.to_thread(post) == 200
 
     async def moved() -> list[tuple[str | None, str, str | None]] | None:
-        rows = await store.get_history(pool, f"o-{uid}")
+        rows = await store.opportunities.get_history(pool, f"o-{uid}")
         return [(r.from_stage, r.to_stage, r.by) for r in rows] if len(rows) == 3 else None
 
     assert await eventually(moved) == [
@@ -246,7 +248,7 @@ async def test_request_id_is_applied_once(
     await opportunities.change_stage(f"o-{uid}", "Needs analysis")  # queued after the signal
     history = await opportunities.history(f"o-{uid}")
     assert [h.to_stage for h in history] == ["Prospect", "Proposal", "Prospect", "Needs analysis"]
-    assert len(await store.get_history(pool, f"o-{uid}")) == 4
+    assert len(await store.opportunities.get_history(pool, f"o-{uid}")) == 4
 
 
 async def test_commands_apply_in_arrival_order(
@@ -261,9 +263,9 @@ async def test_commands_apply_in_arrival_order(
     assert final.current_stage == "Closed lost" and final.status == "lost"
     history = await opportunities.history(f"o-{uid}")
     assert [h.to_stage for h in history] == ["Prospect", *route, "Closed lost"]
-    rows = await store.get_history(pool, f"o-{uid}")
+    rows = await store.opportunities.get_history(pool, f"o-{uid}")
     assert [r.to_stage for r in rows] == ["Prospect", *route, "Closed lost"]
-    row = await store.get_opportunity(pool, f"o-{uid}")
+    row = await store.opportunities.get_opportunity(pool, f"o-{uid}")
     assert row is not None and row.status == "lost" and row.closed_at is not None
 
 
@@ -286,7 +288,7 @@ async def test_continue_as_new_carries_everything(
             "owner": "ann",
             "continue_as_new_after_events": 40,
         },
-        id=workflow_id(f"o-{uid}"),
+        id=opportunity_workflow_id(f"o-{uid}"),
         task_queue=task_queue,
     )
     first_run = (await handle.describe()).run_id
@@ -301,7 +303,10 @@ async def test_continue_as_new_carries_everything(
 
     state = await opportunities.state(f"o-{uid}")
     runs = {
-        w.run_id async for w in client.list_workflows(f"WorkflowId = '{workflow_id(f'o-{uid}')}'")
+        w.run_id
+        async for w in client.list_workflows(
+            f"WorkflowId = '{opportunity_workflow_id(f'o-{uid}')}'"
+        )
     }
     assert len(runs) >= 3, "the low threshold made it continue-as-new several times"
     assert first_run in runs
@@ -313,7 +318,7 @@ async def test_continue_as_new_carries_everything(
     # A request id applied in an earlier run is still known after continue-as-new.
     again = await opportunities.change_stage(f"o-{uid}", "Prospect", request_id="r-0")
     assert again.duplicate
-    rows = await store.get_history(pool, f"o-{uid}")
+    rows = await store.opportunities.get_history(pool, f"o-{uid}")
     assert len(rows) == len(route) + 2
 
 
@@ -325,7 +330,9 @@ async def test_running_opportunity_keeps_its_process_version(
     await opportunities.create(contact_id, opportunity_id=f"o1-{uid}", process_id=process_id)
     document = example_definition(process_id)
     document["stages"].insert(3, {"name": "Underwriting", "probability": 80})
-    process, created = await store.apply_process(pool, ProcessDefinition.model_validate(document))
+    process, created = await processes.apply_process(
+        pool, ProcessDefinition.model_validate(document)
+    )
     assert created and process.version == 2
     await opportunities.create(contact_id, opportunity_id=f"o2-{uid}", process_id=process_id)
     with pytest.raises(CommandRejected, match="unknown stage 'Underwriting'"):
@@ -359,7 +366,7 @@ async def test_search_attributes_follow_the_stage(
     assert await eventually(indexed) == 1
     description = await opportunities.handle(f"o-{uid}").describe()
     attributes = description.typed_search_attributes
-    from workflows import search_attributes as sa
+    from runtime import search_attributes as sa
 
     assert attributes.get(sa.OPPORTUNITY_OWNER) == f"owner-{uid}"
     assert attributes.get(sa.OPEN_ACTIONS) == 2
@@ -376,7 +383,7 @@ async def test_search_attributes_settle_after_a_stream_of_commands(
     """Under a stream of commands the owner is indexed at most about once a second, not
     after every batch (`search-attributes-under-load`), and once the stream stops the
     search attributes hold the final state."""
-    from workflows import search_attributes as sa
+    from runtime import search_attributes as sa
 
     await open_one(pool, opportunities, uid)
     handle = opportunities.handle(f"o-{uid}")
@@ -446,7 +453,7 @@ async def test_retried_projection_writes_never_duplicate_history(
         retried = [n async for e in handle.fetch_history_events() if (n := _attempt(e)) > 1]
     projections = 4  # open, then three stage changes, each by local activity
     assert retried == [2] * projections, "every projection write was retried once"
-    rows = await store.get_history(pool, f"o-{uid}")
+    rows = await store.opportunities.get_history(pool, f"o-{uid}")
     assert [r.to_stage for r in rows] == ["Prospect", "Needs analysis", "Proposal", "Closed won"]
-    row = await store.get_opportunity(pool, f"o-{uid}")
+    row = await store.opportunities.get_opportunity(pool, f"o-{uid}")
     assert row is not None and (row.status, row.revision) == ("won", 3)

@@ -6,13 +6,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from activities.search import SearchFilters
+from activities.mass import MAX_SELECTION
 from sales.validation import Identifier, Line, ShortLine
+from store.search import SearchFilters
 
 MAX_REPORTED = 1000
 """Rejections (and skips) listed in the report; the counts are always complete."""
-MAX_SELECTION = 10_000
-"""Opportunities one batch may change: its frozen selection travels in its history."""
 
 
 class MassModifyInput(BaseModel):
@@ -62,13 +61,6 @@ class ItemOutcome(BaseModel):
     reason: str = ""
     code: str | None = None
     """The rejection code, for `skipped` and `rejected` answers."""
-
-
-class Selection(BaseModel):
-    model_config = ConfigDict(use_attribute_docstrings=True)
-
-    filters: SearchFilters | None = None
-    ids: list[str] | None = None
 
 
 class Progress(BaseModel):

@@ -33,13 +33,14 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from activities.mass import MassActivities
+    from activities.mass import MassActivities, Selection
+    from runtime.workflow_ids import opportunity_workflow_id
     from sales.commands import ChangeOwner, ChangeStage, Command, command_name
     from sales.errors import CommandRejected, describe_validation_error
     from sales.results import COMMAND_OUTCOME, CommandOutcome
     from workflows import payloads
     from workflows.effect_runner import RETRY, RIDE_OUT, TIMEOUT
-    from workflows.mass_messages import ItemOutcome, MassModifyInput, Progress, Selection
+    from workflows.mass_messages import ItemOutcome, MassModifyInput, Progress
 
 SKIPPED_CODES = {"already_in_stage", "already_owned"}
 """Rejections that mean the opportunity already is as the batch wants it."""
@@ -123,7 +124,7 @@ class MassModifyWorkflow:
         self._sending.append(asyncio.ensure_future(self._signal(opportunity_id, command)))
 
     async def _signal(self, opportunity_id: str, command: Command) -> None:
-        handle = workflow.get_external_workflow_handle(f"opportunity-{opportunity_id}")
+        handle = workflow.get_external_workflow_handle(opportunity_workflow_id(opportunity_id))
         try:
             await handle.signal(command_name(command), command)
         except Exception:  # closed or unknown: the server refused the signal

@@ -29,6 +29,8 @@ with workflow.unsafe.imports_passed_through():
         ProjectionWrite,
         SetupRequest,
     )
+    from runtime import search_attributes as sa
+    from runtime.workflow_ids import opportunity_workflow_id
     from sales import core
     from sales.commands import Command, parse_command
     from sales.effects import (
@@ -44,7 +46,6 @@ with workflow.unsafe.imports_passed_through():
     from sales.results import COMMAND_OUTCOME, ActionResult, CommandOutcome
     from sales.validation import is_short_line, json_size, safe_excerpt
     from workflows import effect_runner, payloads, telemetry
-    from workflows import search_attributes as sa
     from workflows.messages import Carried, OpportunityInput, QueuedCommand
 
 
@@ -626,7 +627,7 @@ def _parse_input(raw: RawValue) -> OpportunityInput:
 
 
 def _check_workflow_id(start: OpportunityInput) -> None:
-    expected = f"opportunity-{start.opportunity_id}"
+    expected = opportunity_workflow_id(start.opportunity_id)
     if workflow.info().workflow_id != expected:
         raise ApplicationError(
             f"workflow id {workflow.info().workflow_id!r} does not match opportunity_id "

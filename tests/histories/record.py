@@ -21,11 +21,11 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
-from activities.search import SearchFilters
 from bench.servers import local_servers
 from sales.commands import ChangeOwner, ChangeStage
 from sales.opportunity import Opportunity
 from starter.client import OpportunitiesClient
+from store.search import SearchFilters
 from tests.conftest import example_definition
 from tests.helpers import (
     setup_contact,
@@ -248,7 +248,7 @@ async def main(names: list[str]) -> None:
         raise SystemExit(f"paths are {[p.__name__ for p in PATHS]}")
     os.environ["OPPORTUNITIES_DAY_SECONDS"] = "1"
     async with local_servers() as (pool, env), build_worker(env.client, pool, QUEUE):
-        opportunities = OpportunitiesClient(env.client, QUEUE, database=pool)
+        opportunities = OpportunitiesClient(env.client, QUEUE)
         for path in chosen:
             await path(env.client, opportunities, pool)
 

@@ -22,13 +22,15 @@ from pathlib import Path
 import asyncpg
 from pydantic import ValidationError
 
+import store
 import worker
-from activities import events, letters, store
-from activities.schema import migrate
+from activities.letters import put_template
 from runtime import codec, embedded, settings
 from sales.errors import describe_validation_error
 from sales.process import ProcessDefinition
 from starter.cli_common import load_document
+from store import events, letters, processes
+from store.schema import migrate
 
 DATA = Path(".data")
 CODEC_ENDPOINT = "http://127.0.0.1:8081"
@@ -54,11 +56,11 @@ async def _prepare(database_url: str, examples: list[Path]) -> None:
             except ValidationError as error:
                 _say(describe_validation_error(error, f"example {path}"))
                 continue
-            stored = await store.get_process(pool, definition.process_id)
+            stored = await processes.get_process(pool, definition.process_id)
             if stored is not None:
                 _say(f"example process {definition.process_id!r} kept at version {stored.version}")
                 continue
-            process, _ = await store.apply_process(pool, definition)
+            process, _ = await processes.apply_process(pool, definition)
             _say(f"example process {definition.process_id!r} applied as version {process.version}")
     finally:
         await pool.close()
@@ -70,7 +72,7 @@ async def _load_references(pool: asyncpg.Pool) -> None:
     _say(f"database migrations: {'applied ' + str(migrated) if migrated else 'up to date'}")
     for path in sorted((EXAMPLES / "templates").glob("*.j2")):
         if await letters.get_template(pool, path.stem) is None:  # keep an operator's edits
-            await letters.put_template(pool, path.stem, path.read_text())
+            await put_template(pool, path.stem, path.read_text())
             _say(f"example letter template {path.stem!r} stored")
     events_file = EXAMPLES / "events.json"
     if events_file.exists():

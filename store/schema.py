@@ -18,7 +18,7 @@ MIGRATIONS_LOCK = 0x0BB0_0001
 def migration_files() -> list[tuple[int, str, str]]:
     """(version, name, sql) of every migration shipped with the package, oldest first."""
     found = []
-    for entry in resources.files("activities.migrations").iterdir():
+    for entry in resources.files("store.migrations").iterdir():
         if entry.name.endswith(".sql"):
             number, _, rest = entry.name.partition("_")
             found.append((int(number), rest.removesuffix(".sql"), entry.read_text()))

@@ -1,0 +1,114 @@
+"""Letter templates and the letters sent or filed (`letter_templates`, `letters`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+from pydantic import BaseModel
+
+from sales.effects import SendLetter
+
+
+class Template(BaseModel):
+    name: str
+    body: str
+    updated_at: datetime | None = None
+
+
+async def put_template(pool: asyncpg.Pool, name: str, body: str) -> None:
+    """Insert or replace a template as it is (`activities.letters.put_template` checks it)."""
+    await pool.execute(
+        "INSERT INTO letter_templates (name, body) VALUES ($1, $2)"
+        " ON CONFLICT (name) DO UPDATE SET body = EXCLUDED.body, updated_at = now()",
+        name,
+        body,
+    )
+
+
+async def get_template(pool: asyncpg.Pool, name: str) -> Template | None:
+    row = await pool.fetchrow(
+        "SELECT name, body, updated_at FROM letter_templates WHERE name = $1", name
+    )
+    return None if row is None else Template.model_validate(dict(row))
+
+
+async def list_templates(pool: asyncpg.Pool) -> list[Template]:
+    rows = await pool.fetch("SELECT name, body, updated_at FROM letter_templates ORDER BY name")
+    return [Template.model_validate(dict(row)) for row in rows]
+
+
+class Letter(BaseModel):
+    letter_id: str
+    opportunity_id: str
+    action_id: str
+    generation: int
+    contact_id: str
+    template: str
+    method: str
+    subject: str | None
+    body: str
+    message_id: str | None
+    recipient: str | None
+    sent_at: datetime | None
+
+
+async def list_letters(pool: asyncpg.Pool, opportunity_id: str) -> list[Letter]:
+    rows = await pool.fetch(
+        f"SELECT {', '.join(Letter.model_fields)} FROM letters WHERE opportunity_id = $1"
+        " ORDER BY created_at",
+        opportunity_id,
+    )
+    return [Letter.model_validate(dict(row)) for row in rows]
+
+
+async def log_letter(
+    pool: asyncpg.Pool,
+    effect: SendLetter,
+    *,
+    subject: str,
+    body: str,
+    method: str,
+    message_id: str | None,
+    recipient: str | None,
+    sent: bool,
+) -> asyncpg.Record:
+    """Insert the letter row once; return the stored row (the first attempt's)."""
+    await pool.execute(
+        "INSERT INTO letters (letter_id, opportunity_id, action_id, generation, contact_id,"
+        " template, method, subject, body, message_id, recipient, sent_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+        "  CASE WHEN $12 THEN now() END)"
+        " ON CONFLICT (opportunity_id, action_id, generation) DO NOTHING",
+        effect.letter_id,
+        effect.opportunity_id,
+        effect.action_id,
+        effect.generation,
+        effect.contact_id,
+        effect.template,
+        method,
+        subject,
+        body,
+        message_id,
+        recipient,
+        sent,
+    )
+    row = await pool.fetchrow(
+        "SELECT recipient, subject, body, message_id, sent_at FROM letters"
+        " WHERE opportunity_id = $1 AND action_id = $2 AND generation = $3",
+        effect.opportunity_id,
+        effect.action_id,
+        effect.generation,
+    )
+    assert row is not None
+    return row
+
+
+async def mark_sent(pool: asyncpg.Pool, effect: SendLetter) -> None:
+    await pool.execute(
+        "UPDATE letters SET sent_at = now()"
+        " WHERE opportunity_id = $1 AND action_id = $2 AND generation = $3",
+        effect.opportunity_id,
+        effect.action_id,
+        effect.generation,
+    )

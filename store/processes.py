@@ -1,0 +1,126 @@
+"""Opportunity Setup: stored process definitions, one row per version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel
+
+from sales.process import ProcessDefinition, SalesProcess
+from sales.validation import MAX_PROCESS_BYTES, json_size
+from store import StoreError
+
+
+class ProcessSummary(BaseModel):
+    process_id: str
+    name: str
+    version: int
+    is_default: bool
+    stages: list[str]
+    applied_at: Any
+
+
+async def apply_process(
+    pool: asyncpg.Pool, definition: ProcessDefinition
+) -> tuple[SalesProcess, bool]:
+    """Store the definition as a new version unless it equals the latest one.
+
+    Returns the current version and whether it was created now. Serialized per process by an
+    advisory lock so that two operators applying at once cannot both create version N+1.
+    A definition larger than `MAX_PROCESS_BYTES` is refused: every opportunity carries it.
+    """
+    size = json_size(definition.model_dump(mode="json"))
+    if size > MAX_PROCESS_BYTES:
+        raise StoreError(
+            f"process {definition.process_id!r} is {size:,} bytes as JSON; "
+            f"at most {MAX_PROCESS_BYTES:,}"
+        )
+    fingerprint = definition.fingerprint()
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('process:' || $1))", definition.process_id
+        )
+        latest = await conn.fetchrow(
+            "SELECT version, fingerprint, definition FROM sales_processes"
+            " WHERE process_id = $1 ORDER BY version DESC LIMIT 1",
+            definition.process_id,
+        )
+        if latest is not None and latest["fingerprint"] == fingerprint:
+            return SalesProcess(version=latest["version"], definition=definition), False
+        version = 1 if latest is None else latest["version"] + 1
+        await conn.execute(
+            "INSERT INTO sales_processes"
+            " (process_id, version, name, is_default, definition, fingerprint)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            definition.process_id,
+            version,
+            definition.name,
+            definition.default,
+            definition.model_dump(mode="json"),
+            fingerprint,
+        )
+        return SalesProcess(version=version, definition=definition), True
+
+
+_LATEST_VERSIONS = """
+    SELECT DISTINCT ON (process_id) process_id, version, name, is_default, definition, applied_at
+    FROM sales_processes ORDER BY process_id, version DESC
+"""
+
+
+async def list_processes(pool: asyncpg.Pool) -> list[ProcessSummary]:
+    rows = await pool.fetch(_LATEST_VERSIONS)
+    default = await _default_process_id(pool)
+    return [
+        ProcessSummary(
+            process_id=row["process_id"],
+            name=row["name"],
+            version=row["version"],
+            is_default=row["process_id"] == default,
+            stages=[stage["name"] for stage in row["definition"]["stages"]],
+            applied_at=row["applied_at"],
+        )
+        for row in rows
+    ]
+
+
+async def get_process(
+    pool: asyncpg.Pool, process_id: str, version: int | None = None
+) -> SalesProcess | None:
+    if version is None:
+        row = await pool.fetchrow(
+            "SELECT version, definition FROM sales_processes"
+            " WHERE process_id = $1 ORDER BY version DESC LIMIT 1",
+            process_id,
+        )
+    else:
+        row = await pool.fetchrow(
+            "SELECT version, definition FROM sales_processes"
+            " WHERE process_id = $1 AND version = $2",
+            process_id,
+            version,
+        )
+    if row is None:
+        return None
+    return SalesProcess(
+        version=row["version"], definition=ProcessDefinition.model_validate(row["definition"])
+    )
+
+
+async def _default_process_id(pool: asyncpg.Pool) -> str | None:
+    """The process most recently applied with `default: true` (in its latest version)."""
+    value = await pool.fetchval(
+        f"SELECT process_id FROM ({_LATEST_VERSIONS}) latest"
+        " WHERE is_default ORDER BY applied_at DESC LIMIT 1"
+    )
+    return str(value) if value is not None else None
+
+
+async def default_process(pool: asyncpg.Pool) -> SalesProcess | None:
+    process_id = await _default_process_id(pool)
+    return None if process_id is None else await get_process(pool, process_id)
+
+
+async def process_ids(pool: asyncpg.Pool) -> list[str]:
+    return [row["process_id"] for row in await pool.fetch(_LATEST_VERSIONS)]

@@ -1,0 +1,112 @@
+"""One command, start to finish: apply it through the core, carry out its effects, settle what
+performing did, follow through (the automatic advance), and finish its result.
+
+The effects of a command are carried out by what `CARRIED_BY` names: a side effect with an
+outcome (a calendar activity created, a letter sent, an invitation) by `perform`, which the
+caller gives (the workflow passes its activities, the tests a simulated calendar), and the
+rest by the projection (`Changes`), written once per batch of commands. No Temporal here:
+the same code runs in the workflow and in the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from sales import core
+from sales.commands import Command
+from sales.effects import (
+    CalendarChange,
+    CancelCalendarActivity,
+    CompleteCalendarActivity,
+    CreateCalendarActivity,
+    DeleteCalendarActivity,
+    Effect,
+    EffectOutcome,
+    InviteToEvent,
+    PerformEffect,
+    RecordHistory,
+    SendLetter,
+)
+from sales.opportunity import HistoryEntry, Opportunity
+from sales.results import ActionResult, CommandResult
+
+Perform = Callable[[PerformEffect], Awaitable[EffectOutcome]]
+"""Carries out a side effect with an outcome (an activity in the workflow)."""
+Clock = Callable[[], datetime]
+
+CARRIED_BY: dict[type, Literal["perform", "history", "calendar"]] = {
+    CreateCalendarActivity: "perform",
+    SendLetter: "perform",
+    InviteToEvent: "perform",
+    RecordHistory: "history",
+    CompleteCalendarActivity: "calendar",
+    CancelCalendarActivity: "calendar",
+    DeleteCalendarActivity: "calendar",
+}
+"""What carries out each kind of effect: `perform`, or the projection (the history entries
+and the changes to calendar activities that already exist)."""
+
+
+@dataclass
+class Changes:
+    """What commands changed in the read model beyond the opportunity's row: written by the
+    projection with the row."""
+
+    history: list[HistoryEntry] = field(default_factory=list)
+    calendar: list[CalendarChange] = field(default_factory=list)
+
+    def __iadd__(self, other: Changes) -> Changes:
+        self.history += other.history
+        self.calendar += other.calendar
+        return self
+
+
+@dataclass
+class Done:
+    """A command applied and its effects carried out, waiting for its projection."""
+
+    state: Opportunity
+    command: Command
+    result: CommandResult
+    changes: Changes
+
+
+async def carry_out(
+    state: Opportunity, effects: list[Effect], perform: Perform, clock: Clock
+) -> tuple[Opportunity, list[ActionResult], Changes]:
+    """Carry out the effects in order, settling each perform's outcome into the state; return
+    the state, the settled action results and what the projection must write."""
+    settled: list[ActionResult] = []
+    changes = Changes()
+    for effect in effects:
+        carrier = CARRIED_BY[type(effect)]
+        if carrier == "history":
+            changes.history.append(effect.entry)  # type: ignore[union-attr]
+        elif carrier == "calendar":
+            changes.calendar.append(effect)  # type: ignore[arg-type]
+        else:
+            outcome = await perform(effect)  # type: ignore[arg-type]
+            state, result = core.settle(state, effect, outcome, clock())  # type: ignore[arg-type]
+            settled.append(result)
+    return state, settled, changes
+
+
+async def run_command(
+    state: Opportunity, command: Command, perform: Perform, clock: Clock
+) -> Done:
+    """Apply `command` to `state` and carry it through; raises `CommandRejected` (nothing
+    changed) when the command cannot be applied."""
+    decision = core.apply(state, command, clock())
+    if decision.result.duplicate:
+        return Done(state, command, decision.result, Changes())
+    new, settled, changes = await carry_out(decision.state, decision.effects, perform, clock)
+    follow = core.follow_through(state, new, clock())
+    if follow is not None:
+        new, more, more_changes = await carry_out(follow.state, follow.effects, perform, clock)
+        settled += more
+        changes += more_changes
+    result = core.finish(new, decision.result, settled, follow.result if follow else None)
+    return Done(new, command, result, changes)
