@@ -75,8 +75,8 @@ def _decoding_tolerantly(client: Client) -> Client:
 def workflow_runner() -> WorkflowRunner:
     """`OPPORTUNITIES_WORKFLOW_SANDBOX`: `off` (the default) runs workflow code directly, `on`
     inside the SDK's sandbox, which re-imports the workflow's modules for every run and goes
-    through its import and builtins guards on every activation and payload: profiled, that
-    was the largest share of a worker's CPU under a stream of commands. The workflow code
+    through its import and builtins guards on every activation and payload
+    (docs/decisions/workflow-code-outside-the-sandbox.md). The workflow code
     keeps to what the sandbox allows (the rules are a pure core, time is `workflow.now()`),
     and the suite replays every recorded history inside the sandbox, so a forbidden call
     still fails the build."""

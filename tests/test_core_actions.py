@@ -3,8 +3,9 @@ random command sequences against a simulated calendar and checks the invariants.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import settings
@@ -24,12 +25,12 @@ from sales.commands import (
     RecordOutcome,
 )
 from sales.effects import (
-    CancelCalendarActivity,
     CompleteCalendarActivity,
     CreateCalendarActivity,
     DeleteCalendarActivity,
     EffectOutcome,
     InviteToEvent,
+    PerformEffect,
     RecordHistory,
     SendLetter,
 )
@@ -37,7 +38,9 @@ from sales.errors import CommandRejected
 from sales.opportunity import Opportunity, StartOpportunity
 from sales.process import ProcessDefinition, SalesProcess
 from tests.conftest import example_definition
+from workflows.command_protocol import Changes, carry_out, run_command
 
+T = TypeVar("T")
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 PROCESS = SalesProcess(
     version=1, definition=ProcessDefinition.model_validate(example_definition("life"))
@@ -231,59 +234,81 @@ TIMED["stages"][1]["advance_after_days"] = 2
 TIMED_PROCESS = SalesProcess(version=1, definition=ProcessDefinition.model_validate(TIMED))
 
 
+def completed(work: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that never waits (the simulated calendar answers at once)."""
+    try:
+        work.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    raise AssertionError("the simulated calendar never waits")
+
+
 class OpportunityMachine(RuleBasedStateMachine):
-    """Applies random commands (and the passing of time) through the core and carries out the
-    effects against a simulated calendar keyed like the real table, as the shell would."""
+    """Applies random commands (and the passing of time) through the workflow's own command
+    protocol (`workflows.command_protocol`), with a simulated calendar keyed like the real
+    table standing for the activities and the projection."""
 
     @initialize()
     def open(self) -> None:
         self.now = T0
+        self.fail = False
         self.calendar: dict[tuple[str, int], dict[str, Any]] = {}
         self.completed: set[str] = set()
         start = StartOpportunity(opportunity_id="o", contact_id="c")
         decision = core.open_opportunity(start, TIMED_PROCESS, T0, day_seconds=600)
         self.state = self.carry_out(decision.state, decision.effects)
 
-    def carry_out(self, state: Opportunity, effects: list[Any], fail: bool = False) -> Opportunity:
-        for effect in effects:
-            if isinstance(effect, CreateCalendarActivity):
-                key = (effect.action_id, effect.generation)
-                row = self.calendar.setdefault(
-                    key, {"activity_id": effect.activity_id, "status": "active"}
-                )
-                outcome = EffectOutcome(status="created", activity_id=row["activity_id"])
-                state, _ = core.settle(state, effect, outcome, self.now)
-            elif isinstance(effect, SendLetter | InviteToEvent):
-                status: Any = "failed" if fail else "sent"
-                if isinstance(effect, InviteToEvent) and not fail:
-                    status = "invited"
-                state, _ = core.settle(state, effect, EffectOutcome(status=status), self.now)
-            elif isinstance(effect, CompleteCalendarActivity | CancelCalendarActivity):
-                row = self.calendar.get((effect.key.action_id, effect.key.generation))
-                if row is not None and row["status"] == "active":
-                    row["status"] = (
-                        "done" if isinstance(effect, CompleteCalendarActivity) else "canceled"
-                    )
-            elif isinstance(effect, DeleteCalendarActivity):
-                self.calendar.pop((effect.key.action_id, effect.key.generation), None)
+    async def activities(self, effect: PerformEffect) -> EffectOutcome:
+        """The activities, simulated: a calendar row created once per key; a letter or an
+        invitation sent, or failed when the rule asks for a failure."""
+        if isinstance(effect, CreateCalendarActivity):
+            key = (effect.action_id, effect.generation)
+            created = key not in self.calendar
+            row = self.calendar.setdefault(
+                key, {"activity_id": effect.activity_id, "status": "active"}
+            )
+            status: Any = "created" if created else "exists"
+            return EffectOutcome(status=status, activity_id=row["activity_id"])
+        if self.fail:
+            return EffectOutcome(status="failed", code="bad_data", message="simulated")
+        return EffectOutcome(status="invited" if isinstance(effect, InviteToEvent) else "sent")
+
+    def project(self, changes: Changes) -> None:
+        """The projection, simulated: the changes to existing calendar rows."""
+        for change in changes.calendar:
+            key = (change.key.action_id, change.key.generation)
+            if isinstance(change, DeleteCalendarActivity):
+                self.calendar.pop(key, None)
+            elif (row := self.calendar.get(key)) is not None and row["status"] == "active":
+                done = isinstance(change, CompleteCalendarActivity)
+                row["status"] = "done" if done else "canceled"
+
+    def carry_out(self, state: Opportunity, effects: list[Any]) -> Opportunity:
+        state, _, changes = completed(carry_out(state, effects, self.activities, self.clock))
+        self.project(changes)
         return state
+
+    def clock(self) -> datetime:
+        return self.now
 
     def run(self, command: Command, fail: bool = False) -> None:
         self.now += timedelta(minutes=1)
+        self.fail = fail
         before = self.state.model_copy(deep=True)
         try:
-            decision = core.apply(self.state, command, self.now)
+            done = completed(run_command(self.state, command, self.activities, self.clock))
         except CommandRejected:
-            assert self.state == before, "a rejected command changes nothing"
+            assert self.state.model_dump() == before.model_dump(), (
+                "a rejected command changes nothing"
+            )
             return
-        state = self.carry_out(decision.state, decision.effects, fail)
-        follow = core.follow_through(before, state, self.now)
-        if follow is not None:
-            state = self.carry_out(follow.state, follow.effects)
+        finally:
+            self.fail = False
+        self.project(done.changes)
         # The core copies only what its rules change in place: the state it was given, and
         # so every earlier state the workflow still holds, stays as it was.
-        assert self.state == before, "applying a command changes only the new state"
-        self.state = state
+        assert self.state.model_dump() == before.model_dump(), "only the new state changes"
+        self.state = done.state
         if isinstance(command, ChangeStage) and command.cancel_open_activities:
             left = before.current_stage
             assert not [

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
-
 from sales import core
 from sales.opportunity import Opportunity, StartOpportunity
 from sales.process import ProcessDefinition, SalesProcess
 from tests.conftest import example_definition
-from workflows.opportunity import _share_process
-
-pytestmark = pytest.mark.usefixtures("verified")
+from workflows.shared_processes import SharedProcesses
 
 
 def test_cached_opportunities_share_one_copy_of_each_process_version() -> None:
@@ -28,7 +24,8 @@ def test_cached_opportunities_share_one_copy_of_each_process_version() -> None:
     first, second, other = opened("o-1", 1), opened("o-2", 1), opened("o-3", 2)
     assert first.process is not second.process and first.process == second.process
     before = second.model_dump()
-    shared = [_share_process(state) for state in (first, second, other)]
+    processes = SharedProcesses()
+    shared = [processes.share(state) for state in (first, second, other)]
     assert shared[1].process is shared[0].process
     assert shared[2].process is not shared[0].process
     assert shared[1].model_dump() == before
@@ -49,8 +46,9 @@ def test_action_states_share_the_process_actions_unless_modified() -> None:
     modified = second.stages[0].actions[0]
     modified.definition = modified.definition.model_copy(update={"title": "Call twice"})
     before = second.model_dump()
-    _share_process(first)
-    _share_process(second)
+    processes = SharedProcesses()
+    processes.share(first)
+    processes.share(second)
     shared = {
         (stage.name, action.action_id): action
         for stage in first.process.stages
@@ -64,3 +62,24 @@ def test_action_states_share_the_process_actions_unless_modified() -> None:
     assert modified.definition.title == "Call twice"
     assert modified.definition is not shared[(second.stages[0].name, modified.action_id)]
     assert second.model_dump() == before
+
+
+def test_the_copies_are_bounded_keeping_the_most_recently_used() -> None:
+    """At most `size` versions are kept; the one used longest ago goes first, and a state of
+    a version no longer kept gets a fresh copy (nothing else changes)."""
+
+    def opened(version: int) -> Opportunity:
+        document = example_definition("bounded-test")
+        process = SalesProcess(version=version, definition=ProcessDefinition(**document))
+        start = StartOpportunity(opportunity_id=f"o-{version}", contact_id="c-1")
+        return core.open_opportunity(start, process, datetime(2026, 11, 28, tzinfo=UTC)).state
+
+    processes = SharedProcesses(size=2)
+    one = processes.share(opened(1))
+    processes.share(opened(2))
+    assert processes.share(opened(1)).process is one.process  # 1 is now the most recent
+    processes.share(opened(3))  # 2 goes
+    assert len(processes) == 2
+    again = opened(2)
+    assert processes.share(again).process is again.process  # a fresh copy
+    assert processes.share(opened(1)).process is not one.process  # 1 went in its turn

@@ -94,9 +94,7 @@ async def carry_out(
     return state, settled, changes
 
 
-async def run_command(
-    state: Opportunity, command: Command, perform: Perform, clock: Clock
-) -> Done:
+async def run_command(state: Opportunity, command: Command, perform: Perform, clock: Clock) -> Done:
     """Apply `command` to `state` and carry it through; raises `CommandRejected` (nothing
     changed) when the command cannot be applied."""
     decision = core.apply(state, command, clock())

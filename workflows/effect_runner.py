@@ -24,7 +24,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.calendar import CalendarActivities
     from activities.events import EventActivities
     from activities.letters import LetterActivities
-    from activities.opportunity_activities import OpportunityActivities, ProjectionWrite
+    from activities.opportunity_activities import (
+        OpportunityActivities,
+        ProjectionWrite,
+        Setup,
+        SetupRequest,
+    )
     from sales.effects import (
         CreateCalendarActivity,
         EffectOutcome,
@@ -70,9 +75,18 @@ async def _execute(
     )
 
 
-async def load(method: Callable[[Any, Any], Awaitable[T]], argument: Any, summary: str) -> T:
-    """Run a database activity that reads (the setup of a new opportunity)."""
-    return await _execute(method, argument, summary)
+async def load_setup(request: SetupRequest) -> Setup:
+    """The contact and process a new opportunity starts with; a failure fails the start,
+    non-retryably, with the activity's message (an unknown contact or process)."""
+    try:
+        return await _execute(
+            OpportunityActivities.load_setup, request, "Load contact and sales process"
+        )
+    except ActivityError as error:
+        code, message = failure(error)
+        cause = error.cause
+        kind = cause.type if isinstance(cause, ApplicationError) and cause.type else code
+        raise ApplicationError(message, type=kind, non_retryable=True) from None
 
 
 async def perform(effect: PerformEffect) -> EffectOutcome:

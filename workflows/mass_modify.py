@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
@@ -38,14 +37,13 @@ with workflow.unsafe.imports_passed_through():
     from sales.commands import ChangeOwner, ChangeStage, Command, command_name
     from sales.errors import CommandRejected, describe_validation_error
     from sales.results import COMMAND_OUTCOME, CommandOutcome
-    from workflows import payloads
+    from workflows import continue_as_new, payloads
     from workflows.effect_runner import RETRY, RIDE_OUT, TIMEOUT
     from workflows.mass_messages import ItemOutcome, MassModifyInput, Progress
+    from workflows.messages import NO_INPUT
 
 SKIPPED_CODES = {"already_in_stage", "already_owned"}
 """Rejections that mean the opportunity already is as the batch wants it."""
-
-NO_INPUT = RawValue(Payload(metadata={"encoding": b"binary/null"}))
 
 
 @workflow.defn(name="MassModify")
@@ -202,11 +200,7 @@ class MassModifyWorkflow:
         return len(self._waiting) < batch.concurrency and not self._rolling_over(batch)
 
     def _rolling_over(self, batch: MassModifyInput) -> bool:
-        info = workflow.info()
-        if info.is_continue_as_new_suggested():
-            return True
-        limit = batch.continue_as_new_after_events
-        return limit is not None and info.get_current_history_length() >= limit
+        return continue_as_new.due(batch.continue_as_new_after_events)
 
 
 def _parse_input(raw: RawValue) -> MassModifyInput:

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from temporalio.api.common.v1 import Payload
+from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError
 
 from activities.opportunity_activities import ProjectionWrite
+from runtime.workflow_ids import opportunity_workflow_id
+from sales.commands import Command, parse_command
+from sales.errors import CommandRejected, describe_validation_error
 from sales.opportunity import Opportunity, StartOpportunity
 from sales.validation import Line, ShortLine
+from workflows import payloads
 
 
 class QueuedCommand(BaseModel):
@@ -24,6 +31,13 @@ class QueuedCommand(BaseModel):
     problem: tuple[str, str] | None = None
     reply_to: str | None = None
     request_id: str | None = None
+
+    def command(self) -> Command:
+        """The command it carries; `CommandRejected` if there is none."""
+        if self.problem is not None:
+            code, reason = self.problem
+            raise CommandRejected(reason, code=code)
+        return parse_command(self.name, self.payload)
 
 
 class Carried(BaseModel):
@@ -53,3 +67,41 @@ class OpportunityInput(StartOpportunity):
     reopen: Reopen | None = None
     """With `carried` (the closed run's state): enter this stage again."""
     continue_as_new_after_events: int | None = Field(default=None, ge=20, le=1_000_000)
+
+
+NO_INPUT = RawValue(Payload(metadata={"encoding": b"binary/null"}))
+"""Stands for a start or a command without an argument, refused like any invalid input."""
+
+MAX_START_BYTES = 4 * 1024 * 1024
+"""A start input, a continued run's carried state included."""
+
+
+def parse_start(raw: RawValue, workflow_id: str) -> OpportunityInput:
+    """The start input of an `Opportunity` run, or a non-retryable `InvalidInput` failure
+    naming what is wrong with it (the workflow fails at once)."""
+    try:
+        value = payloads.decode(raw, "Opportunity input", MAX_START_BYTES)
+        if not isinstance(value, dict):
+            raise CommandRejected(
+                "invalid Opportunity input: expected a JSON object with opportunity_id, "
+                "contact_id and optionally process_id, name, owner, stage",
+                code="invalid_payload",
+            )
+        start = OpportunityInput.model_validate(value)
+    except CommandRejected as rejected:
+        raise _invalid(rejected.reason) from None
+    except ValidationError as error:
+        raise _invalid(describe_validation_error(error, "Opportunity input")) from None
+    expected = opportunity_workflow_id(start.opportunity_id)
+    if workflow_id != expected:
+        raise _invalid(
+            f"workflow id {workflow_id!r} does not match opportunity_id "
+            f"{start.opportunity_id!r}; start it as {expected!r}"
+        )
+    return start
+
+
+def _invalid(message: str) -> ApplicationError:
+    return ApplicationError(
+        message, {"code": "invalid_payload"}, type="InvalidInput", non_retryable=True
+    )

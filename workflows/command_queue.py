@@ -1,0 +1,127 @@
+"""Commands in arrival order: every signal and update of a command goes into one queue, and
+the run takes them one at a time, in batches that share one projection write
+(`MAX_BATCH`). Payloads are decoded as they arrive; one that cannot be decoded is queued with
+its problem, so that it is rejected in its turn like any other. An update waits for its
+result."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from sales import core
+    from sales.commands import parse_command
+    from sales.errors import CommandRejected
+    from sales.results import CommandResult
+    from sales.validation import is_short_line, safe_excerpt
+    from workflows import payloads
+    from workflows.messages import NO_INPUT, QueuedCommand
+
+MAX_BATCH = 50
+"""At most this many commands share one projection write."""
+
+
+def command_handlers(name: str) -> tuple[Any, Any]:
+    """The signal and the same-name update (with its validator) of one command, for a
+    workflow with a `queue` and a `state`: both take the payload raw into the queue
+    (`payloads.OneArgument` makes it exactly one argument)."""
+
+    @workflow.signal(name=name)
+    def on_signal(self, payload: RawValue = NO_INPUT) -> None:
+        self.queue.receive(name, [payload])
+
+    @workflow.update(name=name)
+    async def on_update(self, payload: RawValue = NO_INPUT) -> CommandResult:
+        return await self.queue.submit(name, [payload])
+
+    @on_update.validator
+    def validate(self, payload: RawValue = NO_INPUT) -> None:
+        """Reject before anything is written to history."""
+        try:
+            command = parse_command(name, payloads.decode(payload, f"{name} payload"))
+            if self.state is not None:
+                core.check(self.state, command)
+        except CommandRejected as rejected:
+            raise rejection_error(rejected) from None
+
+    return on_signal, on_update
+
+
+class CommandQueue:
+    def __init__(self) -> None:
+        self.items: list[QueuedCommand] = []
+        self._next_ticket = 0
+        self._results: dict[int, CommandResult | CommandRejected] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def receive(self, name: str, args: Sequence[RawValue]) -> None:
+        """A signal: queued, nobody waits."""
+        self.items.append(received(name, args))
+
+    async def submit(self, name: str, args: Sequence[RawValue]) -> CommandResult:
+        """An update: queued, and its result awaited (a rejection raised as the update's
+        error)."""
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        self.items.append(received(name, args).model_copy(update={"ticket": ticket}))
+        await workflow.wait_condition(lambda: ticket in self._results)
+        outcome = self._results.pop(ticket)
+        if isinstance(outcome, CommandRejected):
+            raise rejection_error(outcome)
+        return outcome
+
+    def resolve(self, item: QueuedCommand, outcome: CommandResult | CommandRejected) -> None:
+        """Hand an update its result."""
+        if item.ticket is not None:
+            self._results[item.ticket] = outcome
+
+    def take(self) -> QueuedCommand:
+        return self.items.pop(0)
+
+    def through_last_update(self) -> int:
+        """How many of the queued commands go up to the last update (0: none is an update)."""
+        tickets = [n for n, item in enumerate(self.items) if item.ticket is not None]
+        return tickets[-1] + 1 if tickets else 0
+
+
+def received(name: str, args: Sequence[RawValue]) -> QueuedCommand:
+    """A command as it arrived: its decoded payload, or its problem and an excerpt (with the
+    fields needed to reply to it, if they can be read)."""
+    try:
+        return QueuedCommand(name=name, payload=payloads.decode_one(args, f"{name} payload"))
+    except CommandRejected as rejected:
+        data = args[0].payload.data if args else b""
+        readable = payloads.loosely(data)
+        return QueuedCommand(
+            name=loggable(name),
+            payload=safe_excerpt(data),
+            problem=(rejected.code, rejected.reason),
+            reply_to=field_of(readable, "reply_to"),
+            request_id=field_of(readable, "request_id"),
+        )
+
+
+def field_of(payload: object, name: str) -> str | None:
+    """A one-line text field of a decoded payload, if it is valid (read even from a payload
+    that is rejected, so that its sender can still be answered)."""
+    value = payload.get(name) if isinstance(payload, dict) else None
+    return value if isinstance(value, str) and is_short_line(value) else None
+
+
+def loggable(name: str) -> str:
+    """A command name fit for logs and the state: cut, and with no control characters."""
+    return safe_excerpt(name.encode("utf-8", "replace"), 100)
+
+
+def rejection_error(rejected: CommandRejected) -> ApplicationError:
+    """The error an update is rejected with: the reason, and the code in its details."""
+    return ApplicationError(
+        rejected.reason, {"code": rejected.code}, type="CommandRejected", non_retryable=True
+    )

@@ -1,0 +1,50 @@
+"""When a run continues as new, and what it may carry (shared by `Opportunity` and
+`MassModify`).
+
+A run continues when the server suggests it, or at its own limit of history events: a
+workflow task that fails is retried by replaying the whole run, so runs stay short enough to
+replay in a moment. What a run carries is one payload, under Temporal's 2 MB limit: the state
+is kept within `CARRIED_BUDGET` (the oldest rejections, request ids and history entries
+left out past it) and the commands still queued within `PENDING_BUDGET` (past it, the run
+applies more before it continues).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from sales import core
+    from sales.opportunity import Opportunity
+    from sales.validation import json_size
+
+MAX_RUN_EVENTS = 1500
+"""An opportunity's run continues at this history length even without the server's
+suggestion (which comes at 4 MB of history)."""
+CARRIED_BUDGET = 1024 * 1024
+"""The most the state carried to the next run (and the `state` query) may take as JSON."""
+PENDING_BUDGET = 256 * 1024
+"""The most the queued commands carried to the next run may take as JSON."""
+
+
+def due(limit: int | None) -> bool:
+    """Whether the run should continue as new now: the server suggests it, or its history
+    has `limit` events (None: only at the server's suggestion)."""
+    info = workflow.info()
+    if info.is_continue_as_new_suggested():
+        return True
+    return limit is not None and info.get_current_history_length() >= limit
+
+
+def within_budget(state: Opportunity) -> Opportunity:
+    """The state, or a copy without its oldest rejections, request ids and history entries
+    when it would not fit `CARRIED_BUDGET`."""
+    size = json_size(state.model_dump(mode="json"))
+    return state if size <= CARRIED_BUDGET else core.trim(state, size - CARRIED_BUDGET)
+
+
+def carries(pending: list[Any]) -> bool:
+    """Whether the queued commands fit `PENDING_BUDGET`."""
+    return json_size([item.model_dump(mode="json") for item in pending]) <= PENDING_BUDGET
