@@ -1,10 +1,11 @@
-# The two commands: `make run` (the whole service) and `make test` (the whole suite).
+# The two commands: `make run` (the whole service) and `make test` (the whole suite);
+# `make test-unit` runs the tests that need no server, in seconds.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck contract histories chromium clean
+.PHONY: run test test-unit lint typecheck contract histories chromium clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +32,13 @@ chromium:
 	  echo "installing Debian's chromium for the UI test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# Every tier: tests/unit (seconds, no servers), tests/integration (a real Temporal server and
+# PostgreSQL), tests/system (crashes, outages, storms, the UI in Chromium).
 test: $(STAMP) lint typecheck chromium
 	$(BIN)/pytest
+
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit
 
 # Regenerate the published JSON Schemas under contract/ from the models (commit the result).
 contract: $(STAMP)

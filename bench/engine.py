@@ -33,10 +33,10 @@ from temporalio.client import Client
 
 from bench.bare import BareCommands
 from bench.servers import local_servers_and_url
-from bench.worker_process import WorkerProcess, running, worker_env
 from runtime.workflow_ids import opportunity_workflow_id
 from sales.commands import ChangeOwner
 from starter.client import OpportunitiesClient
+from tests.support.worker_process import WorkerProcess, running, worker_env
 
 QUEUE = "bench-engine"
 BARE_QUEUE = "bench-bare"

@@ -37,8 +37,8 @@ from temporalio.client import Client
 
 from bench.bare import BareCommands
 from bench.servers import local_servers_and_url
-from bench.worker_process import WorkerProcess, running, worker_env
 from starter.client import OpportunitiesClient
+from tests.support.worker_process import WorkerProcess, running, worker_env
 
 QUEUE = "bench-memory"
 BARE_QUEUE = "bench-memory-bare"

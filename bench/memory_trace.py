@@ -28,7 +28,7 @@ from bench import runner_worker
 from bench.bare import BareCommands, bare_effect
 from bench.memory import WARM_UP, bare_opener, in_batches, opportunity_opener
 from bench.servers import local_servers
-from bench.worker_process import rss_kb
+from tests.support.worker_process import rss_kb
 from worker import build_worker, workflow_runner
 
 QUEUE = "bench-trace"

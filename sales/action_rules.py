@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from sales.calendar_rules import calendar_key, create_activity, display_id
+from sales.calendar_rules import calendar_key, display_id, new_calendar_activity
 from sales.commands import (
     AddAction,
     Command,
@@ -91,7 +91,7 @@ def perform_actions(state: Opportunity, command: PerformActions, now: datetime) 
                     )
                 )
                 continue
-            change.effects.append(create_activity(state, action, definition, now))
+            change.effects.append(new_calendar_activity(state, action, definition, now))
         elif isinstance(definition, LetterAction):
             action.generation += 1
             change.effects.append(
@@ -297,7 +297,7 @@ def delete_action(state: Opportunity, command: DeleteAction, now: datetime) -> C
 
 
 def record_outcome(state: Opportunity, command: RecordOutcome, now: datetime) -> Change:
-    _, action = _find_activity(state, command.activity_id)
+    _, action = _find_calendar_activity(state, command.activity_id)
     if action.activity_status != "active":
         raise CommandRejected(
             f"calendar activity {command.activity_id} is already {action.activity_status}",
@@ -355,7 +355,7 @@ def _outcome_stage(
 
 
 def delete_activity(state: Opportunity, command: DeleteActivity, now: datetime) -> Change:
-    _, action = _find_activity(state, command.activity_id)
+    _, action = _find_calendar_activity(state, command.activity_id)
     key = calendar_key(state, action)
     action.activity_id = None
     action.activity_status = None
@@ -385,8 +385,8 @@ def _find(state: Opportunity, action_id: str) -> tuple[StageState, ActionState]:
     return found
 
 
-def _find_activity(state: Opportunity, activity_id: str) -> tuple[StageState, ActionState]:
-    found = state.find_activity(activity_id)
+def _find_calendar_activity(state: Opportunity, activity_id: str) -> tuple[StageState, ActionState]:
+    found = state.find_calendar_activity(activity_id)
     if found is None:
         linked = [a.activity_id for stage in state.stages for a in stage.actions if a.activity_id]
         raise CommandRejected(

@@ -31,7 +31,7 @@ def calendar_key(state: Opportunity, action: ActionState) -> CalendarKey:
     )
 
 
-def create_activity(
+def new_calendar_activity(
     state: Opportunity, action: ActionState, definition: CalendarAction, now: datetime
 ) -> CreateCalendarActivity:
     """The calendar activity of a calendar action, due `due_in_days` from now."""

@@ -185,7 +185,7 @@ class Opportunity(BaseModel):
                     return stage, action
         return None
 
-    def find_activity(self, activity_id: str) -> tuple[StageState, ActionState] | None:
+    def find_calendar_activity(self, activity_id: str) -> tuple[StageState, ActionState] | None:
         for stage in self.stages:
             for action in stage.actions:
                 if action.activity_id == activity_id:

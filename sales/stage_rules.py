@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sales.calendar_rules import calendar_key, create_activity
+from sales.calendar_rules import calendar_key, new_calendar_activity
 from sales.commands import ChangeOwner, ChangeStage
 from sales.effects import CancelCalendarActivity, Effect, RecordHistory
 from sales.errors import CommandRejected
@@ -73,7 +73,7 @@ def change_owner(state: Opportunity, command: ChangeOwner, now: datetime) -> Cha
     return Change(f"owner changed from {previous!r} to {command.owner!r}")
 
 
-def open_activities(state: Opportunity, stage: str) -> list[ActionState]:
+def active_calendar_activities(state: Opportunity, stage: str) -> list[ActionState]:
     """Actions of `stage` whose linked activity is still active."""
     return [a for a in state.stage_state(stage).actions if a.activity_status == "active"]
 
@@ -92,13 +92,13 @@ def enter_stage(
     effects: list[Effect] = []
     canceled: list[str] = []
     if cancel and source != "start":
-        for action in open_activities(state, state.current_stage):
+        for action in active_calendar_activities(state, state.current_stage):
             key = calendar_key(state, action)
             effects.append(CancelCalendarActivity(key=key))
             action.activity_status = "canceled"
             canceled.append(key.activity_id)
     creates = [
-        create_activity(state, action, action.definition, now)
+        new_calendar_activity(state, action, action.definition, now)
         for action in state.stage_state(stage).actions
         if isinstance(action.definition, CalendarAction)
         and action.definition.create_activity_on_entry
@@ -243,7 +243,7 @@ def _add_follow_up(state: Opportunity, now: datetime) -> Change:
     stage = state.stage_state(state.current_stage)
     stage.actions = [*stage.actions, action]
     state.last_command_at = now
-    effect = create_activity(state, action, action.definition, now)  # type: ignore[arg-type]
+    effect = new_calendar_activity(state, action, action.definition, now)  # type: ignore[arg-type]
     return Change(f"follow-up {action.action_id} created", [effect])
 
 

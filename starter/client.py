@@ -420,7 +420,7 @@ class OpportunitiesClient:
 def _entered(state: Opportunity) -> bool:
     """Whether the activities created on entering the current stage are linked already."""
     created = state.history[-1].created_activities if state.history else []
-    return all(state.find_activity(activity_id) for activity_id in created)
+    return all(state.find_calendar_activity(activity_id) for activity_id in created)
 
 
 def _code(error: ApplicationError) -> str:

@@ -4,19 +4,9 @@ queue, worker and ids for every test."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import email
-import email.policy
-import json
-import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
-from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -32,18 +22,9 @@ from runtime import codec_server, embedded, search_attributes
 from runtime.codec import EncryptionCodec, Keyring
 from starter.client import OpportunitiesClient
 from store.schema import migrate
+from tests.support.helpers import TEST_KEYS
+from tests.support.servers import Cli, Inbox, Servers
 from worker import build_worker
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE_PROCESS = ROOT / "examples" / "processes" / "life-insurance.json"
-
-
-@dataclass
-class Servers:
-    temporal_address: str
-    http_port: int
-    ui_port: int
-    database_url: str
 
 
 @pytest.fixture(scope="session")
@@ -52,10 +33,6 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     admin_uri, url = embedded.start_postgres(datadir, keep=False)
     asyncio.run(embedded.ensure_database(admin_uri))
     yield url
-
-
-TEST_KEYS = f"test:{base64.b64encode(b'1' * 32).decode()}"
-"""The key of the tests' encrypted opportunities (tests/test_encryption.py, the UI test)."""
 
 
 @pytest.fixture(scope="session")
@@ -125,22 +102,6 @@ def task_queue() -> str:
     return f"test-{uuid.uuid4().hex[:10]}"
 
 
-class Inbox:
-    """An aiosmtpd handler keeping every message it receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        self.messages.append(message)
-        return "250 Message accepted for delivery"
-
-    def to(self, address: str) -> list[EmailMessage]:
-        return [m for m in self.messages if m["To"] == address]
-
-
 @pytest.fixture(scope="session")
 def smtp() -> Iterator[tuple[Inbox, str]]:
     """A real SMTP server (aiosmtpd) on loopback, and its SMTP_URL."""
@@ -178,53 +139,6 @@ def uid() -> str:
     return uuid.uuid4().hex[:8]
 
 
-def example_definition(process_id: str, **changes: Any) -> dict[str, Any]:
-    """The example process under another id (so each test owns its process)."""
-    document = json.loads(EXAMPLE_PROCESS.read_text())
-    document.update({"process_id": process_id, "default": False, **changes})
-    return document
-
-
-@dataclass
-class CliResult:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-class Cli:
-    """Runs the `opportunities` console script as a user would, against the test servers.
-
-    Asynchronous, so the test's worker keeps running in the same event loop meanwhile.
-    """
-
-    def __init__(self, servers: Servers, task_queue: str) -> None:
-        self.env = {
-            **os.environ,
-            "TEMPORAL_ADDRESS": servers.temporal_address,
-            "DATABASE_URL": servers.database_url,
-            "OPPORTUNITIES_TASK_QUEUE": task_queue,
-            "OPPORTUNITIES_USER": "cli-tester",
-            "COLUMNS": "200",
-        }
-
-    async def __call__(self, *args: str, input: str | None = None) -> CliResult:
-        process = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).parent / "opportunities"),
-            *args,
-            env=self.env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await process.communicate(input.encode() if input else None)
-        assert process.returncode is not None
-        return CliResult(process.returncode, out.decode(), err.decode())
-
-
 @pytest.fixture(scope="module")
 async def verified(client: Client, pool: asyncpg.Pool) -> AsyncIterator[None]:
     """At the end of the module, every opportunity it started agrees with its read model
@@ -232,7 +146,7 @@ async def verified(client: Client, pool: asyncpg.Pool) -> AsyncIterator[None]:
     `pytestmark = pytest.mark.usefixtures("verified")`."""
     since = datetime.now(UTC) - timedelta(seconds=1)
     yield
-    from tests.helpers import verify_started_since
+    from tests.support.helpers import verify_started_since
 
     differences = await verify_started_since(client, pool, since)
     assert differences == [], "the read model disagrees with the workflows"

@@ -26,8 +26,8 @@ from sales.commands import ChangeOwner, ChangeStage
 from sales.opportunity import Opportunity
 from starter.client import OpportunitiesClient
 from store.search import SearchFilters
-from tests.conftest import example_definition
-from tests.helpers import (
+from tests.support.helpers import (
+    example_definition,
     setup_contact,
     setup_process,
     setup_references,

@@ -1,0 +1,79 @@
+"""What the tests' servers are, and how tests talk to them as a user would: the addresses of
+the session's servers, a real SMTP server's inbox, the `opportunities` console script."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import json
+import os
+import sys
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Servers:
+    temporal_address: str
+    http_port: int
+    ui_port: int
+    database_url: str
+
+
+class Inbox:
+    """An aiosmtpd handler keeping every message it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages if m["To"] == address]
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+class Cli:
+    """Runs the `opportunities` console script as a user would, against the test servers.
+
+    Asynchronous, so the test's worker keeps running in the same event loop meanwhile.
+    """
+
+    def __init__(self, servers: Servers, task_queue: str) -> None:
+        self.env = {
+            **os.environ,
+            "TEMPORAL_ADDRESS": servers.temporal_address,
+            "DATABASE_URL": servers.database_url,
+            "OPPORTUNITIES_TASK_QUEUE": task_queue,
+            "OPPORTUNITIES_USER": "cli-tester",
+            "COLUMNS": "200",
+        }
+
+    async def __call__(self, *args: str, input: str | None = None) -> CliResult:
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "opportunities"),
+            *args,
+            env=self.env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate(input.encode() if input else None)
+        assert process.returncode is not None
+        return CliResult(process.returncode, out.decode(), err.decode())

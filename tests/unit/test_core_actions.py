@@ -1,0 +1,416 @@
+"""The stage-action rules of the pure core: unit tests, and a hypothesis state machine that runs
+random command sequences against a simulated calendar and checks the invariants."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from sales import core
+from sales.commands import (
+    AddAction,
+    ChangeStage,
+    Command,
+    CompleteActions,
+    DeleteAction,
+    DeleteActivity,
+    ModifyAction,
+    PerformActions,
+    RecordOutcome,
+)
+from sales.effects import (
+    CompleteCalendarActivity,
+    CreateCalendarActivity,
+    DeleteCalendarActivity,
+    EffectOutcome,
+    InviteToEvent,
+    PerformEffect,
+    RecordHistory,
+    SendLetter,
+)
+from sales.errors import CommandRejected
+from sales.opportunity import Opportunity, StartOpportunity
+from sales.process import ProcessDefinition, SalesProcess
+from tests.support.helpers import example_definition
+from workflows.command_protocol import Changes, carry_out, run_command
+
+T = TypeVar("T")
+T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+PROCESS = SalesProcess(
+    version=1, definition=ProcessDefinition.model_validate(example_definition("life"))
+)
+
+
+def settled(decision: core.Decision, now: datetime = T0) -> Opportunity:
+    """The state once every perform effect succeeded, as the shell would settle it."""
+    state = decision.state
+    for effect in decision.effects:
+        if isinstance(effect, CreateCalendarActivity):
+            outcome = EffectOutcome(status="created", activity_id=effect.activity_id)
+            state, _ = core.settle(state, effect, outcome, now)
+        elif isinstance(effect, SendLetter):
+            state, _ = core.settle(state, effect, EffectOutcome(status="sent"), now)
+        elif isinstance(effect, InviteToEvent):
+            state, _ = core.settle(state, effect, EffectOutcome(status="invited"), now)
+    return state
+
+
+def opened(process: SalesProcess = PROCESS) -> Opportunity:
+    """Open in Prospect; intro-call's activity was created on entry."""
+    start = StartOpportunity(opportunity_id="o", contact_id="c")
+    return settled(core.open_opportunity(start, process, T0))
+
+
+def performed(state: Opportunity, action_id: str) -> tuple[Opportunity, CreateCalendarActivity]:
+    decision = core.apply(state, PerformActions(action_ids=[action_id]), T0)
+    [effect] = decision.effects
+    assert isinstance(effect, CreateCalendarActivity)
+    new, _ = core.settle(
+        decision.state, effect, EffectOutcome(status="created", activity_id=effect.activity_id), T0
+    )
+    return new, effect
+
+
+def test_opening_creates_the_activities_marked_for_entry() -> None:
+    start = StartOpportunity(opportunity_id="o", contact_id="c")
+    decision = core.open_opportunity(start, PROCESS, T0)
+    effect = decision.effects[-1]
+    assert isinstance(effect, CreateCalendarActivity)
+    assert (effect.activity_id, effect.generation, effect.activity_kind) == (
+        "o/intro-call/1",
+        1,
+        "call",
+    )
+    assert effect.starts_at == T0 + timedelta(days=2)
+    assert effect.ends_at == effect.starts_at + timedelta(minutes=30)
+    assert effect.track_outcome
+
+
+def test_perform_sends_letters_and_invitations_with_their_context() -> None:
+    decision = core.apply(opened(), PerformActions(action_ids=["welcome-letter", "seminar"]), T0)
+    letter, invite = decision.effects
+    assert isinstance(letter, SendLetter) and isinstance(invite, InviteToEvent)
+    assert letter.letter_id == "o/welcome-letter/1" and letter.template == "welcome"
+    assert letter.context.current_stage == "Prospect"
+    assert letter.context.process_name == "Life insurance sale"
+    assert invite.event_id == "seminar-2027-01"
+
+
+def test_settling_a_failure_keeps_the_action_open() -> None:
+    decision = core.apply(opened(), PerformActions(action_ids=["welcome-letter"]), T0)
+    [letter] = decision.effects
+    assert isinstance(letter, SendLetter)
+    failed = EffectOutcome(status="failed", code="unknown_template", message="unknown template")
+    state, result = core.settle(decision.state, letter, failed, T0)
+    assert (result.outcome, result.code) == ("failed", "unknown_template")
+    _, action = state.find_action("welcome-letter") or (None, None)
+    assert action is not None and not action.completed and action.last_error is not None
+    assert (action.last_error.code, action.last_error.message) == (
+        "unknown_template",
+        "unknown template",
+    )
+    state, result = core.settle(state, letter, EffectOutcome(status="filed"), T0)
+    assert result.outcome == "letter_filed"
+    _, action = state.find_action("welcome-letter") or (None, None)
+    assert action is not None and action.completed and action.last_error is None
+
+
+def test_an_existing_activity_is_reported_not_recreated() -> None:
+    state = opened()
+    _, action = state.find_action("intro-call") or (None, None)
+    assert action is not None and action.activity_id == "o/intro-call/1"
+    decision = core.apply(state, PerformActions(action_ids=["intro-call"]), T0)
+    assert decision.effects == []
+    assert decision.result.actions[0].outcome == "activity_exists"
+    assert decision.result.actions[0].activity_id == action.activity_id
+
+
+def test_complete_marks_the_linked_activity_done() -> None:
+    state = opened()
+    effect = _intro_call(state)
+    with pytest.raises(CommandRejected, match="give an outcome"):
+        core.apply(state, CompleteActions(action_ids=["intro-call"]), T0)
+    decision = core.apply(
+        state, CompleteActions(action_ids=["intro-call"], outcome="Interested"), T0
+    )
+    [complete] = decision.effects
+    assert isinstance(complete, CompleteCalendarActivity) and complete.outcome == "Interested"
+    assert (complete.key.action_id, complete.key.generation) == ("intro-call", effect.generation)
+    assert complete.key.activity_id == effect.activity_id
+
+
+def test_record_outcome_maps_to_a_stage() -> None:
+    state = opened()
+    effect = _intro_call(state)
+    decision = core.apply(
+        state, RecordOutcome(activity_id=effect.activity_id, outcome="Sale Made"), T0
+    )
+    assert decision.state.current_stage == "Closed won" and decision.state.status == "won"
+    assert decision.state.history[-1].source == "outcome"
+    assert any(isinstance(e, RecordHistory) for e in decision.effects)
+    explicit = core.apply(
+        state,
+        RecordOutcome(activity_id=effect.activity_id, outcome="Sale Made", stage="Proposal"),
+        T0,
+    )
+    assert explicit.state.current_stage == "Proposal", "an explicit stage wins over the mapping"
+
+
+def test_delete_activity_lets_the_action_create_another() -> None:
+    state = opened()
+    first = _intro_call(state)
+    state = core.apply(state, DeleteActivity(activity_id=first.activity_id), T0).state
+    _, second = performed(state, "intro-call")
+    assert second.generation == 2 and second.activity_id != first.activity_id
+
+
+def test_an_action_deleted_and_added_again_never_reuses_a_generation() -> None:
+    """Its next letter (or calendar activity) has a key of its own: perform, delete, add the
+    same id again, perform."""
+    decision = core.apply(opened(), PerformActions(action_ids=["welcome-letter"]), T0)
+    [first] = decision.effects
+    assert isinstance(first, SendLetter)
+    state, _ = core.settle(decision.state, first, EffectOutcome(status="filed"), T0)
+    state = core.apply(state, DeleteAction(action_id="welcome-letter"), T0).state
+    again = {"action_id": "welcome-letter", "type": "letter", "title": "Second",
+             "template": "proposal"}  # fmt: skip
+    state = core.apply(
+        state, AddAction.model_validate({"stage": "Prospect", "action": again}), T0
+    ).state
+    [second] = core.apply(state, PerformActions(action_ids=["welcome-letter"]), T0).effects
+    assert isinstance(second, SendLetter)
+    assert (first.generation, second.generation) == (1, 2)
+    assert second.letter_id == "o/welcome-letter/2" != first.letter_id
+
+
+def _intro_call(state: Opportunity) -> CreateCalendarActivity:
+    """Stands for intro-call's linked activity (created on entry) in assertions."""
+    _, action = state.find_action("intro-call") or (None, None)
+    assert action is not None and action.activity_id is not None
+    return CreateCalendarActivity(
+        opportunity_id="o", contact_id="c", action_id="intro-call", generation=action.generation,
+        activity_id=action.activity_id, activity_kind="call", subject="", starts_at=T0,
+        ends_at=T0, track_outcome=True,
+    )  # fmt: skip
+
+
+# --- random command sequences -----------------------------------------------------------------
+
+ACTION_IDS = ["intro-call", "welcome-letter", "seminar", "fact-finder", "proposal-review",
+              "proposal-letter", "extra-call", "extra-letter", "nope"]  # fmt: skip
+STAGES = [*PROCESS.definition.stage_names(), "Nowhere"]
+OUTCOMES = [None, "Interested", "Sale Made", "Reject Prospect"]
+EXTRA: dict[str, dict[str, Any]] = {
+    "intro-call": {
+        "action_id": "intro-call",
+        "type": "calendar",
+        "title": "Second call",
+        "activity": {"kind": "call", "track_outcome": True},
+    },
+    "extra-call": {
+        "action_id": "extra-call",
+        "type": "calendar",
+        "title": "Extra call",
+        "activity": {"kind": "call", "track_outcome": False},
+    },
+    "extra-letter": {
+        "action_id": "extra-letter",
+        "type": "letter",
+        "title": "Extra letter",
+        "template": "t",
+    },
+}
+
+
+TIMED = example_definition("timed")
+TIMED["stages"][0]["follow_up_after_days"] = 1
+TIMED["stages"][1]["advance_after_days"] = 2
+TIMED_PROCESS = SalesProcess(version=1, definition=ProcessDefinition.model_validate(TIMED))
+
+
+def completed(work: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that never waits (the simulated calendar answers at once)."""
+    try:
+        work.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    raise AssertionError("the simulated calendar never waits")
+
+
+class OpportunityMachine(RuleBasedStateMachine):
+    """Applies random commands (and the passing of time) through the workflow's own command
+    protocol (`workflows.command_protocol`), with a simulated calendar keyed like the real
+    table standing for the activities and the projection."""
+
+    @initialize()
+    def open(self) -> None:
+        self.now = T0
+        self.fail = False
+        self.calendar: dict[tuple[str, int], dict[str, Any]] = {}
+        self.completed: set[str] = set()
+        start = StartOpportunity(opportunity_id="o", contact_id="c")
+        decision = core.open_opportunity(start, TIMED_PROCESS, T0, day_seconds=600)
+        self.state = self.carry_out(decision.state, decision.effects)
+
+    async def activities(self, effect: PerformEffect) -> EffectOutcome:
+        """The activities, simulated: a calendar row created once per key; a letter or an
+        invitation sent, or failed when the rule asks for a failure."""
+        if isinstance(effect, CreateCalendarActivity):
+            key = (effect.action_id, effect.generation)
+            created = key not in self.calendar
+            row = self.calendar.setdefault(
+                key, {"activity_id": effect.activity_id, "status": "active"}
+            )
+            status: Any = "created" if created else "exists"
+            return EffectOutcome(status=status, activity_id=row["activity_id"])
+        if self.fail:
+            return EffectOutcome(status="failed", code="bad_data", message="simulated")
+        return EffectOutcome(status="invited" if isinstance(effect, InviteToEvent) else "sent")
+
+    def project(self, changes: Changes) -> None:
+        """The projection, simulated: the changes to existing calendar rows."""
+        for change in changes.calendar:
+            key = (change.key.action_id, change.key.generation)
+            if isinstance(change, DeleteCalendarActivity):
+                self.calendar.pop(key, None)
+            elif (row := self.calendar.get(key)) is not None and row["status"] == "active":
+                done = isinstance(change, CompleteCalendarActivity)
+                row["status"] = "done" if done else "canceled"
+
+    def carry_out(self, state: Opportunity, effects: list[Any]) -> Opportunity:
+        state, _, changes = completed(carry_out(state, effects, self.activities, self.clock))
+        self.project(changes)
+        return state
+
+    def clock(self) -> datetime:
+        return self.now
+
+    def run(self, command: Command, fail: bool = False) -> None:
+        self.now += timedelta(minutes=1)
+        self.fail = fail
+        before = self.state.model_copy(deep=True)
+        try:
+            done = completed(run_command(self.state, command, self.activities, self.clock))
+        except CommandRejected:
+            assert self.state.model_dump() == before.model_dump(), (
+                "a rejected command changes nothing"
+            )
+            return
+        finally:
+            self.fail = False
+        self.project(done.changes)
+        # The core copies only what its rules change in place: the state it was given, and
+        # so every earlier state the workflow still holds, stays as it was.
+        assert self.state.model_dump() == before.model_dump(), "only the new state changes"
+        self.state = done.state
+        if isinstance(command, ChangeStage) and command.cancel_open_activities:
+            left = before.current_stage
+            assert not [
+                a for a in self.state.stage_state(left).actions if a.activity_status == "active"
+            ], "no active activity remains linked to a stage left with cancel_open_activities"
+
+    @rule(minutes=st.integers(1, 30))
+    def wait(self, minutes: int) -> None:
+        """Time passes; the stage timers that are due fire, as the workflow's timer would."""
+        self.now += timedelta(minutes=minutes)
+        for _ in range(10):
+            deadline = core.next_deadline(self.state)
+            if deadline is None or deadline > self.now:
+                break
+            decision = core.fire_timers(self.state, self.now)
+            assert decision is not None, "a due deadline fires"
+            self.state = self.carry_out(decision.state, decision.effects)
+        deadline = core.next_deadline(self.state)
+        assert deadline is None or deadline > self.now
+
+    @rule(stage=st.sampled_from(STAGES))
+    def reopen(self, stage: str) -> None:
+        try:
+            decision = core.reopen(self.state, stage, None, self.now)
+        except CommandRejected:
+            return
+        self.state = self.carry_out(decision.state, decision.effects)
+        assert self.state.status == "open"
+
+    @rule(ids=st.lists(st.sampled_from(ACTION_IDS), min_size=1, max_size=3), fail=st.booleans())
+    def perform(self, ids: list[str], fail: bool) -> None:
+        self.run(PerformActions(action_ids=ids), fail)
+
+    @rule(ids=st.lists(st.sampled_from(ACTION_IDS), min_size=1, max_size=3),
+          outcome=st.sampled_from(OUTCOMES))  # fmt: skip
+    def complete(self, ids: list[str], outcome: str | None) -> None:
+        self.run(CompleteActions(action_ids=ids, outcome=outcome))
+
+    @rule(action_id=st.sampled_from(list(EXTRA)), stage=st.sampled_from(STAGES))  # re-adds too
+    def add(self, action_id: str, stage: str) -> None:
+        self.run(AddAction.model_validate({"stage": stage, "action": EXTRA[action_id]}))
+
+    @rule(action_id=st.sampled_from(ACTION_IDS), title=st.sampled_from(["A", "B"]))
+    def modify(self, action_id: str, title: str) -> None:
+        self.run(ModifyAction(action_id=action_id, changes={"title": title}))
+
+    @rule(action_id=st.sampled_from(ACTION_IDS))
+    def delete(self, action_id: str) -> None:
+        self.run(DeleteAction(action_id=action_id))
+
+    @rule(pick=st.integers(0, 20), outcome=st.sampled_from(OUTCOMES),
+          stage=st.sampled_from([None, *STAGES]))  # fmt: skip
+    def record_outcome(self, pick: int, outcome: str | None, stage: str | None) -> None:
+        known = [row["activity_id"] for row in self.calendar.values()] or ["o/none/1"]
+        activity_id = known[pick % len(known)]
+        self.run(RecordOutcome(activity_id=activity_id, outcome=outcome, stage=stage))
+
+    @rule(pick=st.integers(0, 20))
+    def delete_activity(self, pick: int) -> None:
+        known = [row["activity_id"] for row in self.calendar.values()] or ["o/none/1"]
+        self.run(DeleteActivity(activity_id=known[pick % len(known)]))
+
+    @rule(stage=st.sampled_from(STAGES), cancel=st.booleans())
+    def change_stage(self, stage: str, cancel: bool) -> None:
+        self.run(ChangeStage(stage=stage, cancel_open_activities=cancel))
+
+    @invariant()
+    def at_most_one_active_activity_per_action(self) -> None:
+        active: dict[str, int] = {}
+        for (action_id, _), row in self.calendar.items():
+            if row["status"] == "active":
+                active[action_id] = active.get(action_id, 0) + 1
+        assert all(count <= 1 for count in active.values()), active
+
+    @invariant()
+    def links_match_the_calendar(self) -> None:
+        rows = {row["activity_id"]: row for row in self.calendar.values()}
+        for stage in self.state.stages:
+            for action in stage.actions:
+                if action.activity_id is not None:
+                    assert rows[action.activity_id]["status"] == action.activity_status
+
+    @invariant()
+    def completed_actions_stay_completed(self) -> None:
+        present = {a.action_id: a for stage in self.state.stages for a in stage.actions}
+        for action_id in self.completed:
+            if action_id in present:
+                assert present[action_id].completed, action_id
+        self.completed = {a for a, state in present.items() if state.completed}
+
+    @invariant()
+    def closed_means_a_closing_stage(self) -> None:
+        closing = self.state.process.stage(self.state.current_stage)
+        assert (self.state.status != "open") == bool(closing and closing.closes_as)
+        assert (self.state.closed_at is not None) == (self.state.status != "open")
+
+    @invariant()
+    def history_replays_to_the_current_stage(self) -> None:
+        assert core.replay_history(self.state.history) == self.state.current_stage
+        closing = self.state.process.stage(self.state.current_stage)
+        assert self.state.status == ((closing.closes_as if closing else None) or "open")
+
+
+TestOpportunityMachine = OpportunityMachine.TestCase
+TestOpportunityMachine.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
