@@ -21,10 +21,12 @@ async def project_opportunity(
     """Write the opportunity's row, its new history entries and the changes to its calendar
     activities, idempotently, in one transaction.
 
-    A row is only replaced by a higher revision, so a late retry of an older write cannot
-    roll the projection back; history rows are keyed by (opportunity, seq), so a retried write
-    never duplicates one; calendar changes only change an active row. Returns whether the
-    row was written.
+    A row is replaced only by the same or a higher revision, so a late retry of an older write
+    cannot roll the projection back; history rows are keyed by (opportunity, seq), so a retried
+    write never duplicates one; calendar changes only change an active row. The same revision
+    written again replaces the row and its entries: a workflow task that wrote by local
+    activity and never completed (its worker died) runs again with a later clock, and its
+    second write is the one the workflow keeps. Returns whether the row was written.
     """
     async with pool.acquire() as conn:
         if not history and not calendar_changes:
@@ -38,7 +40,11 @@ async def project_opportunity(
                 "INSERT INTO opportunity_history (opportunity_id, seq, at, from_stage, to_stage,"
                 " source, by, reason, canceled_activities, created_activities)"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                " ON CONFLICT (opportunity_id, seq) DO NOTHING",
+                " ON CONFLICT (opportunity_id, seq) DO UPDATE SET at = EXCLUDED.at,"
+                " from_stage = EXCLUDED.from_stage, to_stage = EXCLUDED.to_stage,"
+                " source = EXCLUDED.source, by = EXCLUDED.by, reason = EXCLUDED.reason,"
+                " canceled_activities = EXCLUDED.canceled_activities,"
+                " created_activities = EXCLUDED.created_activities",
                 [
                     (
                         summary.opportunity_id,
@@ -61,7 +67,8 @@ async def project_opportunity(
 async def _upsert_summary(
     conn: asyncpg.pool.PoolConnectionProxy, summary: OpportunitySummary
 ) -> bool:
-    """The opportunity's row, replaced only by a higher revision; whether it was written."""
+    """The opportunity's row, replaced by the same or a higher revision; whether it was
+    written."""
     written = await conn.fetchval(
         """
         INSERT INTO opportunities (opportunity_id, contact_id, process_id, process_version,
@@ -74,7 +81,7 @@ async def _upsert_summary(
             stage_entered_at = EXCLUDED.stage_entered_at, closed_at = EXCLUDED.closed_at,
             open_actions = EXCLUDED.open_actions, updated_at = now(),
             revision = EXCLUDED.revision
-        WHERE opportunities.revision < EXCLUDED.revision
+        WHERE opportunities.revision <= EXCLUDED.revision
         RETURNING 1
         """,
         summary.opportunity_id,

@@ -4,13 +4,14 @@ activity task or by a local activity.
 
 A batch answering updates, of up to `LOCAL_MAX_BATCH` commands, writes by local activity,
 inside the workflow task that applied it, so the updates are answered without an activity
-round trip. So do the opening, a reopening and a stage timer. A local activity holds its
-workflow task open while the server buffers what arrives meanwhile, and the server fails a
-task during which more than 100 events pile up: so batches of signals only, which nobody
-waits for, and larger batches use an activity task, which lets the server deliver commands
-as they come. Once continuing as new is due, a batch answering updates writes by local
-activity whatever its size, so that the run applies, answers and continues in one task even
-under a steady stream of updates.
+round trip; so does a batch of at most `QUIET_MAX_BATCH` signals (an opportunity taking a
+command now and then, the common case), and so do the opening, a reopening and a stage
+timer. A local activity holds its workflow task open while the server buffers what arrives
+meanwhile, and the server fails a task during which more than 100 events pile up: so larger
+batches of signals only, which nobody waits for (a storm of them), use an activity task,
+which lets the server deliver commands as they come. Once continuing as new is due, a batch
+answering updates writes by local activity whatever its size, so that the run applies,
+answers and continues in one task even under a steady stream of updates.
 
 A write that fails for good (after its retries) leaves the commands applied: it is kept,
 carried across continue-as-new, and written with the next write or after
@@ -31,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.command_protocol import Changes
 
 LOCAL_MAX_BATCH = 20
+QUIET_MAX_BATCH = 2
 RETRY_UNWRITTEN_AFTER = timedelta(minutes=5)
 
 
@@ -52,7 +54,10 @@ class Projection:
         """Write what `commands` commands changed (`updates_waiting`: among them updates
         waiting for it; `continuing`: the run is due to continue as new), with any earlier
         write that failed."""
-        local = updates_waiting and (commands <= LOCAL_MAX_BATCH or continuing)
+        if updates_waiting:
+            local = commands <= LOCAL_MAX_BATCH or continuing
+        else:
+            local = commands <= QUIET_MAX_BATCH
         write = ProjectionWrite(
             summary=state.summary(), history=changes.history, calendar=changes.calendar
         )

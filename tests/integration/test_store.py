@@ -4,7 +4,7 @@ idempotent opportunity projection."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -135,18 +135,27 @@ async def test_projection_writes_are_idempotent_and_never_go_back(
         pool, opened.state.summary(), opened_history
     )
     assert await store.opportunities.project_opportunity(pool, moved.state.summary(), moved_history)
-    # Retries of both writes, in any order, change nothing.
-    assert not await store.opportunities.project_opportunity(
-        pool, moved.state.summary(), moved_history
-    )
+    # Retries of both writes, in any order: the older one changes nothing, the same
+    # revision writes the same again.
     assert not await store.opportunities.project_opportunity(
         pool, opened.state.summary(), opened_history
     )
+    assert await store.opportunities.project_opportunity(pool, moved.state.summary(), moved_history)
 
     row = await store.opportunities.get_opportunity(pool, f"o-{uid}")
     assert row is not None and row.current_stage == "Proposal" and row.revision == 1
     history = await store.opportunities.get_history(pool, f"o-{uid}")
     assert [(h.seq, h.to_stage) for h in history] == [(1, "Prospect"), (2, "Proposal")]
+
+    # The same revision from a workflow task run again later (its clock later): it replaces
+    # the row and its history entry, as the workflow keeps the second run's state.
+    later = core.apply(opened.state, ChangeStage(stage="Proposal"), T0 + timedelta(seconds=1))
+    later_history = [e.entry for e in later.effects if isinstance(e, RecordHistory)]
+    assert await store.opportunities.project_opportunity(pool, later.state.summary(), later_history)
+    row = await store.opportunities.get_opportunity(pool, f"o-{uid}")
+    assert row is not None and row.stage_entered_at == T0 + timedelta(seconds=1)
+    history = await store.opportunities.get_history(pool, f"o-{uid}")
+    assert history[-1].at == T0 + timedelta(seconds=1)
 
 
 async def test_hostile_strings_are_stored_verbatim(pool: asyncpg.Pool, uid: str) -> None:
