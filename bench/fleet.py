@@ -16,12 +16,13 @@ side, then for the other:
 
 Then a sample's histories (events, workflow tasks, activity tasks, local-activity markers,
 search-attribute upserts and timers per opening and per command), and the CPU each process
-spent per opening and per command (/proc): the worker's main thread (Python) and its other
-threads (the SDK's core), the Temporal server, PostgreSQL. With `--py-spy DIR`, py-spy
+spent per opening and per command (/proc): the worker's event loop (activities, polls), its
+workflow activation threads (workflow code, in the SDK's thread pool) and the SDK core's
+Rust threads, the Temporal server, PostgreSQL. With `--py-spy DIR`, py-spy
 samples each worker during its phases into DIR/<side>-<phase>.txt (collapsed stacks).
 
     .venv/bin/python -m bench.fleet [--opportunities 2000] [--commands 5] [--in-flight 50]
-                                    [--py-spy DIR]
+                                    [--py-spy DIR] [--ours-worker COMMAND]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import statistics
@@ -186,10 +188,16 @@ class Cpu:
     def read(self) -> dict[str, float]:
         seconds = {"Temporal server": _cpu(f"/proc/{self.server}/stat")}
         for name, pid in self.workers.items():
-            whole = _cpu(f"/proc/{pid}/stat")
             main = _cpu(f"/proc/{pid}/task/{pid}/stat")
-            seconds[f"{name} worker, main thread (Python)"] = main
-            seconds[f"{name} worker, other threads (SDK core)"] = whole - main
+            python = 0.0  # the threads named like the main one: the SDK's activation threads
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                if task.name != str(pid) and _comm(task) == _comm(Path(f"/proc/{pid}")):
+                    python += _cpu(f"{task}/stat")
+            seconds[f"{name} worker, event loop (activities, polls)"] = main
+            seconds[f"{name} worker, workflow activation threads"] = python
+            seconds[f"{name} worker, SDK core (Rust threads)"] = (
+                _cpu(f"/proc/{pid}/stat") - main - python
+            )
         postgres = _cpu(f"/proc/{self.postmaster}/stat", reaped=True)
         for child in _children(self.postmaster):
             with contextlib.suppress(OSError):
@@ -214,6 +222,10 @@ def _cpu(path: str, *, reaped: bool = False) -> float:
     if reaped:
         ticks += int(fields[13]) + int(fields[14])
     return ticks / TICK
+
+
+def _comm(process: Path) -> str:
+    return (process / "comm").read_text()
 
 
 def _children(parent: int) -> list[int]:
@@ -282,7 +294,8 @@ async def count_events(client: Client, side: Side, n: int, k: int) -> None:
     """Events by type in a sample's openings and in their commands (every run), per opening
     and per command; a workflow's commands begin with its first signal or accepted update
     (and the workflow task that accepted it)."""
-    sample = range(0, n, max(1, n // SAMPLE))
+    step = max(1, n // SAMPLE)  # odd and even numbers alike: they take updates, signals alike
+    sample = sorted({min(n - 1, j * step + j % 2) for j in range(min(n, SAMPLE))})
     opening: Counter[str] = Counter()
     commands: Counter[str] = Counter()
     for i in sample:
@@ -359,7 +372,7 @@ def print_table(rows: list[tuple[str, float, float, str]]) -> None:
         print(f"{name:<58} {ours:>8.1f} {bare:>8.1f} {ratio:>6}  {goal}")
 
 
-async def main(n: int, k: int, c: int, profile: Path | None) -> None:
+async def main(n: int, k: int, c: int, profile: Path | None, ours_worker: list[str]) -> None:
     async with local_servers_and_url(no_activity_on_entry) as (pool, env, url):
         await pool.execute(FLEET_ROWS)
         client = env.client
@@ -370,7 +383,7 @@ async def main(n: int, k: int, c: int, profile: Path | None) -> None:
             ours = Side(
                 "ours", "Opportunity", "opportunity-", QUEUE,
                 WorkerProcess(
-                    [str(Path(sys.executable).parent / "opportunities-worker")],
+                    ours_worker,
                     worker_env(address, url, QUEUE, CACHE, sandbox),
                     Path(logs) / "ours.log",
                 ),
@@ -416,10 +429,15 @@ if __name__ == "__main__":
     parser.add_argument("--commands", type=int, default=5)
     parser.add_argument("--in-flight", type=int, default=50)
     parser.add_argument("--py-spy", type=Path, help="record each worker's phases into DIR")
+    parser.add_argument(
+        "--ours-worker",
+        default=str(Path(sys.executable).parent / "opportunities-worker"),
+        help="the command that runs our worker (a variant of it, say)",
+    )
     arguments = parser.parse_args()
     if arguments.py_spy is not None:
         arguments.py_spy.mkdir(parents=True, exist_ok=True)
     asyncio.run(
         main(arguments.opportunities, arguments.commands, arguments.in_flight,
-             arguments.py_spy)
+             arguments.py_spy, shlex.split(arguments.ours_worker))
     )  # fmt: skip
