@@ -63,6 +63,7 @@ SAMPLE = 50
 DEADLINE = 600.0
 """Seconds a phase may wait for its rows once everything is sent."""
 TICK = os.sysconf("SC_CLK_TCK")
+PY_SPY = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
 
 KINDS = {
     "workflow tasks": EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
@@ -71,6 +72,7 @@ KINDS = {
     "search-attribute upserts": EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,
     "timers": EventType.EVENT_TYPE_TIMER_STARTED,
     "failed workflow tasks": EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+    "timed-out workflow tasks": EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
 }
 """What the table counts in a history, by the event that marks one."""
 PHASES = ("opening", "commands")
@@ -177,8 +179,9 @@ async def command_fleet(
 
 
 class Cpu:
-    """CPU seconds spent so far by the two workers (main thread, other threads), the
-    Temporal server and PostgreSQL (the postmaster, its children and those it reaped)."""
+    """CPU seconds spent so far by each worker (its event loop, its workflow activation
+    threads, the SDK core's threads), the Temporal server, PostgreSQL (the postmaster, its
+    children and those it reaped), this process and the whole machine."""
 
     def __init__(self, workers: dict[str, int], server: int, postmaster: int) -> None:
         self.workers = workers
@@ -254,10 +257,10 @@ async def sampled(directory: Path | None, pid: int, name: str) -> AsyncIterator[
     if directory is None:
         yield
         return
-    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    assert PY_SPY is not None
     output = directory / f"{name}.txt"
     recorder = await asyncio.create_subprocess_exec(
-        *(py_spy, "record", "--pid", str(pid), "--rate", "100", "--nonblocking"),
+        *(PY_SPY, "record", "--pid", str(pid), "--rate", "100", "--nonblocking"),
         *("--format", "raw", "--output", str(output)),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
@@ -436,6 +439,8 @@ if __name__ == "__main__":
     )
     arguments = parser.parse_args()
     if arguments.py_spy is not None:
+        if PY_SPY is None:
+            raise SystemExit("--py-spy needs py-spy: .venv/bin/pip install py-spy")
         arguments.py_spy.mkdir(parents=True, exist_ok=True)
     asyncio.run(
         main(arguments.opportunities, arguments.commands, arguments.in_flight,
