@@ -1,14 +1,24 @@
-"""The bare workflow `bench.engine` compares this service with: commands into a queue, taken
-in order in batches of up to 50 with one no-op activity per batch (or local activity, the
-second reference), as the Opportunity writes one projection per batch. Its own module, so
-the workflow sandbox imports little."""
+"""The bare workflows the benchmarks compare this service with, in a module of their own so
+the workflow sandbox imports little.
+
+`BareCommands` (`bench.engine`): commands into a queue, taken in order in batches of up to 50
+with one no-op activity per batch (or local activity, the second reference), as the
+Opportunity writes one projection per batch.
+
+`BareOpportunity` (`bench.fleet`): one opportunity of a fleet at the least a durable command
+with a side effect in a database can cost: a row for its opening and a row per command in
+`bench_fleet_rows`, each by one local activity, in order."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio import activity, workflow
+
+if TYPE_CHECKING:
+    import asyncpg
 
 MAX_BATCH = 50
 
@@ -51,3 +61,80 @@ class BareCommands:
             execute = workflow.execute_local_activity if local else workflow.execute_activity
             await execute(bare_effect, batch, start_to_close_timeout=timedelta(seconds=10))
             self.done += len(batch)
+
+
+FLEET_ROWS = """
+CREATE TABLE IF NOT EXISTS bench_fleet_rows (
+    workflow_id text NOT NULL,
+    seq         integer NOT NULL,
+    name        text NOT NULL,
+    payload     jsonb NOT NULL,
+    written_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (workflow_id, seq)
+)
+"""
+"""The bare opportunities' rows: seq 0 is the opening, 1, 2, ... the commands."""
+
+
+@dataclass
+class FleetRow:
+    workflow_id: str
+    seq: int
+    name: str
+    payload: dict[str, Any]
+
+
+class FleetRows:
+    """The bare opportunity's side effect, over the worker's pool; idempotent like ours."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @activity.defn(name="bare_fleet_row")
+    async def write(self, row: FleetRow) -> None:
+        await self.pool.execute(
+            "INSERT INTO bench_fleet_rows (workflow_id, seq, name, payload)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            row.workflow_id,
+            row.seq,
+            row.name,
+            row.payload,
+        )
+
+
+@workflow.defn(name="BareOpportunity")
+class BareOpportunity:
+    """Writes its opening row, then one row per command in arrival order; an update returns
+    once its row is written. Takes `change_owner` (as signal or update), the command
+    `bench.fleet` sends, with any JSON object."""
+
+    def __init__(self) -> None:
+        self.queue: list[dict[str, Any]] = []
+        self.received = 0
+        self.written = 0
+
+    @workflow.signal(name="change_owner")
+    def command_signal(self, command: dict[str, Any]) -> None:
+        self.queue.append(command)
+        self.received += 1
+
+    @workflow.update(name="change_owner")
+    async def command_update(self, command: dict[str, Any]) -> int:
+        self.command_signal(command)
+        ticket = self.received
+        await workflow.wait_condition(lambda: self.written >= ticket)
+        return ticket
+
+    @workflow.run
+    async def run(self, start: dict[str, Any]) -> None:
+        await self._write(0, "open", start)
+        while True:
+            await workflow.wait_condition(lambda: bool(self.queue))
+            await self._write(self.written + 1, "change_owner", self.queue.pop(0))
+            self.written += 1
+
+    async def _write(self, seq: int, name: str, payload: dict[str, Any]) -> None:
+        row = FleetRow(workflow.info().workflow_id, seq, name, payload)
+        await workflow.execute_local_activity_method(
+            FleetRows.write, row, start_to_close_timeout=timedelta(seconds=10)
+        )

@@ -1,7 +1,7 @@
-"""A worker process running only the bare workflow (`bench.bare`), configured like the
-service's worker: `TEMPORAL_ADDRESS`, `OPPORTUNITIES_TASK_QUEUE`,
-`OPPORTUNITIES_MAX_CACHED_WORKFLOWS` (same default), `OPPORTUNITIES_WORKFLOW_SANDBOX` and
-`OPPORTUNITIES_METRICS_PORT`.
+"""A worker process running only the bare workflows (`bench.bare`), configured like the
+service's worker: `TEMPORAL_ADDRESS`, `DATABASE_URL` (the bare opportunity's rows, over a
+pool like the service's), `OPPORTUNITIES_TASK_QUEUE`, `OPPORTUNITIES_MAX_CACHED_WORKFLOWS`
+(same default), `OPPORTUNITIES_WORKFLOW_SANDBOX` and `OPPORTUNITIES_METRICS_PORT`.
 `bench.memory` measures its memory against the real `opportunities-worker`.
 
     .venv/bin/python -m bench.bare_worker
@@ -16,7 +16,8 @@ import signal
 
 from temporalio.worker import Worker
 
-from bench.bare import BareCommands, bare_effect
+import store
+from bench.bare import BareCommands, BareOpportunity, FleetRows, bare_effect
 from runtime import settings
 from runtime.observability import configure_logging, metrics_runtime
 from runtime.temporal import connect_patiently
@@ -32,17 +33,21 @@ async def serve() -> None:
         with contextlib.suppress(NotImplementedError):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     client = await connect_patiently(runtime=metrics_runtime())
-    worker = Worker(
-        client,
-        task_queue=settings.task_queue(),
-        workflows=[BareCommands],
-        activities=[bare_effect],
-        max_cached_workflows=cached_workflows(),
-        workflow_runner=workflow_runner(),  # OPPORTUNITIES_WORKFLOW_SANDBOX, as ours
-    )
-    async with worker:
-        log.info("worker polling task queue %r", settings.task_queue())
-        await stop.wait()
+    pool = await store.create_pool(settings.database_url())
+    try:
+        worker = Worker(
+            client,
+            task_queue=settings.task_queue(),
+            workflows=[BareCommands, BareOpportunity],
+            activities=[bare_effect, FleetRows(pool).write],
+            max_cached_workflows=cached_workflows(),
+            workflow_runner=workflow_runner(),  # OPPORTUNITIES_WORKFLOW_SANDBOX, as ours
+        )
+        async with worker:
+            log.info("worker polling task queue %r", settings.task_queue())
+            await stop.wait()
+    finally:
+        await pool.close()
 
 
 def main() -> None:
