@@ -43,6 +43,10 @@ RULES: dict[type[Command], Callable[[Opportunity, Any, datetime], Change]] = {
 }
 
 
+LEAVE_STAGES: set[type[Command]] = {ChangeOwner}
+"""Commands whose rule changes no stage or action state (so they need no copy of them)."""
+
+
 class Decision(BaseModel):
     state: Opportunity
     effects: list[Effect]
@@ -92,17 +96,20 @@ def open_opportunity(
     )
 
 
-def _copy(state: Opportunity) -> Opportunity:
+def _copy(state: Opportunity, *, stages: bool = True) -> Opportunity:
     """The state to change, copied as deep as the rules change things in place: each stage and
-    each action state (their scalars are set), but not the action definitions (replaced whole
-    by `modify_action`) nor `history`, `rejected`, `applied_request_ids` (always replaced by
-    new lists) nor the process definition (never changed), so that a command's cost does not
-    grow with the run (docs/decisions/copy-only-what-the-rules-change.md)."""
-    stages = [
+    each action state (their scalars are set; not with `stages=False`, for a rule that leaves
+    them alone), but not the action definitions (replaced whole by `modify_action`) nor
+    `history`, `rejected`, `applied_request_ids` (always replaced by new lists) nor the
+    process definition (never changed), so that a command's cost does not grow with the run
+    (docs/decisions/copy-only-what-the-rules-change.md)."""
+    if not stages:
+        return state.model_copy()
+    copied = [
         stage.model_copy(update={"actions": [action.model_copy() for action in stage.actions]})
         for stage in state.stages
     ]
-    return state.model_copy(update={"stages": stages})
+    return state.model_copy(update={"stages": copied})
 
 
 def check(state: Opportunity, command: Command) -> None:
@@ -120,12 +127,12 @@ def apply(state: Opportunity, command: Command, now: datetime) -> Decision:
             result=_result(state, name, command.request_id, "already applied", duplicate=True),
         )
     stage_rules.require_open(state)
-    new = _copy(state)
+    new = _copy(state, stages=type(command) not in LEAVE_STAGES)
     change = RULES[type(command)](new, command, now)
     new.revision += 1
     new.last_command_at = now
     if command.request_id is not None:
-        new.applied_request_ids = remember(new.applied_request_ids, command.request_id)
+        remember(new, command.request_id)
     result = _result(new, name, command.request_id, change.message)
     result.actions = change.actions
     return Decision(state=new, effects=change.effects, result=result)
@@ -232,12 +239,18 @@ def trim(state: Opportunity, excess: int) -> Opportunity:
     what a run may carry or a query may return."""
     rejected, excess = _drop_oldest(state.rejected, excess)
     request_ids, excess = _drop_oldest(state.applied_request_ids, excess)
+    characters = sum(map(len, request_ids))
     history = state.history
     if excess > 0 and len(history) > KEEP_HISTORY:
         older, excess = _drop_oldest(history[:-KEEP_HISTORY], excess)
         history = [*older, *history[-KEEP_HISTORY:]]
     return state.model_copy(
-        update={"rejected": rejected, "applied_request_ids": request_ids, "history": history}
+        update={
+            "rejected": rejected,
+            "applied_request_ids": request_ids,
+            "request_id_characters": characters,
+            "history": history,
+        }
     )
 
 
@@ -255,16 +268,19 @@ def _jsonable(item: Any) -> Any:
     return item.model_dump(mode="json") if isinstance(item, BaseModel) else item
 
 
-def remember(request_ids: list[str], request_id: str) -> list[str]:
-    """The applied request ids with one more: the newest `MAX_REQUEST_IDS`, and no more
-    than `MAX_REQUEST_ID_CHARACTERS` of them in all."""
-    kept = [*request_ids, request_id][-MAX_REQUEST_IDS:]
-    total = sum(map(len, kept))
-    start = 0
+def remember(state: Opportunity, request_id: str) -> None:
+    """Add an applied request id to the (copied) state: the newest `MAX_REQUEST_IDS` are
+    kept, and no more than `MAX_REQUEST_ID_CHARACTERS` of them in all (their running total
+    kept beside them, so that a command's cost does not grow with the ids remembered)."""
+    kept = [*state.applied_request_ids, request_id]
+    total = state.request_id_characters + len(request_id)
+    start = max(0, len(kept) - MAX_REQUEST_IDS)
+    total -= sum(map(len, kept[:start]))
     while total > MAX_REQUEST_ID_CHARACTERS:
         total -= len(kept[start])
         start += 1
-    return kept[start:] if start else kept
+    state.applied_request_ids = kept[start:] if start else kept
+    state.request_id_characters = total
 
 
 def _cut(text: str, limit: int) -> str:

@@ -157,6 +157,8 @@ class Opportunity(BaseModel):
     history: list[HistoryEntry] = Field(default_factory=list)
     rejected: list[Rejection] = Field(default_factory=list)
     applied_request_ids: list[str] = Field(default_factory=list)
+    request_id_characters: int = 0
+    """The characters of `applied_request_ids` in all (kept with them, for their bound)."""
     retired_generations: dict[str, int] = Field(default_factory=dict)
     """The generation of each deleted action: an action added again under the same id goes
     on from there, so its next calendar activity or letter never reuses a key."""

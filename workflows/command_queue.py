@@ -55,6 +55,8 @@ def command_handlers(name: str) -> tuple[Any, Any]:
 class CommandQueue:
     def __init__(self) -> None:
         self.items: list[QueuedCommand] = []
+        self.signals = 0
+        """Signals received in this run."""
         self._next_ticket = 0
         self._results: dict[int, CommandResult | CommandRejected] = {}
 
@@ -63,6 +65,7 @@ class CommandQueue:
 
     def receive(self, name: str, args: Sequence[RawValue]) -> None:
         """A signal: queued, nobody waits."""
+        self.signals += 1
         self.items.append(received(name, args))
 
     async def submit(self, name: str, args: Sequence[RawValue]) -> CommandResult:

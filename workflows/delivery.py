@@ -6,7 +6,8 @@ applied, acknowledged as a duplicate or rejected.
   is not held up; `replies_sent` waits for them before a run ends, because the server drops a
   signal whose sender has already closed.
 - The metric `opportunities_commands`, and one log line with the command's name and result
-  or code (never the values it carried).
+  or code (never the values it carried): at INFO for a rejection or a failed side effect, at
+  DEBUG for the rest (a fleet applies thousands a minute; the metric counts them).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ class Delivery:
         self._reply(opportunity_id, item, outcome)
         telemetry.count_command(item.name, outcome)
         failed = [action.code for action in result.actions if action.outcome == "failed"]
-        workflow.logger.info(
-            "%s %s%s", item.name, outcome, f" (failed: {failed})" if failed else ""
-        )
+        if failed:
+            workflow.logger.info("%s %s (failed: %s)", item.name, outcome, failed)
+        else:
+            workflow.logger.debug("%s %s", item.name, outcome)
 
     def rejected(self, opportunity_id: str, item: QueuedCommand, rejected: CommandRejected) -> None:
         self._queue.resolve(item, rejected)

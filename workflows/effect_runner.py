@@ -76,18 +76,14 @@ async def _execute(
 
 
 async def load_setup(request: SetupRequest) -> Setup:
-    """The contact and process a new opportunity starts with, read by local activity: the
-    opening then takes one workflow task (with the first projection, also local) instead of
-    a round trip through the server. A failure fails the start, non-retryably, with the
-    activity's message (an unknown contact or process)."""
+    """The contact and process a new opportunity starts with. A failure fails the start,
+    non-retryably, with the activity's message (an unknown contact or process).
+
+    An activity task, not a local activity: nothing local runs in a run's first workflow
+    task (`projection.FIRST_TASK_EVENTS`)."""
     try:
-        return await workflow.execute_local_activity_method(
-            OpportunityActivities.load_setup,
-            request,
-            start_to_close_timeout=TIMEOUT,
-            schedule_to_close_timeout=RIDE_OUT,
-            retry_policy=RETRY,
-            summary="Load contact and sales process",
+        return await _execute(
+            OpportunityActivities.load_setup, request, "Load contact and sales process"
         )
     except ActivityError as error:
         code, message = failure(error)

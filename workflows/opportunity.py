@@ -41,12 +41,12 @@ class OpportunityWorkflow:
         self.delivery = Delivery(self.queue)
         self.projection = Projection()
         self.indexing = Indexing(lambda: self.state)
-        self.run_limit = continue_as_new.MAX_RUN_EVENTS
+        self.given_limit: int | None = None
 
     @workflow.run
     async def run(self, input: RawValue = NO_INPUT) -> Opportunity:
         start = parse_start(input, workflow.info().workflow_id)
-        self.run_limit = start.continue_as_new_after_events or continue_as_new.MAX_RUN_EVENTS
+        self.given_limit = start.continue_as_new_after_events
         if start.carried is not None:
             self.state = WORKER_PROCESSES.share(start.carried.state)
             self.queue.items[:0] = start.carried.pending  # before what arrived since
@@ -211,7 +211,8 @@ class OpportunityWorkflow:
             self.delivery.applied(self.state.opportunity_id, item, done.result)
 
     def continuing(self) -> bool:
-        return continue_as_new.due(self.run_limit)
+        limit = continue_as_new.run_limit(self.given_limit, self.queue.signals)
+        return continue_as_new.due(limit)
 
     async def ready_to_continue(self) -> bool:
         """Updates must get their results in this run: apply the queue up to its last update

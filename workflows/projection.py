@@ -4,14 +4,21 @@ activity task or by a local activity.
 
 A batch answering updates, of up to `LOCAL_MAX_BATCH` commands, writes by local activity,
 inside the workflow task that applied it, so the updates are answered without an activity
-round trip; so does a batch of at most `QUIET_MAX_BATCH` signals (an opportunity taking a
-command now and then, the common case), and so do the opening, a reopening and a stage
-timer. A local activity holds its workflow task open while the server buffers what arrives
-meanwhile, and the server fails a task during which more than 100 events pile up: so larger
-batches of signals only, which nobody waits for (a storm of them), use an activity task,
-which lets the server deliver commands as they come. Once continuing as new is due, a batch
-answering updates writes by local activity whatever its size, so that the run applies,
-answers and continues in one task even under a steady stream of updates.
+round trip; so does a batch of at most `QUIET_MAX_BATCH` signals after `QUIET_GAP` without a
+write (an opportunity taking a command now and then, the common case of a fleet), and so do
+the opening, a reopening and a stage timer. A local activity holds its workflow task open
+while the server buffers what arrives meanwhile, and the server fails a task during which
+more than 100 events pile up, after which the next task replays the run while more pile up:
+so the other batches of signals only, which nobody waits for (a stream or a storm of them),
+use an activity task, which lets the server deliver commands as they come. Once continuing as
+new is due, a batch answering updates writes by local activity whatever its size, so that the
+run applies, answers and continues in one task even under a steady stream of updates.
+
+Nothing is written by local activity in a run's first workflow task (`FIRST_TASK_EVENTS`): a
+query that arrives before that task completes is answered with it, the SDK then completes
+the task while the local activity still runs, and on replay the run's first steps see another
+time and history length, or fail as nondeterministic (found by the worker-crash tests, whose
+clients query the opportunity as it opens).
 
 A write that fails for good (after its retries) leaves the commands applied: it is kept,
 carried across continue-as-new, and written with the next write or after
@@ -33,7 +40,11 @@ with workflow.unsafe.imports_passed_through():
 
 LOCAL_MAX_BATCH = 20
 QUIET_MAX_BATCH = 2
+QUIET_GAP = timedelta(seconds=1)
 RETRY_UNWRITTEN_AFTER = timedelta(minutes=5)
+FIRST_TASK_EVENTS = 3
+"""The history length during a run's first workflow task (started, task scheduled, task
+started)."""
 
 
 class Projection:
@@ -41,6 +52,8 @@ class Projection:
         self.unwritten = unwritten
         """A write that failed for good, written with the next one."""
         self.retry_at: datetime | None = None
+        self._last_write_at = workflow.now()
+        """A run continued under a storm takes its first commands at once: not quiet."""
 
     async def write(
         self,
@@ -54,10 +67,14 @@ class Projection:
         """Write what `commands` commands changed (`updates_waiting`: among them updates
         waiting for it; `continuing`: the run is due to continue as new), with any earlier
         write that failed."""
+        now = workflow.now()
         if updates_waiting:
             local = commands <= LOCAL_MAX_BATCH or continuing
         else:
-            local = commands <= QUIET_MAX_BATCH
+            quiet = now - self._last_write_at >= QUIET_GAP
+            local = commands <= QUIET_MAX_BATCH and quiet
+        local = local and workflow.info().get_current_history_length() > FIRST_TASK_EVENTS
+        self._last_write_at = now
         write = ProjectionWrite(
             summary=state.summary(), history=changes.history, calendar=changes.calendar
         )
@@ -68,7 +85,7 @@ class Projection:
         except ActivityError as error:
             code, _ = effect_runner.failure(error)
             self.unwritten = write
-            self.retry_at = workflow.now() + RETRY_UNWRITTEN_AFTER
+            self.retry_at = now + RETRY_UNWRITTEN_AFTER
             telemetry.count_effect_failure("project_opportunity", code)
             workflow.logger.error("projection not written (%s); kept for the next write", code)
         else:

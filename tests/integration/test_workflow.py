@@ -17,7 +17,8 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Worker
+from temporalio.service import RPCError
+from temporalio.worker import Replayer, Worker
 
 import store.opportunities
 from activities.opportunity_activities import OpportunityActivities, ProjectionWrite
@@ -37,6 +38,7 @@ from tests.support.helpers import (
 )
 from tests.support.servers import Servers
 from worker import build_worker
+from workflows.opportunity import OpportunityWorkflow
 
 pytestmark = pytest.mark.usefixtures("verified")
 
@@ -138,6 +140,49 @@ async def test_start_with_unknown_ids_fails_and_writes_nothing(
             process_id=payload["process_id"],
             stage=payload.get("stage"),
         )
+
+
+async def test_an_opportunity_queried_as_it_opens_replays_as_it_ran(
+    client: Client,
+    pool: asyncpg.Pool,
+    task_queue: str,
+    opportunities: OpportunitiesClient,
+    uid: str,
+) -> None:
+    """Queries that reach the server before the first workflow task (as `create`'s do, on a
+    busy worker) are answered with that task. The run must still replay to the state it wrote:
+    a local activity in that task made the replay fail as nondeterministic, or see another
+    time than the read model holds."""
+    process_id = await setup_process(pool, uid)
+    contact_id = await setup_contact(pool, uid)
+    creating = asyncio.create_task(
+        opportunities.create(contact_id, opportunity_id=f"o-{uid}", process_id=process_id)
+    )
+    handle = opportunities.handle(f"o-{uid}")
+
+    async def started() -> bool:
+        try:
+            return bool(await handle.describe())
+        except RPCError:
+            return False
+
+    await eventually(started)
+    asking = [asyncio.create_task(handle.query("state", result_type=Opportunity)) for _ in range(3)]
+    # No worker polls yet: the queries wait at the server for the first workflow task.
+    done, _ = await asyncio.wait(asking, timeout=0.5)
+    assert not done
+    async with build_worker(client, pool, task_queue):
+        opened = await creating
+        answers = await asyncio.gather(*asking, return_exceptions=True)
+    assert opened.current_stage == "Prospect"
+    assert any(isinstance(answer, Opportunity) for answer in answers)
+    history = await handle.fetch_history()
+    replayer = Replayer(workflows=[OpportunityWorkflow], data_converter=client.data_converter)
+    await replayer.replay_workflow(history)  # raises on nondeterminism
+    async with build_worker(client, pool, task_queue):  # a new worker replays the run
+        replayed = await handle.query("state", result_type=Opportunity)
+    row = await eventually(lambda: store.opportunities.get_opportunity(pool, f"o-{uid}"))
+    assert replayed.stage_entered_at == opened.stage_entered_at == row.stage_entered_at
 
 
 async def test_workflow_id_must_match_the_opportunity(

@@ -160,15 +160,19 @@ def test_a_rejection_keeps_at_most_a_kibibyte_of_its_payload_and_reason() -> Non
 
 
 def test_request_ids_are_bounded_by_count_and_size() -> None:
-    ids: list[str] = []
+    state = opened()
     for n in range(MAX_REQUEST_IDS + 10):
-        ids = core.remember(ids, f"r{n}")
-    assert len(ids) == MAX_REQUEST_IDS and ids[-1] == f"r{MAX_REQUEST_IDS + 9}"
-    long: list[str] = []
+        core.remember(state, f"r{n}")
+    assert len(state.applied_request_ids) == MAX_REQUEST_IDS
+    assert state.applied_request_ids[-1] == f"r{MAX_REQUEST_IDS + 9}"
+    assert state.request_id_characters == sum(map(len, state.applied_request_ids))
+    long = opened()
     for n in range(3000):
-        long = core.remember(long, f"{n:04d}" + "x" * 196)
-    assert sum(map(len, long)) <= MAX_REQUEST_ID_CHARACTERS
-    assert len(long) == MAX_REQUEST_ID_CHARACTERS // 200 and long[-1].startswith("2999")
+        core.remember(long, f"{n:04d}" + "x" * 196)
+    assert long.request_id_characters == sum(map(len, long.applied_request_ids))
+    assert long.request_id_characters <= MAX_REQUEST_ID_CHARACTERS
+    assert len(long.applied_request_ids) == MAX_REQUEST_ID_CHARACTERS // 200
+    assert long.applied_request_ids[-1].startswith("2999")
 
 
 def test_trim_drops_the_oldest_rejections_then_request_ids_then_history() -> None:

@@ -58,16 +58,16 @@ async def test_history_replays_on_current_code(name: str, runner: WorkflowRunner
 
 
 def test_updates_project_by_local_activity_and_a_burst_of_signals_by_activity_task() -> None:
-    """`local-projection`: the opening and each update wrote the projection by local
-    activity (a marker), the burst of 60 signals by an activity task; so replay covers both
-    branches."""
+    """`local-projection`: the opening's projection and each update wrote by local activity
+    (a marker), the opening's setup (in the run's first task) and the burst of 60 signals by
+    an activity task; so replay covers both branches."""
     events = RECORDED["local-projection"]["history"]["events"]
     markers = [e["markerRecordedEventAttributes"]["markerName"]
                for e in events if "markerRecordedEventAttributes" in e]  # fmt: skip
     activities = [e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
                   for e in events if "activityTaskScheduledEventAttributes" in e]  # fmt: skip
     assert markers.count("core_local_activity") == 3  # the opening, the two updates
-    assert "project_opportunity" in activities
+    assert "project_opportunity" in activities and "load_setup" in activities
 
 
 def test_a_run_under_a_stream_of_updates_closes_in_one_task() -> None:
