@@ -54,11 +54,11 @@ WORKFLOW_TYPE = "Opportunity"
 
 
 def _resendable(error: RPCError) -> bool:
-    """Update refusals that mean "not now", so the update was not applied and sent again
-    lands later: too many in flight (RESOURCE_EXHAUSTED), aborted by a continue-as-new or a
-    restarting server (UNAVAILABLE), or "workflow not ready": the workflow task carrying it
-    failed before accepting it (for one, the server force-closes a task that lets more than
-    100 signals pile up)."""
+    """Refusals of an update or a signal that mean "not now", so the command was not applied
+    and sent again lands later: too many in flight (RESOURCE_EXHAUSTED), aborted by a
+    continue-as-new or a restarting server (UNAVAILABLE), or "workflow not ready": the
+    workflow task carrying it failed before accepting it (for one, the server force-closes a
+    task that lets more than 100 signals pile up)."""
     if error.status in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE):
         return True
     details = error.grpc_status.details if error.status == RPCStatusCode.FAILED_PRECONDITION else []
@@ -205,12 +205,25 @@ class OpportunitiesClient:
                     continue
                 raise await self._translate(error, opportunity_id) from None
 
-    async def signal(self, opportunity_id: str, command: Command) -> None:
-        """Send a command as a signal: fire-and-forget; rejections land in `state.rejected`."""
-        try:
-            await self.handle(opportunity_id).signal(command_name(command), command)
-        except RPCError as error:
-            raise await self._translate(error, opportunity_id) from None
+    async def signal(
+        self, opportunity_id: str, command: Command, *, busy_seconds: float = 30.0
+    ) -> None:
+        """Send a command as a signal: fire-and-forget; rejections land in `state.rejected`.
+        A signal the server refuses for now (the run is continuing as new, or busy) was not
+        recorded, and is sent again with backoff for up to `busy_seconds`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + busy_seconds
+        delay = 0.05
+        while True:
+            try:
+                await self.handle(opportunity_id).signal(command_name(command), command)
+                return
+            except RPCError as error:
+                if _resendable(error) and loop.time() < deadline:
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 1.0)
+                    continue
+                raise await self._translate(error, opportunity_id) from None
 
     async def reopen(
         self, opportunity_id: str, stage: str, *, by: str | None = None, wait_seconds: float = 30.0

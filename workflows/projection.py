@@ -4,13 +4,11 @@ activity task or by a local activity.
 
 A batch answering updates, of up to `LOCAL_MAX_BATCH` commands, writes by local activity,
 inside the workflow task that applied it, so the updates are answered without an activity
-round trip; so does a batch of at most `QUIET_MAX_BATCH` signals after `QUIET_GAP` without a
-write (an opportunity taking a command now and then, the common case of a fleet), and so do
-the opening, a reopening and a stage timer. A local activity holds its workflow task open
-while the server buffers what arrives meanwhile, and the server fails a task during which
-more than 100 events pile up, after which the next task replays the run while more pile up:
-so the other batches of signals only, which nobody waits for (a stream or a storm of them),
-use an activity task, which lets the server deliver commands as they come. Once continuing as
+round trip; so do the opening, a reopening and a stage timer. A local activity holds its
+workflow task open while the server buffers what arrives meanwhile, and the server fails a
+task during which more than 100 events pile up, after which the next task replays the run
+while more pile up: so batches of signals only, which nobody waits for (a stream or a storm of
+them), use an activity task, which lets the server deliver commands as they come. Once continuing as
 new is due, a batch answering updates writes by local activity whatever its size, so that the
 run applies, answers and continues in one task even under a steady stream of updates.
 
@@ -39,8 +37,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.command_protocol import Changes
 
 LOCAL_MAX_BATCH = 20
-QUIET_MAX_BATCH = 2
-QUIET_GAP = timedelta(seconds=1)
 RETRY_UNWRITTEN_AFTER = timedelta(minutes=5)
 FIRST_TASK_EVENTS = 3
 """The history length during a run's first workflow task (started, task scheduled, task
@@ -52,8 +48,6 @@ class Projection:
         self.unwritten = unwritten
         """A write that failed for good, written with the next one."""
         self.retry_at: datetime | None = None
-        self._last_write_at = workflow.now()
-        """A run continued under a storm takes its first commands at once: not quiet."""
 
     async def write(
         self,
@@ -68,13 +62,11 @@ class Projection:
         waiting for it; `continuing`: the run is due to continue as new), with any earlier
         write that failed."""
         now = workflow.now()
-        if updates_waiting:
-            local = commands <= LOCAL_MAX_BATCH or continuing
-        else:
-            quiet = now - self._last_write_at >= QUIET_GAP
-            local = commands <= QUIET_MAX_BATCH and quiet
-        local = local and workflow.info().get_current_history_length() > FIRST_TASK_EVENTS
-        self._last_write_at = now
+        local = (
+            updates_waiting
+            and (commands <= LOCAL_MAX_BATCH or continuing)
+            and workflow.info().get_current_history_length() > FIRST_TASK_EVENTS
+        )
         write = ProjectionWrite(
             summary=state.summary(), history=changes.history, calendar=changes.calendar
         )
