@@ -7,6 +7,7 @@ result."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -57,6 +58,10 @@ class CommandQueue:
         self.items: list[QueuedCommand] = []
         self.signals = 0
         """Signals received in this run."""
+        self.idle_before_last = timedelta(0)
+        """How long no command had arrived when the last one did (the run's start counts as
+        an arrival, so a run continued under a storm is not idle)."""
+        self._last_arrival = workflow.now()
         self._next_ticket = 0
         self._results: dict[int, CommandResult | CommandRejected] = {}
 
@@ -65,12 +70,14 @@ class CommandQueue:
 
     def receive(self, name: str, args: Sequence[RawValue]) -> None:
         """A signal: queued, nobody waits."""
+        self._arrived()
         self.signals += 1
         self.items.append(received(name, args))
 
     async def submit(self, name: str, args: Sequence[RawValue]) -> CommandResult:
         """An update: queued, and its result awaited (a rejection raised as the update's
         error)."""
+        self._arrived()
         ticket = self._next_ticket
         self._next_ticket += 1
         self.items.append(received(name, args).model_copy(update={"ticket": ticket}))
@@ -79,6 +86,11 @@ class CommandQueue:
         if isinstance(outcome, CommandRejected):
             raise rejection_error(outcome)
         return outcome
+
+    def _arrived(self) -> None:
+        now = workflow.now()
+        self.idle_before_last = now - self._last_arrival
+        self._last_arrival = now
 
     def resolve(self, item: QueuedCommand, outcome: CommandResult | CommandRejected) -> None:
         """Hand an update its result."""

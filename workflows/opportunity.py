@@ -205,6 +205,7 @@ class OpportunityWorkflow:
                 commands=len(batch),
                 updates_waiting=any(item.ticket is not None for item, _ in batch),
                 continuing=self.continuing(),
+                idle_before=self.queue.idle_before_last,
             )
             self.indexing.publish(self.state)
         for item, done in batch:

@@ -4,11 +4,14 @@ activity task or by a local activity.
 
 A batch answering updates, of up to `LOCAL_MAX_BATCH` commands, writes by local activity,
 inside the workflow task that applied it, so the updates are answered without an activity
-round trip; so do the opening, a reopening and a stage timer. A local activity holds its
-workflow task open while the server buffers what arrives meanwhile, and the server fails a
-task during which more than 100 events pile up, after which the next task replays the run
-while more pile up: so batches of signals only, which nobody waits for (a stream or a storm of
-them), use an activity task, which lets the server deliver commands as they come. Once continuing as
+round trip; so does a batch of at most `QUIET_MAX_BATCH` signals when no command had arrived
+for `QUIET_GAP` before the last one (an opportunity taking a command now and then, the common
+case of a fleet), and so do the opening, a reopening and a stage timer. A local activity
+holds its workflow task open while the server buffers what arrives meanwhile, and the server
+fails a task during which more than 100 events pile up, after which the next task replays
+the run while more pile up: so the other batches of signals only, which nobody waits for (a
+stream or a storm of them, whose signals come less than `QUIET_GAP` apart), use an activity
+task, which lets the server deliver commands as they come. Once continuing as
 new is due, a batch answering updates writes by local activity whatever its size, so that the
 run applies, answers and continues in one task even under a steady stream of updates.
 
@@ -37,6 +40,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.command_protocol import Changes
 
 LOCAL_MAX_BATCH = 20
+QUIET_MAX_BATCH = 2
+QUIET_GAP = timedelta(seconds=1)
 RETRY_UNWRITTEN_AFTER = timedelta(minutes=5)
 FIRST_TASK_EVENTS = 3
 """The history length during a run's first workflow task (started, task scheduled, task
@@ -57,16 +62,18 @@ class Projection:
         commands: int = 1,
         updates_waiting: bool = True,
         continuing: bool = False,
+        idle_before: timedelta = timedelta(0),
     ) -> None:
         """Write what `commands` commands changed (`updates_waiting`: among them updates
-        waiting for it; `continuing`: the run is due to continue as new), with any earlier
-        write that failed."""
+        waiting for it; `continuing`: the run is due to continue as new; `idle_before`: how
+        long no command had arrived before the last one), with any earlier write that
+        failed."""
         now = workflow.now()
-        local = (
-            updates_waiting
-            and (commands <= LOCAL_MAX_BATCH or continuing)
-            and workflow.info().get_current_history_length() > FIRST_TASK_EVENTS
-        )
+        if updates_waiting:
+            local = commands <= LOCAL_MAX_BATCH or continuing
+        else:
+            local = commands <= QUIET_MAX_BATCH and idle_before >= QUIET_GAP
+        local = local and workflow.info().get_current_history_length() > FIRST_TASK_EVENTS
         write = ProjectionWrite(
             summary=state.summary(), history=changes.history, calendar=changes.calendar
         )
