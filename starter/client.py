@@ -65,6 +65,18 @@ def _resendable(error: RPCError) -> bool:
     return any(detail.type_url.endswith("WorkflowNotReadyFailure") for detail in details)
 
 
+SIGNAL_LIMIT = "exceeded workflow execution limit for signal events"
+"""The server's refusal of a signal past a run's limit (10,000 by default; INVALID_ARGUMENT,
+with no details to tell it by). A run refuses it only when a storm kept it from continuing
+as new; once the storm eases the run continues, and the next run takes signals again."""
+
+
+def _signal_resendable(error: RPCError) -> bool:
+    """A refused signal to send again: a refusal for now, or a run past its signal limit."""
+    limit = error.status == RPCStatusCode.INVALID_ARGUMENT and error.message == SIGNAL_LIMIT
+    return limit or _resendable(error)
+
+
 def static_summary(
     contact: str, process_id: str | None, name: str, *, reopened_in: str | None = None
 ) -> str:
@@ -206,11 +218,12 @@ class OpportunitiesClient:
                 raise await self._translate(error, opportunity_id) from None
 
     async def signal(
-        self, opportunity_id: str, command: Command, *, busy_seconds: float = 30.0
+        self, opportunity_id: str, command: Command, *, busy_seconds: float = 60.0
     ) -> None:
         """Send a command as a signal: fire-and-forget; rejections land in `state.rejected`.
-        A signal the server refuses for now (the run is continuing as new, or busy) was not
-        recorded, and is sent again with backoff for up to `busy_seconds`."""
+        A signal the server refuses for now (the run is continuing as new, busy, or past its
+        signal limit under a storm) was not recorded, and is sent again with backoff for up
+        to `busy_seconds`: a storm slows down instead of losing signals."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + busy_seconds
         delay = 0.05
@@ -219,7 +232,7 @@ class OpportunitiesClient:
                 await self.handle(opportunity_id).signal(command_name(command), command)
                 return
             except RPCError as error:
-                if _resendable(error) and loop.time() < deadline:
+                if _signal_resendable(error) and loop.time() < deadline:
                     await asyncio.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 1.0)
                     continue
