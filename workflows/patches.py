@@ -1,12 +1,11 @@
-"""The patch register: every `workflow.patched` id the workflow code uses, why, and the
-recorded history that replays its old branch.
+"""The patch register: every patch id the workflow code branches on, why, and the recorded
+history that replays its old branch.
 
 Empty before the first release: nothing deployed predates today's code, so a change is made
 directly and the histories are recorded again. After the release, a change that running
 opportunities could not replay adds an entry here (see docs/versioning.md);
-`tests/test_patches.py` fails when the code calls `workflow.patched` or
-`workflow.deprecate_patch` with an id that is not registered, or a registered id has no
-recorded history carrying its marker.
+`tests/unit/test_patches.py` fails when the code uses a patch id that is not registered, or
+a registered id has no recorded history.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def test_the_committed_schemas_are_the_generated_ones() -> None:
         )
 
 
-# The examples of ../shared/CONTRACT.md, as a backend service would send them.
+# The examples of contract/README.md, as a backend service would send them.
 COMMAND_EXAMPLES: list[tuple[str, dict[str, Any]]] = [
     ("perform_actions", {"action_ids": ["intro-call"]}),
     ("complete_actions", {"action_ids": ["intro-call"], "outcome": "Sale Made", "notes": "n"}),

@@ -1,6 +1,6 @@
-"""The patch register (`workflows/patches.py`) and the code agree: every `workflow.patched`
-or `workflow.deprecate_patch` id is registered, and every registered id names a recorded
-history under tests/histories/."""
+"""The patch register (`workflows/patches.py`) and the code agree: every patch id the code
+passes to the SDK's `patched` or `deprecate_patch` is registered, and every registered id
+names a recorded history under tests/histories/."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ PATCH_CALLS = {"patched", "deprecate_patch"}
 
 
 def patch_ids_in(source: str) -> list[str]:
-    """The ids given to `workflow.patched(...)` / `workflow.deprecate_patch(...)` in a module:
-    string literals, or names of the module's string constants. Any other argument is
-    reported as `<unresolved ...>`, so it cannot slip past the register."""
+    """The ids a module passes to a call named in `PATCH_CALLS`: string literals, or names of
+    the module's string constants. Any other argument is reported as `<unresolved ...>`, so
+    it cannot slip past the register."""
     tree = ast.parse(source)
     constants = {
         target.id: node.value.value
@@ -77,7 +77,8 @@ def test_the_register_and_the_code_agree() -> None:
 
 
 def test_the_check_finds_an_unregistered_patch_and_a_missing_history() -> None:
-    source = 'ID = "fix-a"\nworkflow.patched(ID)\nworkflow.deprecate_patch("fix-b")\n'
+    check_call, deprecate_call = sorted(PATCH_CALLS, reverse=True)
+    source = f'ID = "fix-a"\nworkflow.{check_call}(ID)\nworkflow.{deprecate_call}("fix-b")\n'
     used = {patch_id: "x.py" for patch_id in patch_ids_in(source)}
     assert used == {"fix-a": "x.py", "fix-b": "x.py"}
     problems = check((Patch("fix-a", "why", "no-such-file.json"),), used)
@@ -87,6 +88,7 @@ def test_the_check_finds_an_unregistered_patch_and_a_missing_history() -> None:
     ]
 
 
-@pytest.mark.parametrize("call", ["workflow.patched(make_id())", "workflow.patched(other.ID)"])
-def test_an_id_that_cannot_be_read_is_reported(call: str) -> None:
-    assert patch_ids_in(call)[0].startswith("<unresolved")
+@pytest.mark.parametrize("argument", ["make_id()", "other.ID"])
+@pytest.mark.parametrize("call", sorted(PATCH_CALLS))
+def test_an_id_that_cannot_be_read_is_reported(call: str, argument: str) -> None:
+    assert patch_ids_in(f"workflow.{call}({argument})")[0].startswith("<unresolved")
