@@ -8,11 +8,10 @@ import asyncio
 import asyncpg
 from pydantic import BaseModel, ConfigDict
 from temporalio import activity
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
 from activities.failures import BadData, classified
-from runtime.workflow_ids import opportunity_workflow_id
+from runtime.opportunity_runs import unreachable_reason
 from store import search
 from store.search import SearchFilters
 
@@ -27,24 +26,6 @@ class Selection(BaseModel):
 
     filters: SearchFilters | None = None
     ids: list[str] | None = None
-
-
-async def unreachable_reason(client: Client, opportunity_id: str) -> str | None:
-    """Why commands cannot reach this opportunity now, or None when it is running."""
-    try:
-        description = await client.get_workflow_handle(
-            opportunity_workflow_id(opportunity_id)
-        ).describe()
-    except RPCError as error:
-        if error.status == RPCStatusCode.NOT_FOUND:
-            return f"no opportunity {opportunity_id!r}"
-        raise
-    if description.status == WorkflowExecutionStatus.RUNNING:
-        return None
-    if description.status == WorkflowExecutionStatus.COMPLETED:
-        return f"opportunity {opportunity_id!r} is closed; reopen it to change it"
-    status = description.status.name.lower() if description.status else "unknown"
-    return f"opportunity {opportunity_id!r} is not running ({status})"
 
 
 class MassActivities:

@@ -165,6 +165,9 @@ def next_deadline(state: Opportunity) -> datetime | None:
 
 def fire_timers(state: Opportunity, now: datetime) -> Decision | None:
     """The stage timers due at `now`: a follow-up activity, or the move to the next stage."""
+    deadline = next_deadline(state)
+    if deadline is None or deadline > now:
+        return None  # nothing due: no copy needed to find that out
     new = _copy(state)
     change = stage_rules.fire_timers(new, now)
     if change is None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from temporalio.client import (
     Client,
@@ -26,8 +26,8 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.mass import unreachable_reason
 from runtime import settings
+from runtime.opportunity_runs import unreachable_reason
 from runtime.temporal import connect
 from runtime.workflow_ids import mass_modify_workflow_id, opportunity_workflow_id
 from sales.commands import (
@@ -51,6 +51,7 @@ from workflows.mass_messages import MassModifyInput, Progress
 from workflows.messages import Carried, OpportunityInput, Reopen
 
 WORKFLOW_TYPE = "Opportunity"
+T = TypeVar("T")
 
 
 def _resendable(error: RPCError) -> bool:
@@ -197,25 +198,19 @@ class OpportunitiesClient:
         """
         if command.request_id is None:
             command = command.model_copy(update={"request_id": f"client-{uuid.uuid4().hex}"})
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + busy_seconds
-        delay = 0.05
-        while True:
-            try:
-                return await self.handle(opportunity_id).execute_update(
-                    command_name(command), command, result_type=CommandResult
-                )
-            except WorkflowUpdateFailedError as error:
-                cause = error.cause
-                if isinstance(cause, ApplicationError):
-                    raise CommandRejected(cause.message, code=_code(cause)) from None
-                raise
-            except RPCError as error:
-                if _resendable(error) and loop.time() < deadline:
-                    await asyncio.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, 1.0)
-                    continue
-                raise await self._translate(error, opportunity_id) from None
+        update = self.handle(opportunity_id).execute_update
+        try:
+            return await self._resending(
+                opportunity_id,
+                lambda: update(command_name(command), command, result_type=CommandResult),
+                _resendable,
+                busy_seconds,
+            )
+        except WorkflowUpdateFailedError as error:
+            cause = error.cause
+            if isinstance(cause, ApplicationError):
+                raise CommandRejected(cause.message, code=_code(cause)) from None
+            raise
 
     async def signal(
         self, opportunity_id: str, command: Command, *, busy_seconds: float = 60.0
@@ -224,15 +219,31 @@ class OpportunitiesClient:
         A signal the server refuses for now (the run is continuing as new, busy, or past its
         signal limit under a storm) was not recorded, and is sent again with backoff for up
         to `busy_seconds`: a storm slows down instead of losing signals."""
+        signal = self.handle(opportunity_id).signal
+        await self._resending(
+            opportunity_id,
+            lambda: signal(command_name(command), command),
+            _signal_resendable,
+            busy_seconds,
+        )
+
+    async def _resending(
+        self,
+        opportunity_id: str,
+        send: Callable[[], Awaitable[T]],
+        resendable: Callable[[RPCError], bool],
+        busy_seconds: float,
+    ) -> T:
+        """`send()`, sent again with jittered backoff while the server refuses it for now
+        (`resendable`), for up to `busy_seconds`; any other refusal translated."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + busy_seconds
         delay = 0.05
         while True:
             try:
-                await self.handle(opportunity_id).signal(command_name(command), command)
-                return
+                return await send()
             except RPCError as error:
-                if _signal_resendable(error) and loop.time() < deadline:
+                if resendable(error) and loop.time() < deadline:
                     await asyncio.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 1.0)
                     continue

@@ -137,8 +137,8 @@ def main() -> None:
                 [str(Path(sys.executable).parent / "opportunities"), "codec-server"]
             )
             _say(f"payloads encrypted; codec server for the Web UI and CLI: {CODEC_ENDPOINT}")
-        processes = EXAMPLES / "processes"
-        examples = sorted(processes.glob("*.json")) + sorted(processes.glob("*.y*ml"))
+        process_dir = EXAMPLES / "processes"
+        examples = sorted(process_dir.glob("*.json")) + sorted(process_dir.glob("*.y*ml"))
         asyncio.run(_prepare(database_url, examples))
         _say("worker running; in another terminal: .venv/bin/opportunities --help")
         _say("Ctrl-C stops everything; `make run` again resumes the same data")

@@ -74,12 +74,13 @@ async def log_letter(
     sent: bool,
 ) -> asyncpg.Record:
     """Insert the letter row once; return the stored row (the first attempt's)."""
-    await pool.execute(
+    row = await pool.fetchrow(
         "INSERT INTO letters (letter_id, opportunity_id, action_id, generation, contact_id,"
         " template, method, subject, body, message_id, recipient, sent_at)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
         "  CASE WHEN $12 THEN now() END)"
-        " ON CONFLICT (opportunity_id, action_id, generation) DO NOTHING",
+        " ON CONFLICT (opportunity_id, action_id, generation) DO NOTHING"
+        " RETURNING recipient, subject, body, message_id, sent_at",
         effect.letter_id,
         effect.opportunity_id,
         effect.action_id,
@@ -93,7 +94,9 @@ async def log_letter(
         recipient,
         sent,
     )
-    row = await pool.fetchrow(
+    if row is not None:
+        return row
+    row = await pool.fetchrow(  # an earlier attempt stored it
         "SELECT recipient, subject, body, message_id, sent_at FROM letters"
         " WHERE opportunity_id = $1 AND action_id = $2 AND generation = $3",
         effect.opportunity_id,

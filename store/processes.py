@@ -30,7 +30,8 @@ async def apply_process(
     advisory lock so that two operators applying at once cannot both create version N+1.
     A definition larger than `MAX_PROCESS_BYTES` is refused: every opportunity carries it.
     """
-    size = json_size(definition.model_dump(mode="json"))
+    document = definition.model_dump(mode="json")
+    size = json_size(document)
     if size > MAX_PROCESS_BYTES:
         raise StoreError(
             f"process {definition.process_id!r} is {size:,} bytes as JSON; "
@@ -57,7 +58,7 @@ async def apply_process(
             version,
             definition.name,
             definition.default,
-            definition.model_dump(mode="json"),
+            document,
             fingerprint,
         )
         return SalesProcess(version=version, definition=definition), True

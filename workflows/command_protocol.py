@@ -69,7 +69,6 @@ class Done:
     """A command applied and its effects carried out, waiting for its projection."""
 
     state: Opportunity
-    command: Command
     result: CommandResult
     changes: Changes
 
@@ -99,7 +98,7 @@ async def run_command(state: Opportunity, command: Command, perform: Perform, cl
     changed) when the command cannot be applied."""
     decision = core.apply(state, command, clock())
     if decision.result.duplicate:
-        return Done(state, command, decision.result, Changes())
+        return Done(state, decision.result, Changes())
     new, settled, changes = await carry_out(decision.state, decision.effects, perform, clock)
     follow = core.follow_through(state, new, clock())
     if follow is not None:
@@ -107,4 +106,4 @@ async def run_command(state: Opportunity, command: Command, perform: Perform, cl
         settled += more
         changes += more_changes
     result = core.finish(new, decision.result, settled, follow.result if follow else None)
-    return Done(new, command, result, changes)
+    return Done(new, result, changes)

@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from sales.errors import CommandRejected
     from sales.results import COMMAND_OUTCOME, CommandOutcome, CommandResult
     from workflows import telemetry
-    from workflows.command_queue import CommandQueue, field_of
+    from workflows.command_queue import CommandQueue, field_of, loggable
     from workflows.messages import QueuedCommand
 
 
@@ -45,7 +45,7 @@ class Delivery:
         self._queue.resolve(item, rejected)
         self._reply(opportunity_id, item, "rejected", rejected)
         telemetry.count_command(item.name, "rejected")
-        workflow.logger.info("%s rejected: %s", item.name, rejected.code)
+        workflow.logger.info("%s rejected: %s", loggable(item.name), rejected.code)
 
     async def replies_sent(self) -> None:
         while self._replies:

@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RawValue
-from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -35,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.mass import MassActivities, Selection
     from runtime.workflow_ids import opportunity_workflow_id
     from sales.commands import ChangeOwner, ChangeStage, Command, command_name
-    from sales.errors import CommandRejected, describe_validation_error
+    from sales.errors import CommandRejected
     from sales.results import COMMAND_OUTCOME, CommandOutcome
     from workflows import continue_as_new, payloads
     from workflows.effect_runner import RETRY, RIDE_OUT, TIMEOUT
@@ -76,7 +75,7 @@ class MassModifyWorkflow:
 
     @workflow.run
     async def run(self, raw: RawValue = NO_INPUT) -> Progress:
-        batch = _parse_input(raw)
+        batch = payloads.parse_start(raw, MassModifyInput, "MassModify input")
         progress = batch.progress or Progress(batch_id=batch.batch_id)
         self._progress = progress
         remaining = batch.remaining
@@ -201,20 +200,6 @@ class MassModifyWorkflow:
 
     def _rolling_over(self, batch: MassModifyInput) -> bool:
         return continue_as_new.due(batch.continue_as_new_after_events)
-
-
-def _parse_input(raw: RawValue) -> MassModifyInput:
-    """The batch, or a non-retryable `InvalidInput` failure naming what is wrong."""
-    try:
-        value = payloads.decode(raw, "MassModify input", 4 * 1024 * 1024)
-        return MassModifyInput.model_validate(value)
-    except CommandRejected as rejected:
-        message = rejected.reason
-    except ValidationError as error:
-        message = describe_validation_error(error, "MassModify input")
-    raise ApplicationError(
-        message, {"code": "invalid_payload"}, type="InvalidInput", non_retryable=True
-    )
 
 
 def _command(batch: MassModifyInput) -> Command:

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
-from temporalio.exceptions import ApplicationError
 
 from activities.opportunity_activities import ProjectionWrite
 from runtime.workflow_ids import opportunity_workflow_id
 from sales.commands import Command, parse_command
-from sales.errors import CommandRejected, describe_validation_error
+from sales.errors import CommandRejected
 from sales.opportunity import Opportunity, StartOpportunity
 from sales.validation import Line, ShortLine
 from workflows import payloads
@@ -72,36 +71,21 @@ class OpportunityInput(StartOpportunity):
 NO_INPUT = RawValue(Payload(metadata={"encoding": b"binary/null"}))
 """Stands for a start or a command without an argument, refused like any invalid input."""
 
-MAX_START_BYTES = 4 * 1024 * 1024
-"""A start input, a continued run's carried state included."""
-
 
 def parse_start(raw: RawValue, workflow_id: str) -> OpportunityInput:
     """The start input of an `Opportunity` run, or a non-retryable `InvalidInput` failure
     naming what is wrong with it (the workflow fails at once)."""
-    try:
-        value = payloads.decode(raw, "Opportunity input", MAX_START_BYTES)
-        if not isinstance(value, dict):
-            raise CommandRejected(
-                "invalid Opportunity input: expected a JSON object with opportunity_id, "
-                "contact_id and optionally process_id, name, owner, stage",
-                code="invalid_payload",
-            )
-        start = OpportunityInput.model_validate(value)
-    except CommandRejected as rejected:
-        raise _invalid(rejected.reason) from None
-    except ValidationError as error:
-        raise _invalid(describe_validation_error(error, "Opportunity input")) from None
+    start = payloads.parse_start(
+        raw,
+        OpportunityInput,
+        "Opportunity input",
+        not_an_object="invalid Opportunity input: expected a JSON object with opportunity_id, "
+        "contact_id and optionally process_id, name, owner, stage",
+    )
     expected = opportunity_workflow_id(start.opportunity_id)
     if workflow_id != expected:
-        raise _invalid(
+        raise payloads.invalid_input(
             f"workflow id {workflow_id!r} does not match opportunity_id "
             f"{start.opportunity_id!r}; start it as {expected!r}"
         )
     return start
-
-
-def _invalid(message: str) -> ApplicationError:
-    return ApplicationError(
-        message, {"code": "invalid_payload"}, type="InvalidInput", non_retryable=True
-    )

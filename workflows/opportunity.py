@@ -55,8 +55,9 @@ class OpportunityWorkflow:
             await self.open(start)
         elif start.reopen is not None:
             await self.reopen(start.reopen.stage, start.reopen.by)
+        else:
+            self.indexing.publish(self.state)
         assert self.state is not None
-        self.indexing.publish(self.state)
         while self.state.status == "open":
             wake = self.next_wake()
             if wake is not None and wake <= workflow.now():
@@ -122,7 +123,7 @@ class OpportunityWorkflow:
             raise ApplicationError(
                 rejected.reason, type="UnknownStage", non_retryable=True
             ) from None
-        await self.settle(decision.state, decision.effects)
+        await self.settle(WORKER_PROCESSES.share(decision.state), decision.effects)
 
     async def reopen(self, stage: str, by: str | None) -> None:
         assert self.state is not None
@@ -148,7 +149,7 @@ class OpportunityWorkflow:
     async def settle(self, state: Opportunity, effects: list[Any]) -> None:
         """Carry out what an opening, a reopening or a timer decided, and write it."""
         self.state, _, changes = await carry_out(
-            WORKER_PROCESSES.share(state), effects, effect_runner.perform, workflow.now
+            state, effects, effect_runner.perform, workflow.now
         )
         await self.projection.write(self.state, changes)
         self.indexing.publish(self.state)

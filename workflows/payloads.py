@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import (
     ExecuteWorkflowInput,
     HandleSignalInput,
@@ -25,8 +27,13 @@ from temporalio.worker import (
     WorkflowInterceptorClassInput,
 )
 
-from sales.errors import CommandRejected
+from sales.errors import CommandRejected, describe_validation_error
 from sales.validation import MAX_COMMAND_BYTES, decode_json
+
+M = TypeVar("M", bound=BaseModel)
+
+MAX_START_BYTES = 4 * 1024 * 1024
+"""A workflow's start input, a continued run's carried state included."""
 
 JSON = b"json/plain"
 NULL = b"binary/null"
@@ -122,3 +129,29 @@ class OneArgument(Interceptor):
                 return await super().handle_update_handler(input)
 
         return Inbound
+
+
+def parse_start(
+    raw: RawValue, model: type[M], subject: str, *, not_an_object: str | None = None
+) -> M:
+    """A workflow's start input, decoded and validated, or a non-retryable `InvalidInput`
+    failure naming what is wrong with it (the workflow fails at once). `not_an_object`: the
+    message for a value that is not a JSON object, if it needs a better one than the
+    model's."""
+    try:
+        value = decode(raw, subject, MAX_START_BYTES)
+        if not_an_object is not None and not isinstance(value, dict):
+            raise CommandRejected(not_an_object, code="invalid_payload")
+        return model.model_validate(value)
+    except CommandRejected as rejected:
+        message = rejected.reason
+    except ValidationError as error:
+        message = describe_validation_error(error, subject)
+    raise invalid_input(message)
+
+
+def invalid_input(message: str) -> ApplicationError:
+    """The failure of a start whose input is invalid: non-retryable, with its code."""
+    return ApplicationError(
+        message, {"code": "invalid_payload"}, type="InvalidInput", non_retryable=True
+    )

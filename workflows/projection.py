@@ -18,8 +18,8 @@ run applies, answers and continues in one task even under a steady stream of upd
 Nothing is written by local activity in a run's first workflow task (`FIRST_TASK_EVENTS`): a
 query that arrives before that task completes is answered with it, the SDK then completes
 the task while the local activity still runs, and on replay the run's first steps see another
-time and history length, or fail as nondeterministic (found by the worker-crash tests, whose
-clients query the opportunity as it opens).
+time and history length, or fail as nondeterministic (a client that creates an opportunity
+queries it as it opens).
 
 A write that fails for good (after its retries) leaves the commands applied: it is kept,
 carried across continue-as-new, and written with the next write or after

@@ -1,6 +1,6 @@
-"""No input leaves an opportunity stuck: each defect found by hostile testing, reproduced as it
-was found, ends applied, rejected (with a code) or failed (one side effect, with a code), in
-bounded time, and the opportunity takes its next command.
+"""No input leaves an opportunity stuck: each hostile input here ends applied, rejected (with
+a code) or failed (one side effect, with a code), in bounded time, and the opportunity takes
+its next command.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ async def test_a_nul_character_is_refused_and_the_opportunity_goes_on(
     assert await store.opportunities.get_opportunity(pool, f"n-{uid}") is None
 
 
-# --- 2. failures that used to retry forever --------------------------------------------------
+# --- 2. failures that must not retry forever ----------------------------------------------
 
 
 async def attempts(handle: WorkflowHandle[Any, Any], activity_type: str) -> list[int]:

@@ -81,8 +81,8 @@ async def test_a_steady_stream_of_updates_continues_as_new_while_it_lasts(
 ) -> None:
     """Ten senders each send their next update as soon as the last is answered, so some are
     always in flight. A run must still continue as new near its event limit (each accepted
-    update is answered first); before `close-run-in-one-task` the first run took the whole
-    stream (about 1,300 events here) and, past 2,000 updates, the server refused the rest."""
+    update is answered first); a run that waited for a gap in the stream would take the whole
+    stream, and past 2,000 updates the server would refuse the rest."""
     opportunity_id = f"stream-{uid}"
     await start_continuing_early(client, pool, uid, opportunity_id, task_queue, STREAM_RUN_EVENTS)
 
