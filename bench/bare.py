@@ -7,7 +7,9 @@ Opportunity writes one projection per batch.
 
 `BareOpportunity` (`bench.fleet`): one opportunity of a fleet at the least a durable command
 with a side effect in a database can cost: a row for its opening and a row per command in
-`bench_fleet_rows`, each by one local activity, in order."""
+`bench_fleet_rows`, each by one local activity, in order; started with `"index": true`, it
+also upserts the contract's search attributes as ours does (at the opening, and the owner
+with each command): the reference for what indexing costs."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from temporalio import activity, workflow
+
+from runtime import search_attributes as sa
 
 if TYPE_CHECKING:
     import asyncpg
@@ -106,7 +110,8 @@ class FleetRows:
 class BareOpportunity:
     """Writes its opening row, then one row per command in arrival order; an update returns
     once its row is written. Takes `change_owner` (as signal or update), the command
-    `bench.fleet` sends, with any JSON object."""
+    `bench.fleet` sends, with any JSON object. With `"index": true` in its start, it upserts
+    the search attributes ours sets when it opens, and `OpportunityOwner` with each command."""
 
     def __init__(self) -> None:
         self.queue: list[dict[str, Any]] = []
@@ -127,10 +132,24 @@ class BareOpportunity:
 
     @workflow.run
     async def run(self, start: dict[str, Any]) -> None:
+        index = bool(start.get("index"))
         await self._write(0, "open", start)
+        if index:
+            workflow.upsert_search_attributes([
+                sa.OPPORTUNITY_STAGE.value_set("Opened"),
+                sa.SALES_PROCESS.value_set(str(start.get("process_id"))),
+                sa.OPPORTUNITY_STATUS.value_set("open"),
+                sa.CONTACT_ID.value_set(str(start.get("contact_id"))),
+                sa.OPEN_ACTIONS.value_set(0),
+            ])  # fmt: skip
         while True:
             await workflow.wait_condition(lambda: bool(self.queue))
-            await self._write(self.written + 1, "change_owner", self.queue.pop(0))
+            command = self.queue.pop(0)
+            await self._write(self.written + 1, "change_owner", command)
+            if index:
+                workflow.upsert_search_attributes(
+                    [sa.OPPORTUNITY_OWNER.value_set(str(command.get("owner")))]
+                )
             self.written += 1
 
     async def _write(self, seq: int, name: str, payload: dict[str, Any]) -> None:
