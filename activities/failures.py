@@ -97,7 +97,7 @@ def classified(effect: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[
             except ApplicationError:
                 raise
             except Exception as error:
-                failure = _as_failure(effect, error)
+                failure = _as_failure(effect, error, getattr(args[-1], "action_id", None))
                 if failure is error:
                     raise
                 raise failure from error
@@ -107,7 +107,7 @@ def classified(effect: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[
     return decorate
 
 
-def _as_failure(effect: str, error: Exception) -> Exception:
+def _as_failure(effect: str, error: Exception, action_id: str | None) -> Exception:
     kind = classify(error)
     if kind == "transient":
         return error
@@ -115,7 +115,13 @@ def _as_failure(effect: str, error: Exception) -> Exception:
         code = error.code if isinstance(error, BadData) else "bad_data"
         message = _bad_data_message(error)
         _count(effect, code)
-        log.info("%s failed: %s (workflow %s)", effect, code, activity.info().workflow_id)
+        log.info(
+            "%s failed: %s (workflow %s%s)",
+            effect,
+            code,
+            activity.info().workflow_id,
+            f", action {action_id}" if action_id else "",
+        )
         return ApplicationError(
             message,
             {"code": code},

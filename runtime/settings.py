@@ -2,8 +2,9 @@
 
 Temporal's own variables (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`,
 `TEMPORAL_TLS_*`) are read by `temporalio.envconfig`; the database is `DATABASE_URL`. When
-`make run` starts the embedded servers it writes their addresses to `.data/local.env`, which
-is read when the variables are unset, so a second terminal needs no setup.
+`make run` starts the embedded servers it writes their addresses to `local.env` in its data
+folder and records that folder in the user's state directory, so a terminal in any folder
+needs no setup while it runs (`local_env_file` says which file is read).
 """
 
 from __future__ import annotations
@@ -12,7 +13,35 @@ import os
 from pathlib import Path
 
 DEFAULT_TASK_QUEUE = "opportunities"
-LOCAL_ENV_FILE = Path(".data") / "local.env"
+DATA_FOLDER = Path(".data")
+"""`make run`'s data folder, in the repository it runs from."""
+LOCAL_ENV = "local.env"
+
+
+def state_directory() -> Path:
+    """Where `make run` records its data folder: `$XDG_STATE_HOME/opportunities`."""
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "opportunities"
+
+
+def data_folder_record() -> Path:
+    return state_directory() / "data-folder"
+
+
+def local_env_file() -> Path | None:
+    """The servers `make run` started: `OPPORTUNITIES_LOCAL_ENV` (a file), else
+    `OPPORTUNITIES_HOME` (a data folder), else `.data` here, else the data folder the
+    running `make run` recorded."""
+    if explicit := os.environ.get("OPPORTUNITIES_LOCAL_ENV"):
+        return Path(explicit)
+    if home := os.environ.get("OPPORTUNITIES_HOME"):
+        return Path(home) / LOCAL_ENV
+    if (here := DATA_FOLDER / LOCAL_ENV).is_file():
+        return here
+    record = data_folder_record()
+    if record.is_file():
+        return Path(record.read_text().strip()) / LOCAL_ENV
+    return None
 
 
 def task_queue() -> str:
@@ -20,8 +49,8 @@ def task_queue() -> str:
 
 
 def _local_env() -> dict[str, str]:
-    path = Path(os.environ.get("OPPORTUNITIES_LOCAL_ENV", LOCAL_ENV_FILE))
-    if not path.is_file():
+    path = local_env_file()
+    if path is None or not path.is_file():
         return {}
     values = {}
     for line in path.read_text().splitlines():
@@ -48,8 +77,9 @@ def database_url() -> str:
     url = setting("DATABASE_URL")
     if not url:
         raise NotConfigured(
-            "DATABASE_URL is not set and no local server is running: start one with "
-            "`make run` (it writes .data/local.env), or set DATABASE_URL=postgresql://..."
+            "no database: `make run` is not running (it records its data folder in "
+            f"{data_folder_record()}); start it, or set OPPORTUNITIES_HOME=<repository>/.data, "
+            "or set DATABASE_URL=postgresql://... and TEMPORAL_ADDRESS=host:port"
         )
     return url
 

@@ -25,7 +25,7 @@ from runtime import settings
 from runtime.codec import KeySettingError
 from runtime.temporal import Unreachable
 from sales.errors import CommandRejected
-from starter.client import OpportunityNotFound, StartFailed
+from starter.client import NoWorker, OpportunityNotFound, StartFailed
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
@@ -38,12 +38,60 @@ class UserError(Exception):
     """Bad input or a refused command: printed as one line, exit code 1."""
 
 
+class Unsuccessful(Exception):
+    """A command that ran and printed its result, but did not do what was asked (an action
+    failed, a batch changed nothing): its one-line summary on stderr, exit code 1."""
+
+
+ID_COLUMNS = frozenset({
+    "opportunity", "activity", "action", "contact", "process", "event", "template", "letter",
+    "linked activity", "stage", "from", "to",
+})  # fmt: skip
+"""Columns whose values are typed into the next command: never wrapped or cut."""
+
+
 def new_table(*headers: str, **options: Any) -> Table:
-    """A table whose cells wrap rather than end in an ellipsis: ids must stay copyable."""
+    """A table whose id columns never wrap and whose other cells fold rather than end in an
+    ellipsis."""
     result = Table(*headers, **options)
     for column in result.columns:
-        column.overflow = "fold"
+        if str(column.header) in ID_COLUMNS:
+            column.no_wrap = True
+            column.overflow = "ignore"
+        else:
+            column.overflow = "fold"
     return result
+
+
+def print_table(table: Table) -> None:
+    """Print `table` at the terminal's width, or wider when its ids and words would not fit
+    (the terminal then wraps the lines): a column may wrap between words, never inside one,
+    so an id is never cut."""
+    needed = 1 + len(table.columns)  # the borders
+    for column in table.columns:
+        texts = [str(column.header), *(str(cell) for cell in column.cells)]
+        if column.no_wrap:
+            longest = max(len(line) for text in texts for line in text.splitlines() or [""])
+        else:
+            longest = max(len(word) for text in texts for word in text.split() or [""])
+            column.min_width = longest
+        needed += longest + 2  # the padding
+    width = console.width
+    console.width = max(width, needed)
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = width
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """`1 opportunity`, `2 opportunities`, `0 open activities`."""
+    if count == 1:
+        return f"{count} {noun}"
+    if plural is None:
+        consonant_y = noun.endswith("y") and noun[-2:-1] not in "aeiou"
+        plural = noun[:-1] + "ies" if consonant_y else noun + "s"
+    return f"{count} {plural}"
 
 
 def new_app(help: str) -> typer.Typer:
@@ -58,8 +106,10 @@ def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 EXPECTED_ERRORS = (
     UserError,
+    Unsuccessful,
     CommandRejected,
     StartFailed,
+    NoWorker,
     OpportunityNotFound,
     store.StoreError,
     settings.NotConfigured,
@@ -95,14 +145,23 @@ def print_json(value: Any) -> None:
 
 
 def load_document(path: Path) -> Any:
-    """A JSON or YAML file (YAML is a superset of JSON, but JSON errors read better)."""
+    """A JSON or YAML document, told apart by its content whatever the file's extension: a
+    document that opens with `{` or `[` is JSON (whose errors read better), any other YAML."""
     try:
         text = path.read_text()
-    except OSError as error:
-        raise UserError(f"cannot read {path}: {error.strerror}") from None
-    try:
-        if path.suffix.lower() == ".json":
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise UserError(f"cannot read {path}: {reason}") from None
+    if text.lstrip().startswith(("{", "[")):
+        try:
             return json.loads(text)
-        return yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise UserError(f"{path} is not valid {path.suffix.lstrip('.').upper()}: {error}") from None
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path} is not valid JSON: {error}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        first = str(error).splitlines()[0] if str(error) else "cannot be parsed"
+        raise UserError(f"{path} is neither JSON nor valid YAML: {first}") from None
+    if not isinstance(document, dict | list):
+        raise UserError(f"{path} holds no JSON or YAML document (an object or a list)")
+    return document

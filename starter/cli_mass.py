@@ -8,21 +8,25 @@ import uuid
 from typing import Annotated
 
 import typer
+from asyncpg import Pool
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from starter.cli_common import (
     JsonFlag,
+    Unsuccessful,
     UserError,
     actor,
     console,
+    counted,
     database,
     new_table,
     print_json,
+    print_table,
     run,
 )
 from starter.cli_opportunities import search_filters
 from starter.client import OpportunitiesClient
-from store import search
+from store import processes, search
 from workflows.mass_messages import MassModifyInput
 from workflows.mass_messages import Progress as BatchProgress
 
@@ -81,11 +85,13 @@ def mass_modify(
     async def work() -> None:
         async with database() as pool:
             matching = (await search.search(pool, filters, limit=1)).total
+            if matching and to_stage is not None:
+                await _check_stage(pool, filters, to_stage)
         if matching == 0:
             raise UserError("no opportunity matches these filters")
         change = f"to stage {to_stage!r}" if to_stage else f"to owner {owner!r}"
         if not yes:
-            question = f"Change {matching} opportunities {change}?"
+            question = f"Change {counted(matching, 'opportunity')} {change}?"
             if not sys.stdin.isatty():
                 raise UserError(f"{question} Answer with --yes")
             if not typer.confirm(question, default=False):
@@ -115,6 +121,20 @@ def mass_modify(
     run(work)
 
 
+async def _check_stage(pool: Pool, filters: search.SearchFilters, to_stage: str) -> None:
+    """Refuse a target stage that no selected opportunity's process has."""
+    stages: set[str] = set()
+    for process_id, version in await search.process_versions(pool, filters):
+        process = await processes.get_process(pool, process_id, version)
+        if process is not None:
+            stages.update(process.definition.stage_names())
+    if to_stage not in stages:
+        raise UserError(
+            f"no selected opportunity's process has stage {to_stage!r}; "
+            f"their stages are {sorted(stages)}"
+        )
+
+
 @mass_app.command("status")
 def status_command(batch_id: str, as_json: JsonFlag = False) -> None:
     """Progress of a running or finished batch."""
@@ -140,4 +160,6 @@ def report(progress: BatchProgress, as_json: bool) -> None:
         table = new_table("opportunity", "result", "reason")
         for outcome in progress.outcomes:
             table.add_row(outcome.opportunity_id, outcome.result, outcome.reason)
-        console.print(table)
+        print_table(table)
+    if progress.finished and progress.total and progress.rejected == progress.total:
+        raise Unsuccessful(f"every one of {counted(progress.total, 'opportunity')} was rejected")

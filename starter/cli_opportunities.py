@@ -26,14 +26,17 @@ from sales.opportunity import HistoryEntry, Opportunity
 from sales.results import CommandResult
 from starter.cli_common import (
     JsonFlag,
+    Unsuccessful,
     UserError,
     actor,
     console,
+    counted,
     database,
     load_document,
     new_app,
     new_table,
     print_json,
+    print_table,
     run,
 )
 from starter.client import OpportunitiesClient
@@ -74,6 +77,7 @@ def create(
         client = await OpportunitiesClient.connect()
         async with database() as pool:
             contact_name = await ReadModel(pool).contact_name(contact)
+            process_label = await ReadModel(pool).process_label(process)
         try:
             opportunity = await client.create(
                 contact,
@@ -84,6 +88,7 @@ def create(
                 stage=stage,
                 by=actor(),
                 contact_name=contact_name,
+                process_label=process_label,
             )
         except ValidationError as error:
             raise UserError(describe_validation_error(error, "opportunity")) from None
@@ -114,6 +119,10 @@ def show(
             raise UserError(
                 f"unknown stage {stage!r}; stages are {opportunity.process.stage_names()}"
             )
+        async with database() as pool:  # the contact as it is now, not as it was when opened
+            current = await ReadModel(pool).contact_name(opportunity.contact_id)
+        if current is not None:
+            opportunity = opportunity.model_copy(update={"contact_name": current})
         if as_json:
             print_json(opportunity)
         else:
@@ -167,7 +176,7 @@ def print_opportunity(o: Opportunity, stage: str | None) -> None:
                     f"last attempt failed ({a.last_error.code}): {a.last_error.message}",
                     style="red",
                 )
-    console.print(table)
+    print_table(table)
     if o.rejected:
         last = o.rejected[-1]
         console.print(f"last rejected command: {last.command}: {last.reason}", highlight=False)
@@ -203,7 +212,7 @@ def print_history(entries: list[HistoryEntry]) -> None:
             e.reason or "",
             "\n".join(activities),
         )
-    console.print(table)
+    print_table(table)
 
 
 @app.command("stage")
@@ -227,7 +236,7 @@ def change_stage(
 ) -> None:
     """Move the opportunity to any stage of its process, at any time."""
     if cancel is None:
-        cancel = run(lambda: _ask_to_cancel(opportunity_id, yes))
+        cancel = run(lambda: _ask_to_cancel(opportunity_id, stage, yes))
     send(
         opportunity_id,
         ChangeStage(stage=stage, cancel_open_activities=cancel, reason=reason, by=by or actor()),
@@ -235,10 +244,17 @@ def change_stage(
     )
 
 
-async def _ask_to_cancel(opportunity_id: str, yes: bool) -> bool:
-    """The product's confirmation: cancel the open activities of the stage being left?"""
+async def _ask_to_cancel(opportunity_id: str, stage: str, yes: bool) -> bool:
+    """The product's confirmation: cancel the open activities of the stage being left? Asked
+    only of a stage change the workflow would accept."""
     client = await OpportunitiesClient.connect()
     state = await client.state(opportunity_id)
+    if state.status != "open":
+        raise UserError(f"opportunity {opportunity_id!r} is closed; reopen it to change it")
+    if state.process.stage(stage) is None:
+        raise UserError(f"unknown stage {stage!r}; stages are {state.process.stage_names()}")
+    if stage == state.current_stage:
+        raise UserError(f"opportunity {opportunity_id!r} is already in stage {stage!r}")
     open_ids = [
         a.activity_id
         for a in state.stage_state(state.current_stage).actions
@@ -249,7 +265,7 @@ async def _ask_to_cancel(opportunity_id: str, yes: bool) -> bool:
     if yes:
         return True
     question = (
-        f"Stage {state.current_stage!r} has {len(open_ids)} open activities "
+        f"Stage {state.current_stage!r} has {counted(len(open_ids), 'open activity')} "
         f"({', '.join(map(str, open_ids))}). Cancel them?"
     )
     if not sys.stdin.isatty():
@@ -395,7 +411,7 @@ def activity_list(
                 a.outcome or "",
                 f"{a.created_on:%Y-%m-%d}",
             )
-        console.print(table)
+        print_table(table)
 
     run(work)
 
@@ -425,6 +441,12 @@ def send(opportunity_id: str, command: Command, as_json: bool) -> None:
             print_json(result)
         else:
             print_result(opportunity_id, result)
+        failed = [a for a in result.actions if a.outcome == "failed"]
+        if failed:
+            raise Unsuccessful(
+                f"{counted(len(failed), 'action')} failed: "
+                + "; ".join(f"{a.action_id}: {a.message}" for a in failed)
+            )
 
     run(work)
 
@@ -440,7 +462,7 @@ def print_result(opportunity_id: str, result: CommandResult) -> None:
     for action in result.actions:
         style = "red" if action.outcome == "failed" else None
         table.add_row(action.action_id, action.outcome, action.message, style=style)
-    console.print(table)
+    print_table(table)
     console.print(f"stage: {result.current_stage} ({result.status})", highlight=False)
 
 
@@ -499,7 +521,7 @@ def search_command(
             return
         table = new_table(
             "opportunity", "name", "contact", "owner", "process", "stage", "since", "status",
-            "open", title=f"{page.total} opportunities",
+            "open", title=counted(page.total, "opportunity"),
         )  # fmt: skip
         for o in page.items:
             table.add_row(
@@ -513,7 +535,7 @@ def search_command(
                 o.status,
                 str(o.open_actions),
             )
-        console.print(table)
+        print_table(table)
         if page.total > len(page.items):
             shown = f"{offset + 1}-{offset + len(page.items)}" if page.items else "none"
             console.print(f"showing {shown} of {page.total}; --offset/--limit for more")

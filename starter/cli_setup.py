@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from rich.table import Table
 
 from activities import rendering
 from activities.letters import put_template
@@ -22,6 +23,7 @@ from starter.cli_common import (
     new_app,
     new_table,
     print_json,
+    print_table,
     run,
 )
 from store import contacts, events, letters, processes
@@ -31,13 +33,24 @@ process_app = new_app("Opportunity Setup: sales processes.")
 contact_app = new_app("Contacts.")
 event_app = new_app("Events a contact can be invited to.")
 template_app = new_app("Letter templates (Jinja2).")
+letter_app = new_app("Letters written for opportunities: e-mailed, or filed to print.")
 
 
 # --- processes --------------------------------------------------------------------------------
 
 
 @process_app.command("apply")
-def process_apply(file: Path, as_json: JsonFlag = False) -> None:
+def process_apply(
+    file: Path,
+    allow_missing: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing",
+            help="Store it even if a letter template or event it names does not exist yet.",
+        ),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
     """Store a process definition (JSON or YAML); a changed one becomes a new version."""
     document = load_document(file)
     try:
@@ -47,6 +60,13 @@ def process_apply(file: Path, as_json: JsonFlag = False) -> None:
 
     async def work() -> None:
         async with database() as pool:
+            missing = await processes.missing_references(pool, definition)
+            if missing and not allow_missing:
+                raise UserError(
+                    f"process {definition.process_id!r} names what does not exist: "
+                    f"{', '.join(missing)}; add them first (`template add`, `event add`), "
+                    "or pass --allow-missing"
+                )
             process, created = await processes.apply_process(pool, definition)
         result = {
             "process_id": definition.process_id,
@@ -81,7 +101,7 @@ def process_list(as_json: JsonFlag = False) -> None:
                 "yes" if p.is_default else "",
                 " → ".join(p.stages),
             )
-        console.print(table)
+        print_table(table)
 
     run(work)
 
@@ -100,6 +120,12 @@ def process_show(
         async with database() as pool:
             process = await processes.get_process(pool, process_id, version)
             known = await processes.process_ids(pool)
+            stored = await processes.versions(pool, process_id)
+        if process is None and stored:
+            raise UserError(
+                f"process {process_id!r} has no version {version}; its versions are "
+                + ", ".join(map(str, stored))
+            )
         if process is None:
             raise UserError(f"unknown process {process_id!r}; processes are {known}")
         if as_json:
@@ -126,7 +152,7 @@ def process_show(
                     action.type if action else "",
                     action.title if action else "",
                 )
-        console.print(table)
+        print_table(table)
         if d.outcome_stages:
             mapping = ", ".join(f"{o!r} → {s}" for o, s in d.outcome_stages.items())
             console.print(f"outcome stages: {mapping}", highlight=False)
@@ -175,6 +201,81 @@ def contact_add(
     run(work)
 
 
+@contact_app.command("modify")
+def contact_modify(
+    contact_id: str,
+    first_name: Annotated[str | None, typer.Option("--first-name")] = None,
+    last_name: Annotated[str | None, typer.Option("--last-name")] = None,
+    email: Annotated[str | None, typer.Option("--email", help='"" removes it.')] = None,
+    street: Annotated[str | None, typer.Option("--street", help='"" removes it.')] = None,
+    city: Annotated[str | None, typer.Option("--city", help='"" removes it.')] = None,
+    postal_code: Annotated[str | None, typer.Option("--postal-code", help='"" removes it.')] = None,
+    country: Annotated[str | None, typer.Option("--country", help='"" removes it.')] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Change a contact's details (validated as `add` does). Open opportunities use them for
+    the letters they write from now on."""
+    given = {
+        "first_name": first_name, "last_name": last_name, "email": email, "street": street,
+        "city": city, "postal_code": postal_code, "country": country,
+    }  # fmt: skip
+    changes = {field: value or None for field, value in given.items() if value is not None}
+    if not changes:
+        raise UserError("nothing to change: give at least one of the options (see --help)")
+
+    async def work() -> None:
+        async with database() as pool:
+            existing = await contacts.get_contact(pool, contact_id)
+            if existing is None:
+                raise UserError(f"unknown contact {contact_id!r}")
+            try:
+                contact = Contact.model_validate(existing.model_dump() | changes)
+            except ValidationError as error:
+                raise UserError(describe_validation_error(error, "contact")) from None
+            changed = await contacts.modify_contact(pool, contact)
+        if as_json:
+            print_json({"contact_id": contact_id, "changed": changed, "contact": contact})
+        else:
+            console.print(f"{contact_id}: {'changed' if changed else 'unchanged'}", highlight=False)
+
+    run(work)
+
+
+@contact_app.command("show")
+def contact_show(contact_id: str, as_json: JsonFlag = False) -> None:
+    """One contact's details."""
+
+    async def work() -> None:
+        async with database() as pool:
+            contact = await contacts.get_contact(pool, contact_id)
+        if contact is None:
+            raise UserError(f"unknown contact {contact_id!r}")
+        if as_json:
+            print_json(contact)
+            return
+        fields = Table.grid(padding=(0, 2))
+        fields.add_row("Contact", contact.contact_id)
+        fields.add_row("Name", contact.full_name)
+        fields.add_row("E-mail", contact.email or "-")
+        address = [contact.street, contact.postal_code, contact.city, contact.country]
+        fields.add_row("Address", ", ".join(x for x in address if x) or "-")
+        console.print(fields)
+
+    run(work)
+
+
+@contact_app.command("delete")
+def contact_delete(contact_id: str) -> None:
+    """Delete a contact that no opportunity, letter, calendar activity or invitation refers to."""
+
+    async def work() -> None:
+        async with database() as pool:
+            await contacts.delete_contact(pool, contact_id)
+        console.print(f"{contact_id}: deleted", highlight=False)
+
+    run(work)
+
+
 @contact_app.command("list")
 def contact_list(as_json: JsonFlag = False) -> None:
     """The contacts."""
@@ -189,7 +290,7 @@ def contact_list(as_json: JsonFlag = False) -> None:
         for c in found:
             address = ", ".join(x for x in (c.street, c.postal_code, c.city, c.country) if x)
             table.add_row(c.contact_id, c.full_name, c.email or "", address)
-        console.print(table)
+        print_table(table)
 
     run(work)
 
@@ -236,7 +337,7 @@ def event_list(as_json: JsonFlag = False) -> None:
         table = new_table("event", "name", "starts at")
         for event in found:
             table.add_row(event.event_id, event.name, f"{event.starts_at:%Y-%m-%d %H:%M %Z}")
-        console.print(table)
+        print_table(table)
 
     run(work)
 
@@ -260,7 +361,7 @@ def event_invitees(event_id: str, as_json: JsonFlag = False) -> None:
                 invitee.opportunity_id or "",
                 f"{invitee.invited_at:%Y-%m-%d %H:%M}",
             )
-        console.print(table)
+        print_table(table)
 
     run(work)
 
@@ -314,6 +415,74 @@ def template_list(as_json: JsonFlag = False) -> None:
             first = template.body.splitlines()[0] if template.body else ""
             updated = f"{template.updated_at:%Y-%m-%d %H:%M}" if template.updated_at else ""
             table.add_row(template.name, first, updated)
-        console.print(table)
+        print_table(table)
+
+    run(work)
+
+
+# --- letters ----------------------------------------------------------------------------------
+
+
+@letter_app.command("list")
+def letter_list(
+    opportunity: Annotated[str | None, typer.Option("--opportunity", help="Of one.")] = None,
+    status: Annotated[
+        letters.LetterStatus | None,
+        typer.Option("--status", help="sent (e-mailed), filed (to print) or pending."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Letters, newest first."""
+
+    async def work() -> None:
+        async with database() as pool:
+            found = await letters.find_letters(pool, opportunity_id=opportunity, status=status)
+        if as_json:
+            print_json(found)
+            return
+        table = new_table("letter", "opportunity", "template", "status", "to", "written")
+        for letter in found:
+            table.add_row(
+                letter.letter_id,
+                letter.opportunity_id,
+                letter.template,
+                letter.status,
+                letter.recipient or "",
+                f"{letter.created_at:%Y-%m-%d %H:%M}",
+            )
+        print_table(table)
+
+    run(work)
+
+
+@letter_app.command("show")
+def letter_show(letter_id: str, as_json: JsonFlag = False) -> None:
+    """One letter: how it went out, and its text."""
+
+    async def work() -> None:
+        async with database() as pool:
+            letter = await letters.get_letter(pool, letter_id)
+        if letter is None:
+            raise UserError(f"unknown letter {letter_id!r}; `letter list` shows them")
+        if as_json:
+            print_json(letter)
+            return
+        fields = Table.grid(padding=(0, 2))
+        fields.add_row("Letter", letter.letter_id)
+        fields.add_row("Opportunity", f"{letter.opportunity_id} (action {letter.action_id})")
+        fields.add_row("Contact", letter.contact_id)
+        fields.add_row("Template", letter.template)
+        how = {"filed": "filed as a document to print", "sent": "e-mailed", "pending": "to e-mail"}
+        fields.add_row("Status", how.get(letter.status, letter.status))
+        if letter.recipient:
+            fields.add_row("To", letter.recipient)
+        if letter.sent_at:
+            when = "Filed at" if letter.status == "filed" else "Sent at"
+            fields.add_row(when, f"{letter.sent_at:%Y-%m-%d %H:%M %Z}")
+        if letter.subject:
+            fields.add_row("Subject", letter.subject)
+        console.print(fields)
+        console.print()
+        console.print(letter.body, highlight=False, markup=False)
 
     run(work)

@@ -12,8 +12,12 @@ import asyncio
 import random
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -86,12 +90,43 @@ def static_summary(
     return f"{summary} (reopened in {reopened_in})" if reopened_in else summary
 
 
+def static_details(
+    contact: str,
+    contact_id: str,
+    owner: str | None,
+    process: str,
+    by: str | None,
+    *,
+    reopened_in: str | None = None,
+) -> str:
+    """What the Temporal UI's details box shows for a run (markdown): whose opportunity, who
+    owns it, which process, and when and by whom it was opened."""
+    now = datetime.now(UTC)
+    opened = f"reopened in {reopened_in}" if reopened_in else "opened"
+    return "\n".join([
+        f"**Contact:** {contact} ({contact_id})" if contact != contact_id else
+        f"**Contact:** {contact_id}",
+        f"**Owner:** {owner or '-'}",
+        f"**Process:** {process}",
+        f"**{opened.capitalize()}:** {now:%Y-%m-%d %H:%M} UTC" + (f" by {by}" if by else ""),
+    ])  # fmt: skip
+
+
 class OpportunityNotFound(Exception):
     pass
 
 
+WORKER_GRACE_SECONDS = 3.0
+QUERY_WAIT = timedelta(seconds=5)
+QUERY_SECONDS = 30.0
+
+
 class StartFailed(Exception):
     """The opportunity could not be opened (unknown contact, process or stage, bad input)."""
+
+
+class NoWorker(Exception):
+    """No worker polls the task queue: nothing would carry out a start, command or query."""
 
 
 class OpportunitiesClient:
@@ -120,10 +155,12 @@ class OpportunitiesClient:
         stage: str | None = None,
         by: str | None = None,
         contact_name: str | None = None,
+        process_label: str | None = None,
         wait_seconds: float = 30.0,
     ) -> Opportunity:
         """Start an opportunity and wait until it is open; raise `StartFailed` if it cannot be.
-        `contact_name` is for the one line the Temporal UI shows (else the contact's id)."""
+        `contact_name` and `process_label` (say, the default process's id and version) are
+        for what the Temporal UI shows of it (else the contact's id, the process id given)."""
         start = StartOpportunity(
             opportunity_id=opportunity_id or f"opp-{uuid.uuid4().hex[:12]}",
             contact_id=contact_id,
@@ -133,6 +170,7 @@ class OpportunitiesClient:
             stage=stage,
             by=by,
         )
+        await self._needs_worker()  # else the id would be used up by a run nobody opens
         try:
             handle = await self.temporal.start_workflow(
                 WORKFLOW_TYPE,
@@ -142,12 +180,45 @@ class OpportunitiesClient:
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 static_summary=static_summary(
-                    contact_name or contact_id, process_id, name or start.opportunity_id
+                    contact_name or contact_id,
+                    process_label or process_id,
+                    name or start.opportunity_id,
+                ),
+                static_details=static_details(
+                    contact_name or contact_id,
+                    contact_id,
+                    owner,
+                    process_label or process_id or "the default process",
+                    by,
                 ),
             )
         except WorkflowAlreadyStartedError:
             raise StartFailed(f"opportunity {start.opportunity_id!r} already exists") from None
         return await self._wait_open(handle, wait_seconds)
+
+    async def has_worker(self) -> bool:
+        """Whether a worker polled the task queue for workflow tasks lately."""
+        response = await self.temporal.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=self.temporal.namespace,
+                task_queue=TaskQueue(name=self.task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            )
+        )
+        return bool(response.pollers)
+
+    async def _needs_worker(self) -> None:
+        """Raise `NoWorker` unless a worker polls, or starts polling within
+        `WORKER_GRACE_SECONDS` (a worker that has just started)."""
+        deadline = asyncio.get_running_loop().time() + WORKER_GRACE_SECONDS
+        while not await self.has_worker():
+            if asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.2)
+                continue
+            raise NoWorker(
+                f"no worker is polling task queue {self.task_queue!r}: start one (`make run`, "
+                "or `opportunities-worker`); nothing was sent"
+            )
 
     async def _wait_open(
         self,
@@ -303,6 +374,14 @@ class OpportunitiesClient:
                     closed.name or closed.opportunity_id,
                     reopened_in=stage,
                 ),
+                static_details=static_details(
+                    closed.contact_name or closed.contact_id,
+                    closed.contact_id,
+                    closed.owner,
+                    f"{closed.process_id} v{closed.process_version}",
+                    by,
+                    reopened_in=stage,
+                ),
             )
         except WorkflowAlreadyStartedError:
             raise CommandRejected(
@@ -440,18 +519,29 @@ class OpportunitiesClient:
         return progress
 
     async def state(self, opportunity_id: str) -> Opportunity:
-        try:
-            return await self.handle(opportunity_id).query("state", result_type=Opportunity)
-        except RPCError as error:
-            raise await self._translate(error, opportunity_id) from None
+        return await self._query(opportunity_id, "state", Opportunity)
 
     async def history(self, opportunity_id: str) -> list[HistoryEntry]:
-        try:
-            return await self.handle(opportunity_id).query(
-                "history", result_type=list[HistoryEntry]
-            )
-        except RPCError as error:
-            raise await self._translate(error, opportunity_id) from None
+        return await self._query(opportunity_id, "history", list[HistoryEntry])
+
+    async def _query(self, opportunity_id: str, name: str, result_type: type[T]) -> T:
+        """A query, asked again while it times out (a busy worker), for up to
+        `QUERY_SECONDS`; `NoWorker` at the first timeout if no worker polls."""
+        handle = self.handle(opportunity_id)
+        deadline = asyncio.get_running_loop().time() + QUERY_SECONDS
+        while True:
+            try:
+                return await handle.query(name, result_type=result_type, rpc_timeout=QUERY_WAIT)
+            except RPCError as error:
+                timed_out = (
+                    error.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
+                    or "timeout" in error.message.lower()
+                )
+                if not timed_out:
+                    raise await self._translate(error, opportunity_id) from None
+                await self._needs_worker()
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
 
 
 def _entered(state: Opportunity) -> bool:

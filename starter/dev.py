@@ -6,7 +6,8 @@ database, stores the example processes, templates and events of `examples/` that
 (never over an operator's edits), and runs a worker in the foreground.
 With `OPPORTUNITIES_ENCRYPTION_KEY` set it also runs the codec server on :8081, which the
 Web UI is told to use.
-Ctrl-C stops the worker, then the servers.
+Ctrl-C stops the worker, then the servers. `OPPORTUNITIES_TEMPORAL_PORT` (7233),
+`OPPORTUNITIES_UI_PORT` (8233) and `OPPORTUNITIES_HTTP_PORT` (7243) move the dev server's ports.
 """
 
 from __future__ import annotations
@@ -19,22 +20,13 @@ import sys
 import warnings
 from pathlib import Path
 
-import asyncpg
-from pydantic import ValidationError
-
-import store
 import worker
-from activities.letters import put_template
 from runtime import codec, embedded, settings
-from sales.errors import describe_validation_error
-from sales.process import ProcessDefinition
-from starter.cli_common import load_document
-from store import events, letters, processes
-from store.schema import migrate
+from starter import examples
 
-DATA = Path(".data")
+DATA = settings.DATA_FOLDER.resolve()
 CODEC_ENDPOINT = "http://127.0.0.1:8081"
-EXAMPLES = Path("examples")
+EXAMPLES = examples.EXAMPLES
 
 log = logging.getLogger("opportunities.dev")
 
@@ -43,43 +35,24 @@ def _say(text: str) -> None:
     print(f"[make run] {text}", flush=True)
 
 
-async def _prepare(database_url: str, examples: list[Path]) -> None:
-    """Migrate, then store each example that is missing. An example process is applied only
-    when no version of it exists: applying it again would make a new version over an
-    operator's edits."""
-    pool = await store.create_pool(database_url, max_size=2)
-    try:
-        await _load_references(pool)
-        for path in examples:
-            try:
-                definition = ProcessDefinition.model_validate(load_document(path))
-            except ValidationError as error:
-                _say(describe_validation_error(error, f"example {path}"))
-                continue
-            stored = await processes.get_process(pool, definition.process_id)
-            if stored is not None:
-                _say(f"example process {definition.process_id!r} kept at version {stored.version}")
-                continue
-            process, _ = await processes.apply_process(pool, definition)
-            _say(f"example process {definition.process_id!r} applied as version {process.version}")
-    finally:
-        await pool.close()
+def _port(variable: str, default: int) -> int:
+    value = os.environ.get(variable) or str(default)
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise SystemExit(f"{variable} must be a port number (1-65535), not {value!r}")
+    return int(value)
 
 
-async def _load_references(pool: asyncpg.Pool) -> None:
-    """The example letter templates and events the example process refers to."""
-    migrated = await migrate(pool)
-    _say(f"database migrations: {'applied ' + str(migrated) if migrated else 'up to date'}")
-    for path in sorted((EXAMPLES / "templates").glob("*.j2")):
-        if await letters.get_template(pool, path.stem) is None:  # keep an operator's edits
-            await put_template(pool, path.stem, path.read_text())
-            _say(f"example letter template {path.stem!r} stored")
-    events_file = EXAMPLES / "events.json"
-    if events_file.exists():
-        for document in load_document(events_file):
-            event = events.Event.model_validate(document)
-            added = await events.add_event(pool, event)
-            _say(f"example event {event.event_id!r} {'added' if added else 'unchanged'}")
+def _record_data_folder() -> None:
+    """Tell the CLI in any folder where the running servers' addresses are."""
+    record = settings.data_folder_record()
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(f"{DATA}\n")
+
+
+def _forget_data_folder() -> None:
+    record = settings.data_folder_record()
+    if record.is_file() and record.read_text().strip() == str(DATA):
+        record.unlink()
 
 
 def main() -> None:
@@ -110,15 +83,18 @@ def main() -> None:
     if os.environ.get("TEMPORAL_ADDRESS"):
         _say(f"using Temporal at {os.environ['TEMPORAL_ADDRESS']}")
     else:
-        if embedded.port_in_use(7233):
+        port = _port("OPPORTUNITIES_TEMPORAL_PORT", 7233)
+        if embedded.port_in_use(port):
             raise SystemExit(
-                "port 7233 is in use: another Temporal server (or `make run`) is running; "
-                "stop it, or set TEMPORAL_ADDRESS to use it"
+                f"port {port} is in use: another Temporal server (or `make run`) is running; "
+                "stop it, set TEMPORAL_ADDRESS to use it, or set OPPORTUNITIES_TEMPORAL_PORT"
             )
         log_file = (DATA / "temporal.log").open("ab")
         temporal = embedded.TemporalDevServer(
             DATA / "temporal.db",
-            http_port=7243,
+            port=port,
+            ui_port=_port("OPPORTUNITIES_UI_PORT", 8233),
+            http_port=_port("OPPORTUNITIES_HTTP_PORT", 7243),
             ui_codec_endpoint=CODEC_ENDPOINT if encrypting else None,
             log=log_file,
         )
@@ -129,7 +105,8 @@ def main() -> None:
             f"HTTP API http://localhost:{temporal.http_port}"
         )
 
-    settings.LOCAL_ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in local.items()))
+    (DATA / settings.LOCAL_ENV).write_text("".join(f"{k}={v}\n" for k, v in local.items()))
+    _record_data_folder()
     os.environ.update(local)
     try:
         if encrypting:
@@ -137,14 +114,17 @@ def main() -> None:
                 [str(Path(sys.executable).parent / "opportunities"), "codec-server"]
             )
             _say(f"payloads encrypted; codec server for the Web UI and CLI: {CODEC_ENDPOINT}")
-        process_dir = EXAMPLES / "processes"
-        examples = sorted(process_dir.glob("*.json")) + sorted(process_dir.glob("*.y*ml"))
-        asyncio.run(_prepare(database_url, examples))
-        _say("worker running; in another terminal: .venv/bin/opportunities --help")
+        example_processes = examples.processes(EXAMPLES)
+        asyncio.run(examples.prepare(database_url, example_processes, say=_say))
+        bin_dir = Path(sys.executable).parent
+        _say(f"the CLI: {bin_dir / 'opportunities'} (from any folder); "
+             f"Temporal's: {bin_dir / 'temporal'}")  # fmt: skip
+        _say(f"worker running; in another terminal: {bin_dir / 'opportunities'} --help")
         _say("Ctrl-C stops everything; `make run` again resumes the same data")
         asyncio.run(worker.serve_until_signalled())
     finally:
-        settings.LOCAL_ENV_FILE.unlink(missing_ok=True)
+        (DATA / settings.LOCAL_ENV).unlink(missing_ok=True)
+        _forget_data_folder()
         if temporal is not None:
             _say("stopping Temporal")
             temporal.stop()

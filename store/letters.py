@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 import asyncpg
 from pydantic import BaseModel
@@ -115,3 +116,46 @@ async def mark_sent(pool: asyncpg.Pool, effect: SendLetter) -> None:
         effect.action_id,
         effect.generation,
     )
+
+
+LetterStatus = Literal["sent", "filed", "pending"]
+"""`filed`: a document to print; `sent`: e-mailed; `pending`: an e-mail not sent yet."""
+
+_STATUS_SQL = (
+    "CASE WHEN method = 'document' THEN 'filed' WHEN sent_at IS NOT NULL THEN 'sent'"
+    " ELSE 'pending' END"
+)
+
+
+class LetterRow(Letter):
+    status: str
+    created_at: datetime
+
+
+async def find_letters(
+    pool: asyncpg.Pool,
+    *,
+    opportunity_id: str | None = None,
+    status: LetterStatus | None = None,
+    limit: int = 200,
+) -> list[LetterRow]:
+    """Letters, newest first, of one opportunity and in one status when given."""
+    rows = await pool.fetch(
+        f"SELECT {', '.join(Letter.model_fields)}, created_at, {_STATUS_SQL} AS status"
+        " FROM letters WHERE ($1::text IS NULL OR opportunity_id = $1)"
+        f" AND ($2::text IS NULL OR {_STATUS_SQL} = $2)"
+        " ORDER BY created_at DESC, letter_id LIMIT $3",
+        opportunity_id,
+        status,
+        limit,
+    )
+    return [LetterRow.model_validate(dict(row)) for row in rows]
+
+
+async def get_letter(pool: asyncpg.Pool, letter_id: str) -> LetterRow | None:
+    row = await pool.fetchrow(
+        f"SELECT {', '.join(Letter.model_fields)}, created_at, {_STATUS_SQL} AS status"
+        " FROM letters WHERE letter_id = $1",
+        letter_id,
+    )
+    return None if row is None else LetterRow.model_validate(dict(row))

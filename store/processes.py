@@ -7,7 +7,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
-from sales.process import ProcessDefinition, SalesProcess
+from sales.process import EventAction, LetterAction, ProcessDefinition, SalesProcess
 from sales.validation import MAX_PROCESS_BYTES, json_size
 from store import StoreError
 
@@ -125,3 +125,34 @@ async def default_process(pool: asyncpg.Pool) -> SalesProcess | None:
 
 async def process_ids(pool: asyncpg.Pool) -> list[str]:
     return [row["process_id"] for row in await pool.fetch(_LATEST_VERSIONS)]
+
+
+async def versions(pool: asyncpg.Pool, process_id: str) -> list[int]:
+    """The stored versions of a process, oldest first (empty: unknown)."""
+    rows = await pool.fetch(
+        "SELECT version FROM sales_processes WHERE process_id = $1 ORDER BY version", process_id
+    )
+    return [row["version"] for row in rows]
+
+
+async def missing_references(pool: asyncpg.Pool, definition: ProcessDefinition) -> list[str]:
+    """The letter templates and events the definition's actions name that are not stored."""
+    templates = sorted({a.template for s in definition.stages for a in s.actions
+                        if isinstance(a, LetterAction)})  # fmt: skip
+    event_ids = sorted({a.event_id for s in definition.stages for a in s.actions
+                        if isinstance(a, EventAction)})  # fmt: skip
+    stored_templates = {
+        row["name"]
+        for row in await pool.fetch(
+            "SELECT name FROM letter_templates WHERE name = ANY($1::text[])", templates
+        )
+    }
+    stored_events = {
+        row["event_id"]
+        for row in await pool.fetch(
+            "SELECT event_id FROM events WHERE event_id = ANY($1::text[])", event_ids
+        )
+    }
+    return [f"letter template {t!r}" for t in templates if t not in stored_templates] + [
+        f"event {e!r}" for e in event_ids if e not in stored_events
+    ]

@@ -120,6 +120,17 @@ async def matching_ids(pool: asyncpg.Pool, filters: SearchFilters) -> list[str]:
     return [row["opportunity_id"] for row in rows]
 
 
+async def process_versions(pool: asyncpg.Pool, filters: SearchFilters) -> list[tuple[str, int]]:
+    """The (process, version) pairs the matching opportunities follow."""
+    clause, params = where(filters)
+    rows = await pool.fetch(
+        f"SELECT DISTINCT process_id, process_version FROM opportunities{clause}"
+        " ORDER BY process_id, process_version",
+        *params,
+    )
+    return [(row["process_id"], row["process_version"]) for row in rows]
+
+
 async def explain(pool: asyncpg.Pool, filters: SearchFilters, limit: int = 50) -> str:
     """PostgreSQL's plan for a page of this search (for tests and the benchmark)."""
     clause, params = where(filters)

@@ -101,20 +101,20 @@ async def perform(effect: PerformEffect) -> EffectOutcome:
             return await _execute(
                 CalendarActivities.create_calendar_activity,
                 effect,
-                f"Create calendar activity {effect.activity_id}",
+                f"Calendar: {effect.action_id}",
             )
         if isinstance(effect, SendLetter):
             return await _execute(
                 LetterActivities.send_letter,
                 effect,
-                f"Send letter {effect.letter_id} ({effect.template})",
+                f"Letter: {effect.template}",
                 start_to_close=SMTP_TIMEOUT,
                 heartbeat=SMTP_HEARTBEAT,
             )
         return await _execute(
             EventActivities.invite_to_event,
             effect,
-            f"Invite the contact to event {effect.event_id}",
+            f"Invite: {effect.event_id}",
         )
     except ActivityError as error:
         code, message = failure(error)
@@ -156,7 +156,7 @@ async def project(write: ProjectionWrite, *, local: bool = False) -> None:
 
 def _projection_summary(write: ProjectionWrite) -> str:
     if write.history:
-        return f"Record stage change to {write.history[-1].to_stage}"
+        return f"Record: to {write.history[-1].to_stage}"
     if write.calendar:
-        return f"Update opportunity record and {len(write.calendar)} calendar activities"
-    return "Update opportunity record"
+        return f"Record: {len(write.calendar)} calendar"
+    return "Record"

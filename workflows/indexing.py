@@ -21,6 +21,14 @@ with workflow.unsafe.imports_passed_through():
     from sales.opportunity import Opportunity
 
 INDEX_AT_MOST_EVERY = timedelta(seconds=1)
+FIX = {
+    "no_address": "fix the contact (`contact modify`)",
+    "unknown_contact": "add the contact",
+    "unknown_template": "add the letter template",
+    "template_error": "fix the letter template",
+    "unknown_event": "add the event",
+}
+"""What an operator does about a failed action, by its code."""
 
 
 class Indexing:
@@ -103,6 +111,15 @@ def details(state: Opportunity) -> str:
             f"- `{a.activity_id}` {a.title}: {a.activity_status or 'unknown'}"
             + (f", outcome {a.activity_outcome}" if a.activity_outcome else "")
             for a in linked
+        ]
+    failed = [action for stage in state.stages for action in stage.actions if action.last_error]
+    if failed:
+        lines.append(f"**Failed actions ({len(failed)}):**")
+        lines += [
+            f"- {a.type.capitalize()} `{a.action_id}` failed: {a.last_error.message}; "
+            f"{FIX.get(a.last_error.code, 'fix the cause')} and perform it again"
+            for a in failed
+            if a.last_error is not None
         ]
     if state.rejected:
         last = state.rejected[-1]

@@ -27,15 +27,15 @@ pytestmark = pytest.mark.usefixtures("verified")
 async def test_process_apply_versions_list_and_show(cli: Cli, tmp_path: Path, uid: str) -> None:
     path = tmp_path / "process.json"
     path.write_text(json.dumps(example_definition(f"p-{uid}")))
-    first = await cli("process", "apply", str(path), "--json")
+    first = await cli("process", "apply", str(path), "--allow-missing", "--json")
     assert first.code == 0, first.stderr
     assert first.json() == {"process_id": f"p-{uid}", "version": 1, "created": True}
-    again = await cli("process", "apply", str(path))
+    again = await cli("process", "apply", str(path), "--allow-missing")
     assert again.code == 0 and f"p-{uid}: unchanged, still version 1" in again.stdout
 
     yaml_path = tmp_path / "process.yaml"
     yaml_path.write_text(yaml.safe_dump(example_definition(f"p-{uid}", name="Renamed")))
-    second = await cli("process", "apply", str(yaml_path), "--json")
+    second = await cli("process", "apply", str(yaml_path), "--allow-missing", "--json")
     assert second.json()["version"] == 2
 
     listed = await cli("process", "list", "--json")
@@ -56,7 +56,7 @@ async def test_process_apply_reports_bad_definitions(cli: Cli, tmp_path: Path, u
     document["outcome_stages"] = {"Sale Made": "Signed"}
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(document))
-    result = await cli("process", "apply", str(path))
+    result = await cli("process", "apply", str(path), "--allow-missing")
     assert result.code == 1
     assert f"invalid process definition {path}" in result.stderr
     assert "stages[0].actions[1]" in result.stderr and "'fax'" in result.stderr
@@ -93,7 +93,7 @@ async def test_create_change_stage_show_and_history(
 ) -> None:
     path = tmp_path / "process.json"
     path.write_text(json.dumps(example_definition(f"p-{uid}")))
-    assert (await cli("process", "apply", str(path))).code == 0
+    assert (await cli("process", "apply", str(path), "--allow-missing")).code == 0
     contact = ["contact", "add", "--id", f"c-{uid}", "--first-name", "Ada", "--last-name", "L"]
     assert (await cli(*contact)).code == 0
 
@@ -109,7 +109,7 @@ async def test_create_change_stage_show_and_history(
 
     asked = await cli("stage", f"o-{uid}", "Proposal")
     assert asked.code == 1
-    assert "Stage 'Prospect' has 1 open activities" in asked.stderr
+    assert "Stage 'Prospect' has 1 open activity" in asked.stderr
     assert "--keep-open-activities" in asked.stderr
     moved = await cli("stage", f"o-{uid}", "Proposal", "--reason", "wants a quote", "--by", "bob",
                       "--keep-open-activities")  # fmt: skip
@@ -151,7 +151,9 @@ async def test_stage_actions_from_the_command_line(
 ) -> None:
     document = own_definition(uid, on_entry=False)
     (tmp_path / "process.json").write_text(json.dumps(document))
-    assert (await cli("process", "apply", str(tmp_path / "process.json"))).code == 0
+    assert (
+        await cli("process", "apply", str(tmp_path / "process.json"), "--allow-missing")
+    ).code == 0
     added = await cli("contact", "add", "--id", f"c-{uid}", "--first-name", "Ada",
                       "--last-name", "Lovelace", "--email", f"ada-{uid}@example.com")  # fmt: skip
     assert added.code == 0, added.stderr

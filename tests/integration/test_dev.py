@@ -1,4 +1,5 @@
-"""`make run` stores the examples only where they are missing: an operator's edits stay."""
+"""`make run` (and the compose stack's one-shot service) stores the examples only where they
+are missing: an operator's edits stay."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import asyncpg
 import pytest
 
 from sales.process import ProcessDefinition
-from starter import dev
+from starter import examples
 from store import processes
 from tests.support.helpers import example_definition
 
@@ -20,7 +21,7 @@ async def test_an_example_process_is_applied_once_and_never_over_an_edited_versi
     process_id = f"dev-{uid}"
     example = tmp_path / f"{process_id}.json"
     example.write_text(json.dumps(example_definition(process_id)))
-    await dev._prepare(postgres_url, [example])
+    await examples.prepare(postgres_url, [example])
     applied = await processes.get_process(pool, process_id)
     assert applied is not None and applied.version == 1
 
@@ -28,7 +29,7 @@ async def test_an_example_process_is_applied_once_and_never_over_an_edited_versi
         example_definition(process_id, name="Life insurance, edited")
     )
     assert (await processes.apply_process(pool, edited))[0].version == 2
-    await dev._prepare(postgres_url, [example])
+    await examples.prepare(postgres_url, [example])
     kept = await processes.get_process(pool, process_id)
     assert kept is not None and kept.version == 2
     assert kept.definition.name == "Life insurance, edited"

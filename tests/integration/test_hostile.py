@@ -34,7 +34,7 @@ async def test_hostile_strings_are_data(
 ) -> None:
     path = tmp_path / "process.json"
     path.write_text(json.dumps(example_definition(f"p-{uid}")))
-    assert (await cli("process", "apply", str(path))).code == 0
+    assert (await cli("process", "apply", str(path), "--allow-missing")).code == 0
     before = await counts(pool)
 
     for n, text in enumerate(HOSTILE):

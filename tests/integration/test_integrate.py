@@ -1,4 +1,4 @@
-"""The "Integrate" section of docs/usage.md, run: the same command sent by the Python client, by
+"""docs/integrate.md, run: the same command sent by the Python client, by
 Temporal's CLI (signal and update), and by Temporal's HTTP API with curl, each recorded the
 same way. (The fourth way, the Temporal UI's signal form, is in tests/system/test_ui.py.)"""
 

@@ -227,7 +227,7 @@ async def test_a_process_definition_over_the_limit_is_refused(
         await processes.apply_process(pool, definition)
     path = tmp_path / "huge.json"
     path.write_text(json.dumps(document))
-    refused = await cli("process", "apply", str(path))
+    refused = await cli("process", "apply", str(path), "--allow-missing")
     assert refused.code == 1 and "at most 262,144" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     assert await processes.get_process(pool, f"huge-{uid}") is None

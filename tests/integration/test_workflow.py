@@ -17,7 +17,6 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
 from temporalio.worker import Replayer, Worker
 
 import store.opportunities
@@ -155,25 +154,22 @@ async def test_an_opportunity_queried_as_it_opens_replays_as_it_ran(
     time than the read model holds."""
     process_id = await setup_process(pool, uid)
     contact_id = await setup_contact(pool, uid)
-    creating = asyncio.create_task(
-        opportunities.create(contact_id, opportunity_id=f"o-{uid}", process_id=process_id)
+    # Started as `create` starts it, but before any worker polls (`create` itself refuses
+    # to start without one).
+    await client.start_workflow(
+        "Opportunity",
+        {"opportunity_id": f"o-{uid}", "contact_id": contact_id, "process_id": process_id},
+        id=f"opportunity-o-{uid}",
+        task_queue=task_queue,
     )
     handle = opportunities.handle(f"o-{uid}")
-
-    async def started() -> bool:
-        try:
-            return bool(await handle.describe())
-        except RPCError:
-            return False
-
-    await eventually(started)
     asking = [asyncio.create_task(handle.query("state", result_type=Opportunity)) for _ in range(3)]
     # No worker polls yet: the queries wait at the server for the first workflow task.
     done, _ = await asyncio.wait(asking, timeout=0.5)
     assert not done
     async with build_worker(client, pool, task_queue):
-        opened = await creating
         answers = await asyncio.gather(*asking, return_exceptions=True)
+        opened = await eventually(lambda: opportunities.state(f"o-{uid}"))
     assert opened.current_stage == "Prospect"
     assert any(isinstance(answer, Opportunity) for answer in answers)
     history = await handle.fetch_history()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
-from runtime import codec_server, search_attributes
+from runtime import codec_server, embedded, search_attributes
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "tests" / "reference" / "compose-spec.json"
@@ -50,7 +52,7 @@ def test_payloads_are_encrypted_and_the_ui_decodes_them(compose: dict) -> None:
     origin = command[command.index("--cors-origin") + 1]
     assert origin == "http://localhost:8080"  # the UI's published port
     port = command[command.index("--port") + 1]
-    assert f"{port}:{port}" in services["codec-server"]["ports"]
+    assert f"127.0.0.1:{port}:{port}" in services["codec-server"]["ports"]
     assert services["temporal-ui"]["environment"]["TEMPORAL_CODEC_ENDPOINT"] == (
         f"http://localhost:{port}"
     )
@@ -66,7 +68,61 @@ def test_the_published_codec_server_cannot_start_without_a_token(compose: dict) 
     assert token.startswith(f"${{{codec_server.TOKEN_VARIABLE}:?"), "no token, no start"
 
 
-def test_registers_every_search_attribute_of_the_contract(compose: dict) -> None:
-    setup = " ".join(compose["services"]["temporal-setup"]["command"])
+def test_registers_every_search_attribute_of_the_contract_or_fails(compose: dict) -> None:
+    setup = compose["services"]["temporal-setup"]
+    script = " ".join(setup["command"])
     for key in search_attributes.ALL:
-        assert f"{key.name}={key._metadata_type}" in setup
+        assert f"{key.name}={key._metadata_type}" in script
+    assert setup["entrypoint"] == ["/bin/sh", "-euc"]  # any failing step fails the job
+    assert "|| true" not in script  # a registration that fails fails the job
+    assert "temporal operator namespace create" in script
+    depends = compose["services"]["worker"]["depends_on"]["temporal-setup"]
+    assert depends == {"condition": "service_completed_successfully"}
+
+
+def test_follows_temporals_self_hosted_guidance(compose: dict) -> None:
+    """The server image with its schema set up by admin-tools (not the deprecated
+    auto-setup), and the UI of the same generation as the dev server's."""
+    services = compose["services"]
+    images = {name: service.get("image", "") for name, service in services.items()}
+    assert not any("auto-setup" in image for image in images.values())
+    server = images["temporal"].split(":")
+    assert server[0] == "temporalio/server"
+    schema = services["temporal-schema"]
+    assert schema["image"] == f"temporalio/admin-tools:{server[1]}"
+    assert "update-schema" in " ".join(schema["command"])
+    assert services["temporal"]["depends_on"]["temporal-schema"] == {
+        "condition": "service_completed_successfully"
+    }
+    version = subprocess.run(
+        [embedded.temporal_binary(), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    ui = re.search(r"UI ([0-9.]+)", version)
+    assert ui is not None and images["temporal-ui"] == f"temporalio/ui:{ui.group(1)}"
+
+
+def test_publishes_nothing_beyond_loopback_and_has_no_default_password(compose: dict) -> None:
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "POSTGRES_PASSWORD: opportunities" not in text
+    password = compose["services"]["postgresql"]["environment"]["POSTGRES_PASSWORD"]
+    assert password.startswith("${POSTGRES_PASSWORD:?"), "no password, no start"
+
+
+def test_has_healthchecks_and_a_job_storing_the_examples(compose: dict) -> None:
+    services = compose["services"]
+    for name in ("postgresql", "worker", "codec-server"):
+        assert "test" in services[name]["healthcheck"], name
+    examples = services["examples"]
+    assert examples["command"] == ["python", "-m", "starter.examples"]
+    assert examples["restart"] == "no"
+    assert (ROOT / "examples" / "processes").is_dir()
+
+
+def test_its_header_tells_the_host_cli_what_to_set() -> None:
+    header = (ROOT / "docker-compose.yml").read_text().split("\nname:", 1)[0]
+    for variable in ("TEMPORAL_ADDRESS", "DATABASE_URL", "OPPORTUNITIES_ENCRYPTION_KEY",
+                     "POSTGRES_PASSWORD", "OPPORTUNITIES_CODEC_TOKEN"):  # fmt: skip
+        assert variable in header

@@ -1,0 +1,62 @@
+"""Every relative link in the docs resolves, and the README stays short."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SKIP = {".venv", ".git", ".data", "node_modules", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def documents() -> list[Path]:
+    return sorted(
+        path for path in ROOT.rglob("*.md") if not SKIP & set(path.relative_to(ROOT).parts)
+    )
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings."""
+    anchors = set()
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+def broken_links(path: Path) -> list[str]:
+    broken = []
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)  # code is not linked
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+            continue
+        file, _, anchor = target.partition("#")
+        resolved = (path.parent / file).resolve() if file else path
+        if not resolved.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
+            broken.append(f"{target}: no heading #{anchor}")
+    return broken
+
+
+def test_every_relative_link_in_the_docs_resolves() -> None:
+    found = documents()
+    assert ROOT / "README.md" in found and len(found) >= 10
+    broken = {str(p.relative_to(ROOT)): b for p in found if (b := broken_links(p))}
+    assert broken == {}
+
+
+def test_a_broken_link_is_found(tmp_path: Path) -> None:
+    (tmp_path / "other.md").write_text("# A heading\n")
+    page = tmp_path / "page.md"
+    page.write_text("[ok](other.md#a-heading) [gone](nowhere.md) [anchor](other.md#no-such)\n")
+    assert [b.split(":")[0] for b in broken_links(page)] == ["nowhere.md", "other.md#no-such"]
+
+
+def test_the_readme_is_short_and_links_nothing_outside_the_repository() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.encode()) <= 8 * 1024
+    for path in documents():
+        assert "../shared" not in path.read_text(), path
