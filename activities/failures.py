@@ -115,7 +115,7 @@ def _as_failure(effect: str, error: Exception, action_id: str | None) -> Excepti
         code = error.code if isinstance(error, BadData) else "bad_data"
         message = _bad_data_message(error)
         _count(effect, code)
-        log.info(
+        log.debug(  # the workflow logs the one line of an expected failure
             "%s failed: %s (workflow %s%s)",
             effect,
             code,

@@ -35,9 +35,14 @@ class Delivery:
         self._queue.resolve(item, result)
         self._reply(opportunity_id, item, outcome)
         telemetry.count_command(item.name, outcome)
-        failed = [action.code for action in result.actions if action.outcome == "failed"]
-        if failed:
-            workflow.logger.info("%s %s (failed: %s)", item.name, outcome, failed)
+        failed = [a for a in result.actions if a.outcome == "failed"]
+        if failed:  # the one line an expected failure logs (the activity's is at DEBUG)
+            workflow.logger.info(
+                "%s %s: %s",
+                item.name,
+                outcome,
+                ", ".join(f"action {a.action_id} failed ({a.code})" for a in failed),
+            )
         else:
             workflow.logger.debug("%s %s", item.name, outcome)
 

@@ -132,3 +132,30 @@ def test_json_logs_carry_the_workflow_and_the_opportunity() -> None:
     entry = json.loads(JsonFormatter().format(record))
     assert entry["opportunity_id"] == "opp-7" and entry["workflow_id"] == "opportunity-opp-7"
     assert entry["message"] == "moved" and entry["level"] == "info"
+
+
+async def test_an_expected_failure_is_one_log_line_and_shows_its_fix(
+    worker: Worker,
+    client: Client,
+    pool: asyncpg.Pool,
+    opportunities: OpportunitiesClient,
+    uid: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A letter to a contact with no address is the user's to fix: one INFO line naming the
+    code, the opportunity and the action, no traceback, and the fix in the UI's details."""
+    await open_one(pool, opportunities, uid)
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    result = await opportunities.perform_actions(f"o-{uid}", ["welcome-letter"])
+    assert [(a.outcome, a.code) for a in result.actions] == [("failed", "no_address")]
+    logged = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert [r for r in logged if r.exc_info] == []
+    lines = [r.getMessage() for r in logged if "no_address" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("perform_actions applied: action welcome-letter failed (no_address)")
+    assert f"'workflow_id': 'opportunity-o-{uid}'" in lines[0]
+    details = await current_details(client, f"o-{uid}")
+    assert "**Failed actions (1):**" in details
+    assert "- Letter `welcome-letter` failed: contact" in details
+    assert "fix the contact (`contact modify`) and perform it again" in details
