@@ -21,7 +21,7 @@ from sales.commands import (
     PerformActions,
     RecordOutcome,
 )
-from sales.errors import describe_validation_error
+from sales.errors import CommandRejected, describe_validation_error
 from sales.opportunity import HistoryEntry, Opportunity
 from sales.results import CommandResult
 from starter.cli_common import (
@@ -431,12 +431,23 @@ def _command(model: type[C], *, by: str | None, **fields: Any) -> C:
         raise UserError(describe_validation_error(error, "command")) from None
 
 
+CLI_HINTS = {
+    "activity_active": "on the command line: `opportunities activity delete ACTIVITY`",
+}
+"""What a command line user types about a rejection, by its code."""
+
+
 def send(opportunity_id: str, command: Command, as_json: bool) -> None:
     """Send a command as an update and print its result (one line per action)."""
 
     async def work() -> None:
         client = await OpportunitiesClient.connect()
-        result = await client.execute(opportunity_id, command)
+        try:
+            result = await client.execute(opportunity_id, command)
+        except CommandRejected as rejected:
+            if rejected.code in CLI_HINTS:
+                raise UserError(f"{rejected} ({CLI_HINTS[rejected.code]})") from None
+            raise
         if as_json:
             print_json(result)
         else:

@@ -137,6 +137,14 @@ async def test_references_are_checked_before_any_question(
     activities = await cli("perform", f"o-{uid}", "intro-call")  # an open calendar activity
     assert activities.code == 0, activities.stderr
 
+    active = await cli("action", "delete", f"o-{uid}", "intro-call")
+    assert active.code == 1
+    assert active.stderr.strip() == (
+        f"error: action 'intro-call' has active calendar activity o-{uid}/intro-call/1: delete "
+        "the activity first, then the action (on the command line: `opportunities activity "
+        "delete ACTIVITY`)"
+    )
+
     unknown = await cli("stage", f"o-{uid}", "Negotiation")  # would otherwise ask first
     assert unknown.code == 1
     assert unknown.stderr.startswith("error: unknown stage 'Negotiation'; stages are [")
