@@ -174,7 +174,7 @@ class OpportunitiesClient:
         try:
             handle = await self.temporal.start_workflow(
                 WORKFLOW_TYPE,
-                start,
+                start.model_dump(mode="json", exclude_none=True),  # the UI shows it: no nulls
                 id=opportunity_workflow_id(start.opportunity_id),
                 task_queue=self.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
