@@ -87,3 +87,36 @@ def test_temporal_cloud_api_key_and_mtls_come_from_the_standard_variables(
     monkeypatch.setenv("TEMPORAL_TLS_CLIENT_KEY_PATH", str(tmp_path / "client.key"))
     tls = connect_config()["tls"]
     assert (tls.client_cert, tls.client_private_key) == (b"CERT", b"KEY")
+
+
+def test_the_cli_finds_make_runs_servers_from_any_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`make run` records its data folder in the user's state directory; without it, the
+    error names every way to point the CLI at servers."""
+    from runtime import settings
+
+    for name in ("OPPORTUNITIES_LOCAL_ENV", "OPPORTUNITIES_HOME", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)  # no .data here
+    assert settings.local_env_file() is None
+    with pytest.raises(settings.NotConfigured) as missing:
+        settings.database_url()
+    for hint in ("make run", "data-folder", "OPPORTUNITIES_HOME", "DATABASE_URL",
+                 "TEMPORAL_ADDRESS"):  # fmt: skip
+        assert hint in str(missing.value)
+
+    data = tmp_path / "repository" / ".data"
+    data.mkdir(parents=True)
+    (data / "local.env").write_text("DATABASE_URL=postgresql://x@/db\n")
+    settings.data_folder_record().parent.mkdir(parents=True)
+    settings.data_folder_record().write_text(f"{data}\n")
+    assert settings.local_env_file() == data / "local.env"
+    assert settings.database_url() == "postgresql://x@/db"
+
+    elsewhere = tmp_path / "other"
+    (elsewhere / ".data").mkdir(parents=True)
+    (elsewhere / ".data" / "local.env").write_text("DATABASE_URL=postgresql://y@/db\n")
+    monkeypatch.setenv("OPPORTUNITIES_HOME", str(elsewhere / ".data"))
+    assert settings.database_url() == "postgresql://y@/db"
