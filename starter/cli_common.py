@@ -63,6 +63,15 @@ def new_table(*headers: str, **options: Any) -> Table:
     return result
 
 
+def print_fields(fields: dict[str, str | None]) -> None:
+    """Labelled values, one a line (those without a value left out)."""
+    grid = Table.grid(padding=(0, 2))
+    for label, value in fields.items():
+        if value:
+            grid.add_row(label, value)
+    console.print(grid, highlight=False)
+
+
 def print_table(table: Table) -> None:
     """Print `table` at the terminal's width, or wider when its ids and words would not fit
     (the terminal then wraps the lines): a column may wrap between words, never inside one,

@@ -8,7 +8,6 @@ from typing import Annotated, Any, TypeVar, cast
 
 import typer
 from pydantic import ValidationError
-from rich.table import Table
 
 from sales.commands import (
     AddAction,
@@ -35,6 +34,7 @@ from starter.cli_common import (
     load_document,
     new_app,
     new_table,
+    print_fields,
     print_json,
     print_table,
     run,
@@ -133,17 +133,13 @@ def show(
 
 def print_opportunity(o: Opportunity, stage: str | None) -> None:
     console.print(f"[bold]{o.opportunity_id}[/bold] {o.name or ''}", highlight=False)
-    fields = Table.grid(padding=(0, 2))
-    fields.add_row(
-        "Contact", f"{o.contact_name} ({o.contact_id})" if o.contact_name else o.contact_id
-    )
-    fields.add_row("Owner", o.owner or "")
-    fields.add_row("Process", f"{o.process_id} v{o.process_version}")
-    fields.add_row(
-        "Current stage", f"{o.current_stage} (since {o.stage_entered_at:%Y-%m-%d %H:%M})"
-    )
-    fields.add_row("Status", o.status + (f" ({o.closed_at:%Y-%m-%d})" if o.closed_at else ""))
-    console.print(fields)
+    print_fields({
+        "Contact": f"{o.contact_name} ({o.contact_id})" if o.contact_name else o.contact_id,
+        "Owner": o.owner or "-",
+        "Process": f"{o.process_id} v{o.process_version}",
+        "Current stage": f"{o.current_stage} (since {o.stage_entered_at:%Y-%m-%d %H:%M})",
+        "Status": o.status + (f" ({o.closed_at:%Y-%m-%d})" if o.closed_at else ""),
+    })  # fmt: skip
     shown = [stage] if stage else o.visited_stages()
     title = f"Stage actions for {stage}" if stage else "Stage actions for current/previous stages"
     table = new_table(

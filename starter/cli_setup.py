@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.table import Table
 
 from activities import rendering
 from activities.letters import put_template
@@ -22,6 +21,7 @@ from starter.cli_common import (
     load_document,
     new_app,
     new_table,
+    print_fields,
     print_json,
     print_table,
     run,
@@ -253,13 +253,13 @@ def contact_show(contact_id: str, as_json: JsonFlag = False) -> None:
         if as_json:
             print_json(contact)
             return
-        fields = Table.grid(padding=(0, 2))
-        fields.add_row("Contact", contact.contact_id)
-        fields.add_row("Name", contact.full_name)
-        fields.add_row("E-mail", contact.email or "-")
         address = [contact.street, contact.postal_code, contact.city, contact.country]
-        fields.add_row("Address", ", ".join(x for x in address if x) or "-")
-        console.print(fields)
+        print_fields({
+            "Contact": contact.contact_id,
+            "Name": contact.full_name,
+            "E-mail": contact.email or "-",
+            "Address": ", ".join(x for x in address if x) or "-",
+        })  # fmt: skip
 
     run(work)
 
@@ -467,21 +467,18 @@ def letter_show(letter_id: str, as_json: JsonFlag = False) -> None:
         if as_json:
             print_json(letter)
             return
-        fields = Table.grid(padding=(0, 2))
-        fields.add_row("Letter", letter.letter_id)
-        fields.add_row("Opportunity", f"{letter.opportunity_id} (action {letter.action_id})")
-        fields.add_row("Contact", letter.contact_id)
-        fields.add_row("Template", letter.template)
         how = {"filed": "filed as a document to print", "sent": "e-mailed", "pending": "to e-mail"}
-        fields.add_row("Status", how.get(letter.status, letter.status))
-        if letter.recipient:
-            fields.add_row("To", letter.recipient)
-        if letter.sent_at:
-            when = "Filed at" if letter.status == "filed" else "Sent at"
-            fields.add_row(when, f"{letter.sent_at:%Y-%m-%d %H:%M %Z}")
-        if letter.subject:
-            fields.add_row("Subject", letter.subject)
-        console.print(fields)
+        when = "Filed at" if letter.status == "filed" else "Sent at"
+        print_fields({
+            "Letter": letter.letter_id,
+            "Opportunity": f"{letter.opportunity_id} (action {letter.action_id})",
+            "Contact": letter.contact_id,
+            "Template": letter.template,
+            "Status": how.get(letter.status, letter.status),
+            "To": letter.recipient,
+            when: f"{letter.sent_at:%Y-%m-%d %H:%M %Z}" if letter.sent_at else None,
+            "Subject": letter.subject,
+        })  # fmt: skip
         console.print()
         console.print(letter.body, highlight=False, markup=False)
 

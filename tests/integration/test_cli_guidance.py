@@ -35,13 +35,21 @@ async def _process_and_contact(
     assert (await cli(*contact)).code == 0
 
 
+async def _opened(
+    cli: Cli, pool: asyncpg.Pool, tmp_path: Path, uid: str, *options: str, address: bool = True
+) -> None:
+    """Opportunity `o-<uid>` open on this test's process and contact (`options`: more
+    `create` options)."""
+    await _process_and_contact(cli, pool, tmp_path, uid, address=address)
+    opened = await cli("create", "--contact", f"c-{uid}", "--id", f"o-{uid}",
+                       "--process", f"life-{uid}", *options)  # fmt: skip
+    assert opened.code == 0, opened.stderr
+
+
 async def test_a_failed_letter_exits_non_zero_shows_the_fix_and_succeeds_once_fixed(
     cli: Cli, worker: Worker, pool: asyncpg.Pool, tmp_path: Path, uid: str
 ) -> None:
-    await _process_and_contact(cli, pool, tmp_path, uid, address=False)
-    opened = await cli("create", "--contact", f"c-{uid}", "--id", f"o-{uid}",
-                       "--process", f"life-{uid}")  # fmt: skip
-    assert opened.code == 0, opened.stderr
+    await _opened(cli, pool, tmp_path, uid, address=False)
 
     failed = await cli("perform", f"o-{uid}", "welcome-letter")
     assert failed.code == 1
@@ -130,10 +138,7 @@ async def test_a_process_is_checked_for_what_it_names_and_read_by_its_content(
 async def test_references_are_checked_before_any_question(
     cli: Cli, worker: Worker, pool: asyncpg.Pool, tmp_path: Path, uid: str
 ) -> None:
-    await _process_and_contact(cli, pool, tmp_path, uid, address=True)
-    opened = await cli("create", "--contact", f"c-{uid}", "--id", f"o-{uid}",
-                       "--process", f"life-{uid}")  # fmt: skip
-    assert opened.code == 0, opened.stderr
+    await _opened(cli, pool, tmp_path, uid)
     activities = await cli("perform", f"o-{uid}", "intro-call")  # an open calendar activity
     assert activities.code == 0, activities.stderr
 
@@ -162,10 +167,7 @@ async def test_references_are_checked_before_any_question(
 async def test_a_mass_modification_that_changes_nothing_exits_non_zero(
     cli: Cli, worker: Worker, pool: asyncpg.Pool, tmp_path: Path, uid: str
 ) -> None:
-    await _process_and_contact(cli, pool, tmp_path, uid, address=True)
-    opened = await cli("create", "--contact", f"c-{uid}", "--id", f"o-{uid}",
-                       "--process", f"life-{uid}")  # fmt: skip
-    assert opened.code == 0, opened.stderr
+    await _opened(cli, pool, tmp_path, uid)
     won = await cli("stage", f"o-{uid}", "Closed won", "--keep-open-activities")
     assert won.code == 0, won.stderr
     closed = await cli("mass-modify", "--process", f"life-{uid}", "--to-stage", "Proposal",
@@ -195,10 +197,7 @@ async def test_create_without_a_worker_says_so_at_once_and_uses_no_id(
 async def test_ids_are_never_wrapped_and_counts_agree_with_their_nouns(
     cli: Cli, worker: Worker, pool: asyncpg.Pool, tmp_path: Path, uid: str
 ) -> None:
-    await _process_and_contact(cli, pool, tmp_path, uid, address=True)
-    opened = await cli("create", "--contact", f"c-{uid}", "--id", f"o-{uid}",
-                       "--process", f"life-{uid}", "--owner", f"own-{uid}")  # fmt: skip
-    assert opened.code == 0, opened.stderr
+    await _opened(cli, pool, tmp_path, uid, "--owner", f"own-{uid}")
     assert (await cli("perform", f"o-{uid}", "intro-call")).code == 0
     cli.env["COLUMNS"] = "60"
     listed = await cli("activity", "list", "--opportunity", f"o-{uid}")

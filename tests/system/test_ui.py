@@ -14,6 +14,7 @@ import pytest
 from playwright.async_api import Browser, async_playwright
 from playwright.async_api import Error as PlaywrightError
 from temporalio.client import Client
+from temporalio.worker import Worker
 
 from runtime.codec import EncryptionCodec, Keyring, data_converter
 from starter.client import OpportunitiesClient
@@ -157,8 +158,10 @@ async def test_operators_filter_by_stage_and_read_summary_and_details(
 async def test_operators_add_stage_owner_and_contact_columns_to_the_list(
     browser: Browser,
     servers: Servers,
+    worker: Worker,
+    client: Client,
     pool: asyncpg.Pool,
-    task_queue: str,
+    opportunities: OpportunitiesClient,
     uid: str,
     tmp_path: Path,
 ) -> None:
@@ -166,45 +169,39 @@ async def test_operators_add_stage_owner_and_contact_columns_to_the_list(
     settings add the contract's search attributes as columns."""
     process_id = await setup_process(pool, uid, on_entry=False)
     contact_id = await setup_contact(pool, uid)
-    client = await Client.connect(
-        servers.temporal_address,
-        data_converter=data_converter(EncryptionCodec(Keyring.parse(TEST_KEYS))),
+    for n, owner in enumerate(["ann", "bob"]):
+        await opportunities.create(
+            contact_id, opportunity_id=f"c-{uid}-{n}", process_id=process_id,
+            name=f"Deal {n}", owner=owner,
+        )  # fmt: skip
+    await opportunities.change_stage(f"c-{uid}-1", "Proposal")
+
+    async def indexed() -> bool:
+        query = f'SalesProcess = "{process_id}" AND OpportunityStage = "Proposal"'
+        return len([w async for w in client.list_workflows(query)]) == 1
+
+    await eventually(indexed, seconds=15)
+    page = await browser.new_page(viewport={"width": 1500, "height": 700})
+    await page.goto(
+        f"http://127.0.0.1:{servers.ui_port}/namespaces/default/workflows"
+        f'?query=SalesProcess="{process_id}"'
     )
-    opportunities = OpportunitiesClient(client, task_queue)
-    async with build_worker(client, pool, task_queue):
-        for n, owner in enumerate(["ann", "bob"]):
-            await opportunities.create(
-                contact_id, opportunity_id=f"c-{uid}-{n}", process_id=process_id,
-                name=f"Deal {n}", owner=owner,
-            )  # fmt: skip
-        await opportunities.change_stage(f"c-{uid}-1", "Proposal")
-
-        async def indexed() -> bool:
-            query = f'SalesProcess = "{process_id}" AND OpportunityStage = "Proposal"'
-            return len([w async for w in client.list_workflows(query)]) == 1
-
-        await eventually(indexed, seconds=15)
-        page = await browser.new_page(viewport={"width": 1500, "height": 700})
-        await page.goto(
-            f"http://127.0.0.1:{servers.ui_port}/namespaces/default/workflows"
-            f'?query=SalesProcess="{process_id}"'
-        )
-        await page.get_by_role("link", name=f"opportunity-c-{uid}-1").wait_for(timeout=30_000)
-        await page.get_by_test_id("workflows-summary-table-configuration-button").click()
-        for attribute in ("OpportunityStage", "OpportunityOwner", "ContactId"):
-            await page.get_by_role("button", name=f"Add {attribute} column").click()
-        for column in ("Run ID", "Type", "End"):  # room for them on the screen
-            await page.get_by_role("button", name=f"Remove {column} column").click()
-        await page.screenshot(path=str(shots(tmp_path) / "ui-configure-columns.png"))
-        await page.get_by_role("button", name="Close Workflows Table configuration").click()
-        await page.get_by_text("Configure Workflows Table").wait_for(state="hidden")
-        for attribute in ("OpportunityStage", "OpportunityOwner", "ContactId"):
-            header = page.get_by_test_id(f"workflows-summary-table-header-cell-{attribute}")
-            await header.wait_for(timeout=10_000)
-        row = page.get_by_test_id("workflows-summary-configurable-table-row").filter(
-            has_text=f"opportunity-c-{uid}-1"
-        )
-        for shown in ("Proposal", "bob", contact_id):
-            await row.get_by_text(shown, exact=True).first.wait_for(timeout=10_000)
-            assert await row.get_by_text(shown, exact=True).first.is_visible()
-        await page.screenshot(path=str(shots(tmp_path) / "ui-list-with-columns.png"))
+    await page.get_by_role("link", name=f"opportunity-c-{uid}-1").wait_for(timeout=30_000)
+    await page.get_by_test_id("workflows-summary-table-configuration-button").click()
+    for attribute in ("OpportunityStage", "OpportunityOwner", "ContactId"):
+        await page.get_by_role("button", name=f"Add {attribute} column").click()
+    for column in ("Run ID", "Type", "End"):  # room for them on the screen
+        await page.get_by_role("button", name=f"Remove {column} column").click()
+    await page.screenshot(path=str(shots(tmp_path) / "ui-configure-columns.png"))
+    await page.get_by_role("button", name="Close Workflows Table configuration").click()
+    await page.get_by_text("Configure Workflows Table").wait_for(state="hidden")
+    for attribute in ("OpportunityStage", "OpportunityOwner", "ContactId"):
+        header = page.get_by_test_id(f"workflows-summary-table-header-cell-{attribute}")
+        await header.wait_for(timeout=10_000)
+    row = page.get_by_test_id("workflows-summary-configurable-table-row").filter(
+        has_text=f"opportunity-c-{uid}-1"
+    )
+    for shown in ("Proposal", "bob", contact_id):
+        await row.get_by_text(shown, exact=True).first.wait_for(timeout=10_000)
+        assert await row.get_by_text(shown, exact=True).first.is_visible()
+    await page.screenshot(path=str(shots(tmp_path) / "ui-list-with-columns.png"))
