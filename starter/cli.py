@@ -10,9 +10,11 @@ import os
 import sys
 
 import asyncpg
+from pydantic import ValidationError
 from temporalio.service import RPCError
 
 from activities import rendering
+from sales.errors import describe_validation_error
 from starter import cli_codec, cli_mass, cli_opportunities, cli_schema, cli_setup, cli_verify
 from starter.cli_common import EXPECTED_ERRORS, errors, new_app
 
@@ -55,6 +57,8 @@ def _run_app() -> int:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except EXPECTED_ERRORS as error:
         errors.print(f"[red]error:[/red] {error}", highlight=False)
+    except ValidationError as error:  # input a command did not check itself
+        errors.print(f"[red]error:[/red] {describe_validation_error(error)}", highlight=False)
     except asyncpg.UndefinedTableError:
         errors.print(
             "[red]error:[/red] the database has no tables yet: start a worker "

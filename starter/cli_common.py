@@ -153,14 +153,19 @@ def print_json(value: Any) -> None:
     sys.stdout.write(text + "\n")
 
 
-def load_document(path: Path) -> Any:
-    """A JSON or YAML document, told apart by its content whatever the file's extension: a
-    document that opens with `{` or `[` is JSON (whose errors read better), any other YAML."""
+def read_text(path: Path) -> str:
+    """A UTF-8 text file, or a one-line `UserError` saying why it cannot be read."""
     try:
-        text = path.read_text()
+        return path.read_text()
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
         raise UserError(f"cannot read {path}: {reason}") from None
+
+
+def load_document(path: Path) -> Any:
+    """A JSON or YAML document, told apart by its content whatever the file's extension: a
+    document that opens with `{` or `[` is JSON (whose errors read better), any other YAML."""
+    text = read_text(path)
     if text.lstrip().startswith(("{", "[")):
         try:
             return json.loads(text)

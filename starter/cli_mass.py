@@ -9,8 +9,10 @@ from typing import Annotated
 
 import typer
 from asyncpg import Pool
+from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from sales.errors import describe_validation_error
 from starter.cli_common import (
     JsonFlag,
     Unsuccessful,
@@ -72,15 +74,18 @@ def mass_modify(
         process=process, stage=stage, status=status, contact=contact, owner=owner_filter,
         name=name, entered_before=None, entered_after=None, open_actions=None,
     )  # fmt: skip
-    batch = MassModifyInput(
-        batch_id=batch_id or f"mass-{uuid.uuid4().hex[:10]}",
-        filters=filters,
-        to_stage=to_stage,
-        cancel_open_activities=cancel,
-        owner=owner,
-        by=actor(),
-        concurrency=concurrency,
-    )
+    try:
+        batch = MassModifyInput(
+            batch_id=batch_id or f"mass-{uuid.uuid4().hex[:10]}",
+            filters=filters,
+            to_stage=to_stage,
+            cancel_open_activities=cancel,
+            owner=owner,
+            by=actor(),
+            concurrency=concurrency,
+        )
+    except ValidationError as error:
+        raise UserError(describe_validation_error(error, "mass modification")) from None
 
     async def work() -> None:
         async with database() as pool:

@@ -24,6 +24,7 @@ from starter.cli_common import (
     print_fields,
     print_json,
     print_table,
+    read_text,
     run,
 )
 from store import contacts, events, letters, processes
@@ -219,7 +220,12 @@ def contact_modify(
         "first_name": first_name, "last_name": last_name, "email": email, "street": street,
         "city": city, "postal_code": postal_code, "country": country,
     }  # fmt: skip
-    changes = {field: value or None for field, value in given.items() if value is not None}
+    required = {"first_name", "last_name"}  # "" removes an optional field only
+    changes = {
+        field: value if field in required else value or None
+        for field, value in given.items()
+        if value is not None
+    }
     if not changes:
         raise UserError("nothing to change: give at least one of the options (see --help)")
 
@@ -379,10 +385,7 @@ def template_add(name: str, file: Path, as_json: JsonFlag = False) -> None:
     Templates see `contact` (first_name, last_name, email, street, city, postal_code, country),
     `opportunity` (opportunity_id, name, owner, current_stage) and `process` (process_id, name).
     """
-    try:
-        body = file.read_text()
-    except OSError as error:
-        raise UserError(f"cannot read {file}: {error.strerror}") from None
+    body = read_text(file)
 
     async def work() -> None:
         async with database() as pool:

@@ -204,3 +204,31 @@ async def test_ids_are_never_wrapped_and_counts_agree_with_their_nouns(
     assert f"o-{uid}/intro-call/1" in listed.stdout, listed.stdout
     found = await cli("search", "--owner", f"own-{uid}")
     assert "1 opportunity" in found.stdout and "1 opportunities" not in found.stdout
+
+
+async def test_hostile_input_to_these_commands_is_one_line_and_writes_nothing(
+    cli: Cli, pool: asyncpg.Pool, tmp_path: Path, uid: str
+) -> None:
+    assert (await cli("contact", "add", "--id", f"c-{uid}", "--first-name", "A",
+                      "--last-name", "B")).code == 0  # fmt: skip
+    before = (await cli("contact", "show", f"c-{uid}", "--json")).json()
+    binary = tmp_path / "binary.j2"
+    binary.write_bytes(bytes(range(128, 256)))
+    cases = [
+        ("contact", "modify", f"c-{uid}", "--first-name", "x\x01y"),
+        ("contact", "modify", f"c-{uid}", "--first-name", ""),
+        ("contact", "modify", f"c-{uid}", "--last-name", "a" * 3000),
+        ("contact", "modify", f"c-{uid}; DROP TABLE contacts", "--first-name", "Z"),
+        ("contact", "delete", f"none-{uid}"),
+        ("letter", "show", "../../etc/passwd"),
+        ("template", "add", f"t-{uid}", str(binary)),
+        ("process", "apply", str(binary)),
+        ("mass-modify", "--to-stage", "Pro\x07posal", "--yes"),
+    ]
+    for args in cases:
+        result = await cli(*args)
+        assert result.code == 1, (args, result.stdout)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
+    assert (await cli("contact", "show", f"c-{uid}", "--json")).json() == before
+    assert (await cli("letter", "list", "--status", "bogus")).code == 2  # a usage error
