@@ -39,7 +39,12 @@ from sales.errors import CommandRejected, describe_validation_error
 from sales.opportunity import ActionState, EffectFailure, Opportunity, StageState
 from sales.process import Action, CalendarAction, EventAction, LetterAction
 from sales.results import ActionResult, Change
-from sales.stage_rules import enter_stage, require_stage
+from sales.stage_rules import (
+    cancels_on_leaving,
+    enter_stage,
+    require_cancel_allowed,
+    require_stage,
+)
 from sales.validation import MAX_ACTIONS_PER_STAGE
 
 _ACTION = TypeAdapter(Action)
@@ -181,6 +186,9 @@ def _complete(action: ActionState, now: datetime) -> None:
 
 def complete_actions(state: Opportunity, command: CompleteActions, now: datetime) -> Change:
     tagged = _tagged(state, command.action_ids)
+    if command.stage is not None:
+        require_stage(state, command.stage)
+    require_cancel_allowed(state, command.cancel_open_activities)
     if len(tagged) == 1 and command.outcome is None:
         action = tagged[0]
         definition = action.definition
@@ -215,8 +223,10 @@ def complete_actions(state: Opportunity, command: CompleteActions, now: datetime
                 activity_id=action.activity_id,
             )
         )
-    if len(tagged) == 1 and command.outcome is not None:
-        change.effects += _outcome_stage(state, command.outcome, None, command.by, change, now)
+    outcome = command.outcome if len(tagged) == 1 else None
+    change.effects += _outcome_stage(
+        state, outcome, command.stage, command.by, change, now, command.cancel_open_activities
+    )
     return change
 
 
@@ -312,6 +322,7 @@ def record_outcome(state: Opportunity, command: RecordOutcome, now: datetime) ->
         )
     if command.stage is not None:
         require_stage(state, command.stage)
+    require_cancel_allowed(state, command.cancel_open_activities)
     action.activity_status = "done"
     action.activity_outcome = command.outcome
     if not action.completed:
@@ -333,7 +344,10 @@ def record_outcome(state: Opportunity, command: RecordOutcome, now: datetime) ->
             )
         ],
     )
-    change.effects += _outcome_stage(state, command.outcome, command.stage, command.by, change, now)
+    change.effects += _outcome_stage(
+        state, command.outcome, command.stage, command.by, change, now,
+        command.cancel_open_activities,
+    )  # fmt: skip
     return change
 
 
@@ -344,14 +358,20 @@ def _outcome_stage(
     by: str | None,
     change: Change,
     now: datetime,
+    cancel: bool | None,
 ) -> list[Effect]:
-    """From an activity outcome: move to `stage`, else to the stage the outcome maps to."""
+    """From an activity outcome or a completion: move to `stage`, else to the stage the
+    outcome maps to, cancelling the open activities of the stage left when asked (or by the
+    process's default)."""
     target = stage or (state.process.outcome_stages.get(outcome) if outcome else None)
     if target is None or target == state.current_stage:
         return []
     left = state.current_stage
     change.message += f"; moved from {left!r} to {target!r}"
-    return enter_stage(state, target, now, source="outcome", by=by, reason=outcome)
+    return enter_stage(
+        state, target, now, source="outcome", by=by, reason=outcome or "marked complete",
+        cancel=cancels_on_leaving(state, cancel),
+    )  # fmt: skip
 
 
 def delete_activity(state: Opportunity, command: DeleteActivity, now: datetime) -> Change:

@@ -44,9 +44,17 @@ class PerformActions(Command):
 
 
 class CompleteActions(Command):
+    """Mark Complete: the actions are completed without being performed; a calendar action's
+    active activity is done. With `stage` (or one action's outcome mapped in the process's
+    `outcome_stages`) the opportunity moves on."""
+
     action_ids: ActionIds
     outcome: Line | None = None
     notes: Notes | None = None
+    stage: Line | None = None
+    cancel_open_activities: bool | None = None
+    """When the opportunity moves on: cancel the open activities of the stage left (default:
+    the process's `cancel_on_advance`)."""
 
 
 class AddAction(Command):
@@ -70,6 +78,9 @@ class RecordOutcome(Command):
     outcome: Line | None = None
     notes: Notes | None = None
     stage: Line | None = None
+    cancel_open_activities: bool | None = None
+    """When the opportunity moves on: cancel the open activities of the stage left (default:
+    the process's `cancel_on_advance`)."""
 
 
 class DeleteActivity(Command):

@@ -81,6 +81,10 @@ class ProcessDefinition(_Strict):
     default: bool = False
     change_stage_automatically: bool = False
     allow_cancel_activities: bool = False
+    cancel_on_advance: bool = False
+    """Cancel the open activities of the stage left when an outcome, a completion or the
+    automatic advance moves the opportunity on (with `allow_cancel_activities`), unless the
+    command says otherwise."""
     stages: list[StageDefinition] = Field(max_length=MAX_STAGES)
     outcome_stages: dict[Line, Line] = Field(default_factory=dict, max_length=MAX_OUTCOME_STAGES)
 

@@ -44,12 +44,7 @@ def change_stage(state: Opportunity, command: ChangeStage, now: datetime) -> Cha
         raise CommandRejected(
             f"the opportunity is already in stage {command.stage!r}", code="already_in_stage"
         )
-    if command.cancel_open_activities and not state.process.allow_cancel_activities:
-        raise CommandRejected(
-            f"process {state.process_id!r} does not allow cancelling activities on a stage "
-            "change; send cancel_open_activities: false",
-            code="not_allowed",
-        )
+    require_cancel_allowed(state, command.cancel_open_activities)
     left = state.current_stage
     effects = enter_stage(
         state,
@@ -61,6 +56,22 @@ def change_stage(state: Opportunity, command: ChangeStage, now: datetime) -> Cha
         cancel=command.cancel_open_activities,
     )
     return Change(f"moved from {left!r} to {command.stage!r}", effects)
+
+
+def require_cancel_allowed(state: Opportunity, cancel: bool | None) -> None:
+    if cancel and not state.process.allow_cancel_activities:
+        raise CommandRejected(
+            f"process {state.process_id!r} does not allow cancelling activities on a stage "
+            "change; send cancel_open_activities: false",
+            code="not_allowed",
+        )
+
+
+def cancels_on_leaving(state: Opportunity, asked: bool | None) -> bool:
+    """Whether moving on cancels the open activities of the stage left: as the command asks,
+    else the process's `cancel_on_advance`, never beyond `allow_cancel_activities`."""
+    wanted = state.process.cancel_on_advance if asked is None else asked
+    return wanted and state.process.allow_cancel_activities
 
 
 def change_owner(state: Opportunity, command: ChangeOwner, now: datetime) -> Change:
@@ -143,6 +154,7 @@ def automatic_advance(before: Opportunity, state: Opportunity, now: datetime) ->
         source="automatic",
         by=None,
         reason=f"all actions of {state.current_stage!r} completed",
+        cancel=cancels_on_leaving(state, None),
     )
 
 
@@ -155,10 +167,16 @@ def advance_target(before: Opportunity, state: Opportunity) -> str | None:
     stage = state.stage_state(state.current_stage)
     if not stage.actions or before.open_actions() == 0 or state.open_actions() > 0:
         return None
+    if _completed(state) <= _completed(before):
+        return None  # the last open action was deleted, not completed
     following = state.process.next_stage(state.current_stage)
     if following is None or following.closes_as:
         return None
     return following.name
+
+
+def _completed(state: Opportunity) -> int:
+    return sum(action.completed for action in state.stage_state(state.current_stage).actions)
 
 
 # --- stage timers -----------------------------------------------------------------------------

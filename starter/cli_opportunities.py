@@ -54,6 +54,14 @@ ByOption = Annotated[
     str | None, typer.Option("--by", help="Who issues it (kept in history); default: you.")
 ]
 C = TypeVar("C", bound=Command)
+CancelOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--cancel-open-activities/--keep-open-activities",
+        help="When the opportunity moves on: cancel the open activities of the stage left "
+        "(default: the process's cancel_on_advance).",
+    ),
+]
 
 
 # --- opportunities ----------------------------------------------------------------------------
@@ -312,11 +320,18 @@ def complete(
         str | None, typer.Option("--outcome", help="Outcome of the linked activity.")
     ] = None,
     notes: Annotated[str | None, typer.Option("--notes")] = None,
+    stage: Annotated[
+        str | None, typer.Option("--stage", help="Also move the opportunity to this stage.")
+    ] = None,
+    cancel: CancelOption = None,
     by: ByOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Mark actions completed (a calendar action's linked activity becomes done)."""
-    command = CompleteActions(action_ids=action_ids, outcome=outcome, notes=notes, by=by or actor())
+    command = _command(
+        CompleteActions, action_ids=action_ids, outcome=outcome, notes=notes, stage=stage,
+        cancel_open_activities=cancel, by=by,
+    )  # fmt: skip
     send(opportunity_id, command, as_json)
 
 
@@ -363,13 +378,15 @@ def activity_done(
     stage: Annotated[
         str | None, typer.Option("--stage", help="Also move the opportunity to this stage.")
     ] = None,
+    cancel: CancelOption = None,
     by: ByOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Mark a linked calendar activity done, recording its outcome; completes its action."""
-    command = RecordOutcome(
-        activity_id=activity_id, outcome=outcome, notes=notes, stage=stage, by=by or actor()
-    )
+    command = _command(
+        RecordOutcome, activity_id=activity_id, outcome=outcome, notes=notes, stage=stage,
+        cancel_open_activities=cancel, by=by,
+    )  # fmt: skip
     send(run(lambda: _opportunity_of(activity_id)), command, as_json)
 
 

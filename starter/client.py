@@ -424,11 +424,22 @@ class OpportunitiesClient:
         *,
         outcome: str | None = None,
         notes: str | None = None,
+        stage: str | None = None,
+        cancel_open_activities: bool | None = None,
         **common: Any,
     ) -> CommandResult:
+        """Mark Complete; with `stage`, move on too (`cancel_open_activities`: of the stage
+        left; default the process's `cancel_on_advance`)."""
         return await self.execute(
             opportunity_id,
-            CompleteActions(action_ids=action_ids, outcome=outcome, notes=notes, **common),
+            CompleteActions(
+                action_ids=action_ids,
+                outcome=outcome,
+                notes=notes,
+                stage=stage,
+                cancel_open_activities=cancel_open_activities,
+                **common,
+            ),
         )
 
     async def add_action(
@@ -458,12 +469,18 @@ class OpportunitiesClient:
         outcome: str | None = None,
         notes: str | None = None,
         stage: str | None = None,
+        cancel_open_activities: bool | None = None,
         **common: Any,
     ) -> CommandResult:
         return await self.execute(
             opportunity_id,
             RecordOutcome(
-                activity_id=activity_id, outcome=outcome, notes=notes, stage=stage, **common
+                activity_id=activity_id,
+                outcome=outcome,
+                notes=notes,
+                stage=stage,
+                cancel_open_activities=cancel_open_activities,
+                **common,
             ),
         )
 

@@ -47,7 +47,11 @@ async def apply_process(
             " WHERE process_id = $1 ORDER BY version DESC LIMIT 1",
             definition.process_id,
         )
-        if latest is not None and latest["fingerprint"] == fingerprint:
+        unchanged = latest is not None and (
+            latest["fingerprint"] == fingerprint  # the stored one read with today's fields:
+            or ProcessDefinition.model_validate(latest["definition"]).fingerprint() == fingerprint
+        )  # a field added since, at its default, makes no new version
+        if latest is not None and unchanged:
             return SalesProcess(version=latest["version"], definition=definition), False
         version = 1 if latest is None else latest["version"] + 1
         await conn.execute(

@@ -12,7 +12,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from sales import core
+from sales import core, stage_rules
 from sales.commands import (
     AddAction,
     ChangeStage,
@@ -414,3 +414,84 @@ class OpportunityMachine(RuleBasedStateMachine):
 
 TestOpportunityMachine = OpportunityMachine.TestCase
 TestOpportunityMachine.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
+
+
+def test_mark_complete_moves_to_a_stage_and_cancels_when_asked() -> None:
+    """Mark Complete takes a stage like the outcome does, and cancels the open activities
+    of the stage left when asked, or by the process's `cancel_on_advance`."""
+    state = opened()
+    intro = _intro_call(state)
+    moved = core.apply(
+        state, CompleteActions(action_ids=["welcome-letter"], stage="Proposal"), T0
+    ).state
+    assert moved.current_stage == "Proposal" and moved.history[-1].source == "outcome"
+    assert moved.history[-1].canceled_activities == []  # by default: kept
+    assert moved.find_calendar_activity(intro.activity_id)[1].activity_status == "active"
+    canceling = core.apply(
+        state,
+        CompleteActions(action_ids=["welcome-letter"], stage="Proposal",
+                        cancel_open_activities=True),
+        T0,
+    )  # fmt: skip
+    assert canceling.state.history[-1].canceled_activities == [intro.activity_id]
+    with pytest.raises(CommandRejected, match="unknown stage 'Nowhere'"):
+        core.apply(state, CompleteActions(action_ids=["welcome-letter"], stage="Nowhere"), T0)
+
+    by_default = _with(cancel_on_advance=True)
+    started = opened(by_default)
+    default_intro = _intro_call(started)
+    moved = core.apply(
+        started, CompleteActions(action_ids=["welcome-letter"], stage="Proposal"), T0
+    ).state
+    assert moved.history[-1].canceled_activities == [default_intro.activity_id]
+    kept = core.apply(
+        started,
+        CompleteActions(action_ids=["welcome-letter"], stage="Proposal",
+                        cancel_open_activities=False),
+        T0,
+    ).state  # fmt: skip
+    assert kept.history[-1].canceled_activities == []
+
+
+def test_an_outcome_and_the_automatic_advance_cancel_within_what_the_process_allows() -> None:
+    forbidden = _with(allow_cancel_activities=False, cancel_on_advance=True)
+    state = opened(forbidden)
+    intro = _intro_call(state)
+    with pytest.raises(CommandRejected, match="does not allow cancelling") as refused:
+        core.apply(
+            state,
+            RecordOutcome(activity_id=intro.activity_id, outcome="Interested", stage="Proposal",
+                          cancel_open_activities=True),
+            T0,
+        )  # fmt: skip
+    assert refused.value.code == "not_allowed"
+    moved = core.apply(
+        state,
+        RecordOutcome(activity_id=intro.activity_id, outcome="Sale Made"),
+        T0,
+    ).state
+    assert moved.status == "won" and moved.history[-1].canceled_activities == []
+
+    assert stage_rules.cancels_on_leaving(opened(_with(cancel_on_advance=True)), None)
+    assert not stage_rules.cancels_on_leaving(opened(), None)  # allowed, not the default
+    assert not stage_rules.cancels_on_leaving(state, None)  # the default, not allowed
+    assert not stage_rules.cancels_on_leaving(state, True)  # asked for, not allowed
+
+
+def test_deleting_the_last_open_action_never_advances() -> None:
+    state = opened()
+    state = core.apply(state, CompleteActions(action_ids=["intro-call"], outcome="Interested"),
+                       T0).state  # fmt: skip
+    state = core.apply(state, CompleteActions(action_ids=["welcome-letter"]), T0).state
+    decision = core.apply(state, DeleteAction(action_id="seminar"), T0)
+    assert decision.state.open_actions() == 0
+    assert core.follow_through(state, decision.state, T0) is None
+    assert decision.state.current_stage == "Prospect"
+
+
+def _with(**flags: object) -> SalesProcess:
+    """The example process with other flags."""
+    return SalesProcess(
+        version=1,
+        definition=ProcessDefinition.model_validate(example_definition("life", **flags)),
+    )

@@ -1,0 +1,43 @@
+"""The rest of the reference product, through the command line and the workflow: Mark
+Complete with a stage, cancelling the open activities of the stage left, ..."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+from temporalio.worker import Worker
+
+from starter.client import OpportunitiesClient
+from store import calendar
+from tests.support.helpers import eventually, open_one
+from tests.support.servers import Cli
+
+pytestmark = pytest.mark.usefixtures("verified")
+
+
+async def test_mark_complete_moves_on_and_cancels_the_open_activities_when_asked(
+    cli: Cli, worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
+) -> None:
+    await open_one(pool, opportunities, uid, contact={"street": "1 Way", "city": "York",
+                                                     "postal_code": "Y1"})  # fmt: skip
+    intro = f"o-{uid}/intro-call/1"
+    moved = await cli("complete", f"o-{uid}", "welcome-letter", "--stage", "Proposal",
+                      "--cancel-open-activities")  # fmt: skip
+    assert moved.code == 0, moved.stderr
+    assert "stage: Proposal (open)" in moved.stdout
+
+    async def canceled() -> bool:
+        row = await calendar.get(pool, intro)
+        return row is not None and row.status == "canceled"
+
+    await eventually(canceled)
+    history = (await cli("history", f"o-{uid}", "--json")).json()
+    assert (history[-1]["to_stage"], history[-1]["source"]) == ("Proposal", "outcome")
+    assert history[-1]["canceled_activities"] == [intro]
+
+    unknown = await cli("complete", f"o-{uid}", "proposal-letter", "--stage", "Nowhere")
+    assert unknown.code == 1 and "unknown stage 'Nowhere'" in unknown.stderr
+    state = (await cli("show", f"o-{uid}", "--json")).json()
+    letter = next(a for s in state["stages"] for a in s["actions"]
+                  if a["action_id"] == "proposal-letter")  # fmt: skip
+    assert letter["completed"] is False  # refused: nothing written
