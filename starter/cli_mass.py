@@ -26,7 +26,12 @@ from starter.cli_common import (
     print_table,
     run,
 )
-from starter.cli_opportunities import search_filters
+from starter.cli_opportunities import (
+    EnteredAfter,
+    EnteredBefore,
+    OpenActionsFilter,
+    search_filters,
+)
 from starter.client import OpportunitiesClient
 from store import processes, search
 from workflows.mass_messages import MassModifyInput
@@ -52,6 +57,9 @@ def mass_modify(
         str | None, typer.Option("--with-owner", help="Select by owner.")
     ] = None,
     name: Annotated[str | None, typer.Option("--name")] = None,
+    entered_before: EnteredBefore = None,
+    entered_after: EnteredAfter = None,
+    open_actions: OpenActionsFilter = None,
     to_stage: Annotated[
         str | None, typer.Option("--to-stage", help="Move them to this stage.")
     ] = None,
@@ -72,7 +80,8 @@ def mass_modify(
         raise UserError("give exactly one of --to-stage and --owner")
     filters = search_filters(
         process=process, stage=stage, status=status, contact=contact, owner=owner_filter,
-        name=name, entered_before=None, entered_after=None, open_actions=None,
+        name=name, entered_before=entered_before, entered_after=entered_after,
+        open_actions=open_actions,
     )  # fmt: skip
     try:
         batch = MassModifyInput(

@@ -54,6 +54,16 @@ ByOption = Annotated[
     str | None, typer.Option("--by", help="Who issues it (kept in history); default: you.")
 ]
 C = TypeVar("C", bound=Command)
+EnteredBefore = Annotated[
+    str | None, typer.Option("--entered-before", help="Stage entered before (ISO-8601).")
+]
+EnteredAfter = Annotated[
+    str | None, typer.Option("--entered-after", help="Stage entered at or after (ISO-8601).")
+]
+OpenActionsFilter = Annotated[
+    bool | None,
+    typer.Option("--open-actions/--no-open-actions", help="Current stage has open actions."),
+]
 CancelOption = Annotated[
     bool | None,
     typer.Option(
@@ -498,16 +508,9 @@ def search_command(
     contact: Annotated[str | None, typer.Option("--contact")] = None,
     owner: Annotated[str | None, typer.Option("--owner")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Part of the name, any case.")] = None,
-    entered_before: Annotated[
-        str | None, typer.Option("--entered-before", help="Stage entered before (ISO-8601).")
-    ] = None,
-    entered_after: Annotated[
-        str | None, typer.Option("--entered-after", help="Stage entered at or after (ISO-8601).")
-    ] = None,
-    open_actions: Annotated[
-        bool | None,
-        typer.Option("--open-actions/--no-open-actions", help="Current stage has open actions."),
-    ] = None,
+    entered_before: EnteredBefore = None,
+    entered_after: EnteredAfter = None,
+    open_actions: OpenActionsFilter = None,
     sort: Annotated[str, typer.Option("--sort", help="Column to sort by.")] = "opportunity_id",
     desc: Annotated[bool, typer.Option("--desc", help="Sort descending.")] = False,
     limit: Annotated[int, typer.Option("--limit", help="Page size (1-1000).")] = 50,

@@ -41,3 +41,19 @@ async def test_mark_complete_moves_on_and_cancels_the_open_activities_when_asked
     letter = next(a for s in state["stages"] for a in s["actions"]
                   if a["action_id"] == "proposal-letter")  # fmt: skip
     assert letter["completed"] is False  # refused: nothing written
+
+
+async def test_a_mass_modification_takes_every_search_filter(
+    cli: Cli, worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
+) -> None:
+    process_id = await open_one(pool, opportunities, uid)
+    selection = ["--process", process_id, "--entered-before", "2999-01-01T00:00Z"]
+    none = await cli("mass-modify", *selection, "--no-open-actions", "--owner", "bob", "--yes")
+    assert none.code == 1 and "no opportunity matches these filters" in none.stderr
+    later = await cli("mass-modify", "--process", process_id, "--entered-after",
+                      "2999-01-01T00:00Z", "--owner", "bob", "--yes")  # fmt: skip
+    assert later.code == 1 and "no opportunity matches" in later.stderr
+    changed = await cli("mass-modify", *selection, "--open-actions", "--owner", "bob", "--yes")
+    assert changed.code == 0, changed.stderr
+    assert "1 changed" in changed.stdout
+    assert (await opportunities.state(f"o-{uid}")).owner == "bob"
