@@ -199,9 +199,13 @@ def complete_actions(state: Opportunity, command: CompleteActions, now: datetime
         ):
             raise CommandRejected(
                 f"action {action.action_id!r} has active calendar activity "
-                f"{action.activity_id} which tracks outcomes: give an outcome",
+                f"{action.activity_id} which tracks outcomes: give an outcome"
+                + _listed(state, action),
                 code="outcome_required",
             )
+    for action in tagged:
+        if action.activity_status == "active":
+            require_listed_outcome(state, action, command.outcome)
     change = Change(f"completed {[a.action_id for a in tagged]}")
     for action in tagged:
         _complete(action, now)
@@ -317,9 +321,11 @@ def record_outcome(state: Opportunity, command: RecordOutcome, now: datetime) ->
     tracks = isinstance(definition, CalendarAction) and definition.activity.track_outcome
     if tracks and command.outcome is None:
         raise CommandRejected(
-            f"calendar activity {command.activity_id} tracks outcomes: give an outcome",
+            f"calendar activity {command.activity_id} tracks outcomes: give an outcome"
+            + _listed(state, action),
             code="outcome_required",
         )
+    require_listed_outcome(state, action, command.outcome)
     if command.stage is not None:
         require_stage(state, command.stage)
     require_cancel_allowed(state, command.cancel_open_activities)
@@ -349,6 +355,28 @@ def record_outcome(state: Opportunity, command: RecordOutcome, now: datetime) ->
         command.cancel_open_activities,
     )  # fmt: skip
     return change
+
+
+def _listed(state: Opportunity, action: ActionState) -> str:
+    definition = action.definition
+    if not isinstance(definition, CalendarAction):
+        return ""
+    listed = state.process.outcomes_of(definition.activity.kind)
+    return f" ({', '.join(listed)})" if listed else ""
+
+
+def require_listed_outcome(state: Opportunity, action: ActionState, outcome: str | None) -> None:
+    """An outcome of a kind of activity whose outcomes the process lists must be one of them."""
+    definition = action.definition
+    if outcome is None or not isinstance(definition, CalendarAction):
+        return
+    listed = state.process.outcomes_of(definition.activity.kind)
+    if listed is not None and outcome not in listed:
+        raise CommandRejected(
+            f"{outcome!r} is not an outcome of a {definition.activity.kind!r} activity; "
+            f"outcomes are {listed}",
+            code="unknown_outcome",
+        )
 
 
 def _outcome_stage(

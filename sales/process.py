@@ -87,6 +87,11 @@ class ProcessDefinition(_Strict):
     command says otherwise."""
     stages: list[StageDefinition] = Field(max_length=MAX_STAGES)
     outcome_stages: dict[Line, Line] = Field(default_factory=dict, max_length=MAX_OUTCOME_STAGES)
+    activity_outcomes: dict[Line, list[Line]] = Field(
+        default_factory=dict, max_length=MAX_OUTCOME_STAGES
+    )
+    """The outcomes a kind of calendar activity may have (`{"call": ["Interested", ...]}`);
+    a kind without a list takes any outcome."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ProcessDefinition:
@@ -111,6 +116,11 @@ class ProcessDefinition(_Strict):
                         f"(in stage {where[action.action_id]!r} and in stage {stage.name!r})"
                     )
                 where[action.action_id] = stage.name
+        for kind, outcomes in self.activity_outcomes.items():
+            if not outcomes or len(set(outcomes)) != len(outcomes) or len(outcomes) > 100:
+                raise ValueError(
+                    f"activity_outcomes[{kind!r}] must list 1 to 100 different outcomes"
+                )
         for outcome, target in self.outcome_stages.items():
             if target not in seen_stages:
                 raise ValueError(
@@ -118,6 +128,10 @@ class ProcessDefinition(_Strict):
                     f"stages are {self.stage_names()}"
                 )
         return self
+
+    def outcomes_of(self, kind: str) -> list[str] | None:
+        """The outcomes a calendar activity of `kind` may have (None: any)."""
+        return self.activity_outcomes.get(kind)
 
     def stage_names(self) -> list[str]:
         return [stage.name for stage in self.stages]

@@ -22,6 +22,7 @@ from sales.commands import (
 )
 from sales.errors import CommandRejected, describe_validation_error
 from sales.opportunity import HistoryEntry, Opportunity
+from sales.process import CalendarAction
 from sales.results import CommandResult
 from starter.cli_common import (
     JsonFlag,
@@ -392,12 +393,35 @@ def activity_done(
     by: ByOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Mark a linked calendar activity done, recording its outcome; completes its action."""
+    """Mark a linked calendar activity done, recording its outcome; completes its action.
+    Asked for the outcome when it is needed and not given (from the process's list of the
+    activity's kind, when it has one)."""
+    opportunity_id = run(lambda: _opportunity_of(activity_id))
+    if outcome is None and sys.stdin.isatty():
+        outcome = run(lambda: _ask_outcome(opportunity_id, activity_id))
     command = _command(
         RecordOutcome, activity_id=activity_id, outcome=outcome, notes=notes, stage=stage,
         cancel_open_activities=cancel, by=by,
     )  # fmt: skip
-    send(run(lambda: _opportunity_of(activity_id)), command, as_json)
+    send(opportunity_id, command, as_json)
+
+
+async def _ask_outcome(opportunity_id: str, activity_id: str) -> str | None:
+    """The outcome of an activity that tracks outcomes, asked of the user: one of the
+    process's list for its kind, or any text when it has none."""
+    state = await (await OpportunitiesClient.connect()).state(opportunity_id)
+    found = state.find_calendar_activity(activity_id)
+    definition = found[1].definition if found else None
+    if not isinstance(definition, CalendarAction) or not definition.activity.track_outcome:
+        return None
+    listed = state.process.outcomes_of(definition.activity.kind)
+    if listed is None:
+        return str(typer.prompt("Outcome"))
+    for n, choice in enumerate(listed, start=1):
+        console.print(f"  {n}. {choice}", highlight=False)
+    while not 1 <= (answer := typer.prompt("Outcome (number)", type=int)) <= len(listed):
+        console.print(f"choose a number from 1 to {len(listed)}")
+    return listed[answer - 1]
 
 
 @activity_app.command("delete")

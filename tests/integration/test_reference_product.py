@@ -57,3 +57,24 @@ async def test_a_mass_modification_takes_every_search_filter(
     assert changed.code == 0, changed.stderr
     assert "1 changed" in changed.stdout
     assert (await opportunities.state(f"o-{uid}")).owner == "bob"
+
+
+async def test_an_outcome_not_in_the_process_list_is_refused_with_the_list(
+    cli: Cli, worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
+) -> None:
+    outcomes = {"call": ["Interested", "No answer", "Reject Prospect"]}
+    await open_one(pool, opportunities, uid, process={"activity_outcomes": outcomes})
+    intro = f"o-{uid}/intro-call/1"
+    refused = await cli("activity", "done", intro, "--outcome", "Maybe")
+    assert refused.code == 1
+    assert refused.stderr.strip() == (
+        "error: 'Maybe' is not an outcome of a 'call' activity; outcomes are "
+        "['Interested', 'No answer', 'Reject Prospect']"
+    )
+    missing = await cli("activity", "done", intro)  # not a terminal: nothing is asked
+    assert missing.code == 1 and "(Interested, No answer, Reject Prospect)" in missing.stderr
+    row = await calendar.get(pool, intro)
+    assert row is not None and row.status == "active"  # nothing written
+    lost = await cli("activity", "done", intro, "--outcome", "Reject Prospect")
+    assert lost.code == 0, lost.stderr
+    assert "stage: Closed lost (lost)" in lost.stdout

@@ -495,3 +495,29 @@ def _with(**flags: object) -> SalesProcess:
         version=1,
         definition=ProcessDefinition.model_validate(example_definition("life", **flags)),
     )
+
+
+def test_an_outcome_of_a_kind_with_a_list_must_be_one_of_it() -> None:
+    listed = _with(activity_outcomes={"call": ["Interested", "No answer", "Sale Made"]})
+    state = opened(listed)
+    intro = _intro_call(state)
+    with pytest.raises(CommandRejected, match="outcomes are") as refused:
+        core.apply(state, RecordOutcome(activity_id=intro.activity_id, outcome="Maybe"), T0)
+    assert refused.value.code == "unknown_outcome"
+    with pytest.raises(CommandRejected, match=r"give an outcome \(Interested, No answer"):
+        core.apply(state, RecordOutcome(activity_id=intro.activity_id), T0)
+    with pytest.raises(CommandRejected, match="not an outcome of a 'call' activity"):
+        core.apply(state, CompleteActions(action_ids=["intro-call"], outcome="Maybe"), T0)
+    done = core.apply(state, RecordOutcome(activity_id=intro.activity_id, outcome="Sale Made"), T0)
+    assert done.state.status == "won"
+    free = opened()  # no list: any text
+    assert core.apply(
+        free, RecordOutcome(activity_id=_intro_call(free).activity_id, outcome="Maybe"), T0
+    ).state.find_calendar_activity(intro.activity_id)
+
+
+def test_a_process_lists_outcomes_once_each() -> None:
+    with pytest.raises(ValueError, match="1 to 100 different outcomes"):
+        ProcessDefinition.model_validate(
+            example_definition("x", activity_outcomes={"call": ["A", "A"]})
+        )
