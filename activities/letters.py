@@ -150,6 +150,8 @@ class LetterActivities:
                 f"letter template {effect.template!r} cannot be merged: {error}", "template_error"
             ) from None
 
+        if effect.method is not None:
+            return await self._as_chosen(effect, effect.method, letter, contact)
         if self.mailer is not None and contact.email:
             return await self._email(effect, letter, contact.email)
         if not _has_postal_address(contact):
@@ -164,9 +166,43 @@ class LetterActivities:
             status="filed", message=f"letter {effect.letter_id} filed as a document to print"
         )
 
-    async def _email(self, effect: SendLetter, letter: RenderedLetter, to: str) -> EffectOutcome:
+    async def _as_chosen(
+        self, effect: SendLetter, method: str, letter: RenderedLetter, contact: Contact
+    ) -> EffectOutcome:
+        """The correspondence option the user chose: refused with the reasons when it cannot
+        be carried out, nothing sent or filed."""
+        problems = []
+        if method in ("email", "both"):
+            if self.mailer is None:
+                problems.append("no SMTP server is configured")
+            elif not contact.email:
+                problems.append(f"contact {contact.contact_id!r} has no e-mail address")
+        if method in ("document", "both") and not _has_postal_address(contact):
+            problems.append(
+                f"contact {contact.contact_id!r} has no postal address (street, postal code "
+                "and city) to print it for"
+            )
+        if problems:
+            raise BadData(
+                f"letter {effect.template!r} cannot go out as {method}: {'; '.join(problems)}",
+                "method_unavailable",
+            )
+        if method == "document":
+            await self._log(effect, letter, method="document", recipient=None, sent=True)
+            return EffectOutcome(
+                status="filed", message=f"letter {effect.letter_id} filed as a document to print"
+            )
+        assert contact.email is not None
+        outcome = await self._email(effect, letter, contact.email, method=method)
+        if method == "both":
+            outcome.message += " and filed as a document to print"
+        return outcome
+
+    async def _email(
+        self, effect: SendLetter, letter: RenderedLetter, to: str, *, method: str = "email"
+    ) -> EffectOutcome:
         assert self.mailer is not None
-        row = await self._log(effect, letter, method="email", recipient=to, sent=False)
+        row = await self._log(effect, letter, method=method, recipient=to, sent=False)
         if row["sent_at"] is None:
             await self.mailer.send(
                 to=row["recipient"],
@@ -192,7 +228,7 @@ class LetterActivities:
             subject=letter.subject,
             body=letter.body,
             method=method,
-            message_id=message_id_for(effect.letter_id) if method == "email" else None,
+            message_id=message_id_for(effect.letter_id) if method != "document" else None,
             recipient=recipient,
             sent=sent,
         )

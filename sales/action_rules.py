@@ -15,12 +15,15 @@ from pydantic import TypeAdapter, ValidationError
 
 from sales.calendar_rules import calendar_key, display_id, new_calendar_activity
 from sales.commands import (
+    DETAILS,
+    ActivityDetails,
     AddAction,
     Command,
     CompleteActions,
     DeleteAction,
     DeleteActivity,
     ModifyAction,
+    ModifyActivity,
     PerformActions,
     RecordOutcome,
 )
@@ -32,11 +35,19 @@ from sales.effects import (
     EffectOutcome,
     InviteToEvent,
     LetterContext,
+    ModifyCalendarActivity,
     PerformEffect,
+    RecordHistory,
     SendLetter,
 )
 from sales.errors import CommandRejected, describe_validation_error
-from sales.opportunity import ActionState, EffectFailure, Opportunity, StageState
+from sales.opportunity import (
+    ActionState,
+    EffectFailure,
+    HistoryEntry,
+    Opportunity,
+    StageState,
+)
 from sales.process import Action, CalendarAction, EventAction, LetterAction
 from sales.results import ActionResult, Change
 from sales.stage_rules import (
@@ -79,9 +90,38 @@ def _tagged(state: Opportunity, action_ids: list[str]) -> list[ActionState]:
     return tagged
 
 
+def _check_overrides(tagged: list[ActionState], command: PerformActions) -> None:
+    """Overrides name tagged actions, details go to calendar actions, a method to letters."""
+    types = {action.action_id: action.definition.type for action in tagged}
+    for action_id, given in command.overrides.items():
+        kind = types.get(action_id)
+        if kind is None:
+            raise CommandRejected(
+                f"overrides name {action_id!r}, which is not among the tagged actions "
+                f"{list(types)}",
+                code="unknown_action",
+            )
+        details = given.given()
+        method = details.pop("method", None)
+        if details and kind != "calendar":
+            raise CommandRejected(
+                f"{sorted(details)} are details of a calendar activity; {action_id!r} is a "
+                f"{kind} action",
+                code="not_allowed",
+            )
+        if method is not None and kind != "letter":
+            raise CommandRejected(
+                f"a method is a letter's correspondence option; {action_id!r} is a {kind} action",
+                code="not_allowed",
+            )
+
+
 def perform_actions(state: Opportunity, command: PerformActions, now: datetime) -> Change:
     change = Change("")  # said by `core.finish` once the outcomes are known
-    for action in _tagged(state, command.action_ids):
+    tagged = _tagged(state, command.action_ids)
+    _check_overrides(tagged, command)
+    for action in tagged:
+        given = command.overrides.get(action.action_id)
         definition = action.definition
         if isinstance(definition, CalendarAction):
             if action.activity_id is not None:
@@ -96,7 +136,7 @@ def perform_actions(state: Opportunity, command: PerformActions, now: datetime) 
                     )
                 )
                 continue
-            change.effects.append(new_calendar_activity(state, action, definition, now))
+            change.effects.append(new_calendar_activity(state, action, definition, now, given))
         elif isinstance(definition, LetterAction):
             action.generation += 1
             change.effects.append(
@@ -108,6 +148,7 @@ def perform_actions(state: Opportunity, command: PerformActions, now: datetime) 
                     letter_id=display_id(state.opportunity_id, action.action_id, action.generation),
                     template=definition.template,
                     title=definition.title,
+                    method=(given.method if given else None) or definition.method,
                     context=LetterContext(
                         opportunity_id=state.opportunity_id,
                         name=state.name,
@@ -157,6 +198,7 @@ def settle(
         action.activity_status = "active"
         action.activity_created_on = outcome.created_on or now
         action.activity_outcome = None
+        action.activity_assignee = effect.assignee
         return ActionResult(
             action_id=action.action_id,
             outcome="activity_created",
@@ -423,6 +465,52 @@ def delete_activity(state: Opportunity, command: DeleteActivity, now: datetime) 
     )
 
 
+def modify_activity(state: Opportunity, command: ModifyActivity, now: datetime) -> Change:
+    """Change an active calendar activity's details; one history entry in the current stage
+    says what changed."""
+    _, action = _find_calendar_activity(state, command.activity_id)
+    if action.activity_status != "active":
+        raise CommandRejected(
+            f"calendar activity {command.activity_id} is {action.activity_status}: only an "
+            "active one can be changed",
+            code="activity_not_active",
+        )
+    details = ActivityDetails.model_validate(command.model_dump(include=set(DETAILS))).given()
+    if "assignee" in details:
+        action.activity_assignee = details["assignee"]
+    entry = HistoryEntry(
+        seq=len(state.history) + 1,
+        at=now,
+        from_stage=state.current_stage,
+        to_stage=state.current_stage,
+        source="manual",
+        by=command.by,
+        reason=f"calendar activity {command.activity_id} changed: {', '.join(details)}",
+    )
+    state.history = [*state.history, entry]
+    changed = ModifyCalendarActivity(
+        key=calendar_key(state, action),
+        starts_at=details.get("due"),
+        duration_minutes=details.get("duration_minutes"),
+        subject=details.get("subject"),
+        assignee=details.get("assignee"),
+        notes=details.get("notes"),
+        location=details.get("location"),
+    )
+    return Change(
+        entry.reason or "",
+        effects=[RecordHistory(entry=entry), changed],
+        actions=[
+            ActionResult(
+                action_id=action.action_id,
+                outcome="activity_modified",
+                message=f"changed: {', '.join(details)}",
+                activity_id=command.activity_id,
+            )
+        ],
+    )
+
+
 def _find(state: Opportunity, action_id: str) -> tuple[StageState, ActionState]:
     found = state.find_action(action_id)
     if found is None:
@@ -453,4 +541,5 @@ RULES: dict[type[Command], Callable[[Opportunity, Any, datetime], Change]] = {
     DeleteAction: delete_action,
     RecordOutcome: record_outcome,
     DeleteActivity: delete_activity,
+    ModifyActivity: modify_activity,
 }

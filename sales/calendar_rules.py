@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from sales.commands import ActivityDetails
 from sales.effects import CalendarKey, CreateCalendarActivity
 from sales.opportunity import ActionState, Opportunity
 from sales.process import CalendarAction
@@ -32,11 +33,18 @@ def calendar_key(state: Opportunity, action: ActionState) -> CalendarKey:
 
 
 def new_calendar_activity(
-    state: Opportunity, action: ActionState, definition: CalendarAction, now: datetime
+    state: Opportunity,
+    action: ActionState,
+    definition: CalendarAction,
+    now: datetime,
+    details: ActivityDetails | None = None,
 ) -> CreateCalendarActivity:
-    """The calendar activity of a calendar action, due `due_in_days` from now."""
+    """The calendar activity of a calendar action: due `due_in_days` from now, lasting
+    `duration_minutes`, titled like the action, unless the user's `details` say otherwise."""
     action.generation += 1
-    starts_at = now + timedelta(days=definition.activity.due_in_days)
+    details = details or ActivityDetails()
+    starts_at = details.due or now + timedelta(days=definition.activity.due_in_days)
+    minutes = details.duration_minutes or definition.activity.duration_minutes
     return CreateCalendarActivity(
         opportunity_id=state.opportunity_id,
         contact_id=state.contact_id,
@@ -44,8 +52,11 @@ def new_calendar_activity(
         generation=action.generation,
         activity_id=display_id(state.opportunity_id, action.action_id, action.generation),
         activity_kind=definition.activity.kind,
-        subject=definition.title,
+        subject=details.subject or definition.title,
         starts_at=starts_at,
-        ends_at=starts_at + timedelta(minutes=definition.activity.duration_minutes),
+        ends_at=starts_at + timedelta(minutes=minutes),
         track_outcome=definition.activity.track_outcome,
+        assignee=details.assignee,
+        notes=details.notes,
+        location=details.location,
     )

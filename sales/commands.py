@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from sales.errors import CommandRejected, describe_validation_error
 from sales.process import Action
@@ -37,10 +44,41 @@ class ChangeStage(Command):
 ActionIds = Annotated[list[Identifier], Field(min_length=1, max_length=100)]
 
 
+LetterMethod = Literal["email", "document", "both"]
+"""The correspondence option: e-mail it, file it as a document to print, or both."""
+
+
+class ActivityDetails(BaseModel):
+    """A calendar activity's details as the user enters them (each optional)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    due: AwareDatetime | None = None
+    """When it starts (ISO-8601 with a time zone)."""
+    duration_minutes: int | None = Field(default=None, gt=0, le=7 * 24 * 60)
+    subject: Line | None = None
+    assignee: ShortLine | None = None
+    """Who does it (a user id)."""
+    notes: Notes | None = None
+    location: Line | None = None
+
+    def given(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class ActionOverrides(ActivityDetails):
+    """What the user enters when performing one action: a calendar activity's details, or a
+    letter's correspondence option."""
+
+    method: LetterMethod | None = None
+
+
 class PerformActions(Command):
     """Perform tagged actions: create the calendar activity, send the letter, invite."""
 
     action_ids: ActionIds
+    overrides: dict[Identifier, ActionOverrides] = Field(default_factory=dict, max_length=100)
+    """Per tagged action: a calendar activity's details, or a letter's `method`."""
 
 
 class CompleteActions(Command):
@@ -87,6 +125,21 @@ class DeleteActivity(Command):
     activity_id: Line
 
 
+class ModifyActivity(Command, ActivityDetails):
+    """Change an active calendar activity's details (a history entry)."""
+
+    activity_id: Line
+
+    @model_validator(mode="after")
+    def _something(self) -> ModifyActivity:
+        if not ActivityDetails.model_validate(self.model_dump(include=set(DETAILS))).given():
+            raise ValueError(f"give at least one of {', '.join(DETAILS)}")
+        return self
+
+
+DETAILS = list(ActivityDetails.model_fields)
+
+
 class ChangeOwner(Command):
     """Hand the opportunity to another owner (no stage change, no history entry)."""
 
@@ -102,6 +155,7 @@ COMMANDS: dict[str, type[Command]] = {
     "delete_action": DeleteAction,
     "record_outcome": RecordOutcome,
     "delete_activity": DeleteActivity,
+    "modify_activity": ModifyActivity,
     "change_owner": ChangeOwner,
 }
 """Command name (signal and update name) to payload model."""

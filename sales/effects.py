@@ -33,6 +33,9 @@ class CreateCalendarActivity(BaseModel):
     starts_at: datetime
     ends_at: datetime
     track_outcome: bool
+    assignee: str | None = None
+    notes: str | None = None
+    location: str | None = None
 
 
 class LetterContext(BaseModel):
@@ -56,6 +59,8 @@ class SendLetter(BaseModel):
     template: str
     title: str
     context: LetterContext
+    method: Literal["email", "document", "both"] | None = None
+    """The correspondence option chosen (None: e-mail when possible, else a document)."""
 
 
 class InviteToEvent(BaseModel):
@@ -94,8 +99,25 @@ class DeleteCalendarActivity(BaseModel):
     key: CalendarKey
 
 
+class ModifyCalendarActivity(BaseModel):
+    """New details of an active calendar activity (None: unchanged). A new due keeps the
+    duration unless one is given."""
+
+    kind: Literal["modify_calendar_activity"] = "modify_calendar_activity"
+    key: CalendarKey
+    starts_at: datetime | None = None
+    duration_minutes: int | None = None
+    subject: str | None = None
+    assignee: str | None = None
+    notes: str | None = None
+    location: str | None = None
+
+
 CalendarChange = Annotated[
-    CompleteCalendarActivity | CancelCalendarActivity | DeleteCalendarActivity,
+    CompleteCalendarActivity
+    | CancelCalendarActivity
+    | DeleteCalendarActivity
+    | ModifyCalendarActivity,
     Field(discriminator="kind"),
 ]
 """A change to a calendar activity row the opportunity already has: written with the
@@ -108,7 +130,8 @@ Effect = Annotated[
     | InviteToEvent
     | CompleteCalendarActivity
     | CancelCalendarActivity
-    | DeleteCalendarActivity,
+    | DeleteCalendarActivity
+    | ModifyCalendarActivity,
     Field(discriminator="kind"),
 ]
 

@@ -74,6 +74,8 @@ class ActionState(BaseModel):
     activity_status: ActivityStatus | None = None
     activity_created_on: datetime | None = None
     activity_outcome: str | None = None
+    activity_assignee: str | None = None
+    """Who does the linked calendar activity."""
     generation: int = 0
     """How many side effects (activities, letters) this action has started; with the
     opportunity and the action id it is the idempotency key of the next one."""

@@ -50,6 +50,9 @@ class LetterAction(_Strict):
     type: Literal["letter"]
     title: Line
     template: Identifier
+    method: Literal["email", "document", "both"] | None = None
+    """The correspondence option: e-mail, a document to print, or both (default: e-mail when
+    SMTP is configured and the contact has an address, else a document)."""
 
 
 class EventAction(_Strict):

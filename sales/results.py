@@ -24,6 +24,7 @@ ActionOutcome = Literal[
     "deleted",
     "activity_done",
     "activity_deleted",
+    "activity_modified",
 ]
 
 

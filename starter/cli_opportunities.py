@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
@@ -17,6 +18,7 @@ from sales.commands import (
     DeleteAction,
     DeleteActivity,
     ModifyAction,
+    ModifyActivity,
     PerformActions,
     RecordOutcome,
 )
@@ -312,15 +314,82 @@ def reopen(
     run(work)
 
 
+DueOption = Annotated[
+    str | None,
+    typer.Option("--due", help="When the calendar activity starts: 2027-01-05T10:00 (local "
+                 "time) or with a zone."),
+]  # fmt: skip
+DurationOption = Annotated[
+    int | None, typer.Option("--duration", help="Its length in minutes.", min=1, max=10080)
+]
+LetterMethodOption = Annotated[
+    str | None,
+    typer.Option(
+        "--letter-method",
+        help="email, document or both (the letters' correspondence option; default the action's).",
+    ),
+]
+SubjectOption = Annotated[str | None, typer.Option("--subject")]
+AssigneeOption = Annotated[str | None, typer.Option("--assignee", help="Who does it (a user).")]
+NotesOption = Annotated[str | None, typer.Option("--notes")]
+LocationOption = Annotated[str | None, typer.Option("--location")]
+
+
+def _details(
+    due: str | None, duration: int | None, subject: str | None, assignee: str | None,
+    notes: str | None, location: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The calendar activity details given on the command line (a due without a zone is in
+    this machine's time zone)."""
+    given: dict[str, Any] = {
+        "duration_minutes": duration, "subject": subject, "assignee": assignee, "notes": notes,
+        "location": location,
+    }  # fmt: skip
+    if due is not None:
+        try:
+            when = datetime.fromisoformat(due)
+        except ValueError:
+            raise UserError(
+                f"--due {due!r} is not a date and time; give it as 2027-01-05T10:00 "
+                "(local time) or 2027-01-05T10:00+01:00"
+            ) from None
+        given["due"] = when if when.tzinfo else when.astimezone()
+    return {field: value for field, value in given.items() if value is not None}
+
+
 @app.command("perform")
 def perform(
     opportunity_id: str,
     action_ids: Annotated[list[str], typer.Argument(help="The tagged actions.")],
+    due: DueOption = None,
+    duration: DurationOption = None,
+    subject: SubjectOption = None,
+    assignee: AssigneeOption = None,
+    notes: NotesOption = None,
+    location: LocationOption = None,
+    letter_method: LetterMethodOption = None,
     by: ByOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Perform actions: create the calendar activity, send the letter, invite to the event."""
-    send(opportunity_id, PerformActions(action_ids=action_ids, by=by or actor()), as_json)
+    """Perform actions: create the calendar activity (with the details given here), send the
+    letter (as --letter-method says), invite to the event."""
+    details = _details(due, duration, subject, assignee, notes, location)
+    overrides: dict[str, dict[str, Any]] = {}
+    if details or letter_method:
+        state = run(lambda: _state(opportunity_id))
+        for action_id in action_ids:
+            found = state.find_action(action_id)
+            kind = found[1].type if found else None
+            if kind == "calendar" and details:
+                overrides[action_id] = details
+            elif kind == "letter" and letter_method:
+                overrides[action_id] = {"method": letter_method}
+    command = _command(PerformActions, action_ids=action_ids, overrides=overrides, by=by)
+    send(opportunity_id, command, as_json)
+
+
+async def _state(opportunity_id: str) -> Opportunity:
+    return await (await OpportunitiesClient.connect()).state(opportunity_id)
 
 
 @app.command("complete")
@@ -434,33 +503,92 @@ def activity_delete(activity_id: str, by: ByOption = None, as_json: JsonFlag = F
 @activity_app.command("list")
 def activity_list(
     opportunity_id: Annotated[str | None, typer.Option("--opportunity")] = None,
+    assignee: Annotated[str | None, typer.Option("--assignee", help="One user's calendar.")] = None,
+    due_from: Annotated[
+        str | None, typer.Option("--due-from", help="Starting at or after (ISO-8601).")
+    ] = None,
+    due_before: Annotated[
+        str | None, typer.Option("--due-before", help="Starting before (ISO-8601).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Calendar activities (SmartCalendar), soonest first."""
+    """Calendar activities (the product's SmartCalendar), soonest first."""
+    since = _details(due_from, None, None, None, None, None).get("due")
+    until = _details(due_before, None, None, None, None, None).get("due")
 
     async def work() -> None:
         async with database() as pool:
-            found = await calendar.list_for(pool, opportunity_id)
+            found = await calendar.list_for(
+                pool, opportunity_id, assignee=assignee, due_from=since, due_before=until
+            )
         if as_json:
             print_json(found)
             return
-        table = new_table("activity", "opportunity", "action", "kind", "subject", "starts",
-                          "status", "outcome", "created on")  # fmt: skip
+        table = new_table("activity", "opportunity", "kind", "subject", "starts", "assignee",
+                          "status", "outcome")  # fmt: skip
         for a in found:
             table.add_row(
                 a.activity_id,
                 a.opportunity_id,
-                a.action_id,
                 a.kind,
                 a.subject,
                 f"{a.starts_at:%Y-%m-%d %H:%M}",
+                a.assignee or "",
                 a.status,
                 a.outcome or "",
-                f"{a.created_on:%Y-%m-%d}",
             )
         print_table(table)
 
     run(work)
+
+
+@activity_app.command("show")
+def activity_show(activity_id: str, as_json: JsonFlag = False) -> None:
+    """One calendar activity, with everything entered for it."""
+
+    async def work() -> None:
+        async with database() as pool:
+            found = await calendar.get(pool, activity_id)
+        if found is None:
+            raise UserError(f"unknown calendar activity {activity_id!r}")
+        if as_json:
+            print_json(found)
+            return
+        print_fields({
+            "Activity": found.activity_id,
+            "Opportunity": f"{found.opportunity_id} (action {found.action_id})",
+            "Contact": found.contact_id,
+            "Kind": found.kind,
+            "Subject": found.subject,
+            "Due": f"{found.starts_at:%Y-%m-%d %H:%M %Z} to {found.ends_at:%H:%M}",
+            "Assignee": found.assignee or "-",
+            "Location": found.location,
+            "Status": found.status + (f", outcome {found.outcome}" if found.outcome else ""),
+            "Notes": found.notes,
+            "Created on": f"{found.created_on:%Y-%m-%d}",
+        })  # fmt: skip
+
+    run(work)
+
+
+@activity_app.command("modify")
+def activity_modify(
+    activity_id: str,
+    due: DueOption = None,
+    duration: DurationOption = None,
+    subject: SubjectOption = None,
+    assignee: AssigneeOption = None,
+    notes: NotesOption = None,
+    location: LocationOption = None,
+    by: ByOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Change an active calendar activity's details (kept in the opportunity's history)."""
+    details = _details(due, duration, subject, assignee, notes, location)
+    if not details:
+        raise UserError("nothing to change: give at least one of the options (see --help)")
+    command = _command(ModifyActivity, activity_id=activity_id, **details, by=by)
+    send(run(lambda: _opportunity_of(activity_id)), command, as_json)
 
 
 async def _opportunity_of(activity_id: str) -> str:

@@ -478,6 +478,7 @@ def letter_show(letter_id: str, as_json: JsonFlag = False) -> None:
             "Contact": letter.contact_id,
             "Template": letter.template,
             "Status": how.get(letter.status, letter.status),
+            "Method": letter.method,
             "To": letter.recipient,
             when: f"{letter.sent_at:%Y-%m-%d %H:%M %Z}" if letter.sent_at else None,
             "Subject": letter.subject,

@@ -35,6 +35,7 @@ from runtime.opportunity_runs import unreachable_reason
 from runtime.temporal import connect
 from runtime.workflow_ids import mass_modify_workflow_id, opportunity_workflow_id
 from sales.commands import (
+    ActionOverrides,
     AddAction,
     ChangeOwner,
     ChangeStage,
@@ -43,6 +44,7 @@ from sales.commands import (
     DeleteAction,
     DeleteActivity,
     ModifyAction,
+    ModifyActivity,
     PerformActions,
     RecordOutcome,
     command_name,
@@ -413,9 +415,26 @@ class OpportunitiesClient:
         )
 
     async def perform_actions(
-        self, opportunity_id: str, action_ids: list[str], **common: Any
+        self,
+        opportunity_id: str,
+        action_ids: list[str],
+        *,
+        overrides: dict[str, ActionOverrides] | None = None,
+        **common: Any,
     ) -> CommandResult:
-        return await self.execute(opportunity_id, PerformActions(action_ids=action_ids, **common))
+        """Perform actions; `overrides` per action: a calendar activity's details (due,
+        duration, subject, assignee, notes, location) or a letter's `method`."""
+        command = PerformActions(action_ids=action_ids, overrides=overrides or {}, **common)
+        return await self.execute(opportunity_id, command)
+
+    async def modify_activity(
+        self, opportunity_id: str, activity_id: str, **details: Any
+    ) -> CommandResult:
+        """Change an active calendar activity's details (`due`, `duration_minutes`,
+        `subject`, `assignee`, `notes`, `location`; `request_id`, `by` too)."""
+        return await self.execute(
+            opportunity_id, ModifyActivity(activity_id=activity_id, **details)
+        )
 
     async def complete_actions(
         self,

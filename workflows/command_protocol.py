@@ -26,6 +26,7 @@ from sales.effects import (
     Effect,
     EffectOutcome,
     InviteToEvent,
+    ModifyCalendarActivity,
     PerformEffect,
     RecordHistory,
     SendLetter,
@@ -45,6 +46,7 @@ CARRIED_BY: dict[type, Literal["perform", "history", "calendar"]] = {
     CompleteCalendarActivity: "calendar",
     CancelCalendarActivity: "calendar",
     DeleteCalendarActivity: "calendar",
+    ModifyCalendarActivity: "calendar",
 }
 """What carries out each kind of effect: `perform`, or the projection (the history entries
 and the changes to calendar activities that already exist)."""

@@ -87,6 +87,7 @@ class OpportunityWorkflow:
     delete_action_signal, delete_action = command_handlers("delete_action")
     record_outcome_signal, record_outcome = command_handlers("record_outcome")
     delete_activity_signal, delete_activity = command_handlers("delete_activity")
+    modify_activity_signal, modify_activity = command_handlers("modify_activity")
     change_owner_signal, change_owner = command_handlers("change_owner")
 
     @workflow.signal(dynamic=True)

@@ -14,6 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from sales import core, stage_rules
 from sales.commands import (
+    ActionOverrides,
     AddAction,
     ChangeStage,
     Command,
@@ -21,6 +22,7 @@ from sales.commands import (
     DeleteAction,
     DeleteActivity,
     ModifyAction,
+    ModifyActivity,
     PerformActions,
     RecordOutcome,
 )
@@ -30,6 +32,7 @@ from sales.effects import (
     DeleteCalendarActivity,
     EffectOutcome,
     InviteToEvent,
+    ModifyCalendarActivity,
     PerformEffect,
     RecordHistory,
     SendLetter,
@@ -279,6 +282,9 @@ class OpportunityMachine(RuleBasedStateMachine):
             key = (change.key.action_id, change.key.generation)
             if isinstance(change, DeleteCalendarActivity):
                 self.calendar.pop(key, None)
+            elif isinstance(change, ModifyCalendarActivity):
+                if (row := self.calendar.get(key)) is not None and row["status"] == "active":
+                    row["assignee"] = change.assignee or row.get("assignee")
             elif (row := self.calendar.get(key)) is not None and row["status"] == "active":
                 done = isinstance(change, CompleteCalendarActivity)
                 row["status"] = "done" if done else "canceled"
@@ -343,9 +349,24 @@ class OpportunityMachine(RuleBasedStateMachine):
         self.run(PerformActions(action_ids=ids), fail)
 
     @rule(ids=st.lists(st.sampled_from(ACTION_IDS), min_size=1, max_size=3),
-          outcome=st.sampled_from(OUTCOMES))  # fmt: skip
-    def complete(self, ids: list[str], outcome: str | None) -> None:
-        self.run(CompleteActions(action_ids=ids, outcome=outcome))
+          outcome=st.sampled_from(OUTCOMES), stage=st.sampled_from([None, *STAGES]),
+          cancel=st.sampled_from([None, True, False]))  # fmt: skip
+    def complete(
+        self, ids: list[str], outcome: str | None, stage: str | None, cancel: bool | None
+    ) -> None:
+        self.run(CompleteActions(action_ids=ids, outcome=outcome, stage=stage,
+                                 cancel_open_activities=cancel))  # fmt: skip
+
+    @rule(pick=st.integers(0, 20), assignee=st.sampled_from(["ann", "bob"]),
+          minutes=st.sampled_from([None, 15, 60]))  # fmt: skip
+    def modify_activity(self, pick: int, assignee: str, minutes: int | None) -> None:
+        known = [row["activity_id"] for row in self.calendar.values()] or ["o/none/1"]
+        activity_id = known[pick % len(known)]
+        before = {row["activity_id"]: row["status"] for row in self.calendar.values()}
+        self.run(ModifyActivity(activity_id=activity_id, assignee=assignee,
+                                duration_minutes=minutes))  # fmt: skip
+        after = {row["activity_id"]: row["status"] for row in self.calendar.values()}
+        assert after == before, "modifying an activity changes no activity's status"
 
     @rule(action_id=st.sampled_from(list(EXTRA)), stage=st.sampled_from(STAGES))  # re-adds too
     def add(self, action_id: str, stage: str) -> None:
@@ -521,3 +542,59 @@ def test_a_process_lists_outcomes_once_each() -> None:
         ProcessDefinition.model_validate(
             example_definition("x", activity_outcomes={"call": ["A", "A"]})
         )
+
+
+def test_performing_takes_the_activity_details_the_user_entered() -> None:
+    state = opened()
+    due = datetime(2027, 1, 5, 10, 0, tzinfo=UTC)
+    overrides = {
+        "fact-finder": ActionOverrides(due=due, duration_minutes=90, subject="At her office",
+                                       assignee="bob", notes="bring forms", location="London"),
+        "welcome-letter": ActionOverrides(method="document"),
+    }  # fmt: skip
+    state = settled(core.apply(state, ChangeStage(stage="Needs analysis"), T0))
+    state = core.apply(state, DeleteActivity(activity_id="o/fact-finder/1"), T0).state
+    decision = core.apply(
+        state, PerformActions(action_ids=["fact-finder", "welcome-letter"], overrides=overrides),
+        T0,
+    )  # fmt: skip
+    created, letter = decision.effects
+    assert isinstance(created, CreateCalendarActivity) and isinstance(letter, SendLetter)
+    assert (created.starts_at, created.ends_at) == (due, due + timedelta(minutes=90))
+    assert (created.subject, created.assignee, created.notes, created.location) == (
+        "At her office", "bob", "bring forms", "London")  # fmt: skip
+    assert letter.method == "document"
+    settled_state = settled(decision)
+    assert settled_state.find_calendar_activity(created.activity_id)[1].activity_assignee == "bob"
+
+    for wrong, code in [
+        ({"seminar": ActionOverrides(assignee="bob")}, "unknown_action"),  # not tagged
+        ({"welcome-letter": ActionOverrides(assignee="bob")}, "not_allowed"),
+        ({"fact-finder": ActionOverrides(method="email")}, "not_allowed"),
+    ]:
+        with pytest.raises(CommandRejected) as refused:
+            core.apply(state, PerformActions(action_ids=["fact-finder", "welcome-letter"],
+                                             overrides=wrong), T0)  # fmt: skip
+        assert refused.value.code == code
+
+
+def test_modifying_an_active_activity_changes_it_and_is_a_history_entry() -> None:
+    state = opened()
+    intro = _intro_call(state)
+    due = datetime(2027, 2, 1, 9, 30, tzinfo=UTC)
+    decision = core.apply(
+        state, ModifyActivity(activity_id=intro.activity_id, due=due, assignee="bob", by="ann"),
+        T0,
+    )  # fmt: skip
+    entry, change = decision.effects
+    assert isinstance(entry, RecordHistory) and isinstance(change, ModifyCalendarActivity)
+    assert (change.starts_at, change.assignee, change.subject) == (due, "bob", None)
+    assert entry.entry.from_stage == entry.entry.to_stage == "Prospect"
+    assert entry.entry.reason == f"calendar activity {intro.activity_id} changed: due, assignee"
+    assert decision.state.current_stage == "Prospect" and decision.state.revision == 1
+    done = core.apply(state, RecordOutcome(activity_id=intro.activity_id, outcome="X"), T0).state
+    with pytest.raises(CommandRejected) as refused:
+        core.apply(done, ModifyActivity(activity_id=intro.activity_id, notes="late"), T0)
+    assert refused.value.code == "activity_not_active"
+    with pytest.raises(ValueError, match="give at least one of due"):
+        ModifyActivity(activity_id=intro.activity_id)
