@@ -44,7 +44,6 @@ from sales.errors import CommandRejected, describe_validation_error
 from sales.opportunity import (
     ActionState,
     EffectFailure,
-    HistoryEntry,
     Opportunity,
     StageState,
 )
@@ -53,6 +52,7 @@ from sales.results import ActionResult, Change
 from sales.stage_rules import (
     cancels_on_leaving,
     enter_stage,
+    note_in_history,
     require_cancel_allowed,
     require_stage,
 )
@@ -478,16 +478,8 @@ def modify_activity(state: Opportunity, command: ModifyActivity, now: datetime) 
     details = ActivityDetails.model_validate(command.model_dump(include=set(DETAILS))).given()
     if "assignee" in details:
         action.activity_assignee = details["assignee"]
-    entry = HistoryEntry(
-        seq=len(state.history) + 1,
-        at=now,
-        from_stage=state.current_stage,
-        to_stage=state.current_stage,
-        source="manual",
-        by=command.by,
-        reason=f"calendar activity {command.activity_id} changed: {', '.join(details)}",
-    )
-    state.history = [*state.history, entry]
+    reason = f"calendar activity {command.activity_id} changed: {', '.join(details)}"
+    entry = note_in_history(state, now, command.by, reason)
     changed = ModifyCalendarActivity(
         key=calendar_key(state, action),
         starts_at=details.get("due"),

@@ -56,7 +56,7 @@ def new_calendar_activity(
         starts_at=starts_at,
         ends_at=starts_at + timedelta(minutes=minutes),
         track_outcome=definition.activity.track_outcome,
-        assignee=details.assignee,
+        assignee=details.assignee or state.member(definition.role),
         notes=details.notes,
         location=details.location,
     )

@@ -140,6 +140,26 @@ class ModifyActivity(Command, ActivityDetails):
 DETAILS = list(ActivityDetails.model_fields)
 
 
+class Assign(Command):
+    """Give a role on the opportunity's team to a user (a history entry)."""
+
+    role: Identifier
+    user: ShortLine
+
+
+class AddRemark(Command):
+    """A dated remark on the opportunity (shown by `show`)."""
+
+    text: Notes
+
+
+class DeleteOpportunity(Command):
+    """End the opportunity as `deleted`: out of searches by default, kept in history, its
+    active calendar activities canceled."""
+
+    reason: Notes
+
+
 class ChangeOwner(Command):
     """Hand the opportunity to another owner (no stage change, no history entry)."""
 
@@ -156,6 +176,9 @@ COMMANDS: dict[str, type[Command]] = {
     "record_outcome": RecordOutcome,
     "delete_activity": DeleteActivity,
     "modify_activity": ModifyActivity,
+    "assign": Assign,
+    "add_remark": AddRemark,
+    "delete_opportunity": DeleteOpportunity,
     "change_owner": ChangeOwner,
 }
 """Command name (signal and update name) to payload model."""

@@ -14,8 +14,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from sales import action_rules, stage_rules
-from sales.commands import ChangeOwner, ChangeStage, Command, command_name
+from sales import action_rules, stage_rules, team_rules
+from sales.commands import (
+    AddRemark,
+    Assign,
+    ChangeOwner,
+    ChangeStage,
+    Command,
+    command_name,
+)
 from sales.effects import Effect, EffectOutcome, PerformEffect
 from sales.errors import CommandRejected
 from sales.opportunity import (
@@ -40,10 +47,11 @@ RULES: dict[type[Command], Callable[[Opportunity, Any, datetime], Change]] = {
     ChangeStage: stage_rules.change_stage,
     ChangeOwner: stage_rules.change_owner,
     **action_rules.RULES,
+    **team_rules.RULES,
 }
 
 
-LEAVE_STAGES: set[type[Command]] = {ChangeOwner}
+LEAVE_STAGES: set[type[Command]] = {ChangeOwner, Assign, AddRemark}
 """Commands whose rule changes no stage or action state (so they need no copy of them)."""
 
 
@@ -74,8 +82,8 @@ def open_opportunity(
         opportunity_id=start.opportunity_id,
         contact_id=start.contact_id,
         contact_name=contact_name,
-        name=start.name,
-        owner=start.owner,
+        name=start.name or contact_name,
+        owner=start.owner or definition.default_owner,
         process_id=definition.process_id,
         process_version=process.version,
         process=definition,

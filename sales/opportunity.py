@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from sales.process import Action, ProcessDefinition
 from sales.validation import Identifier, Line, ShortLine
 
-Status = Literal["open", "won", "lost"]
+Status = Literal["open", "won", "lost", "deleted"]
+"""`deleted`: ended by `delete_opportunity`, out of searches by default."""
 HistorySource = Literal["start", "manual", "automatic", "outcome", "mass", "reopened"]
 
 MAX_REJECTED = 50
@@ -137,6 +138,15 @@ class Rejection(BaseModel):
     at: datetime
 
 
+MAX_REMARKS = 200
+
+
+class Remark(BaseModel):
+    at: datetime
+    by: str | None = None
+    text: str
+
+
 class Opportunity(BaseModel):
     """Everything the workflow knows; carried whole across continue-as-new."""
 
@@ -147,6 +157,11 @@ class Opportunity(BaseModel):
     contact_name: str | None = None
     name: str | None
     owner: str | None
+    team: dict[str, str] = Field(default_factory=dict)
+    """Role to user: who does the calendar activities of the actions naming the role (a role
+    not here falls to the owner)."""
+    remarks: list[Remark] = Field(default_factory=list)
+    """Dated remarks, oldest first (at most `MAX_REMARKS`)."""
     status: Status = "open"
     process_id: str
     process_version: int
@@ -195,6 +210,10 @@ class Opportunity(BaseModel):
                 if action.activity_id == activity_id:
                     return stage, action
         return None
+
+    def member(self, role: str | None) -> str | None:
+        """Who plays `role` on this opportunity's team (the owner by default)."""
+        return self.team.get(role, self.owner) if role else self.owner
 
     def open_actions(self) -> int:
         """Actions of the current stage not yet completed (the `OpenActions` search attribute)."""

@@ -19,6 +19,7 @@ from sales.validation import (
     MAX_STAGES,
     Identifier,
     Line,
+    ShortLine,
 )
 
 
@@ -41,6 +42,9 @@ class CalendarAction(_Strict):
     action_id: Identifier
     type: Literal["calendar"]
     title: Line
+    role: Identifier | None = None
+    """Who on the opportunity's team is responsible: a calendar activity the action creates is
+    assigned to the team member of this role (default: the owner)."""
     activity: ActivitySpec
     create_activity_on_entry: bool = False
 
@@ -49,6 +53,9 @@ class LetterAction(_Strict):
     action_id: Identifier
     type: Literal["letter"]
     title: Line
+    role: Identifier | None = None
+    """Who on the opportunity's team is responsible: a calendar activity the action creates is
+    assigned to the team member of this role (default: the owner)."""
     template: Identifier
     method: Literal["email", "document", "both"] | None = None
     """The correspondence option: e-mail, a document to print, or both (default: e-mail when
@@ -59,6 +66,9 @@ class EventAction(_Strict):
     action_id: Identifier
     type: Literal["event"]
     title: Line
+    role: Identifier | None = None
+    """Who on the opportunity's team is responsible: a calendar activity the action creates is
+    assigned to the team member of this role (default: the owner)."""
     event_id: Identifier
 
 
@@ -84,6 +94,8 @@ class ProcessDefinition(_Strict):
     default: bool = False
     change_stage_automatically: bool = False
     allow_cancel_activities: bool = False
+    default_owner: ShortLine | None = None
+    """The owner of an opportunity opened without one."""
     cancel_on_advance: bool = False
     """Cancel the open activities of the stage left when an outcome, a completion or the
     automatic advance moves the opportunity on (with `allow_cancel_activities`), unless the
@@ -131,6 +143,11 @@ class ProcessDefinition(_Strict):
                     f"stages are {self.stage_names()}"
                 )
         return self
+
+    def roles(self) -> list[str]:
+        """The roles its actions name, in order."""
+        named = [a.role for stage in self.stages for a in stage.actions if a.role]
+        return list(dict.fromkeys(named))
 
     def outcomes_of(self, kind: str) -> list[str] | None:
         """The outcomes a calendar activity of `kind` may have (None: any)."""

@@ -84,6 +84,21 @@ def change_owner(state: Opportunity, command: ChangeOwner, now: datetime) -> Cha
     return Change(f"owner changed from {previous!r} to {command.owner!r}")
 
 
+def note_in_history(state: Opportunity, now: datetime, by: str | None, reason: str) -> HistoryEntry:
+    """A history entry that stays in the current stage (a change beside the stages)."""
+    entry = HistoryEntry(
+        seq=len(state.history) + 1,
+        at=now,
+        from_stage=state.current_stage,
+        to_stage=state.current_stage,
+        source="manual",
+        by=by,
+        reason=reason,
+    )
+    state.history = [*state.history, entry]
+    return entry
+
+
 def active_calendar_activities(state: Opportunity, stage: str) -> list[ActionState]:
     """Actions of `stage` whose linked activity is still active."""
     return [a for a in state.stage_state(stage).actions if a.activity_status == "active"]
@@ -273,6 +288,8 @@ def reopen(state: Opportunity, stage: str, by: str | None, now: datetime) -> Cha
         raise CommandRejected(
             "the opportunity is open; only a won or lost one can be reopened", code="not_closed"
         )
+    if state.status == "deleted":
+        raise CommandRejected("a deleted opportunity cannot be reopened", code="not_allowed")
     require_stage(state, stage)
     definition = state.process.stage(stage)
     if definition is not None and definition.closes_as:

@@ -26,6 +26,7 @@ app.add_typer(cli_setup.contact_app, name="contact")
 app.add_typer(cli_setup.event_app, name="event")
 app.add_typer(cli_setup.template_app, name="template")
 app.add_typer(cli_setup.letter_app, name="letter")
+app.add_typer(cli_setup.user_app, name="user")
 app.add_typer(cli_mass.mass_app, name="mass-modify")
 for command in [
     *cli_opportunities.app.registered_commands,

@@ -12,11 +12,14 @@ from pydantic import ValidationError
 
 from sales.commands import (
     AddAction,
+    AddRemark,
+    Assign,
     ChangeStage,
     Command,
     CompleteActions,
     DeleteAction,
     DeleteActivity,
+    DeleteOpportunity,
     ModifyAction,
     ModifyActivity,
     PerformActions,
@@ -44,7 +47,7 @@ from starter.cli_common import (
 )
 from starter.client import OpportunitiesClient
 from starter.read_model import ReadModel
-from store import calendar, search
+from store import calendar, search, users
 from store.search import SearchFilters, SortKey
 
 app = new_app("Opportunities.")
@@ -171,7 +174,8 @@ def print_opportunity(o: Opportunity, stage: str | None) -> None:
         if state.name not in shown:
             continue
         for a in state.actions:
-            activity = f"{a.activity_id} ({a.activity_status})" if a.activity_id else ""
+            who = f", {a.activity_assignee}" if a.activity_assignee else ""
+            activity = f"{a.activity_id} ({a.activity_status}{who})" if a.activity_id else ""
             if a.activity_outcome:
                 activity += f": {a.activity_outcome}"
             table.add_row(
@@ -194,6 +198,13 @@ def print_opportunity(o: Opportunity, stage: str | None) -> None:
                     style="red",
                 )
     print_table(table)
+    roles = o.process.roles()
+    if roles:
+        team = ", ".join(f"{role}: {o.member(role) or '-'}" for role in roles)
+        console.print(f"Team: {team}", highlight=False)
+    for remark in o.remarks:
+        by = f" ({remark.by})" if remark.by else ""
+        console.print(f"Remark {remark.at:%Y-%m-%d %H:%M}{by}: {remark.text}", highlight=False)
     if o.rejected:
         last = o.rejected[-1]
         console.print(f"last rejected command: {last.command}: {last.reason}", highlight=False)
@@ -374,6 +385,8 @@ def perform(
     """Perform actions: create the calendar activity (with the details given here), send the
     letter (as --letter-method says), invite to the event."""
     details = _details(due, duration, subject, assignee, notes, location)
+    if assignee is not None:
+        run(lambda: _require_users([assignee]))
     overrides: dict[str, dict[str, Any]] = {}
     if details or letter_method:
         state = run(lambda: _state(opportunity_id))
@@ -587,6 +600,8 @@ def activity_modify(
     details = _details(due, duration, subject, assignee, notes, location)
     if not details:
         raise UserError("nothing to change: give at least one of the options (see --help)")
+    if assignee is not None:
+        run(lambda: _require_users([assignee]))
     command = _command(ModifyActivity, activity_id=activity_id, **details, by=by)
     send(run(lambda: _opportunity_of(activity_id)), command, as_json)
 
@@ -652,11 +667,68 @@ def print_result(opportunity_id: str, result: CommandResult) -> None:
     console.print(f"stage: {result.current_stage} ({result.status})", highlight=False)
 
 
+@app.command("assign")
+def assign(
+    opportunity_id: str,
+    role: Annotated[str, typer.Option("--role", help="A role the process's actions name.")],
+    user: Annotated[str, typer.Option("--user", help="A user (`user list`).")],
+    by: ByOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Give a role on the opportunity's team to a user: the calendar activities of the actions
+    naming the role are theirs from now on."""
+    run(lambda: _require_users([user]))
+    send(opportunity_id, _command(Assign, role=role, user=user, by=by), as_json)
+
+
+@app.command("remark")
+def remark(
+    opportunity_id: str,
+    text: Annotated[str, typer.Argument(help="The remark.")],
+    by: ByOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Add a dated remark to the opportunity (`show` lists them)."""
+    send(opportunity_id, _command(AddRemark, text=text, by=by), as_json)
+
+
+@app.command("delete")
+def delete(
+    opportunity_id: str,
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in history).")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    by: ByOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """End the opportunity as deleted: out of searches (unless --status deleted), kept in
+    history, its active calendar activities canceled. It cannot be reopened."""
+    command = _command(DeleteOpportunity, reason=reason, by=by)
+    if not yes:
+        question = f"Delete opportunity {opportunity_id!r}? It cannot be reopened."
+        if not sys.stdin.isatty():
+            raise UserError(f"{question} Answer with --yes")
+        if not typer.confirm(question, default=False):
+            raise typer.Exit(1)
+    send(opportunity_id, command, as_json)
+
+
+async def _require_users(user_ids: list[str]) -> None:
+    """Refuse a user id that `user add` never added."""
+    async with database() as pool:
+        for user_id in user_ids:
+            if await users.get_user(pool, user_id) is None:
+                known = [u.user_id for u in await users.list_users(pool)][:20]
+                raise UserError(f"unknown user {user_id!r}; users are {known}")
+
+
 @app.command("search")
 def search_command(
     process: Annotated[str | None, typer.Option("--process")] = None,
     stage: Annotated[str | None, typer.Option("--stage")] = None,
-    status: Annotated[str | None, typer.Option("--status", help="open, won or lost")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="open, won, lost or deleted (default: all but deleted)"),
+    ] = None,
     contact: Annotated[str | None, typer.Option("--contact")] = None,
     owner: Annotated[str | None, typer.Option("--owner")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Part of the name, any case.")] = None,

@@ -27,7 +27,7 @@ from starter.cli_common import (
     read_text,
     run,
 )
-from store import contacts, events, letters, processes
+from store import contacts, events, letters, processes, users
 from store.events import Event
 
 process_app = new_app("Opportunity Setup: sales processes.")
@@ -35,6 +35,7 @@ contact_app = new_app("Contacts.")
 event_app = new_app("Events a contact can be invited to.")
 template_app = new_app("Letter templates (Jinja2).")
 letter_app = new_app("Letters written for opportunities: e-mailed, or filed to print.")
+user_app = new_app("Users: who owns opportunities, plays their roles and does their activities.")
 
 
 # --- processes --------------------------------------------------------------------------------
@@ -485,5 +486,56 @@ def letter_show(letter_id: str, as_json: JsonFlag = False) -> None:
         })  # fmt: skip
         console.print()
         console.print(letter.body, highlight=False, markup=False)
+
+    run(work)
+
+
+# --- users ------------------------------------------------------------------------------------
+
+
+@user_app.command("add")
+def user_add(
+    user_id: Annotated[str, typer.Option("--id", help="The user's id (as owners name them).")],
+    name: Annotated[str, typer.Option("--name")],
+    email: Annotated[str | None, typer.Option("--email")] = None,
+    roles: Annotated[
+        list[str] | None, typer.Option("--role", help="A role the user plays (repeatable).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Add a user, or change one's name, e-mail and roles."""
+    try:
+        user = users.User(user_id=user_id, name=name, email=email, roles=roles or [])
+    except ValidationError as error:
+        raise UserError(describe_validation_error(error, "user")) from None
+
+    async def work() -> None:
+        async with database() as pool:
+            added = await users.put_user(pool, user)
+        if as_json:
+            print_json({"user_id": user_id, "added": added})
+        else:
+            console.print(f"{user_id}: {'added' if added else 'changed'}", highlight=False)
+
+    run(work)
+
+
+@user_app.command("list")
+def user_list(
+    role: Annotated[str | None, typer.Option("--role", help="Only those playing it.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The users and their roles."""
+
+    async def work() -> None:
+        async with database() as pool:
+            found = await users.list_users(pool, role)
+        if as_json:
+            print_json(found)
+            return
+        table = new_table("user", "name", "email", "roles")
+        for user in found:
+            table.add_row(user.user_id, user.name, user.email or "", ", ".join(user.roles))
+        print_table(table)
 
     run(work)

@@ -37,12 +37,15 @@ from runtime.workflow_ids import mass_modify_workflow_id, opportunity_workflow_i
 from sales.commands import (
     ActionOverrides,
     AddAction,
+    AddRemark,
+    Assign,
     ChangeOwner,
     ChangeStage,
     Command,
     CompleteActions,
     DeleteAction,
     DeleteActivity,
+    DeleteOpportunity,
     ModifyAction,
     ModifyActivity,
     PerformActions,
@@ -346,6 +349,11 @@ class OpportunitiesClient:
         closed = await self.temporal.get_workflow_handle(
             opportunity_workflow_id(opportunity_id), result_type=Opportunity
         ).result()
+        if closed.status == "deleted":
+            raise CommandRejected(
+                f"opportunity {opportunity_id!r} was deleted; it cannot be reopened",
+                code="not_allowed",
+            )
         definition = closed.process.stage(stage)
         if definition is None or definition.closes_as:
             open_stages = [s.name for s in closed.process.stages if not s.closes_as]
@@ -522,6 +530,21 @@ class OpportunitiesClient:
     async def unreachable(self, opportunity_id: str) -> str | None:
         """Why commands cannot reach this opportunity now, or None when it is running."""
         return await unreachable_reason(self.temporal, opportunity_id)
+
+    async def assign(
+        self, opportunity_id: str, role: str, user: str, **common: Any
+    ) -> CommandResult:
+        """Give `role` on the opportunity's team to `user`."""
+        return await self.execute(opportunity_id, Assign(role=role, user=user, **common))
+
+    async def add_remark(self, opportunity_id: str, text: str, **common: Any) -> CommandResult:
+        return await self.execute(opportunity_id, AddRemark(text=text, **common))
+
+    async def delete_opportunity(
+        self, opportunity_id: str, reason: str, **common: Any
+    ) -> CommandResult:
+        """End the opportunity as `deleted` (its active calendar activities canceled)."""
+        return await self.execute(opportunity_id, DeleteOpportunity(reason=reason, **common))
 
     async def change_owner(self, opportunity_id: str, owner: str, **common: Any) -> CommandResult:
         return await self.execute(opportunity_id, ChangeOwner(owner=owner, **common))

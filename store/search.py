@@ -57,6 +57,8 @@ def where(filters: SearchFilters) -> tuple[str, list[Any]]:
         add("current_stage = {}", filters.stage)
     if filters.status is not None:
         add("status = {}", filters.status)
+    elif filters.ids is None:
+        clauses.append("status <> 'deleted'")  # a deleted one only when asked for
     if filters.contact_id is not None:
         add("contact_id = {}", filters.contact_id)
     if filters.owner is not None:

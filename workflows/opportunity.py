@@ -88,6 +88,9 @@ class OpportunityWorkflow:
     record_outcome_signal, record_outcome = command_handlers("record_outcome")
     delete_activity_signal, delete_activity = command_handlers("delete_activity")
     modify_activity_signal, modify_activity = command_handlers("modify_activity")
+    assign_signal, assign = command_handlers("assign")
+    add_remark_signal, add_remark = command_handlers("add_remark")
+    delete_opportunity_signal, delete_opportunity = command_handlers("delete_opportunity")
     change_owner_signal, change_owner = command_handlers("change_owner")
 
     @workflow.signal(dynamic=True)

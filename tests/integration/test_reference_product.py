@@ -9,7 +9,14 @@ from temporalio.worker import Worker
 
 from starter.client import OpportunitiesClient
 from store import calendar
-from tests.support.helpers import eventually, open_one
+from tests.support.helpers import (
+    eventually,
+    open_one,
+    own_definition,
+    setup_contact,
+    setup_process,
+    setup_references,
+)
 from tests.support.servers import Cli, Inbox
 
 pytestmark = pytest.mark.usefixtures("verified")
@@ -84,6 +91,10 @@ async def test_an_activity_is_performed_with_its_details_then_shown_changed_and_
     cli: Cli, worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
 ) -> None:
     await open_one(pool, opportunities, uid, on_entry=False)
+    for user in (f"agent-{uid}", f"other-{uid}"):
+        assert (await cli("user", "add", "--id", user, "--name", user, "--role", "agent")).code == 0
+    unknown = await cli("perform", f"o-{uid}", "intro-call", "--assignee", f"nobody-{uid}")
+    assert unknown.code == 1 and f"unknown user 'nobody-{uid}'" in unknown.stderr
     performed = await cli("perform", f"o-{uid}", "intro-call", "welcome-letter", "--due",
                           "2027-01-05T10:00+00:00", "--duration", "45", "--assignee",
                           f"agent-{uid}", "--notes", "ask about the pension", "--location",
@@ -157,3 +168,61 @@ async def test_the_correspondence_option_is_chosen_and_an_impossible_one_refused
     assert methods == {("welcome-letter", "document", "filed"), ("proposal-letter", "both", "sent")}
     [mail] = inbox.to(f"ada-{uid}@example.com")
     assert "Your proposal, Ada." in mail.get_content()
+
+
+async def test_a_team_assigns_activities_remarks_are_kept_and_a_deleted_opportunity_ends(
+    cli: Cli, worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
+) -> None:
+    definition = own_definition(uid, on_entry=False, default_owner=f"ann-{uid}")
+    definition["stages"][0]["actions"][0]["role"] = "adviser"  # intro-call
+    await setup_process(pool, uid, on_entry=False, default_owner=f"ann-{uid}",
+                        stages=definition["stages"])  # fmt: skip
+    await setup_references(pool, uid)
+    await setup_contact(pool, uid)
+    for user in (f"ann-{uid}", f"bob-{uid}"):
+        assert (await cli("user", "add", "--id", user, "--name", user.title(),
+                          "--role", "adviser")).code == 0  # fmt: skip
+    listed = (await cli("user", "list", "--role", "adviser", "--json")).json()
+    assert {f"ann-{uid}", f"bob-{uid}"} <= {u["user_id"] for u in listed}
+    created = await cli("create", "--contact", f"c-{uid}", "--id", f"o-{uid}",
+                        "--process", f"life-{uid}", "--json")  # fmt: skip
+    assert created.code == 0, created.stderr
+    state = created.json()
+    assert (state["name"], state["owner"]) == ("Ada Lovelace", f"ann-{uid}")  # the defaults
+
+    unknown = await cli("assign", f"o-{uid}", "--role", "adviser", "--user", f"zed-{uid}")
+    assert unknown.code == 1 and f"unknown user 'zed-{uid}'" in unknown.stderr
+    no_role = await cli("assign", f"o-{uid}", "--role", "pilot", "--user", f"bob-{uid}")
+    assert no_role.code == 1 and "its roles are ['adviser']" in no_role.stderr
+    assigned = await cli("assign", f"o-{uid}", "--role", "adviser", "--user", f"bob-{uid}")
+    assert assigned.code == 0, assigned.stderr
+    assert (await cli("perform", f"o-{uid}", "intro-call")).code == 0
+    row = await calendar.get(pool, f"o-{uid}/intro-call/1")
+    assert row is not None and row.assignee == f"bob-{uid}"
+
+    assert (await cli("remark", f"o-{uid}", "prefers calls after six")).code == 0
+    shown = (await cli("show", f"o-{uid}")).stdout
+    assert f"Team: adviser: bob-{uid}" in shown and "prefers calls after six" in shown
+    assert f"(active, bob-{uid})" in shown
+
+    asked = await cli("delete", f"o-{uid}", "--reason", "duplicate")
+    assert asked.code == 1 and "Answer with --yes" in asked.stderr
+    deleted = await cli("delete", f"o-{uid}", "--reason", "duplicate", "--yes")
+    assert deleted.code == 0, deleted.stderr
+
+    async def canceled() -> bool:
+        row = await calendar.get(pool, f"o-{uid}/intro-call/1")
+        return row is not None and row.status == "canceled"
+
+    await eventually(canceled)
+    gone = (await cli("search", "--process", f"life-{uid}", "--json")).json()
+    assert gone["total"] == 0
+    found = (
+        await cli("search", "--process", f"life-{uid}", "--status", "deleted", "--json")
+    ).json()
+    assert [o["opportunity_id"] for o in found["items"]] == [f"o-{uid}"]
+    history = (await cli("history", f"o-{uid}", "--json")).json()
+    assert history[-1]["reason"] == "deleted: duplicate"
+    assert history[-2]["reason"] == f"adviser: bob-{uid}"
+    reopened = await cli("reopen", f"o-{uid}", "--stage", "Prospect")
+    assert reopened.code == 1 and "was deleted; it cannot be reopened" in reopened.stderr

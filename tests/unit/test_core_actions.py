@@ -16,11 +16,14 @@ from sales import core, stage_rules
 from sales.commands import (
     ActionOverrides,
     AddAction,
+    AddRemark,
+    Assign,
     ChangeStage,
     Command,
     CompleteActions,
     DeleteAction,
     DeleteActivity,
+    DeleteOpportunity,
     ModifyAction,
     ModifyActivity,
     PerformActions,
@@ -234,6 +237,7 @@ EXTRA: dict[str, dict[str, Any]] = {
 TIMED = example_definition("timed")
 TIMED["stages"][0]["follow_up_after_days"] = 1
 TIMED["stages"][1]["advance_after_days"] = 2
+TIMED["stages"][0]["actions"][0]["role"] = "adviser"
 TIMED_PROCESS = SalesProcess(version=1, definition=ProcessDefinition.model_validate(TIMED))
 
 
@@ -392,6 +396,22 @@ class OpportunityMachine(RuleBasedStateMachine):
         known = [row["activity_id"] for row in self.calendar.values()] or ["o/none/1"]
         self.run(DeleteActivity(activity_id=known[pick % len(known)]))
 
+    @rule(role=st.sampled_from(["adviser", "pilot"]), user=st.sampled_from(["ann", "bob"]))
+    def assign(self, role: str, user: str) -> None:
+        self.run(Assign(role=role, user=user))
+
+    @rule(text=st.sampled_from(["call back", "prefers e-mail"]))
+    def add_remark(self, text: str) -> None:
+        self.run(AddRemark(text=text))
+
+    @rule(rare=st.integers(0, 9))
+    def delete_opportunity(self, rare: int) -> None:
+        if rare == 0:  # now and then: it ends the run of commands
+            self.run(DeleteOpportunity(reason="duplicate"))
+            if self.state.status == "deleted":
+                assert not [a for s in self.state.stages for a in s.actions
+                            if a.activity_status == "active"]  # fmt: skip
+
     @rule(stage=st.sampled_from(STAGES), cancel=st.booleans())
     def change_stage(self, stage: str, cancel: bool) -> None:
         self.run(ChangeStage(stage=stage, cancel_open_activities=cancel))
@@ -423,14 +443,26 @@ class OpportunityMachine(RuleBasedStateMachine):
     @invariant()
     def closed_means_a_closing_stage(self) -> None:
         closing = self.state.process.stage(self.state.current_stage)
-        assert (self.state.status != "open") == bool(closing and closing.closes_as)
         assert (self.state.closed_at is not None) == (self.state.status != "open")
+        if self.state.status == "deleted":
+            return  # deleted where it stood
+        assert (self.state.status != "open") == bool(closing and closing.closes_as)
 
     @invariant()
     def history_replays_to_the_current_stage(self) -> None:
         assert core.replay_history(self.state.history) == self.state.current_stage
         closing = self.state.process.stage(self.state.current_stage)
-        assert self.state.status == ((closing.closes_as if closing else None) or "open")
+        if self.state.status != "deleted":
+            assert self.state.status == ((closing.closes_as if closing else None) or "open")
+
+    @invariant()
+    def activities_fall_to_the_team(self) -> None:
+        """A calendar activity created for an action is its role's member's (the owner's
+        when the team has none); an activity modified since may name another."""
+        for stage in self.state.stages:
+            for action in stage.actions:
+                if action.activity_id is not None and action.activity_assignee is not None:
+                    assert action.activity_assignee in {"ann", "bob", self.state.owner}
 
 
 TestOpportunityMachine = OpportunityMachine.TestCase

@@ -1,0 +1,62 @@
+"""The opportunity as a whole, beside its stages: its team (who plays which role), its
+remarks, and its deletion."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sales.calendar_rules import calendar_key
+from sales.commands import AddRemark, Assign, Command, DeleteOpportunity
+from sales.effects import CancelCalendarActivity, Effect, RecordHistory
+from sales.errors import CommandRejected
+from sales.opportunity import MAX_REMARKS, Opportunity, Remark
+from sales.results import Change
+from sales.stage_rules import note_in_history
+
+
+def assign(state: Opportunity, command: Assign, now: datetime) -> Change:
+    roles = state.process.roles()
+    if command.role not in roles:
+        raise CommandRejected(
+            f"no action of process {state.process_id!r} names role {command.role!r}; "
+            f"its roles are {roles}",
+            code="unknown_role",
+        )
+    if state.team.get(command.role) == command.user:
+        raise CommandRejected(f"{command.user!r} is the {command.role} already", code="not_allowed")
+    state.team = {**state.team, command.role: command.user}
+    entry = note_in_history(state, now, command.by, f"{command.role}: {command.user}")
+    return Change(f"{command.role} is {command.user!r}", effects=[RecordHistory(entry=entry)])
+
+
+def add_remark(state: Opportunity, command: AddRemark, now: datetime) -> Change:
+    remark = Remark(at=now, by=command.by, text=command.text)
+    state.remarks = [*state.remarks, remark][-MAX_REMARKS:]
+    return Change("remark added")
+
+
+def delete_opportunity(state: Opportunity, command: DeleteOpportunity, now: datetime) -> Change:
+    """Ends it as `deleted`, where it stands; its active calendar activities are canceled."""
+    effects: list[Effect] = []
+    canceled = []
+    for stage in state.stages:
+        for action in stage.actions:
+            if action.activity_status == "active":
+                key = calendar_key(state, action)
+                effects.append(CancelCalendarActivity(key=key))
+                action.activity_status = "canceled"
+                canceled.append(key.activity_id)
+    entry = note_in_history(state, now, command.by, f"deleted: {command.reason}")
+    entry.canceled_activities = canceled
+    state.status = "deleted"
+    state.closed_at = now
+    return Change("deleted", effects=[*effects, RecordHistory(entry=entry)])
+
+
+RULES: dict[type[Command], Callable[[Opportunity, Any, datetime], Change]] = {
+    Assign: assign,
+    AddRemark: add_remark,
+    DeleteOpportunity: delete_opportunity,
+}

@@ -1,0 +1,48 @@
+"""Users: the people an opportunity's team and calendar activities name, with their roles."""
+
+from __future__ import annotations
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from sales.validation import Identifier, ShortLine
+
+
+class User(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: Identifier
+    name: ShortLine
+    email: EmailStr | None = None
+    roles: list[Identifier] = Field(default_factory=list, max_length=50)
+
+
+async def put_user(pool: asyncpg.Pool, user: User) -> bool:
+    """Add the user, or replace its details; True if it was added."""
+    added = await pool.fetchval(
+        "INSERT INTO users (user_id, name, email, roles) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (user_id) DO UPDATE SET name = EXCLUDED.name, email = EXCLUDED.email,"
+        " roles = EXCLUDED.roles, updated_at = now()"
+        " RETURNING (xmax = 0)",
+        user.user_id,
+        user.name,
+        user.email,
+        user.roles,
+    )
+    return bool(added)
+
+
+async def get_user(pool: asyncpg.Pool, user_id: str) -> User | None:
+    row = await pool.fetchrow(
+        "SELECT user_id, name, email, roles FROM users WHERE user_id = $1", user_id
+    )
+    return None if row is None else User.model_validate(dict(row))
+
+
+async def list_users(pool: asyncpg.Pool, role: str | None = None) -> list[User]:
+    rows = await pool.fetch(
+        "SELECT user_id, name, email, roles FROM users"
+        " WHERE $1::text IS NULL OR $1 = ANY(roles) ORDER BY user_id",
+        role,
+    )
+    return [User.model_validate(dict(row)) for row in rows]
