@@ -93,6 +93,14 @@ class OpportunityActivities:
                     type="UnknownProcess",
                     non_retryable=True,
                 )
+        if request.process_id is not None and await processes.is_retired(
+            self.pool, request.process_id
+        ):
+            raise ApplicationError(
+                f"process {request.process_id!r} is retired: it takes no new opportunities",
+                type="RetiredProcess",
+                non_retryable=True,
+            )
         return Setup(
             contact_name=contact.full_name,
             process=process,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
 import typer
+from asyncpg import Pool
 from pydantic import ValidationError
 
 from sales.commands import (
@@ -47,7 +48,7 @@ from starter.cli_common import (
 )
 from starter.client import OpportunitiesClient
 from starter.read_model import ReadModel
-from store import calendar, search, users
+from store import calendar, processes, search, users
 from store.search import SearchFilters, SortKey
 
 app = new_app("Opportunities.")
@@ -102,6 +103,7 @@ def create(
         async with database() as pool:
             contact_name = await ReadModel(pool).contact_name(contact)
             process_label = await ReadModel(pool).process_label(process)
+            await _check_start(pool, contact, contact_name, process, stage)
         try:
             opportunity = await client.create(
                 contact,
@@ -126,6 +128,31 @@ def create(
             )
 
     run(work)
+
+
+async def _check_start(
+    pool: Pool, contact: str, contact_name: str | None, process_id: str | None, stage: str | None
+) -> None:
+    """What the workflow would refuse, refused before anything starts (the id stays free)."""
+    if contact_name is None:
+        raise UserError(f"unknown contact {contact!r}; `contact add` adds one")
+    found = await (
+        processes.default_process(pool)
+        if process_id is None
+        else processes.get_process(pool, process_id)
+    )
+    if found is None:
+        known = await processes.process_ids(pool)
+        what = "no default process is set up" if process_id is None else (
+            f"unknown process {process_id!r}")  # fmt: skip
+        raise UserError(f"{what}; processes are {known}")
+    if process_id is not None and await processes.is_retired(pool, process_id):
+        raise UserError(f"process {process_id!r} is retired: it takes no new opportunities")
+    if stage is not None and found.definition.stage(stage) is None:
+        raise UserError(
+            f"unknown stage {stage!r} for process {found.definition.process_id!r}; "
+            f"stages are {found.definition.stage_names()}"
+        )
 
 
 @app.command("show")

@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from activities import rendering
 from activities.letters import put_template
 from sales.contact import Contact
 from sales.errors import describe_validation_error
 from sales.process import Action, ProcessDefinition
+from sales.validation import Identifier
 from starter.cli_common import (
     JsonFlag,
     UserError,
@@ -29,6 +30,8 @@ from starter.cli_common import (
 )
 from store import contacts, events, letters, processes, users
 from store.events import Event
+
+IDENTIFIER = TypeAdapter(Identifier)
 
 process_app = new_app("Opportunity Setup: sales processes.")
 contact_app = new_app("Contacts.")
@@ -84,6 +87,46 @@ def process_apply(
     run(work)
 
 
+@process_app.command("retire")
+def process_retire(
+    process_id: str,
+    undo: Annotated[bool, typer.Option("--undo", help="Take new opportunities again.")] = False,
+) -> None:
+    """Retire a process: it takes no new opportunities; the running ones go on."""
+
+    async def work() -> None:
+        async with database() as pool:
+            changed = await processes.retire(pool, process_id, retired=not undo)
+        state = "takes new opportunities" if undo else "retired"
+        console.print(f"{process_id}: {state}" + ("" if changed else " (already)"), highlight=False)
+
+    run(work)
+
+
+@process_app.command("copy")
+def process_copy(
+    process_id: str,
+    new_id: str,
+    name: Annotated[str | None, typer.Option("--name", help="Default: the same name.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Copy a process's latest version to a new process (version 1, not the default)."""
+    try:
+        IDENTIFIER.validate_python(new_id)
+    except ValidationError as error:
+        raise UserError(describe_validation_error(error, "process id")) from None
+
+    async def work() -> None:
+        async with database() as pool:
+            process = await processes.copy_process(pool, process_id, new_id, name)
+        if as_json:
+            print_json({"process_id": new_id, "version": process.version})
+        else:
+            console.print(f"{new_id}: copied from {process_id} as version 1", highlight=False)
+
+    run(work)
+
+
 @process_app.command("list")
 def process_list(as_json: JsonFlag = False) -> None:
     """The processes, each in its latest version."""
@@ -94,13 +137,14 @@ def process_list(as_json: JsonFlag = False) -> None:
         if as_json:
             print_json(found)
             return
-        table = new_table("process", "name", "version", "default", "stages")
+        table = new_table("process", "name", "version", "default", "retired", "stages")
         for p in found:
             table.add_row(
                 p.process_id,
                 p.name,
                 str(p.version),
                 "yes" if p.is_default else "",
+                "yes" if p.retired else "",
                 " → ".join(p.stages),
             )
         print_table(table)

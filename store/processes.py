@@ -19,6 +19,7 @@ class ProcessSummary(BaseModel):
     is_default: bool
     stages: list[str]
     applied_at: Any
+    retired: bool = False
 
 
 async def apply_process(
@@ -77,6 +78,7 @@ _LATEST_VERSIONS = """
 async def list_processes(pool: asyncpg.Pool) -> list[ProcessSummary]:
     rows = await pool.fetch(_LATEST_VERSIONS)
     default = await _default_process_id(pool)
+    retired = await retired_ids(pool)
     return [
         ProcessSummary(
             process_id=row["process_id"],
@@ -85,6 +87,7 @@ async def list_processes(pool: asyncpg.Pool) -> list[ProcessSummary]:
             is_default=row["process_id"] == default,
             stages=[stage["name"] for stage in row["definition"]["stages"]],
             applied_at=row["applied_at"],
+            retired=row["process_id"] in retired,
         )
         for row in rows
     ]
@@ -114,10 +117,12 @@ async def get_process(
 
 
 async def _default_process_id(pool: asyncpg.Pool) -> str | None:
-    """The process most recently applied with `default: true` (in its latest version)."""
+    """The process most recently applied with `default: true` (in its latest version), unless
+    it is retired."""
     value = await pool.fetchval(
-        f"SELECT process_id FROM ({_LATEST_VERSIONS}) latest"
-        " WHERE is_default ORDER BY applied_at DESC LIMIT 1"
+        f"SELECT process_id FROM ({_LATEST_VERSIONS}) latest WHERE is_default AND NOT EXISTS"
+        " (SELECT 1 FROM process_retirements r WHERE r.process_id = latest.process_id)"
+        " ORDER BY applied_at DESC LIMIT 1"
     )
     return str(value) if value is not None else None
 
@@ -160,3 +165,51 @@ async def missing_references(pool: asyncpg.Pool, definition: ProcessDefinition) 
     return [f"letter template {t!r}" for t in templates if t not in stored_templates] + [
         f"event {e!r}" for e in event_ids if e not in stored_events
     ]
+
+
+async def retired_ids(pool: asyncpg.Pool) -> set[str]:
+    return {
+        row["process_id"] for row in await pool.fetch("SELECT process_id FROM process_retirements")
+    }
+
+
+async def is_retired(pool: asyncpg.Pool, process_id: str) -> bool:
+    return bool(
+        await pool.fetchval("SELECT 1 FROM process_retirements WHERE process_id = $1", process_id)
+    )
+
+
+async def retire(pool: asyncpg.Pool, process_id: str, *, retired: bool = True) -> bool:
+    """Retire a process (no new opportunities; running ones go on), or with `retired=False`
+    take it back; True if that changed anything."""
+    if not await versions(pool, process_id):
+        raise StoreError(f"unknown process {process_id!r}; processes are {await process_ids(pool)}")
+    if retired:
+        done = await pool.fetchval(
+            "INSERT INTO process_retirements (process_id) VALUES ($1)"
+            " ON CONFLICT DO NOTHING RETURNING 1",
+            process_id,
+        )
+    else:
+        done = await pool.fetchval(
+            "DELETE FROM process_retirements WHERE process_id = $1 RETURNING 1", process_id
+        )
+    return bool(done)
+
+
+async def copy_process(
+    pool: asyncpg.Pool, process_id: str, new_id: str, name: str | None = None
+) -> SalesProcess:
+    """A new process `new_id`, version 1, with the latest definition of `process_id` (not the
+    default); refused when `new_id` exists."""
+    source = await get_process(pool, process_id)
+    if source is None:
+        raise StoreError(f"unknown process {process_id!r}; processes are {await process_ids(pool)}")
+    if await versions(pool, new_id):
+        raise StoreError(f"process {new_id!r} exists already; choose another id")
+    copied = ProcessDefinition.model_validate(
+        source.definition.model_dump()
+        | {"process_id": new_id, "default": False, "name": name or source.definition.name}
+    )
+    process, _ = await apply_process(pool, copied)
+    return process

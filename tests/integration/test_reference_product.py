@@ -226,3 +226,30 @@ async def test_a_team_assigns_activities_remarks_are_kept_and_a_deleted_opportun
     assert history[-2]["reason"] == f"adviser: bob-{uid}"
     reopened = await cli("reopen", f"o-{uid}", "--stage", "Prospect")
     assert reopened.code == 1 and "was deleted; it cannot be reopened" in reopened.stderr
+
+
+async def test_a_retired_process_takes_no_new_opportunities_and_a_copy_starts_at_version_1(
+    cli: Cli, worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
+) -> None:
+    process_id = await open_one(pool, opportunities, uid, on_entry=False)
+    copied = await cli("process", "copy", process_id, f"copy-{uid}", "--name", "Copied")
+    assert copied.code == 0, copied.stderr
+    shown = (await cli("process", "show", f"copy-{uid}", "--json")).json()
+    assert (shown["version"], shown["name"], shown["default"]) == (1, "Copied", False)
+    again = await cli("process", "copy", process_id, f"copy-{uid}")
+    assert again.code == 1 and "exists already" in again.stderr
+
+    assert (await cli("process", "retire", process_id)).code == 0
+    listed = {p["process_id"]: p for p in (await cli("process", "list", "--json")).json()}
+    assert listed[process_id]["retired"] is True
+    refused = await cli("create", "--contact", f"c-{uid}", "--id", f"n-{uid}",
+                        "--process", process_id)  # fmt: skip
+    assert refused.code == 1 and f"process '{process_id}' is retired" in refused.stderr
+    going_on = await cli("stage", f"o-{uid}", "Proposal", "--keep-open-activities")
+    assert going_on.code == 0, going_on.stderr  # the running one goes on
+    assert (await cli("process", "retire", process_id, "--undo")).code == 0
+    opened = await cli("create", "--contact", f"c-{uid}", "--id", f"n-{uid}",
+                       "--process", process_id)  # fmt: skip
+    assert opened.code == 0, opened.stderr
+    unknown = await cli("process", "retire", f"none-{uid}")
+    assert unknown.code == 1 and f"unknown process 'none-{uid}'" in unknown.stderr
