@@ -72,7 +72,87 @@ def print_fields(fields: dict[str, str | None]) -> None:
     console.print(grid, highlight=False)
 
 
-def print_table(table: Table) -> None:
+ColumnsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--columns",
+        help="The columns to show, comma-separated (remembered for next time; `default` "
+        "shows them all again).",
+    ),
+]
+
+
+def cli_settings_file() -> Path:
+    """Where the CLI remembers a user's choices (the list layouts):
+    `$XDG_CONFIG_HOME/opportunities/cli.json`, or `OPPORTUNITIES_CLI_SETTINGS`."""
+    if explicit := os.environ.get("OPPORTUNITIES_CLI_SETTINGS"):
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "opportunities" / "cli.json"
+
+
+def _settings() -> dict[str, Any]:
+    try:
+        loaded = json.loads(cli_settings_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def layout(view: str, available: list[str], asked: str | None) -> list[str]:
+    """The columns `view` shows: those `asked` for (then remembered), else the ones
+    remembered for it, else all."""
+    settings = _settings()
+    kept_layouts = settings.get("layouts")
+    layouts: dict[str, Any] = kept_layouts if isinstance(kept_layouts, dict) else {}
+    if asked is None:
+        kept = layouts.get(view)
+        if isinstance(kept, list) and kept and all(name in available for name in kept):
+            return [str(name) for name in kept]
+        return available
+    if asked.strip() == "default":
+        layouts.pop(view, None)
+        chosen = available
+    else:
+        chosen = [name.strip() for name in asked.split(",") if name.strip()]
+        unknown = [name for name in chosen if name not in available]
+        if unknown or not chosen:
+            raise UserError(
+                f"unknown column {', '.join(map(repr, unknown)) or '(none given)'}; "
+                f"the columns are {', '.join(available)}"
+            )
+        layouts[view] = chosen
+    settings["layouts"] = layouts
+    path = cli_settings_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=2) + "\n")
+    except OSError as error:
+        errors.print(f"(could not remember the columns in {path}: {error.strerror})")
+    return chosen
+
+
+def keep_columns(table: Table, names: list[str]) -> Table:
+    """The table with only the columns `names`, in that order (rows keep their style)."""
+    by_name = {str(column.header): column for column in table.columns}
+    kept = [by_name[name] for name in names if name in by_name]
+    if len(kept) == len(table.columns) and kept == table.columns:
+        return table
+    new = new_table(*(str(column.header) for column in kept), title=table.title)
+    cells = [list(column.cells) for column in kept]
+    for n, row in enumerate(table.rows):
+        new.add_row(*(column[n] for column in cells), style=row.style)
+    return new
+
+
+def print_table(table: Table, *, view: str | None = None, columns: str | None = None) -> None:
+    """Print `table`; with `view`, in the list layout the user chose (`--columns`)."""
+    if view is not None:
+        table = keep_columns(table, layout(view, [str(c.header) for c in table.columns], columns))
+    print_fitted(table)
+
+
+def print_fitted(table: Table) -> None:
     """Print `table` at the terminal's width, or wider when its ids and words would not fit
     (the terminal then wraps the lines): a column may wrap between words, never inside one,
     so an id is never cut."""

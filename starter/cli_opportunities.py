@@ -31,6 +31,7 @@ from sales.opportunity import HistoryEntry, Opportunity
 from sales.process import CalendarAction
 from sales.results import CommandResult
 from starter.cli_common import (
+    ColumnsOption,
     JsonFlag,
     Unsuccessful,
     UserError,
@@ -159,6 +160,7 @@ async def _check_start(
 def show(
     opportunity_id: str,
     stage: Annotated[str | None, typer.Option("--stage", help="Show one stage's actions.")] = None,
+    columns: ColumnsOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The opportunity's detail: current stage, status and stage actions."""
@@ -177,12 +179,12 @@ def show(
         if as_json:
             print_json(opportunity)
         else:
-            print_opportunity(opportunity, stage)
+            print_opportunity(opportunity, stage, columns)
 
     run(work)
 
 
-def print_opportunity(o: Opportunity, stage: str | None) -> None:
+def print_opportunity(o: Opportunity, stage: str | None, columns: str | None = None) -> None:
     console.print(f"[bold]{o.opportunity_id}[/bold] {o.name or ''}", highlight=False)
     print_fields({
         "Contact": f"{o.contact_name} ({o.contact_id})" if o.contact_name else o.contact_id,
@@ -224,7 +226,7 @@ def print_opportunity(o: Opportunity, stage: str | None) -> None:
                     f"last attempt failed ({a.last_error.code}): {a.last_error.message}",
                     style="red",
                 )
-    print_table(table)
+    print_table(table, view="show", columns=columns)
     roles = o.process.roles()
     if roles:
         team = ", ".join(f"{role}: {o.member(role) or '-'}" for role in roles)
@@ -550,6 +552,7 @@ def activity_list(
     due_before: Annotated[
         str | None, typer.Option("--due-before", help="Starting before (ISO-8601).")
     ] = None,
+    columns: ColumnsOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Calendar activities (the product's SmartCalendar), soonest first."""
@@ -577,7 +580,7 @@ def activity_list(
                 a.status,
                 a.outcome or "",
             )
-        print_table(table)
+        print_table(table, view="activity list", columns=columns)
 
     run(work)
 
@@ -766,6 +769,7 @@ def search_command(
     desc: Annotated[bool, typer.Option("--desc", help="Sort descending.")] = False,
     limit: Annotated[int, typer.Option("--limit", help="Page size (1-1000).")] = 50,
     offset: Annotated[int, typer.Option("--offset", help="Rows to skip.")] = 0,
+    columns: ColumnsOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Find opportunities in the read model (all filters must match)."""
@@ -813,7 +817,7 @@ def search_command(
                 o.status,
                 str(o.open_actions),
             )
-        print_table(table)
+        print_table(table, view="search", columns=columns)
         if page.total > len(page.items):
             shown = f"{offset + 1}-{offset + len(page.items)}" if page.items else "none"
             console.print(f"showing {shown} of {page.total}; --offset/--limit for more")

@@ -253,3 +253,29 @@ async def test_a_retired_process_takes_no_new_opportunities_and_a_copy_starts_at
     assert opened.code == 0, opened.stderr
     unknown = await cli("process", "retire", f"none-{uid}")
     assert unknown.code == 1 and f"unknown process 'none-{uid}'" in unknown.stderr
+
+
+async def test_tables_show_the_columns_the_user_chose_and_remember_them(
+    cli: Cli, worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
+) -> None:
+    process_id = await open_one(pool, opportunities, uid, owner=f"own-{uid}")
+
+    def headers(output: str) -> list[str]:
+        line = next(line for line in output.splitlines() if line.startswith("┃"))
+        return [cell.strip() for cell in line.strip("┃ \n").split("┃")]
+
+    chosen = await cli("search", "--process", process_id, "--columns", "opportunity,stage,owner")
+    assert chosen.code == 0, chosen.stderr
+    assert headers(chosen.stdout) == ["opportunity", "stage", "owner"], chosen.stdout
+    assert f"own-{uid}" in chosen.stdout
+    remembered = await cli("search", "--process", process_id)
+    assert headers(remembered.stdout) == ["opportunity", "stage", "owner"]
+    wrong = await cli("search", "--process", process_id, "--columns", "opportunity,colour")
+    assert (
+        wrong.code == 1 and "unknown column 'colour'; the columns are opportunity" in wrong.stderr
+    )
+    back = await cli("search", "--process", process_id, "--columns", "default")
+    assert "since" in headers(back.stdout) and "contact" in headers(back.stdout)
+    shown = await cli("show", f"o-{uid}", "--columns", "action,linked activity")
+    assert shown.code == 0 and f"o-{uid}/intro-call/1" in shown.stdout
+    assert "performed" not in shown.stdout

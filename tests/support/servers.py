@@ -9,6 +9,8 @@ import email.policy
 import json
 import os
 import sys
+import tempfile
+import uuid
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -63,6 +65,10 @@ class Cli:
             "OPPORTUNITIES_TASK_QUEUE": task_queue,
             "OPPORTUNITIES_USER": "cli-tester",
             "COLUMNS": "200",
+            # the list layouts it remembers: the test's own, never the user's
+            "OPPORTUNITIES_CLI_SETTINGS": str(
+                Path(tempfile.gettempdir()) / f"cli-settings-{uuid.uuid4().hex}.json"
+            ),
         }
 
     async def __call__(self, *args: str, input: str | None = None) -> CliResult:
