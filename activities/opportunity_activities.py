@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 from activities.failures import classified
 from sales.effects import CalendarChange
 from sales.opportunity import HistoryEntry, OpportunitySummary
-from sales.process import SalesProcess
+from sales.process import FoundProcess, SalesProcess
 from store import contacts, opportunities, processes
 
 
@@ -107,6 +107,15 @@ class OpportunityActivities:
             day_seconds=int(os.environ.get("OPPORTUNITIES_DAY_SECONDS") or 86400),
         )
 
+    @activity.defn(name="find_process")
+    @classified("find_process")
+    async def find_process(self, process_id: str) -> FoundProcess:
+        """A process's latest version by id (none: unknown), and whether it is retired."""
+        return FoundProcess(
+            process=await processes.get_process(self.pool, process_id),
+            retired=await processes.is_retired(self.pool, process_id),
+        )
+
     @activity.defn(name="project_opportunity")
     @classified("project_opportunity")
     async def project_opportunity(self, write: ProjectionWrite) -> None:
@@ -116,4 +125,4 @@ class OpportunityActivities:
 
     def all(self) -> list:
         """The activity callables to register on a worker."""
-        return [self.load_setup, self.project_opportunity]
+        return [self.load_setup, self.find_process, self.project_opportunity]

@@ -147,6 +147,14 @@ class Assign(Command):
     user: ShortLine
 
 
+class MoveProcess(Command):
+    """Move an open opportunity to a stage of another process (its latest version): its
+    actions become that process's; what was done before stays in history."""
+
+    process_id: Identifier
+    stage: Line
+
+
 class AddRemark(Command):
     """A dated remark on the opportunity (shown by `show`)."""
 
@@ -177,6 +185,7 @@ COMMANDS: dict[str, type[Command]] = {
     "delete_activity": DeleteActivity,
     "modify_activity": ModifyActivity,
     "assign": Assign,
+    "move_process": MoveProcess,
     "add_remark": AddRemark,
     "delete_opportunity": DeleteOpportunity,
     "change_owner": ChangeOwner,

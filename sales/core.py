@@ -21,6 +21,7 @@ from sales.commands import (
     ChangeOwner,
     ChangeStage,
     Command,
+    MoveProcess,
     command_name,
 )
 from sales.effects import Effect, EffectOutcome, PerformEffect
@@ -37,7 +38,7 @@ from sales.opportunity import (
     StageState,
     StartOpportunity,
 )
-from sales.process import SalesProcess
+from sales.process import FoundProcess, SalesProcess
 from sales.results import ActionResult, Change, CommandResult
 from sales.validation import excerpt, json_size
 
@@ -121,12 +122,21 @@ def _copy(state: Opportunity, *, stages: bool = True) -> Opportunity:
 
 
 def check(state: Opportunity, command: Command) -> None:
-    """Raise `CommandRejected` if the command cannot be applied to this state; change nothing."""
+    """Raise `CommandRejected` if the command cannot be applied to this state; change nothing.
+    A `move_process` is checked as far as the state goes (the process it names is looked up
+    when it is applied)."""
+    if isinstance(command, MoveProcess):
+        if not state.has_applied(command.request_id):
+            stage_rules.require_open(state)
+        return
     apply(state, command, state.stage_entered_at)
 
 
-def apply(state: Opportunity, command: Command, now: datetime) -> Decision:
-    """Apply a command. Raises `CommandRejected` (with the state untouched) when it is invalid."""
+def apply(
+    state: Opportunity, command: Command, now: datetime, found: FoundProcess | None = None
+) -> Decision:
+    """Apply a command. Raises `CommandRejected` (with the state untouched) when it is invalid.
+    `move_process` needs the process it moves to, `found` by the caller."""
     name = command_name(command)
     if state.has_applied(command.request_id):
         return Decision(
@@ -136,7 +146,10 @@ def apply(state: Opportunity, command: Command, now: datetime) -> Decision:
         )
     stage_rules.require_open(state)
     new = _copy(state, stages=type(command) not in LEAVE_STAGES)
-    change = RULES[type(command)](new, command, now)
+    if isinstance(command, MoveProcess):
+        change = stage_rules.move_process(new, command, now, found or FoundProcess())
+    else:
+        change = RULES[type(command)](new, command, now)
     new.revision += 1
     new.last_command_at = now
     if command.request_id is not None:

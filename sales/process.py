@@ -178,3 +178,11 @@ class SalesProcess(BaseModel):
 
     version: int = Field(ge=1)
     definition: ProcessDefinition
+
+
+class FoundProcess(BaseModel):
+    """What looking up a process by id found: its latest version (None: unknown), and whether
+    it is retired."""
+
+    process: SalesProcess | None = None
+    retired: bool = False

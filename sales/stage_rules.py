@@ -11,11 +11,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sales.calendar_rules import calendar_key, new_calendar_activity
-from sales.commands import ChangeOwner, ChangeStage
+from sales.commands import ChangeOwner, ChangeStage, MoveProcess
 from sales.effects import CancelCalendarActivity, Effect, RecordHistory
 from sales.errors import CommandRejected
-from sales.opportunity import ActionState, HistoryEntry, HistorySource, Opportunity
-from sales.process import ActivitySpec, CalendarAction
+from sales.opportunity import (
+    ActionState,
+    HistoryEntry,
+    HistorySource,
+    Opportunity,
+    StageState,
+)
+from sales.process import ActivitySpec, CalendarAction, FoundProcess
 from sales.results import Change
 
 
@@ -301,3 +307,72 @@ def reopen(state: Opportunity, stage: str, by: str | None, now: datetime) -> Cha
     left = state.current_stage
     effects = enter_stage(state, stage, now, source="reopened", by=by, reason=None)
     return Change(f"reopened: moved from {left!r} to {stage!r}", effects)
+
+
+# --- moving to another process ----------------------------------------------------------------
+
+
+def move_process(
+    state: Opportunity, command: MoveProcess, now: datetime, found: FoundProcess
+) -> Change:
+    """Into a stage of another process's latest version: the old process's active calendar
+    activities are canceled, its action states dropped (their work stays in history), the new
+    stage is entered as by hand."""
+    target = found.process
+    if target is None:
+        raise CommandRejected(f"unknown process {command.process_id!r}", code="unknown_process")
+    if found.retired:
+        raise CommandRejected(
+            f"process {command.process_id!r} is retired: it takes no opportunities",
+            code="not_allowed",
+        )
+    definition = target.definition
+    if definition.stage(command.stage) is None:
+        raise CommandRejected(
+            f"unknown stage {command.stage!r} for process {definition.process_id!r}; "
+            f"stages are {definition.stage_names()}",
+            code="unknown_stage",
+        )
+    if (definition.process_id, target.version) == (state.process_id, state.process_version):
+        raise CommandRejected(
+            f"the opportunity follows {definition.process_id} v{target.version} already; "
+            "change its stage instead",
+            code="not_allowed",
+        )
+    effects: list[Effect] = []
+    canceled = []
+    for stage in state.stages:
+        for action in stage.actions:
+            if action.activity_status == "active":
+                key = calendar_key(state, action)
+                effects.append(CancelCalendarActivity(key=key))
+                canceled.append(key.activity_id)
+    retired = dict(state.retired_generations)  # keys of side effects are never reused
+    for stage in state.stages:
+        for action in stage.actions:
+            if action.generation:
+                retired[action.action_id] = max(retired.get(action.action_id, 0), action.generation)
+    state.retired_generations = retired
+    left = f"{state.process_id} v{state.process_version}"
+    state.process = definition
+    state.process_id = definition.process_id
+    state.process_version = target.version
+    state.stages = [
+        StageState(
+            name=s.name,
+            actions=[
+                ActionState(definition=a, generation=retired.get(a.action_id, 0)) for a in s.actions
+            ],
+        )
+        for s in definition.stages
+    ]
+    effects += enter_stage(
+        state, command.stage, now, source="manual", by=command.by,
+        reason=f"moved from process {left}",
+    )  # fmt: skip
+    entered = state.history[-1]
+    entered.canceled_activities = canceled
+    return Change(
+        f"moved to stage {command.stage!r} of {definition.process_id} v{target.version}",
+        effects,
+    )

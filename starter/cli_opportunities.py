@@ -23,6 +23,7 @@ from sales.commands import (
     DeleteOpportunity,
     ModifyAction,
     ModifyActivity,
+    MoveProcess,
     PerformActions,
     RecordOutcome,
 )
@@ -709,6 +710,36 @@ def assign(
     naming the role are theirs from now on."""
     run(lambda: _require_users([user]))
     send(opportunity_id, _command(Assign, role=role, user=user, by=by), as_json)
+
+
+@app.command("move")
+def move(
+    opportunity_id: str,
+    process: Annotated[str, typer.Option("--process", help="The process to follow now.")],
+    stage: Annotated[str, typer.Option("--stage", help="Its stage to enter.")],
+    by: ByOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Move an open opportunity to a stage of another process (its latest version): its
+    actions become that process's, its active calendar activities are canceled, and what was
+    done before stays in history."""
+
+    async def check() -> None:
+        async with database() as pool:
+            found = await processes.get_process(pool, process)
+            if found is None:
+                raise UserError(
+                    f"unknown process {process!r}; processes are "
+                    f"{await processes.process_ids(pool)}"
+                )
+            if found.definition.stage(stage) is None:
+                raise UserError(
+                    f"unknown stage {stage!r} for process {process!r}; stages are "
+                    f"{found.definition.stage_names()}"
+                )
+
+    run(check)
+    send(opportunity_id, _command(MoveProcess, process_id=process, stage=stage, by=by), as_json)
 
 
 @app.command("remark")

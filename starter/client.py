@@ -48,6 +48,7 @@ from sales.commands import (
     DeleteOpportunity,
     ModifyAction,
     ModifyActivity,
+    MoveProcess,
     PerformActions,
     RecordOutcome,
     command_name,
@@ -536,6 +537,14 @@ class OpportunitiesClient:
     ) -> CommandResult:
         """Give `role` on the opportunity's team to `user`."""
         return await self.execute(opportunity_id, Assign(role=role, user=user, **common))
+
+    async def move_process(
+        self, opportunity_id: str, process_id: str, stage: str, **common: Any
+    ) -> CommandResult:
+        """Move an open opportunity to `stage` of another process's latest version."""
+        return await self.execute(
+            opportunity_id, MoveProcess(process_id=process_id, stage=stage, **common)
+        )
 
     async def add_remark(self, opportunity_id: str, text: str, **common: Any) -> CommandResult:
         return await self.execute(opportunity_id, AddRemark(text=text, **common))

@@ -76,6 +76,7 @@ async def _upsert_summary(
             created_at, updated_at, revision)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now(), $13)
         ON CONFLICT (opportunity_id) DO UPDATE SET
+            process_id = EXCLUDED.process_id, process_version = EXCLUDED.process_version,
             name = EXCLUDED.name, owner = EXCLUDED.owner, status = EXCLUDED.status,
             current_stage = EXCLUDED.current_stage,
             stage_entered_at = EXCLUDED.stage_entered_at, closed_at = EXCLUDED.closed_at,

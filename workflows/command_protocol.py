@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Literal
 
 from sales import core
-from sales.commands import Command
+from sales.commands import Command, MoveProcess
 from sales.effects import (
     CalendarChange,
     CancelCalendarActivity,
@@ -32,11 +32,14 @@ from sales.effects import (
     SendLetter,
 )
 from sales.opportunity import HistoryEntry, Opportunity
+from sales.process import FoundProcess
 from sales.results import ActionResult, CommandResult
 
 Perform = Callable[[PerformEffect], Awaitable[EffectOutcome]]
 """Carries out a side effect with an outcome (an activity in the workflow)."""
 Clock = Callable[[], datetime]
+FindProcess = Callable[[str], Awaitable[FoundProcess]]
+"""Looks a process up by id (an activity in the workflow)."""
 
 CARRIED_BY: dict[type, Literal["perform", "history", "calendar"]] = {
     CreateCalendarActivity: "perform",
@@ -95,10 +98,20 @@ async def carry_out(
     return state, settled, changes
 
 
-async def run_command(state: Opportunity, command: Command, perform: Perform, clock: Clock) -> Done:
+async def run_command(
+    state: Opportunity,
+    command: Command,
+    perform: Perform,
+    clock: Clock,
+    find_process: FindProcess | None = None,
+) -> Done:
     """Apply `command` to `state` and carry it through; raises `CommandRejected` (nothing
-    changed) when the command cannot be applied."""
-    decision = core.apply(state, command, clock())
+    changed) when the command cannot be applied. `move_process` looks its process up with
+    `find_process` first."""
+    found = None
+    if isinstance(command, MoveProcess) and find_process is not None:
+        found = await find_process(command.process_id)
+    decision = core.apply(state, command, clock(), found)
     if decision.result.duplicate:
         return Done(state, decision.result, Changes())
     new, settled, changes = await carry_out(decision.state, decision.effects, perform, clock)

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         PerformEffect,
         SendLetter,
     )
+    from sales.process import FoundProcess
 
 T = TypeVar("T")
 
@@ -90,6 +91,11 @@ async def load_setup(request: SetupRequest) -> Setup:
         cause = error.cause
         kind = cause.type if isinstance(cause, ApplicationError) and cause.type else code
         raise ApplicationError(message, type=kind, non_retryable=True) from None
+
+
+async def find_process(process_id: str) -> FoundProcess:
+    """The process a `move_process` moves to (retried like every effect)."""
+    return await _execute(OpportunityActivities.find_process, process_id, f"Find: {process_id}")
 
 
 async def perform(effect: PerformEffect) -> EffectOutcome:

@@ -89,6 +89,7 @@ class OpportunityWorkflow:
     delete_activity_signal, delete_activity = command_handlers("delete_activity")
     modify_activity_signal, modify_activity = command_handlers("modify_activity")
     assign_signal, assign = command_handlers("assign")
+    move_process_signal, move_process = command_handlers("move_process")
     add_remark_signal, add_remark = command_handlers("add_remark")
     delete_opportunity_signal, delete_opportunity = command_handlers("delete_opportunity")
     change_owner_signal, change_owner = command_handlers("change_owner")
@@ -184,7 +185,9 @@ class OpportunityWorkflow:
         assert self.state is not None
         try:
             command = item.command()
-            done = await run_command(self.state, command, effect_runner.perform, workflow.now)
+            done = await run_command(
+                self.state, command, effect_runner.perform, workflow.now, effect_runner.find_process
+            )
         except CommandRejected as rejected:
             if item.ticket is None:
                 self.state = core.reject(

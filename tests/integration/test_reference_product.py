@@ -279,3 +279,31 @@ async def test_tables_show_the_columns_the_user_chose_and_remember_them(
     shown = await cli("show", f"o-{uid}", "--columns", "action,linked activity")
     assert shown.code == 0 and f"o-{uid}/intro-call/1" in shown.stdout
     assert "performed" not in shown.stdout
+
+
+async def test_an_opportunity_moves_to_a_stage_of_another_process(
+    cli: Cli, worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
+) -> None:
+    process_id = await open_one(pool, opportunities, uid)
+    copied = await cli("process", "copy", process_id, f"pension-{uid}", "--name", "Pensions")
+    assert copied.code == 0, copied.stderr
+    nowhere = await cli("move", f"o-{uid}", "--process", f"pension-{uid}", "--stage", "Nowhere")
+    assert nowhere.code == 1 and "unknown stage 'Nowhere'" in nowhere.stderr
+    unknown = await cli("move", f"o-{uid}", "--process", f"none-{uid}", "--stage", "Prospect")
+    assert unknown.code == 1 and f"unknown process 'none-{uid}'" in unknown.stderr
+    moved = await cli("move", f"o-{uid}", "--process", f"pension-{uid}", "--stage",
+                      "Needs analysis")  # fmt: skip
+    assert moved.code == 0, moved.stderr
+    state = (await cli("show", f"o-{uid}", "--json")).json()
+    assert (state["process_id"], state["current_stage"]) == (f"pension-{uid}", "Needs analysis")
+    history = (await cli("history", f"o-{uid}", "--json")).json()
+    assert history[-1]["reason"] == f"moved from process {process_id} v1"
+    assert history[-1]["canceled_activities"] == [f"o-{uid}/intro-call/1"]
+
+    async def moved_in_the_read_model() -> bool:
+        found = await cli("search", "--process", f"pension-{uid}", "--json")
+        return found.json()["total"] == 1
+
+    await eventually(moved_in_the_read_model)
+    row = await calendar.get(pool, f"o-{uid}/intro-call/1")
+    assert row is not None and row.status == "canceled"

@@ -26,6 +26,7 @@ from sales.commands import (
     DeleteOpportunity,
     ModifyAction,
     ModifyActivity,
+    MoveProcess,
     PerformActions,
     RecordOutcome,
 )
@@ -42,7 +43,7 @@ from sales.effects import (
 )
 from sales.errors import CommandRejected
 from sales.opportunity import Opportunity, StartOpportunity
-from sales.process import ProcessDefinition, SalesProcess
+from sales.process import FoundProcess, ProcessDefinition, SalesProcess
 from tests.support.helpers import example_definition
 from workflows.command_protocol import Changes, carry_out, run_command
 
@@ -239,6 +240,9 @@ TIMED["stages"][0]["follow_up_after_days"] = 1
 TIMED["stages"][1]["advance_after_days"] = 2
 TIMED["stages"][0]["actions"][0]["role"] = "adviser"
 TIMED_PROCESS = SalesProcess(version=1, definition=ProcessDefinition.model_validate(TIMED))
+OTHER_PROCESS = SalesProcess(
+    version=2, definition=ProcessDefinition.model_validate(example_definition("other"))
+)
 
 
 def completed(work: Coroutine[Any, Any, T]) -> T:
@@ -280,6 +284,10 @@ class OpportunityMachine(RuleBasedStateMachine):
             return EffectOutcome(status="failed", code="bad_data", message="simulated")
         return EffectOutcome(status="invited" if isinstance(effect, InviteToEvent) else "sent")
 
+    async def find_process(self, process_id: str) -> FoundProcess:
+        """The processes, simulated: `other` is the example process at version 2."""
+        return FoundProcess(process=OTHER_PROCESS if process_id == "other" else None)
+
     def project(self, changes: Changes) -> None:
         """The projection, simulated: the changes to existing calendar rows."""
         for change in changes.calendar:
@@ -306,7 +314,9 @@ class OpportunityMachine(RuleBasedStateMachine):
         self.fail = fail
         before = self.state.model_copy(deep=True)
         try:
-            done = completed(run_command(self.state, command, self.activities, self.clock))
+            done = completed(
+                run_command(self.state, command, self.activities, self.clock, self.find_process)
+            )
         except CommandRejected:
             assert self.state.model_dump() == before.model_dump(), (
                 "a rejected command changes nothing"
@@ -399,6 +409,10 @@ class OpportunityMachine(RuleBasedStateMachine):
     @rule(role=st.sampled_from(["adviser", "pilot"]), user=st.sampled_from(["ann", "bob"]))
     def assign(self, role: str, user: str) -> None:
         self.run(Assign(role=role, user=user))
+
+    @rule(process_id=st.sampled_from(["other", "unknown"]), stage=st.sampled_from(STAGES))
+    def move_process(self, process_id: str, stage: str) -> None:
+        self.run(MoveProcess(process_id=process_id, stage=stage))
 
     @rule(text=st.sampled_from(["call back", "prefers e-mail"]))
     def add_remark(self, text: str) -> None:
@@ -630,3 +644,35 @@ def test_modifying_an_active_activity_changes_it_and_is_a_history_entry() -> Non
     assert refused.value.code == "activity_not_active"
     with pytest.raises(ValueError, match="give at least one of due"):
         ModifyActivity(activity_id=intro.activity_id)
+
+
+def test_moving_to_another_process_takes_its_actions_and_keeps_the_history() -> None:
+    state = opened()
+    intro = _intro_call(state)
+    other = SalesProcess(version=4, definition=ProcessDefinition.model_validate(
+        example_definition("other", name="Pensions")))  # fmt: skip
+    move = MoveProcess(process_id="other", stage="Needs analysis", by="ann")
+    decision = core.apply(state, move, T0, FoundProcess(process=other))
+    moved = decision.state
+    assert (moved.process_id, moved.process_version, moved.current_stage) == (
+        "other", 4, "Needs analysis")  # fmt: skip
+    assert moved.history[-1].reason == "moved from process life v1"
+    assert moved.history[-1].canceled_activities == [intro.activity_id]
+    assert [type(e).__name__ for e in decision.effects][:2] == [
+        "CancelCalendarActivity", "RecordHistory"]  # fmt: skip
+    assert any(isinstance(e, CreateCalendarActivity) for e in decision.effects)  # on entry
+    assert moved.find_action("intro-call")[1].activity_id is None  # the new process's copy
+    created = next(e for e in decision.effects if isinstance(e, CreateCalendarActivity))
+    assert created.generation == 1  # fact-finder's first (intro-call's 1 stays retired)
+    assert moved.retired_generations["intro-call"] == intro.generation
+    for found, code in [
+        (FoundProcess(), "unknown_process"),
+        (FoundProcess(process=other, retired=True), "not_allowed"),
+        (FoundProcess(process=PROCESS), "not_allowed"),  # the one it follows
+    ]:
+        with pytest.raises(CommandRejected) as refused:
+            core.apply(state, MoveProcess(process_id="x", stage="Prospect"), T0, found)
+        assert refused.value.code == code
+    with pytest.raises(CommandRejected, match="unknown stage 'Nowhere'"):
+        core.apply(state, MoveProcess(process_id="other", stage="Nowhere"), T0,
+                   FoundProcess(process=other))  # fmt: skip
