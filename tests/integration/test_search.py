@@ -164,7 +164,7 @@ async def test_search_from_the_command_line(cli: Cli, pool: asyncpg.Pool, uid: s
     assert named.json()["total"] == 20
     bad = await cli("search", "--status", "pending")
     assert bad.code == 1 and "invalid search filters: status" in bad.stderr
-    assert "'open', 'won' or 'lost'" in bad.stderr
+    assert "'open', 'won', 'lost' or 'deleted'" in bad.stderr
     unsorted = await cli("search", "--sort", "colour")
     assert unsorted.code == 1 and "cannot sort by 'colour'" in unsorted.stderr
     dates = await cli("search", "--entered-before", "yesterday")

@@ -412,7 +412,10 @@ class OpportunityMachine(RuleBasedStateMachine):
 
     @rule(process_id=st.sampled_from(["other", "unknown"]), stage=st.sampled_from(STAGES))
     def move_process(self, process_id: str, stage: str) -> None:
+        before = (self.state.process_id, self.state.process_version)
         self.run(MoveProcess(process_id=process_id, stage=stage))
+        if (self.state.process_id, self.state.process_version) != before:
+            self.completed = set()  # the new process's actions, none completed yet
 
     @rule(text=st.sampled_from(["call back", "prefers e-mail"]))
     def add_remark(self, text: str) -> None:
