@@ -16,13 +16,14 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
 from bench.servers import local_servers
-from sales.commands import ChangeOwner, ChangeStage
+from sales.commands import ActionOverrides, ChangeOwner, ChangeStage
 from sales.opportunity import Opportunity
 from starter.client import OpportunitiesClient
 from store.search import SearchFilters
@@ -86,6 +87,41 @@ async def actions(client: Client, opportunities: OpportunitiesClient, pool: Any)
     await opportunities.change_owner("actions", "bob", request_id="owner-1")  # duplicate
     await until(lambda: _rejected(opportunities, "actions"))
     await save(client, opportunities.handle("actions"), "actions")
+
+
+async def reference_product(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
+    """The reference product's commands: details entered on perform and changed, a team,
+    a remark, outcome lists, Mark Complete with a stage, a move to another process, a
+    deletion."""
+    document = example_definition("refprod", activity_outcomes={"call": ["Interested", "No"]},
+                                   cancel_on_advance=True)  # fmt: skip
+    document["stages"][0]["actions"][0]["role"] = "adviser"
+    await setup_process(pool, "refprod", on_entry=False, **{
+        k: document[k] for k in ("stages", "activity_outcomes", "cancel_on_advance")})  # fmt: skip
+    await setup_process(pool, "refprod-2", on_entry=False)
+    await setup_references(pool, "refprod")
+    contact = await setup_contact(
+        pool, "refprod", street="1 Main St", postal_code="10001", city="Springfield"
+    )
+    opportunity = "refprod"
+    await opportunities.create(contact, opportunity_id=opportunity, process_id="life-refprod")
+    await opportunities.assign(opportunity, "adviser", "bob")
+    due = datetime(2027, 1, 5, 10, 0, tzinfo=UTC)
+    await opportunities.perform_actions(
+        opportunity, ["intro-call", "welcome-letter"],
+        overrides={"intro-call": ActionOverrides(due=due, notes="bring forms"),
+                   "welcome-letter": ActionOverrides(method="document")},
+    )  # fmt: skip
+    activity_id = f"{opportunity}/intro-call/1"
+    await opportunities.modify_activity(opportunity, activity_id, location="Her office")
+    await opportunities.add_remark(opportunity, "prefers calls after six")
+    await opportunities.record_outcome(opportunity, activity_id, outcome="Interested")
+    await opportunities.complete_actions(opportunity, ["seminar"], stage="Proposal")
+    await opportunities.move_process(opportunity, "life-refprod-2", "Needs analysis")
+    await opportunities.delete_opportunity(opportunity, "duplicate")
+    handle = opportunities.handle(opportunity)
+    await handle.result()
+    await save(client, handle, "reference-product")
 
 
 async def _rejected(opportunities: OpportunitiesClient, opportunity_id: str) -> bool:
@@ -238,7 +274,7 @@ async def update_stream(client: Client, opportunities: OpportunitiesClient, pool
 
 PATHS = [
     actions, outcomes, timers, continue_as_new, mass, batched, under_load, local_projection,
-    update_stream,
+    update_stream, reference_product,
 ]  # fmt: skip
 
 
