@@ -7,6 +7,7 @@ import asyncpg
 import pytest
 from temporalio.worker import Worker
 
+from sales.opportunity import Opportunity
 from starter.client import OpportunitiesClient
 from store import calendar
 from tests.support.helpers import (
@@ -307,3 +308,29 @@ async def test_an_opportunity_moves_to_a_stage_of_another_process(
     await eventually(moved_in_the_read_model)
     row = await calendar.get(pool, f"o-{uid}/intro-call/1")
     assert row is not None and row.status == "canceled"
+
+
+async def test_the_new_commands_arrive_as_signals_too(
+    worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
+) -> None:
+    """Each is a signal and an update of the same name: as signals, in order, and a bad one
+    kept in `rejected` with its code."""
+    await open_one(pool, opportunities, uid, process={
+        "stages": own_definition(uid, on_entry=True)["stages"]})  # fmt: skip
+    intro = f"o-{uid}/intro-call/1"
+    for name, payload in [
+        ("add_remark", {"text": "by signal"}),
+        ("modify_activity", {"activity_id": intro, "assignee": "bob"}),
+        ("assign", {"role": "nobody", "user": "bob"}),  # rejected: no action names it
+        ("delete_opportunity", {"reason": "by signal"}),
+    ]:
+        await opportunities.handle(f"o-{uid}").signal(name, payload)
+
+    async def deleted() -> Opportunity | None:
+        state = await opportunities.handle(f"o-{uid}").query("state", result_type=Opportunity)
+        return state if state.status == "deleted" else None
+
+    state = await eventually(deleted)
+    assert [r.text for r in state.remarks] == ["by signal"]
+    assert state.find_calendar_activity(intro)[1].activity_status == "canceled"
+    assert [(r.command, r.code) for r in state.rejected] == [("assign", "unknown_role")]
