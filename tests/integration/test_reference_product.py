@@ -194,7 +194,7 @@ async def test_a_team_assigns_activities_remarks_are_kept_and_a_deleted_opportun
     unknown = await cli("assign", f"o-{uid}", "--role", "adviser", "--user", f"zed-{uid}")
     assert unknown.code == 1 and f"unknown user 'zed-{uid}'" in unknown.stderr
     no_role = await cli("assign", f"o-{uid}", "--role", "pilot", "--user", f"bob-{uid}")
-    assert no_role.code == 1 and "its roles are ['adviser']" in no_role.stderr
+    assert no_role.code == 1 and "its roles are ['adviser', 'agent']" in no_role.stderr
     assigned = await cli("assign", f"o-{uid}", "--role", "adviser", "--user", f"bob-{uid}")
     assert assigned.code == 0, assigned.stderr
     assert (await cli("perform", f"o-{uid}", "intro-call")).code == 0
