@@ -105,6 +105,25 @@ def note_in_history(state: Opportunity, now: datetime, by: str | None, reason: s
     return entry
 
 
+def every_active_activity(state: Opportunity) -> list[ActionState]:
+    """Actions of any stage whose linked activity is still active."""
+    return [a for stage in state.stages for a in stage.actions if a.activity_status == "active"]
+
+
+def cancel_activities(
+    state: Opportunity, actions: list[ActionState]
+) -> tuple[list[Effect], list[str]]:
+    """Cancel the actions' linked activities (in place): the effects, and their ids."""
+    effects: list[Effect] = []
+    canceled: list[str] = []
+    for action in actions:
+        key = calendar_key(state, action)
+        effects.append(CancelCalendarActivity(key=key))
+        action.activity_status = "canceled"
+        canceled.append(key.activity_id)
+    return effects, canceled
+
+
 def active_calendar_activities(state: Opportunity, stage: str) -> list[ActionState]:
     """Actions of `stage` whose linked activity is still active."""
     return [a for a in state.stage_state(stage).actions if a.activity_status == "active"]
@@ -124,11 +143,9 @@ def enter_stage(
     effects: list[Effect] = []
     canceled: list[str] = []
     if cancel and source != "start":
-        for action in active_calendar_activities(state, state.current_stage):
-            key = calendar_key(state, action)
-            effects.append(CancelCalendarActivity(key=key))
-            action.activity_status = "canceled"
-            canceled.append(key.activity_id)
+        effects, canceled = cancel_activities(
+            state, active_calendar_activities(state, state.current_stage)
+        )
     creates = [
         new_calendar_activity(state, action, action.definition, now)
         for action in state.stage_state(stage).actions
@@ -339,14 +356,7 @@ def move_process(
             "change its stage instead",
             code="not_allowed",
         )
-    effects: list[Effect] = []
-    canceled = []
-    for stage in state.stages:
-        for action in stage.actions:
-            if action.activity_status == "active":
-                key = calendar_key(state, action)
-                effects.append(CancelCalendarActivity(key=key))
-                canceled.append(key.activity_id)
+    effects, canceled = cancel_activities(state, every_active_activity(state))
     retired = dict(state.retired_generations)  # keys of side effects are never reused
     for stage in state.stages:
         for action in stage.actions:

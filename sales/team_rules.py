@@ -7,13 +7,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sales.calendar_rules import calendar_key
 from sales.commands import AddRemark, Assign, Command, DeleteOpportunity
-from sales.effects import CancelCalendarActivity, Effect, RecordHistory
+from sales.effects import RecordHistory
 from sales.errors import CommandRejected
 from sales.opportunity import MAX_REMARKS, Opportunity, Remark
 from sales.results import Change
-from sales.stage_rules import note_in_history
+from sales.stage_rules import cancel_activities, every_active_activity, note_in_history
 
 
 def assign(state: Opportunity, command: Assign, now: datetime) -> Change:
@@ -39,15 +38,7 @@ def add_remark(state: Opportunity, command: AddRemark, now: datetime) -> Change:
 
 def delete_opportunity(state: Opportunity, command: DeleteOpportunity, now: datetime) -> Change:
     """Ends it as `deleted`, where it stands; its active calendar activities are canceled."""
-    effects: list[Effect] = []
-    canceled = []
-    for stage in state.stages:
-        for action in stage.actions:
-            if action.activity_status == "active":
-                key = calendar_key(state, action)
-                effects.append(CancelCalendarActivity(key=key))
-                action.activity_status = "canceled"
-                canceled.append(key.activity_id)
+    effects, canceled = cancel_activities(state, every_active_activity(state))
     entry = note_in_history(state, now, command.by, f"deleted: {command.reason}")
     entry.canceled_activities = canceled
     state.status = "deleted"
