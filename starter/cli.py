@@ -15,7 +15,15 @@ from temporalio.service import RPCError
 
 from activities import rendering
 from sales.errors import describe_validation_error
-from starter import cli_codec, cli_mass, cli_opportunities, cli_schema, cli_setup, cli_verify
+from starter import (
+    cli_actions,
+    cli_codec,
+    cli_mass,
+    cli_opportunities,
+    cli_schema,
+    cli_setup,
+    cli_verify,
+)
 from starter.cli_common import EXPECTED_ERRORS, errors, new_app
 
 app = new_app(
@@ -30,13 +38,14 @@ app.add_typer(cli_setup.user_app, name="user")
 app.add_typer(cli_mass.mass_app, name="mass-modify")
 for command in [
     *cli_opportunities.app.registered_commands,
+    *cli_actions.app.registered_commands,
     *cli_schema.app.registered_commands,
     *cli_codec.app.registered_commands,
     *cli_verify.app.registered_commands,
 ]:
     app.registered_commands.append(command)
-for group in cli_opportunities.app.registered_groups:
-    app.registered_groups.append(group)
+app.add_typer(cli_actions.action_app, name="action")
+app.add_typer(cli_actions.activity_app, name="activity")
 
 
 def main() -> None:

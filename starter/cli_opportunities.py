@@ -1,46 +1,32 @@
-"""Opportunities: create, show, history, and the commands that advance them."""
+"""Opportunities: create, show, history, stage changes, the team, remarks, moving, deleting
+and searching."""
 
 from __future__ import annotations
 
 import sys
-from datetime import datetime
-from pathlib import Path
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, cast
 
 import typer
 from asyncpg import Pool
 from pydantic import ValidationError
 
 from sales.commands import (
-    AddAction,
     AddRemark,
     Assign,
     ChangeStage,
-    Command,
-    CompleteActions,
-    DeleteAction,
-    DeleteActivity,
     DeleteOpportunity,
-    ModifyAction,
-    ModifyActivity,
     MoveProcess,
-    PerformActions,
-    RecordOutcome,
 )
-from sales.errors import CommandRejected, describe_validation_error
+from sales.errors import describe_validation_error
 from sales.opportunity import HistoryEntry, Opportunity
-from sales.process import CalendarAction
-from sales.results import CommandResult
 from starter.cli_common import (
     ColumnsOption,
     JsonFlag,
-    Unsuccessful,
     UserError,
     actor,
     console,
     counted,
     database,
-    load_document,
     new_app,
     new_table,
     print_fields,
@@ -48,21 +34,19 @@ from starter.cli_common import (
     print_table,
     run,
 )
+from starter.cli_send import (
+    ByOption,
+    command_of,
+    require_users,
+    send,
+)
 from starter.client import OpportunitiesClient
 from starter.read_model import ReadModel
-from store import calendar, processes, search, users
+from store import processes, search
 from store.search import SearchFilters, SortKey
 
 app = new_app("Opportunities.")
-action_app = new_app("Actions of one opportunity (its own copy of the process's actions).")
-activity_app = new_app("Calendar activities linked to actions.")
-app.add_typer(action_app, name="action")
-app.add_typer(activity_app, name="activity")
 
-ByOption = Annotated[
-    str | None, typer.Option("--by", help="Who issues it (kept in history); default: you.")
-]
-C = TypeVar("C", bound=Command)
 EnteredBefore = Annotated[
     str | None, typer.Option("--entered-before", help="Stage entered before (ISO-8601).")
 ]
@@ -73,17 +57,6 @@ OpenActionsFilter = Annotated[
     bool | None,
     typer.Option("--open-actions/--no-open-actions", help="Current stage has open actions."),
 ]
-CancelOption = Annotated[
-    bool | None,
-    typer.Option(
-        "--cancel-open-activities/--keep-open-activities",
-        help="When the opportunity moves on: cancel the open activities of the stage left "
-        "(default: the process's cancel_on_advance).",
-    ),
-]
-
-
-# --- opportunities ----------------------------------------------------------------------------
 
 
 @app.command("create")
@@ -355,349 +328,6 @@ def reopen(
     run(work)
 
 
-DueOption = Annotated[
-    str | None,
-    typer.Option("--due", help="When the calendar activity starts: 2027-01-05T10:00 (local "
-                 "time) or with a zone."),
-]  # fmt: skip
-DurationOption = Annotated[
-    int | None, typer.Option("--duration", help="Its length in minutes.", min=1, max=10080)
-]
-LetterMethodOption = Annotated[
-    str | None,
-    typer.Option(
-        "--letter-method",
-        help="email, document or both (the letters' correspondence option; default the action's).",
-    ),
-]
-SubjectOption = Annotated[str | None, typer.Option("--subject")]
-AssigneeOption = Annotated[str | None, typer.Option("--assignee", help="Who does it (a user).")]
-NotesOption = Annotated[str | None, typer.Option("--notes")]
-LocationOption = Annotated[str | None, typer.Option("--location")]
-
-
-def _details(
-    due: str | None, duration: int | None, subject: str | None, assignee: str | None,
-    notes: str | None, location: str | None,
-) -> dict[str, Any]:  # fmt: skip
-    """The calendar activity details given on the command line (a due without a zone is in
-    this machine's time zone)."""
-    given: dict[str, Any] = {
-        "duration_minutes": duration, "subject": subject, "assignee": assignee, "notes": notes,
-        "location": location,
-    }  # fmt: skip
-    if due is not None:
-        try:
-            when = datetime.fromisoformat(due)
-        except ValueError:
-            raise UserError(
-                f"--due {due!r} is not a date and time; give it as 2027-01-05T10:00 "
-                "(local time) or 2027-01-05T10:00+01:00"
-            ) from None
-        given["due"] = when if when.tzinfo else when.astimezone()
-    return {field: value for field, value in given.items() if value is not None}
-
-
-@app.command("perform")
-def perform(
-    opportunity_id: str,
-    action_ids: Annotated[list[str], typer.Argument(help="The tagged actions.")],
-    due: DueOption = None,
-    duration: DurationOption = None,
-    subject: SubjectOption = None,
-    assignee: AssigneeOption = None,
-    notes: NotesOption = None,
-    location: LocationOption = None,
-    letter_method: LetterMethodOption = None,
-    by: ByOption = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Perform actions: create the calendar activity (with the details given here), send the
-    letter (as --letter-method says), invite to the event."""
-    details = _details(due, duration, subject, assignee, notes, location)
-    if assignee is not None:
-        run(lambda: _require_users([assignee]))
-    overrides: dict[str, dict[str, Any]] = {}
-    if details or letter_method:
-        state = run(lambda: _state(opportunity_id))
-        for action_id in action_ids:
-            found = state.find_action(action_id)
-            kind = found[1].type if found else None
-            if kind == "calendar" and details:
-                overrides[action_id] = details
-            elif kind == "letter" and letter_method:
-                overrides[action_id] = {"method": letter_method}
-    command = _command(PerformActions, action_ids=action_ids, overrides=overrides, by=by)
-    send(opportunity_id, command, as_json)
-
-
-async def _state(opportunity_id: str) -> Opportunity:
-    return await (await OpportunitiesClient.connect()).state(opportunity_id)
-
-
-@app.command("complete")
-def complete(
-    opportunity_id: str,
-    action_ids: Annotated[list[str], typer.Argument(help="The tagged actions.")],
-    outcome: Annotated[
-        str | None, typer.Option("--outcome", help="Outcome of the linked activity.")
-    ] = None,
-    notes: Annotated[str | None, typer.Option("--notes")] = None,
-    stage: Annotated[
-        str | None, typer.Option("--stage", help="Also move the opportunity to this stage.")
-    ] = None,
-    cancel: CancelOption = None,
-    by: ByOption = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Mark actions completed (a calendar action's linked activity becomes done)."""
-    command = _command(
-        CompleteActions, action_ids=action_ids, outcome=outcome, notes=notes, stage=stage,
-        cancel_open_activities=cancel, by=by,
-    )  # fmt: skip
-    send(opportunity_id, command, as_json)
-
-
-@action_app.command("add")
-def action_add(
-    opportunity_id: str,
-    stage: Annotated[str, typer.Option("--stage", help="The stage to add it to.")],
-    file: Annotated[Path, typer.Option("--file", help="The action definition (JSON or YAML).")],
-    by: ByOption = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Add an action to this opportunity only."""
-    document = load_document(file)
-    send(opportunity_id, _command(AddAction, stage=stage, action=document, by=by), as_json)
-
-
-@action_app.command("modify")
-def action_modify(
-    opportunity_id: str,
-    action_id: str,
-    file: Annotated[Path, typer.Option("--file", help="The fields to change (JSON or YAML).")],
-    by: ByOption = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Change fields of an action of this opportunity only."""
-    changes = load_document(file)
-    command = _command(ModifyAction, action_id=action_id, changes=changes, by=by)
-    send(opportunity_id, command, as_json)
-
-
-@action_app.command("delete")
-def action_delete(
-    opportunity_id: str, action_id: str, by: ByOption = None, as_json: JsonFlag = False
-) -> None:
-    """Delete an action from this opportunity only."""
-    send(opportunity_id, DeleteAction(action_id=action_id, by=by or actor()), as_json)
-
-
-@activity_app.command("done")
-def activity_done(
-    activity_id: str,
-    outcome: Annotated[str | None, typer.Option("--outcome")] = None,
-    notes: Annotated[str | None, typer.Option("--notes")] = None,
-    stage: Annotated[
-        str | None, typer.Option("--stage", help="Also move the opportunity to this stage.")
-    ] = None,
-    cancel: CancelOption = None,
-    by: ByOption = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Mark a linked calendar activity done, recording its outcome; completes its action.
-    Asked for the outcome when it is needed and not given (from the process's list of the
-    activity's kind, when it has one)."""
-    opportunity_id = run(lambda: _opportunity_of(activity_id))
-    if outcome is None and sys.stdin.isatty():
-        outcome = run(lambda: _ask_outcome(opportunity_id, activity_id))
-    command = _command(
-        RecordOutcome, activity_id=activity_id, outcome=outcome, notes=notes, stage=stage,
-        cancel_open_activities=cancel, by=by,
-    )  # fmt: skip
-    send(opportunity_id, command, as_json)
-
-
-async def _ask_outcome(opportunity_id: str, activity_id: str) -> str | None:
-    """The outcome of an activity that tracks outcomes, asked of the user: one of the
-    process's list for its kind, or any text when it has none."""
-    state = await (await OpportunitiesClient.connect()).state(opportunity_id)
-    found = state.find_calendar_activity(activity_id)
-    definition = found[1].definition if found else None
-    if not isinstance(definition, CalendarAction) or not definition.activity.track_outcome:
-        return None
-    listed = state.process.outcomes_of(definition.activity.kind)
-    if listed is None:
-        return str(typer.prompt("Outcome"))
-    for n, choice in enumerate(listed, start=1):
-        console.print(f"  {n}. {choice}", highlight=False)
-    while not 1 <= (answer := typer.prompt("Outcome (number)", type=int)) <= len(listed):
-        console.print(f"choose a number from 1 to {len(listed)}")
-    return listed[answer - 1]
-
-
-@activity_app.command("delete")
-def activity_delete(activity_id: str, by: ByOption = None, as_json: JsonFlag = False) -> None:
-    """Delete a linked calendar activity, so that its action can create another."""
-    command = DeleteActivity(activity_id=activity_id, by=by or actor())
-    send(run(lambda: _opportunity_of(activity_id)), command, as_json)
-
-
-@activity_app.command("list")
-def activity_list(
-    opportunity_id: Annotated[str | None, typer.Option("--opportunity")] = None,
-    assignee: Annotated[str | None, typer.Option("--assignee", help="One user's calendar.")] = None,
-    due_from: Annotated[
-        str | None, typer.Option("--due-from", help="Starting at or after (ISO-8601).")
-    ] = None,
-    due_before: Annotated[
-        str | None, typer.Option("--due-before", help="Starting before (ISO-8601).")
-    ] = None,
-    columns: ColumnsOption = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Calendar activities (the product's SmartCalendar), soonest first."""
-    since = _details(due_from, None, None, None, None, None).get("due")
-    until = _details(due_before, None, None, None, None, None).get("due")
-
-    async def work() -> None:
-        async with database() as pool:
-            found = await calendar.list_for(
-                pool, opportunity_id, assignee=assignee, due_from=since, due_before=until
-            )
-        if as_json:
-            print_json(found)
-            return
-        table = new_table("activity", "opportunity", "kind", "subject", "starts", "assignee",
-                          "status", "outcome")  # fmt: skip
-        for a in found:
-            table.add_row(
-                a.activity_id,
-                a.opportunity_id,
-                a.kind,
-                a.subject,
-                f"{a.starts_at:%Y-%m-%d %H:%M}",
-                a.assignee or "",
-                a.status,
-                a.outcome or "",
-            )
-        print_table(table, view="activity list", columns=columns)
-
-    run(work)
-
-
-@activity_app.command("show")
-def activity_show(activity_id: str, as_json: JsonFlag = False) -> None:
-    """One calendar activity, with everything entered for it."""
-
-    async def work() -> None:
-        async with database() as pool:
-            found = await calendar.get(pool, activity_id)
-        if found is None:
-            raise UserError(f"unknown calendar activity {activity_id!r}")
-        if as_json:
-            print_json(found)
-            return
-        print_fields({
-            "Activity": found.activity_id,
-            "Opportunity": f"{found.opportunity_id} (action {found.action_id})",
-            "Contact": found.contact_id,
-            "Kind": found.kind,
-            "Subject": found.subject,
-            "Due": f"{found.starts_at:%Y-%m-%d %H:%M %Z} to {found.ends_at:%H:%M}",
-            "Assignee": found.assignee or "-",
-            "Location": found.location,
-            "Status": found.status + (f", outcome {found.outcome}" if found.outcome else ""),
-            "Notes": found.notes,
-            "Created on": f"{found.created_on:%Y-%m-%d}",
-        })  # fmt: skip
-
-    run(work)
-
-
-@activity_app.command("modify")
-def activity_modify(
-    activity_id: str,
-    due: DueOption = None,
-    duration: DurationOption = None,
-    subject: SubjectOption = None,
-    assignee: AssigneeOption = None,
-    notes: NotesOption = None,
-    location: LocationOption = None,
-    by: ByOption = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Change an active calendar activity's details (kept in the opportunity's history)."""
-    details = _details(due, duration, subject, assignee, notes, location)
-    if not details:
-        raise UserError("nothing to change: give at least one of the options (see --help)")
-    if assignee is not None:
-        run(lambda: _require_users([assignee]))
-    command = _command(ModifyActivity, activity_id=activity_id, **details, by=by)
-    send(run(lambda: _opportunity_of(activity_id)), command, as_json)
-
-
-async def _opportunity_of(activity_id: str) -> str:
-    async with database() as pool:
-        found = await calendar.get(pool, activity_id)
-    if found is None:
-        raise UserError(f"unknown calendar activity {activity_id!r}")
-    return found.opportunity_id
-
-
-def _command(model: type[C], *, by: str | None, **fields: Any) -> C:
-    try:
-        return model.model_validate({**fields, "by": by or actor()})
-    except ValidationError as error:
-        raise UserError(describe_validation_error(error, "command")) from None
-
-
-CLI_HINTS = {
-    "activity_active": "on the command line: `opportunities activity delete ACTIVITY`",
-}
-"""What a command line user types about a rejection, by its code."""
-
-
-def send(opportunity_id: str, command: Command, as_json: bool) -> None:
-    """Send a command as an update and print its result (one line per action)."""
-
-    async def work() -> None:
-        client = await OpportunitiesClient.connect()
-        try:
-            result = await client.execute(opportunity_id, command)
-        except CommandRejected as rejected:
-            if rejected.code in CLI_HINTS:
-                raise UserError(f"{rejected} ({CLI_HINTS[rejected.code]})") from None
-            raise
-        if as_json:
-            print_json(result)
-        else:
-            print_result(opportunity_id, result)
-        failed = [a for a in result.actions if a.outcome == "failed"]
-        if failed:
-            raise Unsuccessful(
-                f"{counted(len(failed), 'action')} failed: "
-                + "; ".join(f"{a.action_id}: {a.message}" for a in failed)
-            )
-
-    run(work)
-
-
-def print_result(opportunity_id: str, result: CommandResult) -> None:
-    if result.duplicate:
-        console.print(f"{opportunity_id}: already applied (request {result.request_id})")
-        return
-    if not result.actions:
-        console.print(f"{opportunity_id}: {result.message}", highlight=False)
-        return
-    table = new_table("action", "outcome", "detail", title=f"{opportunity_id}: {result.command}")
-    for action in result.actions:
-        style = "red" if action.outcome == "failed" else None
-        table.add_row(action.action_id, action.outcome, action.message, style=style)
-    print_table(table)
-    console.print(f"stage: {result.current_stage} ({result.status})", highlight=False)
-
-
 @app.command("assign")
 def assign(
     opportunity_id: str,
@@ -708,8 +338,8 @@ def assign(
 ) -> None:
     """Give a role on the opportunity's team to a user: the calendar activities of the actions
     naming the role are theirs from now on."""
-    run(lambda: _require_users([user]))
-    send(opportunity_id, _command(Assign, role=role, user=user, by=by), as_json)
+    run(lambda: require_users([user]))
+    send(opportunity_id, command_of(Assign, role=role, user=user, by=by), as_json)
 
 
 @app.command("move")
@@ -739,7 +369,7 @@ def move(
                 )
 
     run(check)
-    send(opportunity_id, _command(MoveProcess, process_id=process, stage=stage, by=by), as_json)
+    send(opportunity_id, command_of(MoveProcess, process_id=process, stage=stage, by=by), as_json)
 
 
 @app.command("remark")
@@ -750,7 +380,7 @@ def remark(
     as_json: JsonFlag = False,
 ) -> None:
     """Add a dated remark to the opportunity (`show` lists them)."""
-    send(opportunity_id, _command(AddRemark, text=text, by=by), as_json)
+    send(opportunity_id, command_of(AddRemark, text=text, by=by), as_json)
 
 
 @app.command("delete")
@@ -763,7 +393,7 @@ def delete(
 ) -> None:
     """End the opportunity as deleted: out of searches (unless --status deleted), kept in
     history, its active calendar activities canceled. It cannot be reopened."""
-    command = _command(DeleteOpportunity, reason=reason, by=by)
+    command = command_of(DeleteOpportunity, reason=reason, by=by)
     if not yes:
         question = f"Delete opportunity {opportunity_id!r}? It cannot be reopened."
         if not sys.stdin.isatty():
@@ -771,15 +401,6 @@ def delete(
         if not typer.confirm(question, default=False):
             raise typer.Exit(1)
     send(opportunity_id, command, as_json)
-
-
-async def _require_users(user_ids: list[str]) -> None:
-    """Refuse a user id that `user add` never added."""
-    async with database() as pool:
-        for user_id in user_ids:
-            if await users.get_user(pool, user_id) is None:
-                known = [u.user_id for u in await users.list_users(pool)][:20]
-                raise UserError(f"unknown user {user_id!r}; users are {known}")
 
 
 @app.command("search")
