@@ -17,7 +17,7 @@ from activities.failures import classified
 from sales.effects import CalendarChange
 from sales.opportunity import HistoryEntry, OpportunitySummary
 from sales.process import FoundProcess, SalesProcess
-from store import contacts, opportunities, processes
+from store import contacts, opportunities, processes, users
 
 
 class SetupRequest(BaseModel):
@@ -116,6 +116,12 @@ class OpportunityActivities:
             retired=await processes.is_retired(self.pool, process_id),
         )
 
+    @activity.defn(name="find_users")
+    @classified("find_users")
+    async def find_users(self, user_ids: list[str]) -> list[str]:
+        """Of these user ids, those `user add` added."""
+        return await users.existing(self.pool, user_ids)
+
     @activity.defn(name="project_opportunity")
     @classified("project_opportunity")
     async def project_opportunity(self, write: ProjectionWrite) -> None:
@@ -125,4 +131,4 @@ class OpportunityActivities:
 
     def all(self) -> list:
         """The activity callables to register on a worker."""
-        return [self.load_setup, self.find_process, self.project_opportunity]
+        return [self.load_setup, self.find_process, self.find_users, self.project_opportunity]

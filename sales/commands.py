@@ -193,6 +193,17 @@ COMMANDS: dict[str, type[Command]] = {
 """Command name (signal and update name) to payload model."""
 
 
+def users_named(command: Command) -> list[str]:
+    """The users a command names (an assignee, a team member), which must exist."""
+    if isinstance(command, Assign):
+        return [command.user]
+    if isinstance(command, ModifyActivity):
+        return [command.assignee] if command.assignee else []
+    if isinstance(command, PerformActions):
+        return sorted({o.assignee for o in command.overrides.values() if o.assignee})
+    return []
+
+
 def command_name(command: Command) -> str:
     return next(name for name, model in COMMANDS.items() if type(command) is model)
 

@@ -23,6 +23,7 @@ from sales.commands import (
     Command,
     MoveProcess,
     command_name,
+    users_named,
 )
 from sales.effects import Effect, EffectOutcome, PerformEffect
 from sales.errors import CommandRejected
@@ -133,10 +134,15 @@ def check(state: Opportunity, command: Command) -> None:
 
 
 def apply(
-    state: Opportunity, command: Command, now: datetime, found: FoundProcess | None = None
+    state: Opportunity,
+    command: Command,
+    now: datetime,
+    found: FoundProcess | None = None,
+    users: frozenset[str] | None = None,
 ) -> Decision:
     """Apply a command. Raises `CommandRejected` (with the state untouched) when it is invalid.
-    `move_process` needs the process it moves to, `found` by the caller."""
+    `move_process` needs the process it moves to, `found` by the caller; a command naming
+    users is checked against `users`, those of them that exist (when the caller looked)."""
     name = command_name(command)
     if state.has_applied(command.request_id):
         return Decision(
@@ -145,6 +151,13 @@ def apply(
             result=_result(state, name, command.request_id, "already applied", duplicate=True),
         )
     stage_rules.require_open(state)
+    if users is not None:
+        missing = [user for user in users_named(command) if user not in users]
+        if missing:
+            raise CommandRejected(
+                f"unknown user {missing[0]!r}; `opportunities user add` adds one",
+                code="unknown_user",
+            )
     new = _copy(state, stages=type(command) not in LEAVE_STAGES)
     if isinstance(command, MoveProcess):
         change = stage_rules.move_process(new, command, now, found or FoundProcess())

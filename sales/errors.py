@@ -19,6 +19,7 @@ REJECTION_CODES: dict[str, str] = {
     "action_not_reached": "the action belongs to a stage the opportunity has not reached",
     "outcome_required": "the calendar activity tracks outcomes: give an outcome",
     "unknown_role": "no action of the process names this role",
+    "unknown_user": "no user has this id (`opportunities user add` adds one)",
     "unknown_process": "no process has this id",
     "unknown_outcome": "the process lists the outcomes of this kind of activity: give one of them",
     "closed": "the opportunity is won or lost: reopen it to change it",

@@ -46,3 +46,11 @@ async def list_users(pool: asyncpg.Pool, role: str | None = None) -> list[User]:
         role,
     )
     return [User.model_validate(dict(row)) for row in rows]
+
+
+async def existing(pool: asyncpg.Pool, user_ids: list[str]) -> list[str]:
+    """Of `user_ids`, those that exist."""
+    rows = await pool.fetch(
+        "SELECT user_id FROM users WHERE user_id = ANY($1::text[]) ORDER BY user_id", user_ids
+    )
+    return [row["user_id"] for row in rows]

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Literal
 
 from sales import core
-from sales.commands import Command, MoveProcess
+from sales.commands import Command, MoveProcess, users_named
 from sales.effects import (
     CalendarChange,
     CancelCalendarActivity,
@@ -40,6 +40,8 @@ Perform = Callable[[PerformEffect], Awaitable[EffectOutcome]]
 Clock = Callable[[], datetime]
 FindProcess = Callable[[str], Awaitable[FoundProcess]]
 """Looks a process up by id (an activity in the workflow)."""
+FindUsers = Callable[[list[str]], Awaitable[list[str]]]
+"""Of the user ids given, those that exist (an activity in the workflow)."""
 
 CARRIED_BY: dict[type, Literal["perform", "history", "calendar"]] = {
     CreateCalendarActivity: "perform",
@@ -104,14 +106,18 @@ async def run_command(
     perform: Perform,
     clock: Clock,
     find_process: FindProcess | None = None,
+    find_users: FindUsers | None = None,
 ) -> Done:
     """Apply `command` to `state` and carry it through; raises `CommandRejected` (nothing
-    changed) when the command cannot be applied. `move_process` looks its process up with
-    `find_process` first."""
+    changed) when the command cannot be applied. First `move_process` looks its process up
+    with `find_process`, and a command naming users looks them up with `find_users`."""
     found = None
     if isinstance(command, MoveProcess) and find_process is not None:
         found = await find_process(command.process_id)
-    decision = core.apply(state, command, clock(), found)
+    users = None
+    if (named := users_named(command)) and find_users is not None:
+        users = frozenset(await find_users(named))
+    decision = core.apply(state, command, clock(), found, users)
     if decision.result.duplicate:
         return Done(state, decision.result, Changes())
     new, settled, changes = await carry_out(decision.state, decision.effects, perform, clock)

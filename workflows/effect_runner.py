@@ -98,6 +98,11 @@ async def find_process(process_id: str) -> FoundProcess:
     return await _execute(OpportunityActivities.find_process, process_id, f"Find: {process_id}")
 
 
+async def find_users(user_ids: list[str]) -> list[str]:
+    """Of the users a command names, those that exist (retried like every effect)."""
+    return await _execute(OpportunityActivities.find_users, user_ids, "Find users")
+
+
 async def perform(effect: PerformEffect) -> EffectOutcome:
     """Create the calendar activity, send the letter or invite; a failure that no retry
     fixed comes back as `failed` with its code."""

@@ -186,8 +186,9 @@ class OpportunityWorkflow:
         try:
             command = item.command()
             done = await run_command(
-                self.state, command, effect_runner.perform, workflow.now, effect_runner.find_process
-            )
+                self.state, command, effect_runner.perform, workflow.now,
+                effect_runner.find_process, effect_runner.find_users,
+            )  # fmt: skip
         except CommandRejected as rejected:
             if item.ticket is None:
                 self.state = core.reject(

@@ -9,7 +9,7 @@ from temporalio.worker import Worker
 
 from sales.opportunity import Opportunity
 from starter.client import OpportunitiesClient
-from store import calendar
+from store import calendar, users
 from tests.support.helpers import (
     eventually,
     open_one,
@@ -317,11 +317,13 @@ async def test_the_new_commands_arrive_as_signals_too(
     kept in `rejected` with its code."""
     await open_one(pool, opportunities, uid, process={
         "stages": own_definition(uid, on_entry=True)["stages"]})  # fmt: skip
+    await users.put_user(pool, users.User(user_id=f"bob-{uid}", name="Bob"))
     intro = f"o-{uid}/intro-call/1"
     for name, payload in [
         ("add_remark", {"text": "by signal"}),
-        ("modify_activity", {"activity_id": intro, "assignee": "bob"}),
-        ("assign", {"role": "nobody", "user": "bob"}),  # rejected: no action names it
+        ("modify_activity", {"activity_id": intro, "assignee": f"bob-{uid}"}),
+        ("modify_activity", {"activity_id": intro, "assignee": f"zed-{uid}"}),  # unknown
+        ("assign", {"role": "nobody", "user": f"bob-{uid}"}),  # no action names the role
         ("delete_opportunity", {"reason": "by signal"}),
     ]:
         await opportunities.handle(f"o-{uid}").signal(name, payload)
@@ -333,4 +335,5 @@ async def test_the_new_commands_arrive_as_signals_too(
     state = await eventually(deleted)
     assert [r.text for r in state.remarks] == ["by signal"]
     assert state.find_calendar_activity(intro)[1].activity_status == "canceled"
-    assert [(r.command, r.code) for r in state.rejected] == [("assign", "unknown_role")]
+    assert [(r.command, r.code) for r in state.rejected] == [
+        ("modify_activity", "unknown_user"), ("assign", "unknown_role")]  # fmt: skip

@@ -284,6 +284,10 @@ class OpportunityMachine(RuleBasedStateMachine):
             return EffectOutcome(status="failed", code="bad_data", message="simulated")
         return EffectOutcome(status="invited" if isinstance(effect, InviteToEvent) else "sent")
 
+    async def find_users(self, user_ids: list[str]) -> list[str]:
+        """The users, simulated: ann and bob exist."""
+        return [user for user in user_ids if user in {"ann", "bob"}]
+
     async def find_process(self, process_id: str) -> FoundProcess:
         """The processes, simulated: `other` is the example process at version 2."""
         return FoundProcess(process=OTHER_PROCESS if process_id == "other" else None)
@@ -315,7 +319,14 @@ class OpportunityMachine(RuleBasedStateMachine):
         before = self.state.model_copy(deep=True)
         try:
             done = completed(
-                run_command(self.state, command, self.activities, self.clock, self.find_process)
+                run_command(
+                    self.state,
+                    command,
+                    self.activities,
+                    self.clock,
+                    self.find_process,
+                    self.find_users,
+                )
             )
         except CommandRejected:
             assert self.state.model_dump() == before.model_dump(), (
@@ -371,7 +382,7 @@ class OpportunityMachine(RuleBasedStateMachine):
         self.run(CompleteActions(action_ids=ids, outcome=outcome, stage=stage,
                                  cancel_open_activities=cancel))  # fmt: skip
 
-    @rule(pick=st.integers(0, 20), assignee=st.sampled_from(["ann", "bob"]),
+    @rule(pick=st.integers(0, 20), assignee=st.sampled_from(["ann", "bob", "zed"]),
           minutes=st.sampled_from([None, 15, 60]))  # fmt: skip
     def modify_activity(self, pick: int, assignee: str, minutes: int | None) -> None:
         known = [row["activity_id"] for row in self.calendar.values()] or ["o/none/1"]
@@ -406,7 +417,7 @@ class OpportunityMachine(RuleBasedStateMachine):
         known = [row["activity_id"] for row in self.calendar.values()] or ["o/none/1"]
         self.run(DeleteActivity(activity_id=known[pick % len(known)]))
 
-    @rule(role=st.sampled_from(["adviser", "pilot"]), user=st.sampled_from(["ann", "bob"]))
+    @rule(role=st.sampled_from(["adviser", "pilot"]), user=st.sampled_from(["ann", "bob", "zed"]))
     def assign(self, role: str, user: str) -> None:
         self.run(Assign(role=role, user=user))
 
@@ -679,3 +690,20 @@ def test_moving_to_another_process_takes_its_actions_and_keeps_the_history() -> 
     with pytest.raises(CommandRejected, match="unknown stage 'Nowhere'"):
         core.apply(state, MoveProcess(process_id="other", stage="Nowhere"), T0,
                    FoundProcess(process=other))  # fmt: skip
+
+
+def test_a_command_naming_a_user_that_does_not_exist_is_refused() -> None:
+    state = opened()
+    intro = _intro_call(state)
+    for command in [
+        ModifyActivity(activity_id=intro.activity_id, assignee="zed"),
+        PerformActions(action_ids=["welcome-letter", "fact-finder"],
+                       overrides={"fact-finder": ActionOverrides(assignee="zed")}),
+    ]:  # fmt: skip
+        with pytest.raises(CommandRejected, match="unknown user 'zed'") as refused:
+            core.apply(state, command, T0, users=frozenset({"ann"}))
+        assert refused.value.code == "unknown_user"
+    assert core.apply(
+        state, ModifyActivity(activity_id=intro.activity_id, assignee="ann"), T0,
+        users=frozenset({"ann"}),
+    ).state.find_calendar_activity(intro.activity_id)[1].activity_assignee == "ann"  # fmt: skip
