@@ -26,6 +26,7 @@ from bench.servers import local_servers
 from sales.commands import ActionOverrides, ChangeOwner, ChangeStage
 from sales.opportunity import Opportunity
 from starter.client import OpportunitiesClient
+from store import users
 from store.search import SearchFilters
 from tests.support.helpers import (
     example_definition,
@@ -103,6 +104,7 @@ async def reference_product(client: Client, opportunities: OpportunitiesClient, 
     contact = await setup_contact(
         pool, "refprod", street="1 Main St", postal_code="10001", city="Springfield"
     )
+    await users.put_user(pool, users.User(user_id="bob", name="Bob Stone", roles=["adviser"]))
     opportunity = "refprod"
     await opportunities.create(contact, opportunity_id=opportunity, process_id="life-refprod")
     await opportunities.assign(opportunity, "adviser", "bob")
