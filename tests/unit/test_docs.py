@@ -55,8 +55,28 @@ def test_a_broken_link_is_found(tmp_path: Path) -> None:
     assert [b.split(":")[0] for b in broken_links(page)] == ["nowhere.md", "other.md#no-such"]
 
 
-def test_the_readme_is_short_and_links_nothing_outside_the_repository() -> None:
+PARENT_PATH = re.compile(r"(?:\.\./)+[\w.-][\w./-]*")
+"""A relative path that climbs out of its folder, linked or merely named."""
+
+
+def paths_outside(path: Path, root: Path = ROOT) -> list[str]:
+    """The relative paths a document names that lead outside the repository (a user's clone
+    has nothing there)."""
+    outside = []
+    for named in PARENT_PATH.findall(path.read_text()):
+        if not (path.parent / named).resolve().is_relative_to(root):
+            outside.append(named)
+    return outside
+
+
+def test_the_readme_is_short_and_nothing_points_outside_the_repository() -> None:
     readme = (ROOT / "README.md").read_text()
     assert len(readme.encode()) <= 8 * 1024
-    for path in documents():
-        assert "../shared" not in path.read_text(), path
+    assert {str(p.relative_to(ROOT)): o for p in documents() if (o := paths_outside(p))} == {}
+
+
+def test_a_path_outside_the_repository_is_found(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs" / "page.md"
+    page.write_text("[in](../README.md) see `../../elsewhere/SPEC.md`\n")
+    assert paths_outside(page, root=tmp_path) == ["../../elsewhere/SPEC.md"]
