@@ -85,7 +85,8 @@ class OpportunityActivities:
                     non_retryable=True,
                 )
         else:
-            process = await processes.get_process(self.pool, request.process_id)
+            found = await processes.find(self.pool, request.process_id)
+            process = found.process
             if process is None:
                 raise ApplicationError(
                     f"unknown process {request.process_id!r}; processes are "
@@ -93,14 +94,12 @@ class OpportunityActivities:
                     type="UnknownProcess",
                     non_retryable=True,
                 )
-        if request.process_id is not None and await processes.is_retired(
-            self.pool, request.process_id
-        ):
-            raise ApplicationError(
-                f"process {request.process_id!r} is retired: it takes no new opportunities",
-                type="RetiredProcess",
-                non_retryable=True,
-            )
+            if found.retired:
+                raise ApplicationError(
+                    f"process {request.process_id!r} is retired: it takes no new opportunities",
+                    type="RetiredProcess",
+                    non_retryable=True,
+                )
         return Setup(
             contact_name=contact.full_name,
             process=process,
@@ -111,10 +110,7 @@ class OpportunityActivities:
     @classified("find_process")
     async def find_process(self, process_id: str) -> FoundProcess:
         """A process's latest version by id (none: unknown), and whether it is retired."""
-        return FoundProcess(
-            process=await processes.get_process(self.pool, process_id),
-            retired=await processes.is_retired(self.pool, process_id),
-        )
+        return await processes.find(self.pool, process_id)
 
     @activity.defn(name="find_users")
     @classified("find_users")

@@ -15,8 +15,6 @@ from pydantic import TypeAdapter, ValidationError
 
 from sales.calendar_rules import calendar_key, display_id, new_calendar_activity
 from sales.commands import (
-    DETAILS,
-    ActivityDetails,
     AddAction,
     Command,
     CompleteActions,
@@ -102,7 +100,7 @@ def _check_overrides(tagged: list[ActionState], command: PerformActions) -> None
                 code="unknown_action",
             )
         details = given.given()
-        method = details.pop("method", None)
+        method = given.method
         if details and kind != "calendar":
             raise CommandRejected(
                 f"{sorted(details)} are details of a calendar activity; {action_id!r} is a "
@@ -475,7 +473,7 @@ def modify_activity(state: Opportunity, command: ModifyActivity, now: datetime) 
             "active one can be changed",
             code="activity_not_active",
         )
-    details = ActivityDetails.model_validate(command.model_dump(include=set(DETAILS))).given()
+    details = command.given()
     if "assignee" in details:
         action.activity_assignee = details["assignee"]
     reason = f"calendar activity {command.activity_id} changed: {', '.join(details)}"

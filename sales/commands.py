@@ -63,7 +63,9 @@ class ActivityDetails(BaseModel):
     location: Line | None = None
 
     def given(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+        """The details given (a subclass's other fields left out)."""
+        fields = ActivityDetails.model_fields
+        return {name: value for name in fields if (value := getattr(self, name)) is not None}
 
 
 class ActionOverrides(ActivityDetails):
@@ -132,12 +134,9 @@ class ModifyActivity(Command, ActivityDetails):
 
     @model_validator(mode="after")
     def _something(self) -> ModifyActivity:
-        if not ActivityDetails.model_validate(self.model_dump(include=set(DETAILS))).given():
-            raise ValueError(f"give at least one of {', '.join(DETAILS)}")
+        if not self.given():
+            raise ValueError(f"give at least one of {', '.join(ActivityDetails.model_fields)}")
         return self
-
-
-DETAILS = list(ActivityDetails.model_fields)
 
 
 class Assign(Command):

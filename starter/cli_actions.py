@@ -90,22 +90,26 @@ def _details(
     due: str | None, duration: int | None, subject: str | None, assignee: str | None,
     notes: str | None, location: str | None,
 ) -> dict[str, Any]:  # fmt: skip
-    """The calendar activity details given on the command line (a due without a zone is in
-    this machine's time zone)."""
+    """The calendar activity details given on the command line."""
     given: dict[str, Any] = {
-        "duration_minutes": duration, "subject": subject, "assignee": assignee, "notes": notes,
-        "location": location,
+        "due": _when("--due", due), "duration_minutes": duration, "subject": subject,
+        "assignee": assignee, "notes": notes, "location": location,
     }  # fmt: skip
-    if due is not None:
-        try:
-            when = datetime.fromisoformat(due)
-        except ValueError:
-            raise UserError(
-                f"--due {due!r} is not a date and time; give it as 2027-01-05T10:00 "
-                "(local time) or 2027-01-05T10:00+01:00"
-            ) from None
-        given["due"] = when if when.tzinfo else when.astimezone()
     return {field: value for field, value in given.items() if value is not None}
+
+
+def _when(option: str, text: str | None) -> datetime | None:
+    """A date and time given as `option`; without a zone, in this machine's time zone."""
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(
+            f"{option} {text!r} is not a date and time; give it as 2027-01-05T10:00 "
+            "(local time) or 2027-01-05T10:00+01:00"
+        ) from None
+    return when if when.tzinfo else when.astimezone()
 
 
 @app.command("perform")
@@ -263,8 +267,8 @@ def activity_list(
     as_json: JsonFlag = False,
 ) -> None:
     """Calendar activities (the product's SmartCalendar), soonest first."""
-    since = _details(due_from, None, None, None, None, None).get("due")
-    until = _details(due_before, None, None, None, None, None).get("due")
+    since = _when("--due-from", due_from)
+    until = _when("--due-before", due_before)
 
     async def work() -> None:
         async with database() as pool:

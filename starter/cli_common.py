@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 import asyncpg
 import typer
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 from temporalio.client import WorkflowQueryFailedError
@@ -24,7 +24,7 @@ import store
 from runtime import settings
 from runtime.codec import KeySettingError
 from runtime.temporal import Unreachable
-from sales.errors import CommandRejected
+from sales.errors import CommandRejected, describe_validation_error
 from starter.client import NoWorker, OpportunityNotFound, StartFailed
 
 console = Console()
@@ -48,6 +48,17 @@ ID_COLUMNS = frozenset({
     "linked activity", "stage", "from", "to",
 })  # fmt: skip
 """Columns whose values are typed into the next command: never wrapped or cut."""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], what: str, data: dict[str, Any]) -> M:
+    """`data` as a `model`, or a one-line `UserError` saying what in `what` is invalid."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise UserError(describe_validation_error(error, what)) from None
 
 
 def new_table(*headers: str, **options: Any) -> Table:

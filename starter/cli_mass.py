@@ -9,10 +9,8 @@ from typing import Annotated
 
 import typer
 from asyncpg import Pool
-from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sales.errors import describe_validation_error
 from starter.cli_common import (
     JsonFlag,
     Unsuccessful,
@@ -25,6 +23,7 @@ from starter.cli_common import (
     print_json,
     print_table,
     run,
+    validated,
 )
 from starter.cli_opportunities import (
     EnteredAfter,
@@ -83,18 +82,11 @@ def mass_modify(
         name=name, entered_before=entered_before, entered_after=entered_after,
         open_actions=open_actions,
     )  # fmt: skip
-    try:
-        batch = MassModifyInput(
-            batch_id=batch_id or f"mass-{uuid.uuid4().hex[:10]}",
-            filters=filters,
-            to_stage=to_stage,
-            cancel_open_activities=cancel,
-            owner=owner,
-            by=actor(),
-            concurrency=concurrency,
-        )
-    except ValidationError as error:
-        raise UserError(describe_validation_error(error, "mass modification")) from None
+    batch = validated(MassModifyInput, "mass modification", {
+        "batch_id": batch_id or f"mass-{uuid.uuid4().hex[:10]}", "filters": filters,
+        "to_stage": to_stage, "cancel_open_activities": cancel, "owner": owner, "by": actor(),
+        "concurrency": concurrency,
+    })  # fmt: skip
 
     async def work() -> None:
         async with database() as pool:

@@ -19,6 +19,7 @@ from sales.commands import (
 )
 from sales.errors import describe_validation_error
 from sales.opportunity import HistoryEntry, Opportunity
+from sales.process import FoundProcess, SalesProcess
 from starter.cli_common import (
     ColumnsOption,
     JsonFlag,
@@ -33,6 +34,7 @@ from starter.cli_common import (
     print_json,
     print_table,
     run,
+    validated,
 )
 from starter.cli_send import (
     ByOption,
@@ -77,8 +79,7 @@ def create(
         client = await OpportunitiesClient.connect()
         async with database() as pool:
             contact_name = await ReadModel(pool).contact_name(contact)
-            process_label = await ReadModel(pool).process_label(process)
-            await _check_start(pool, contact, contact_name, process, stage)
+            found = await _check_start(pool, contact, contact_name, process, stage)
         try:
             opportunity = await client.create(
                 contact,
@@ -89,7 +90,7 @@ def create(
                 stage=stage,
                 by=actor(),
                 contact_name=contact_name,
-                process_label=process_label,
+                process_label=f"{found.definition.process_id} v{found.version}",
             )
         except ValidationError as error:
             raise UserError(describe_validation_error(error, "opportunity")) from None
@@ -107,27 +108,29 @@ def create(
 
 async def _check_start(
     pool: Pool, contact: str, contact_name: str | None, process_id: str | None, stage: str | None
-) -> None:
-    """What the workflow would refuse, refused before anything starts (the id stays free)."""
+) -> SalesProcess:
+    """What the workflow would refuse, refused before anything starts (the id stays free);
+    the process version it would start on."""
     if contact_name is None:
         raise UserError(f"unknown contact {contact!r}; `contact add` adds one")
-    found = await (
-        processes.default_process(pool)
-        if process_id is None
-        else processes.get_process(pool, process_id)
-    )
+    if process_id is None:
+        looked_up = FoundProcess(process=await processes.default_process(pool))
+    else:
+        looked_up = await processes.find(pool, process_id)
+    found = looked_up.process
     if found is None:
         known = await processes.process_ids(pool)
         what = "no default process is set up" if process_id is None else (
             f"unknown process {process_id!r}")  # fmt: skip
         raise UserError(f"{what}; processes are {known}")
-    if process_id is not None and await processes.is_retired(pool, process_id):
+    if looked_up.retired:
         raise UserError(f"process {process_id!r} is retired: it takes no new opportunities")
     if stage is not None and found.definition.stage(stage) is None:
         raise UserError(
             f"unknown stage {stage!r} for process {found.definition.process_id!r}; "
             f"stages are {found.definition.stage_names()}"
         )
+    return found
 
 
 @app.command("show")
@@ -479,17 +482,9 @@ def search_command(
 
 def search_filters(**given: Any) -> SearchFilters:
     """The search options as filters, with a clear error for a bad value."""
-    try:
-        return SearchFilters(
-            process_id=given["process"],
-            stage=given["stage"],
-            status=given["status"],
-            contact_id=given["contact"],
-            owner=given["owner"],
-            name=given["name"],
-            entered_before=given["entered_before"],
-            entered_after=given["entered_after"],
-            has_open_actions=given["open_actions"],
-        )
-    except ValidationError as error:
-        raise UserError(describe_validation_error(error, "search filters")) from None
+    return validated(SearchFilters, "search filters", {
+        "process_id": given["process"], "stage": given["stage"], "status": given["status"],
+        "contact_id": given["contact"], "owner": given["owner"], "name": given["name"],
+        "entered_before": given["entered_before"], "entered_after": given["entered_after"],
+        "has_open_actions": given["open_actions"],
+    })  # fmt: skip

@@ -6,12 +6,11 @@ from __future__ import annotations
 from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 
 from sales.commands import (
     Command,
 )
-from sales.errors import CommandRejected, describe_validation_error
+from sales.errors import CommandRejected
 from sales.opportunity import Opportunity
 from sales.results import CommandResult
 from starter.cli_common import (
@@ -25,6 +24,7 @@ from starter.cli_common import (
     print_json,
     print_table,
     run,
+    validated,
 )
 from starter.client import OpportunitiesClient
 from store import calendar, users
@@ -44,10 +44,7 @@ async def opportunity_of(activity_id: str) -> str:
 
 
 def command_of(model: type[C], *, by: str | None, **fields: Any) -> C:
-    try:
-        return model.model_validate({**fields, "by": by or actor()})
-    except ValidationError as error:
-        raise UserError(describe_validation_error(error, "command")) from None
+    return validated(model, "command", {**fields, "by": by or actor()})
 
 
 CLI_HINTS = {

@@ -27,6 +27,7 @@ from starter.cli_common import (
     print_table,
     read_text,
     run,
+    validated,
 )
 from store import contacts, events, letters, processes, users
 from store.events import Event
@@ -58,10 +59,7 @@ def process_apply(
 ) -> None:
     """Store a process definition (JSON or YAML); a changed one becomes a new version."""
     document = load_document(file)
-    try:
-        definition = ProcessDefinition.model_validate(document)
-    except ValidationError as error:
-        raise UserError(describe_validation_error(error, f"process definition {file}")) from None
+    definition = validated(ProcessDefinition, f"process definition {file}", document)
 
     async def work() -> None:
         async with database() as pool:
@@ -222,19 +220,11 @@ def contact_add(
     as_json: JsonFlag = False,
 ) -> None:
     """Add a contact (adding the same contact again changes nothing)."""
-    try:
-        contact = Contact(
-            contact_id=contact_id,
-            first_name=first_name,
-            last_name=last_name,
-            email=email,
-            street=street,
-            city=city,
-            postal_code=postal_code,
-            country=country,
-        )
-    except ValidationError as error:
-        raise UserError(describe_validation_error(error, "contact")) from None
+    contact = validated(Contact, "contact", {
+        "contact_id": contact_id, "first_name": first_name, "last_name": last_name,
+        "email": email, "street": street, "city": city, "postal_code": postal_code,
+        "country": country,
+    })  # fmt: skip
 
     async def work() -> None:
         async with database() as pool:
@@ -279,10 +269,7 @@ def contact_modify(
             existing = await contacts.get_contact(pool, contact_id)
             if existing is None:
                 raise UserError(f"unknown contact {contact_id!r}")
-            try:
-                contact = Contact.model_validate(existing.model_dump() | changes)
-            except ValidationError as error:
-                raise UserError(describe_validation_error(error, "contact")) from None
+            contact = validated(Contact, "contact", existing.model_dump() | changes)
             changed = await contacts.modify_contact(pool, contact)
         if as_json:
             print_json({"contact_id": contact_id, "changed": changed, "contact": contact})
@@ -357,10 +344,7 @@ def event_add(
     as_json: JsonFlag = False,
 ) -> None:
     """Add an event (adding the same event again changes nothing)."""
-    try:
-        event = Event.model_validate({"event_id": event_id, "name": name, "starts_at": starts_at})
-    except ValidationError as error:
-        raise UserError(describe_validation_error(error, "event")) from None
+    event = validated(Event, "event", {"event_id": event_id, "name": name, "starts_at": starts_at})
     if event.starts_at.tzinfo is None:
         raise UserError(f"--starts-at {starts_at!r} needs a time zone, e.g. {starts_at}Z")
 
@@ -548,10 +532,8 @@ def user_add(
     as_json: JsonFlag = False,
 ) -> None:
     """Add a user, or change one's name, e-mail and roles."""
-    try:
-        user = users.User(user_id=user_id, name=name, email=email, roles=roles or [])
-    except ValidationError as error:
-        raise UserError(describe_validation_error(error, "user")) from None
+    user = validated(users.User, "user", {
+        "user_id": user_id, "name": name, "email": email, "roles": roles or []})  # fmt: skip
 
     async def work() -> None:
         async with database() as pool:

@@ -7,7 +7,7 @@ import asyncpg
 
 import store
 from runtime import settings
-from store import contacts, processes, search
+from store import contacts, search
 from store.search import SearchFilters, SearchPage, SortKey
 
 
@@ -47,14 +47,3 @@ class ReadModel:
         """The contact's full name, for what the Temporal UI shows (None: unknown)."""
         contact = await contacts.get_contact(self.pool, contact_id)
         return contact.full_name if contact else None
-
-    async def process_label(self, process_id: str | None) -> str | None:
-        """`<id> v<latest version>` of a process (the default one when None), for what the
-        Temporal UI shows of a new opportunity (None: unknown)."""
-        if process_id is None:
-            process = await processes.default_process(self.pool)
-        else:
-            process = await processes.get_process(self.pool, process_id)
-        if process is None:
-            return None
-        return f"{process.definition.process_id} v{process.version}"

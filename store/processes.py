@@ -7,7 +7,13 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
-from sales.process import EventAction, LetterAction, ProcessDefinition, SalesProcess
+from sales.process import (
+    EventAction,
+    FoundProcess,
+    LetterAction,
+    ProcessDefinition,
+    SalesProcess,
+)
 from sales.validation import MAX_PROCESS_BYTES, json_size
 from store import StoreError
 
@@ -167,16 +173,27 @@ async def missing_references(pool: asyncpg.Pool, definition: ProcessDefinition) 
     ]
 
 
+async def find(pool: asyncpg.Pool, process_id: str) -> FoundProcess:
+    """A process's latest version (none: unknown) and whether it is retired, in one query."""
+    row = await pool.fetchrow(
+        "SELECT p.version, p.definition, r.process_id IS NOT NULL AS retired"
+        " FROM sales_processes p LEFT JOIN process_retirements r USING (process_id)"
+        " WHERE p.process_id = $1 ORDER BY p.version DESC LIMIT 1",
+        process_id,
+    )
+    if row is None:
+        return FoundProcess()
+    definition = ProcessDefinition.model_validate(row["definition"])
+    return FoundProcess(
+        process=SalesProcess(version=row["version"], definition=definition),
+        retired=row["retired"],
+    )
+
+
 async def retired_ids(pool: asyncpg.Pool) -> set[str]:
     return {
         row["process_id"] for row in await pool.fetch("SELECT process_id FROM process_retirements")
     }
-
-
-async def is_retired(pool: asyncpg.Pool, process_id: str) -> bool:
-    return bool(
-        await pool.fetchval("SELECT 1 FROM process_retirements WHERE process_id = $1", process_id)
-    )
 
 
 async def retire(pool: asyncpg.Pool, process_id: str, *, retired: bool = True) -> bool:
