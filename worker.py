@@ -49,7 +49,7 @@ def build_worker(
     hands every start and command exactly one raw argument (`OneArgument`)."""
     queue = task_queue or settings.task_queue()
     activities = [
-        *(opportunity_activities or OpportunityActivities(pool)).all(),
+        *(opportunity_activities or OpportunityActivities(pool, client)).all(),
         *MassActivities(pool, client).all(),
         *CalendarActivities(pool).all(),
         *LetterActivities(pool, mailer).all(),

@@ -1,4 +1,5 @@
-"""Activities of the Opportunity workflow: loading its setup and writing its projection.
+"""Activities of the Opportunity workflow: loading its setup (or, for a reopening, the closed
+run's state), looking up processes and users, and writing its projection.
 
 Each is idempotent: the workflow may run it again after a timeout, a worker crash or a replay,
 and the database ends up the same as after one run.
@@ -11,18 +12,35 @@ import os
 import asyncpg
 from pydantic import BaseModel, Field
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.failures import classified
+from activities.failures import classified, classify
+from runtime.workflow_ids import opportunity_workflow_id
 from sales.effects import CalendarChange
-from sales.opportunity import HistoryEntry, OpportunitySummary
+from sales.errors import with_code
+from sales.opportunity import (
+    MAX_HISTORY,
+    DeadLetter,
+    HistoryEntry,
+    Opportunity,
+    OpportunitySummary,
+    Remark,
+)
 from sales.process import FoundProcess, SalesProcess
+from sales.validation import IdText, LineText
 from store import contacts, opportunities, processes, users
+
+MAX_WRITE_ITEMS = 5000
+"""History entries, calendar changes or remarks one write may carry (a write is also bounded
+by its size: `workflows.projection.WRITE_BUDGET`)."""
 
 
 class SetupRequest(BaseModel):
-    contact_id: str
-    process_id: str | None = None
+    opportunity_id: IdText
+    contact_id: IdText
+    process_id: IdText | None = None
+    owner: LineText | None = None
 
 
 class Setup(BaseModel):
@@ -32,7 +50,7 @@ class Setup(BaseModel):
     in PostgreSQL instead of being copied into workflow history.
     """
 
-    contact_name: str
+    contact_name: LineText
     process: SalesProcess
     day_seconds: int = 86400
     """`OPPORTUNITIES_DAY_SECONDS` of the worker: the length of a day for stage timers."""
@@ -40,12 +58,14 @@ class Setup(BaseModel):
 
 class ProjectionWrite(BaseModel):
     """What a batch of commands changed in the read model: the opportunity's row, its new
-    history entries, and the changes to calendar activities it already has (creating one is
-    an effect of its own)."""
+    history entries and remarks, and the changes to calendar activities it already has
+    (creating one is an effect of its own); `run_id`: the run that writes."""
 
     summary: OpportunitySummary
-    history: list[HistoryEntry] = Field(default_factory=list)
-    calendar: list[CalendarChange] = Field(default_factory=list)
+    history: list[HistoryEntry] = Field(default_factory=list, max_length=MAX_WRITE_ITEMS)
+    calendar: list[CalendarChange] = Field(default_factory=list, max_length=MAX_WRITE_ITEMS)
+    remarks: list[Remark] = Field(default_factory=list, max_length=MAX_WRITE_ITEMS)
+    run_id: IdText | None = None
 
     def __add__(self, later: ProjectionWrite) -> ProjectionWrite:
         """This write followed by a later one (a write that failed joins the next)."""
@@ -53,58 +73,120 @@ class ProjectionWrite(BaseModel):
             summary=later.summary,
             history=[*self.history, *later.history],
             calendar=[*self.calendar, *later.calendar],
+            remarks=[*self.remarks, *later.remarks],
+            run_id=later.run_id or self.run_id,
         )
 
 
-class OpportunityActivities:
-    """Holds the connection pool; one instance serves every workflow of the worker."""
+class Projected(BaseModel):
+    """What a projection write did: the parts the read model refused (each kept in its
+    `dead_letters` table), if any."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    dead_letters: list[DeadLetter] = Field(default_factory=list, max_length=MAX_WRITE_ITEMS)
+
+
+def _refused(message: str, kind: str, code: str) -> ApplicationError:
+    """A start refused for good: its code first in the message and in the details."""
+    return ApplicationError(with_code(code, message), {"code": code}, type=kind,
+                            non_retryable=True)  # fmt: skip
+
+
+class OpportunityActivities:
+    """Holds the connection pool and the Temporal client; one instance serves every workflow
+    of the worker."""
+
+    def __init__(self, pool: asyncpg.Pool, client: Client | None = None) -> None:
         self.pool = pool
+        self.client = client
 
     @activity.defn(name="load_setup")
     @classified("load_setup")
     async def load_setup(self, request: SetupRequest) -> Setup:
         """The contact and the process version a new opportunity starts with.
 
-        Unknown ids are not worth retrying: the error is non-retryable and names what is
-        unknown, so the start fails at once and nothing is written.
+        An id the read model already has (any status: ids are used once), an unknown
+        contact, process or owner is not worth retrying: the error is non-retryable and names
+        it, so the start fails at once and nothing is written.
         """
+        found = await opportunities.find_run(self.pool, request.opportunity_id)
+        if found is not None:
+            raise _refused(
+                f"opportunity {request.opportunity_id!r} exists already ({found[0]}); an "
+                "opportunity id is used once: open it under another id, or reopen it",
+                "AlreadyExists",
+                "already_exists",
+            )
         contact = await contacts.get_contact(self.pool, request.contact_id)
         if contact is None:
-            raise ApplicationError(
-                f"unknown contact {request.contact_id!r}", type="UnknownContact", non_retryable=True
+            raise _refused(
+                f"unknown contact {request.contact_id!r}", "UnknownContact", "unknown_contact"
+            )
+        if request.owner is not None and not await users.existing(self.pool, [request.owner]):
+            raise _refused(
+                f"unknown user {request.owner!r} as owner; `opportunities user add` adds one",
+                "UnknownUser",
+                "unknown_user",
             )
         if request.process_id is None:
             process = await processes.default_process(self.pool)
             if process is None:
-                raise ApplicationError(
+                raise _refused(
                     "no process_id given and no default process is set up; processes are "
                     f"{await processes.process_ids(self.pool)}",
-                    type="UnknownProcess",
-                    non_retryable=True,
+                    "UnknownProcess",
+                    "unknown_process",
                 )
         else:
-            found = await processes.find(self.pool, request.process_id)
-            process = found.process
+            found_process = await processes.find(self.pool, request.process_id)
+            process = found_process.process
             if process is None:
-                raise ApplicationError(
+                raise _refused(
                     f"unknown process {request.process_id!r}; processes are "
                     f"{await processes.process_ids(self.pool)}",
-                    type="UnknownProcess",
-                    non_retryable=True,
+                    "UnknownProcess",
+                    "unknown_process",
                 )
-            if found.retired:
-                raise ApplicationError(
+            if found_process.retired:
+                raise _refused(
                     f"process {request.process_id!r} is retired: it takes no new opportunities",
-                    type="RetiredProcess",
-                    non_retryable=True,
+                    "RetiredProcess",
+                    "not_allowed",
                 )
         return Setup(
             contact_name=contact.full_name,
             process=process,
             day_seconds=int(os.environ.get("OPPORTUNITIES_DAY_SECONDS") or 86400),
         )
+
+    @activity.defn(name="load_closed")
+    @classified("load_closed")
+    async def load_closed(self, opportunity_id: str) -> Opportunity:
+        """A won or lost opportunity's state, as its real run (the one the read model names)
+        ended with: what a reopening starts from. Nothing else may say what it was."""
+        found = await opportunities.find_run(self.pool, opportunity_id)
+        if found is None:
+            raise _refused(f"no opportunity {opportunity_id!r}", "UnknownOpportunity",
+                           "not_allowed")  # fmt: skip
+        status, run_id = found
+        if status == "open":
+            raise _refused(
+                f"opportunity {opportunity_id!r} is open; only a won or lost one can be "
+                "reopened",
+                "NotClosed",
+                "not_closed",
+            )
+        if status == "deleted":
+            raise _refused(
+                f"opportunity {opportunity_id!r} was deleted; it cannot be reopened",
+                "NotAllowed",
+                "not_allowed",
+            )
+        assert self.client is not None, "load_closed needs a Temporal client"
+        handle = self.client.get_workflow_handle(
+            opportunity_workflow_id(opportunity_id), run_id=run_id, result_type=Opportunity
+        )
+        state: Opportunity = await handle.result()
+        return state
 
     @activity.defn(name="find_process")
     @classified("find_process")
@@ -120,11 +202,29 @@ class OpportunityActivities:
 
     @activity.defn(name="project_opportunity")
     @classified("project_opportunity")
-    async def project_opportunity(self, write: ProjectionWrite) -> None:
-        await opportunities.project_opportunity(
-            self.pool, write.summary, write.history, write.calendar
+    async def project_opportunity(self, write: ProjectionWrite) -> Projected:
+        """Write the read model in one transaction; when the database refuses a part as bad
+        data, again part by part, keeping what it refuses in `dead_letters` and writing the
+        rest."""
+        parts = (write.summary, write.history, write.calendar, write.remarks, write.run_id)
+        try:
+            await opportunities.project_opportunity(self.pool, *parts)
+        except Exception as error:
+            if classify(error) != "bad_data":
+                raise
+        else:
+            return Projected()
+        dead = await opportunities.project_part_by_part(
+            self.pool, *parts, refused=lambda error: classify(error) == "bad_data"
         )
+        return Projected(dead_letters=dead[:MAX_HISTORY])
 
     def all(self) -> list:
         """The activity callables to register on a worker."""
-        return [self.load_setup, self.find_process, self.find_users, self.project_opportunity]
+        return [
+            self.load_setup,
+            self.load_closed,
+            self.find_process,
+            self.find_users,
+            self.project_opportunity,
+        ]

@@ -32,12 +32,15 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
+from temporalio.api.failure.v1 import Failure
 from temporalio.common import RawValue
 from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
 from temporalio.converter import (
     DataConverter,
+    DefaultFailureConverter,
     DefaultFailureConverterWithEncodedAttributes,
     PayloadCodec,
+    PayloadConverter,
 )
 
 from runtime.settings import BadSetting, setting
@@ -222,16 +225,62 @@ class TolerantPayloadConverter(PydanticPayloadConverter):
             return [RawValue(payload) for payload in payloads]
 
 
+def _without_stack_traces(failure: Failure) -> None:
+    while True:
+        failure.stack_trace = ""
+        if not failure.HasField("cause"):
+            return
+        failure = failure.cause
+
+
+class FailureConverterWithoutStackTraces(DefaultFailureConverter):
+    """Failures as clients receive them (an update's rejection, a failed start, over gRPC or
+    Temporal's HTTP API): message, type and details, never a stack trace with the worker's
+    paths (the worker's log has it)."""
+
+    def to_failure(
+        self, exception: BaseException, payload_converter: PayloadConverter, failure: Failure
+    ) -> None:
+        super().to_failure(exception, payload_converter, failure)
+        _without_stack_traces(failure)
+
+    def _error_to_failure(self, error: Any, payload_converter: PayloadConverter,
+                          failure: Failure) -> None:  # fmt: skip
+        super()._error_to_failure(error, payload_converter, failure)
+        _without_stack_traces(failure)  # before the encrypting converter encodes it
+
+
+class EncodedFailureConverterWithoutStackTraces(FailureConverterWithoutStackTraces):
+    """The same, with the message encoded (encrypted by the codec): it may quote contact
+    data."""
+
+    def __init__(self) -> None:
+        super().__init__(encode_common_attributes=True)
+
+
 TOLERANT = dataclasses.replace(
-    pydantic_data_converter, payload_converter_class=TolerantPayloadConverter
+    pydantic_data_converter,
+    payload_converter_class=TolerantPayloadConverter,
+    failure_converter_class=FailureConverterWithoutStackTraces,
 )
 """The data converter of workers and clients without encryption."""
 
 
 def tolerant(converter: DataConverter) -> DataConverter:
-    """`converter` with the tolerant payload converter (its codec and failure converter
-    kept)."""
-    return dataclasses.replace(converter, payload_converter_class=TolerantPayloadConverter)
+    """`converter` with the tolerant payload converter and a failure converter that sends no
+    stack traces (its codec kept, and whether it encodes failure messages)."""
+    encoded = issubclass(
+        converter.failure_converter_class, DefaultFailureConverterWithEncodedAttributes
+    ) or issubclass(converter.failure_converter_class, EncodedFailureConverterWithoutStackTraces)
+    return dataclasses.replace(
+        converter,
+        payload_converter_class=TolerantPayloadConverter,
+        failure_converter_class=(
+            EncodedFailureConverterWithoutStackTraces
+            if encoded
+            else FailureConverterWithoutStackTraces
+        ),
+    )
 
 
 def data_converter(codec: PayloadCodec | None = None) -> DataConverter:
@@ -243,5 +292,5 @@ def data_converter(codec: PayloadCodec | None = None) -> DataConverter:
     return dataclasses.replace(
         TOLERANT,
         payload_codec=codec,
-        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+        failure_converter_class=EncodedFailureConverterWithoutStackTraces,
     )

@@ -8,12 +8,17 @@ when the command cannot be applied as a whole.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
-from sales.calendar_rules import calendar_key, display_id, new_calendar_activity
+from sales.calendar_rules import (
+    calendar_key,
+    display_id,
+    new_calendar_activity,
+    require_in_range,
+)
 from sales.commands import (
     AddAction,
     Command,
@@ -38,8 +43,9 @@ from sales.effects import (
     RecordHistory,
     SendLetter,
 )
-from sales.errors import CommandRejected, describe_validation_error
+from sales.errors import CommandRejected
 from sales.opportunity import (
+    MAX_ERROR_MESSAGE,
     ActionState,
     EffectFailure,
     Opportunity,
@@ -50,11 +56,21 @@ from sales.results import ActionResult, Change
 from sales.stage_rules import (
     cancels_on_leaving,
     enter_stage,
+    has_room,
     note_in_history,
     require_cancel_allowed,
     require_stage,
+    retire,
 )
-from sales.validation import MAX_ACTIONS_PER_STAGE
+from sales.validation import (
+    MAX_ACTION_BYTES,
+    MAX_ACTIONS,
+    MAX_ACTIONS_PER_STAGE,
+    MAX_CODE,
+    cut,
+    json_size,
+    validate,
+)
 
 _ACTION = TypeAdapter(Action)
 
@@ -181,7 +197,9 @@ def settle(
     _, action = found
     if outcome.status == "failed":
         action.last_error = EffectFailure(
-            code=outcome.code or "bad_data", message=outcome.message, at=now
+            code=cut(outcome.code or "bad_data", MAX_CODE),
+            message=cut(outcome.message, MAX_ERROR_MESSAGE),
+            at=now,
         )
         return ActionResult(
             action_id=action.action_id,
@@ -197,6 +215,8 @@ def settle(
         action.activity_created_on = outcome.created_on or now
         action.activity_outcome = None
         action.activity_assignee = effect.assignee
+        action.activity_starts_at = effect.starts_at
+        action.activity_ends_at = effect.ends_at
         return ActionResult(
             action_id=action.action_id,
             outcome="activity_created",
@@ -284,14 +304,17 @@ def add_action(state: Opportunity, command: AddAction, now: datetime) -> Change:
             code="action_exists",
         )
     stage = state.stage_state(command.stage)
-    if len(stage.actions) >= MAX_ACTIONS_PER_STAGE:
+    if not has_room(state, stage):
         raise CommandRejected(
-            f"stage {command.stage!r} has {len(stage.actions)} actions, the most it can have",
+            f"stage {command.stage!r} has {len(stage.actions)} actions and the opportunity "
+            f"{sum(len(s.actions) for s in state.stages)}: at most {MAX_ACTIONS_PER_STAGE} "
+            f"and {MAX_ACTIONS}",
             code="limit_reached",
         )
+    require_small(command.action)
     added = ActionState(
         definition=command.action,
-        generation=state.retired_generations.get(command.action.action_id, 0),
+        generation=state.retired_generation(command.action.action_id),
     )
     stage.actions = [*stage.actions, added]
     return Change(
@@ -311,13 +334,8 @@ def modify_action(state: Opportunity, command: ModifyAction, now: datetime) -> C
             code="not_allowed",
         )
     merged: dict[str, Any] = {**action.definition.model_dump(), **command.changes}
-    try:
-        action.definition = _ACTION.validate_python(merged)
-    except ValidationError as error:
-        raise CommandRejected(
-            describe_validation_error(error, f"changes to action {command.action_id!r}"),
-            code="invalid_payload",
-        ) from None
+    action.definition = validate(_ACTION, merged, f"changes to action {command.action_id!r}")
+    require_small(action.definition)
     return Change(
         f"modified action {command.action_id!r}",
         actions=[
@@ -339,11 +357,7 @@ def delete_action(state: Opportunity, command: DeleteAction, now: datetime) -> C
             code="activity_active",
         )
     stage.actions = [a for a in stage.actions if a.action_id != command.action_id]
-    if action.generation:
-        state.retired_generations = {
-            **state.retired_generations,
-            command.action_id: action.generation,
-        }
+    retire(state, [action])
     return Change(
         f"deleted action {command.action_id!r} from stage {stage.name!r}",
         actions=[ActionResult(action_id=command.action_id, outcome="deleted", message="deleted")],
@@ -474,6 +488,7 @@ def modify_activity(state: Opportunity, command: ModifyActivity, now: datetime) 
             code="activity_not_active",
         )
     details = command.given()
+    _reschedule(action, command)
     if "assignee" in details:
         action.activity_assignee = details["assignee"]
     reason = f"calendar activity {command.activity_id} changed: {', '.join(details)}"
@@ -499,6 +514,33 @@ def modify_activity(state: Opportunity, command: ModifyActivity, now: datetime) 
             )
         ],
     )
+
+
+def _reschedule(action: ActionState, command: ModifyActivity) -> None:
+    """A new due keeps the duration unless one is given; the new times must lie in the
+    business range (checked before anything changes)."""
+    if command.due is None and command.duration_minutes is None:
+        return
+    starts_at = command.due or action.activity_starts_at
+    if starts_at is None:  # not known to this state: the store keeps the times
+        return
+    minutes = command.duration_minutes
+    if minutes is None:
+        start, end = action.activity_starts_at, action.activity_ends_at
+        minutes = 0 if start is None or end is None else (end - start) // timedelta(minutes=1)
+    action.activity_ends_at = require_in_range(action.action_id, starts_at, minutes)
+    action.activity_starts_at = starts_at
+
+
+def require_small(action: Action) -> None:
+    """An action definition an operator adds or changes is at most `MAX_ACTION_BYTES`."""
+    size = json_size(action.model_dump(mode="json"))
+    if size > MAX_ACTION_BYTES:
+        raise CommandRejected(
+            f"action {action.action_id!r} takes {size:,} bytes as JSON; at most "
+            f"{MAX_ACTION_BYTES:,}",
+            code="limit_reached",
+        )
 
 
 def _find(state: Opportunity, action_id: str) -> tuple[StageState, ActionState]:

@@ -7,8 +7,10 @@ from datetime import datetime, timedelta
 
 from sales.commands import ActivityDetails
 from sales.effects import CalendarKey, CreateCalendarActivity
+from sales.errors import CommandRejected
 from sales.opportunity import ActionState, Opportunity
 from sales.process import CalendarAction
+from sales.validation import out_of_range
 
 SEPARATOR = "/"
 """Joins the parts of a display id; ids cannot contain it (`sales.validation.Identifier`),
@@ -40,11 +42,13 @@ def new_calendar_activity(
     details: ActivityDetails | None = None,
 ) -> CreateCalendarActivity:
     """The calendar activity of a calendar action: due `due_in_days` from now, lasting
-    `duration_minutes`, titled like the action, unless the user's `details` say otherwise."""
-    action.generation += 1
+    `duration_minutes`, titled like the action, unless the user's `details` say otherwise.
+    `CommandRejected` (`out_of_range`) when it would end outside the business range."""
     details = details or ActivityDetails()
     starts_at = details.due or now + timedelta(days=definition.activity.due_in_days)
     minutes = details.duration_minutes or definition.activity.duration_minutes
+    ends_at = require_in_range(action.action_id, starts_at, minutes)
+    action.generation += 1
     return CreateCalendarActivity(
         opportunity_id=state.opportunity_id,
         contact_id=state.contact_id,
@@ -54,9 +58,28 @@ def new_calendar_activity(
         activity_kind=definition.activity.kind,
         subject=details.subject or definition.title,
         starts_at=starts_at,
-        ends_at=starts_at + timedelta(minutes=minutes),
+        ends_at=ends_at,
         track_outcome=definition.activity.track_outcome,
         assignee=details.assignee or state.member(definition.role),
         notes=details.notes,
         location=details.location,
     )
+
+
+def require_in_range(action_id: str, starts_at: datetime, minutes: int) -> datetime:
+    """When a calendar activity starting at `starts_at` and lasting `minutes` ends, if both
+    lie in the business range; else `CommandRejected` (`out_of_range`)."""
+    try:
+        ends_at = starts_at + timedelta(minutes=minutes)
+    except OverflowError:
+        ends_at = None
+    problem = out_of_range(starts_at) or (
+        out_of_range(ends_at) if ends_at is not None else "it ends past the calendar's end"
+    )
+    if problem is not None or ends_at is None:
+        raise CommandRejected(
+            f"the calendar activity of {action_id!r} would run from {starts_at.isoformat()} "
+            f"for {minutes} minutes: {problem}",
+            code="out_of_range",
+        )
+    return ends_at

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sales.errors import CommandRejected, describe_validation_error
+from sales.errors import CommandRejected
 from sales.process import Action
-from sales.validation import Identifier, Line, Notes, ShortLine
+from sales.validation import Identifier, Line, Notes, ShortLine, When, validate
 
 
 class Command(BaseModel):
@@ -53,8 +46,8 @@ class ActivityDetails(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    due: AwareDatetime | None = None
-    """When it starts (ISO-8601 with a time zone)."""
+    due: When | None = None
+    """When it starts (ISO-8601 with a time zone, within the business range)."""
     duration_minutes: int | None = Field(default=None, gt=0, le=7 * 24 * 60)
     subject: Line | None = None
     assignee: ShortLine | None = None
@@ -193,9 +186,11 @@ COMMANDS: dict[str, type[Command]] = {
 
 
 def users_named(command: Command) -> list[str]:
-    """The users a command names (an assignee, a team member), which must exist."""
+    """The users a command names (an owner, an assignee, a team member), which must exist."""
     if isinstance(command, Assign):
         return [command.user]
+    if isinstance(command, ChangeOwner):
+        return [command.owner]
     if isinstance(command, ModifyActivity):
         return [command.assignee] if command.assignee else []
     if isinstance(command, PerformActions):
@@ -219,12 +214,7 @@ def parse_command(name: str, payload: Any) -> Command:
             f"invalid {name} payload: expected a JSON object, got {_json_type(payload)}",
             code="invalid_payload",
         )
-    try:
-        return model.model_validate(payload)
-    except ValidationError as error:
-        raise CommandRejected(
-            describe_validation_error(error, f"{name} payload"), code="invalid_payload"
-        ) from None
+    return validate(model, payload, f"{name} payload")
 
 
 def _json_type(value: Any) -> str:

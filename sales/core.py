@@ -28,20 +28,22 @@ from sales.commands import (
 from sales.effects import Effect, EffectOutcome, PerformEffect
 from sales.errors import CommandRejected
 from sales.opportunity import (
+    MAX_DEAD_LETTERS,
     MAX_REASON,
     MAX_REJECTED,
     MAX_REJECTED_PAYLOAD,
     MAX_REQUEST_ID_CHARACTERS,
     MAX_REQUEST_IDS,
     ActionState,
+    DeadLetter,
     Opportunity,
     Rejection,
     StageState,
     StartOpportunity,
 )
 from sales.process import FoundProcess, SalesProcess
-from sales.results import ActionResult, Change, CommandResult
-from sales.validation import excerpt, json_size
+from sales.results import MAX_RESULT_ACTIONS, ActionResult, Change, CommandResult
+from sales.validation import MAX_MESSAGE, cut, excerpt, json_size
 
 __all__ = ["ActionResult", "CommandResult", "Decision", "apply", "check", "open_opportunity"]
 
@@ -142,7 +144,29 @@ def apply(
 ) -> Decision:
     """Apply a command. Raises `CommandRejected` (with the state untouched) when it is invalid.
     `move_process` needs the process it moves to, `found` by the caller; a command naming
-    users is checked against `users`, those of them that exist (when the caller looked)."""
+    users is checked against `users`, those of them that exist (when the caller looked).
+
+    Any other error of a rule is a defect; it rejects the command too (`internal_error`), so
+    that no input can fail the workflow task that applies it again and again."""
+    try:
+        return _apply(state, command, now, found, users)
+    except CommandRejected:
+        raise
+    except Exception as error:
+        raise CommandRejected(
+            f"{command_name(command)} could not be applied: {type(error).__name__} in the "
+            "sales rules (a defect; nothing was changed)",
+            code="internal_error",
+        ) from error
+
+
+def _apply(
+    state: Opportunity,
+    command: Command,
+    now: datetime,
+    found: FoundProcess | None,
+    users: frozenset[str] | None,
+) -> Decision:
     name = command_name(command)
     if state.has_applied(command.request_id):
         return Decision(
@@ -223,6 +247,16 @@ def reopen(state: Opportunity, stage: str, by: str | None, now: datetime) -> Dec
     )
 
 
+def note_dead_letters(state: Opportunity, refused: list[DeadLetter], now: datetime) -> Opportunity:
+    """The state noting parts of its projection the read model refused (the newest
+    `MAX_DEAD_LETTERS`; all are in the read model's `dead_letters`)."""
+    new = state.model_copy()
+    noted = [letter.model_copy(update={"at": letter.at or now}) for letter in refused]
+    new.dead_letters = [*state.dead_letters, *noted][-MAX_DEAD_LETTERS:]
+    new.dead_letters_count = state.dead_letters_count + len(refused)
+    return new
+
+
 def finish(
     state: Opportunity,
     result: CommandResult,
@@ -230,7 +264,7 @@ def finish(
     followed: CommandResult | None = None,
 ) -> CommandResult:
     """The command's result once its effects are settled (and what followed it, if anything)."""
-    actions = [*result.actions, *settled]
+    actions = [*result.actions, *settled][:MAX_RESULT_ACTIONS]
     message = result.message or "; ".join(f"{a.action_id}: {a.outcome}" for a in actions)
     if followed is not None:
         message += f"; {followed.message}"
@@ -240,7 +274,7 @@ def finish(
             "created_activities": [
                 a.activity_id for a in actions if a.outcome == "activity_created" and a.activity_id
             ],
-            "message": message,
+            "message": cut(message, MAX_MESSAGE),
             "current_stage": state.current_stage,
             "status": state.status,
         }
@@ -255,7 +289,7 @@ def reject(state: Opportunity, name: str, payload: object, rejected: CommandReje
     record = Rejection(
         command=name[:200],
         code=rejected.code,
-        reason=_cut(rejected.reason, MAX_REASON),
+        reason=cut(rejected.reason, MAX_REASON),
         payload=payload[:MAX_REJECTED_PAYLOAD]
         if isinstance(payload, str)
         else excerpt(payload, MAX_REJECTED_PAYLOAD),
@@ -265,30 +299,37 @@ def reject(state: Opportunity, name: str, payload: object, rejected: CommandReje
     return new
 
 
-KEEP_HISTORY = 100
+KEEP_HISTORY = 10
 """History entries `trim` always keeps (the newest)."""
+KEEP_REMARKS = 1
 
 
 def trim(state: Opportunity, excess: int) -> Opportunity:
     """A copy of the state about `excess` bytes (as JSON) smaller: without its oldest
-    rejections, then its oldest request ids, then its oldest history entries (the newest
-    `KEEP_HISTORY` stay; every entry is in the read model). For a state that has grown past
-    what a run may carry or a query may return."""
+    rejections, then its oldest request ids, then its oldest history entries and remarks (the
+    newest `KEEP_HISTORY` and `KEEP_REMARKS` stay; every one is in the read model). For a
+    state that has grown past what a run may carry or a query may return."""
     rejected, excess = _drop_oldest(state.rejected, excess)
     request_ids, excess = _drop_oldest(state.applied_request_ids, excess)
     characters = sum(map(len, request_ids))
-    history = state.history
-    if excess > 0 and len(history) > KEEP_HISTORY:
-        older, excess = _drop_oldest(history[:-KEEP_HISTORY], excess)
-        history = [*older, *history[-KEEP_HISTORY:]]
+    history, excess = _keep_newest(state.history, excess, KEEP_HISTORY)
+    remarks, excess = _keep_newest(state.remarks, excess, KEEP_REMARKS)
     return state.model_copy(
         update={
             "rejected": rejected,
             "applied_request_ids": request_ids,
             "request_id_characters": characters,
             "history": history,
+            "remarks": remarks,
         }
     )
+
+
+def _keep_newest(items: list[Any], excess: int, keep: int) -> tuple[list[Any], int]:
+    if excess <= 0 or len(items) <= keep:
+        return items, excess
+    older, excess = _drop_oldest(items[:-keep], excess)
+    return [*older, *items[-keep:]], excess
 
 
 def _drop_oldest(items: list[Any], excess: int) -> tuple[list[Any], int]:
@@ -320,10 +361,6 @@ def remember(state: Opportunity, request_id: str) -> None:
     state.request_id_characters = total
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _result(
     state: Opportunity,
     name: str,
@@ -336,15 +373,16 @@ def _result(
         command=name,
         request_id=request_id,
         duplicate=duplicate,
-        message=message,
+        message=cut(message, MAX_MESSAGE),
         current_stage=state.current_stage,
         status=state.status,
     )
 
 
 def replay_history(history: list[Any]) -> str | None:
-    """The stage the history ends in: what the current stage must always equal."""
-    stage: str | None = None
+    """The stage the history ends in: what the current stage must always equal (a history
+    whose oldest entries were evicted replays from the first one kept)."""
+    stage: str | None = history[0].from_stage if history else None
     for entry in history:
         if entry.from_stage != stage and entry.source != "start":
             raise ValueError(

@@ -13,12 +13,20 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from sales.opportunity import HistoryEntry
+from sales.opportunity import HistoryEntry, Remark
+from sales.validation import CodeText, DisplayId, IdText, LineText, MessageText, NotesText
 
 
 class RecordHistory(BaseModel):
     kind: Literal["record_history"] = "record_history"
     entry: HistoryEntry
+
+
+class RecordRemark(BaseModel):
+    """A remark written to the read model (the state keeps only the newest)."""
+
+    kind: Literal["record_remark"] = "record_remark"
+    remark: Remark
 
 
 class CreateCalendarActivity(BaseModel):
@@ -75,18 +83,18 @@ class InviteToEvent(BaseModel):
 class CalendarKey(BaseModel):
     """A calendar activity's key in the read model: (opportunity, action, generation)."""
 
-    opportunity_id: str
-    action_id: str
+    opportunity_id: IdText
+    action_id: IdText
     generation: int
-    activity_id: str
+    activity_id: DisplayId
     """Its display id (`calendar_rules.activity_id_for`), for summaries and logs."""
 
 
 class CompleteCalendarActivity(BaseModel):
     kind: Literal["complete_calendar_activity"] = "complete_calendar_activity"
     key: CalendarKey
-    outcome: str | None = None
-    notes: str | None = None
+    outcome: LineText | None = None
+    notes: NotesText | None = None
 
 
 class CancelCalendarActivity(BaseModel):
@@ -107,10 +115,10 @@ class ModifyCalendarActivity(BaseModel):
     key: CalendarKey
     starts_at: datetime | None = None
     duration_minutes: int | None = None
-    subject: str | None = None
-    assignee: str | None = None
-    notes: str | None = None
-    location: str | None = None
+    subject: LineText | None = None
+    assignee: LineText | None = None
+    notes: NotesText | None = None
+    location: LineText | None = None
 
 
 CalendarChange = Annotated[
@@ -125,6 +133,7 @@ projection, in order, idempotently (only an active row is completed or canceled)
 
 Effect = Annotated[
     RecordHistory
+    | RecordRemark
     | CreateCalendarActivity
     | SendLetter
     | InviteToEvent
@@ -144,8 +153,8 @@ class EffectOutcome(BaseModel):
     the retries ran out."""
 
     status: Literal["created", "exists", "sent", "filed", "invited", "already_invited", "failed"]
-    message: str = ""
-    code: str | None = None
+    message: MessageText = ""
+    code: CodeText | None = None
     """Why it failed (see `sales.opportunity.EffectFailure.code`)."""
-    activity_id: str | None = None
+    activity_id: DisplayId | None = None
     created_on: datetime | None = None

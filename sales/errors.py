@@ -21,14 +21,32 @@ REJECTION_CODES: dict[str, str] = {
     "unknown_role": "no action of the process names this role",
     "unknown_user": "no user has this id (`opportunities user add` adds one)",
     "unknown_process": "no process has this id",
+    "unknown_contact": "no contact has this id",
     "unknown_outcome": "the process lists the outcomes of this kind of activity: give one of them",
     "closed": "the opportunity is won or lost: reopen it to change it",
     "not_closed": "the opportunity is open: only a won or lost one can be reopened",
     "not_allowed": "the process or the rules do not allow this change",
     "limit_reached": "the change would exceed a limit of the opportunity",
+    "out_of_range": "a date or time, as given or as computed (a due date plus its duration), "
+    "lies outside the business range 1900-01-01 to 2199-12-31 UTC",
+    "already_exists": "an opportunity of this id exists already (any status): ids are used once",
+    "unavailable": "the read model cannot be written now (a database outage); nothing was "
+    "applied: send the command again later",
+    "internal_error": "the command met a defect in the service (logged); nothing was changed",
 }
 """Every code a rejection may carry, with what it means (published in `contract/`). Callers
 decide by code, never by the message text."""
+
+
+def with_code(code: str, reason: str) -> str:
+    """A rejection's message as every client shows it: its code first, so that even a client
+    that shows only the message (the `temporal` CLI, the HTTP API) shows the code."""
+    return f"{code}: {reason}"
+
+
+def without_code(message: str, code: str) -> str:
+    """The reason of a message made by `with_code`."""
+    return message.removeprefix(f"{code}: ")
 
 
 class CommandRejected(Exception):

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from sales.process import Action, ProcessDefinition
-from sales.validation import Identifier, Line, ShortLine
+from sales.validation import (
+    MAX_ACTIONS,
+    MAX_NOTES,
+    MAX_STAGES,
+    CodeText,
+    DisplayId,
+    Identifier,
+    IdText,
+    Line,
+    LineText,
+    MessageText,
+    NotesText,
+    ShortLine,
+)
 
 Status = Literal["open", "won", "lost", "deleted"]
 """`deleted`: ended by `delete_opportunity`, out of searches by default."""
@@ -21,6 +34,17 @@ MAX_REJECTED_PAYLOAD = 1024
 MAX_REASON = 1024
 """Characters of a rejection's reason kept."""
 
+MAX_HISTORY = 100
+"""History entries the state keeps (the newest; the read model has every one)."""
+MAX_REMARKS = 5
+"""Remarks the state keeps (the newest; the read model's `remarks` table has every one)."""
+MAX_RETIRED = 500
+"""Deleted actions whose generation the state remembers; past it, the oldest are folded into
+`Opportunity.retired_floor`."""
+MAX_DEAD_LETTERS = 5
+"""Refused projection parts the state keeps (the newest)."""
+MAX_ERROR_MESSAGE = 500
+"""Characters of a failed side effect's reason kept with its action."""
 MAX_REQUEST_IDS = 5000
 """Applied request ids remembered for de-duplication; the oldest are forgotten first."""
 MAX_REQUEST_ID_CHARACTERS = 256 * 1024
@@ -52,12 +76,12 @@ class EffectFailure(BaseModel):
 
     model_config = ConfigDict(use_attribute_docstrings=True)
 
-    code: str
+    code: CodeText
     """`bad_data` (and narrower: `unknown_template`, `template_error`, `no_address`,
     `unknown_event`, `unknown_contact`, `mail_refused`), `unavailable` (a service stayed
     down longer than the retries last), or `unclassified` (an unexpected error, retried up
     to a bound)."""
-    message: str
+    message: MessageText
     at: datetime
 
 
@@ -70,13 +94,17 @@ class ActionState(BaseModel):
     completed: bool = False
     completed_at: datetime | None = None
     performed_at: datetime | None = None
-    activity_id: str | None = None
+    activity_id: DisplayId | None = None
     """The linked calendar activity, until it is deleted."""
     activity_status: ActivityStatus | None = None
     activity_created_on: datetime | None = None
-    activity_outcome: str | None = None
-    activity_assignee: str | None = None
+    activity_outcome: LineText | None = None
+    activity_assignee: LineText | None = None
     """Who does the linked calendar activity."""
+    activity_starts_at: datetime | None = None
+    activity_ends_at: datetime | None = None
+    """When the linked calendar activity is due and ends (a change of either is checked
+    against the business range)."""
     generation: int = 0
     """How many side effects (activities, letters) this action has started; with the
     opportunity and the action id it is the idempotency key of the next one."""
@@ -102,8 +130,8 @@ class ActionState(BaseModel):
 class StageState(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True)
 
-    name: str
-    actions: list[ActionState] = Field(default_factory=list)
+    name: LineText
+    actions: list[ActionState] = Field(default_factory=list, max_length=MAX_ACTIONS)
 
 
 class HistoryEntry(BaseModel):
@@ -113,14 +141,14 @@ class HistoryEntry(BaseModel):
 
     seq: int
     at: datetime
-    from_stage: str | None
-    to_stage: str
+    from_stage: LineText | None
+    to_stage: LineText
     source: HistorySource
-    by: str | None = None
-    reason: str | None = None
-    canceled_activities: list[str] = Field(default_factory=list)
+    by: IdText | None = None
+    reason: NotesText | None = None
+    canceled_activities: list[DisplayId] = Field(default_factory=list, max_length=MAX_ACTIONS)
     """Active activities of the stage left, cancelled by this change."""
-    created_activities: list[str] = Field(default_factory=list)
+    created_activities: list[DisplayId] = Field(default_factory=list, max_length=MAX_ACTIONS)
     """Activities created on entry (actions marked `create_activity_on_entry`)."""
 
 
@@ -129,22 +157,30 @@ class Rejection(BaseModel):
 
     model_config = ConfigDict(use_attribute_docstrings=True)
 
-    command: str
-    code: str
+    command: IdText
+    code: CodeText
     """One of the rejection codes (`contract/rejection-codes.json`)."""
-    reason: str
-    payload: str
+    reason: Annotated[str, Field(max_length=MAX_REASON)]
+    payload: Annotated[str, Field(max_length=MAX_REJECTED_PAYLOAD)]
     """The payload as JSON, cut to `MAX_REJECTED_PAYLOAD` characters."""
     at: datetime
 
 
-MAX_REMARKS = 200
+class DeadLetter(BaseModel):
+    """A part of a projection the read model refused (kept in its `dead_letters` table)."""
+
+    what: LineText
+    why: MessageText
+    at: datetime | None = None
 
 
 class Remark(BaseModel):
+    """A dated remark; `seq` numbers an opportunity's remarks from 1 and keys its row."""
+
+    seq: int = 0
     at: datetime
-    by: str | None = None
-    text: str
+    by: IdText | None = None
+    text: Annotated[str, Field(max_length=MAX_NOTES)]
 
 
 class Opportunity(BaseModel):
@@ -152,33 +188,49 @@ class Opportunity(BaseModel):
 
     model_config = ConfigDict(use_attribute_docstrings=True)
 
-    opportunity_id: str
-    contact_id: str
-    contact_name: str | None = None
-    name: str | None
-    owner: str | None
-    team: dict[str, str] = Field(default_factory=dict)
+    opportunity_id: IdText
+    contact_id: IdText
+    contact_name: LineText | None = None
+    name: LineText | None
+    owner: LineText | None
+    team: dict[IdText, IdText] = Field(default_factory=dict, max_length=MAX_ACTIONS)
     """Role to user: who does the calendar activities of the actions naming the role (a role
     not here falls to the owner)."""
-    remarks: list[Remark] = Field(default_factory=list)
-    """Dated remarks, oldest first (at most `MAX_REMARKS`)."""
+    remarks: list[Remark] = Field(default_factory=list, max_length=MAX_REMARKS)
+    """The newest dated remarks, oldest first (every one is in the read model)."""
+    remarks_added: int = 0
+    """Remarks added in all (numbers the next one)."""
     status: Status = "open"
-    process_id: str
+    process_id: IdText
     process_version: int
     process: ProcessDefinition
-    current_stage: str
+    current_stage: LineText
     stage_entered_at: datetime
     created_at: datetime
     closed_at: datetime | None = None
-    stages: list[StageState]
-    history: list[HistoryEntry] = Field(default_factory=list)
-    rejected: list[Rejection] = Field(default_factory=list)
-    applied_request_ids: list[str] = Field(default_factory=list)
+    stages: list[StageState] = Field(max_length=MAX_STAGES)
+    visited: list[LineText] = Field(default_factory=list, max_length=MAX_STAGES)
+    """The stages of this process the opportunity has been in, the current one included
+    ("Stage Actions for Current/Previous"), in the order entered."""
+    history: list[HistoryEntry] = Field(default_factory=list, max_length=MAX_HISTORY)
+    """The newest stage changes and other history entries, oldest first."""
+    history_entries: int = 0
+    """History entries made in all (numbers the next one: `seq`)."""
+    rejected: list[Rejection] = Field(default_factory=list, max_length=MAX_REJECTED)
+    applied_request_ids: list[IdText] = Field(default_factory=list, max_length=MAX_REQUEST_IDS)
     request_id_characters: int = 0
     """The characters of `applied_request_ids` in all (kept with them, for their bound)."""
-    retired_generations: dict[str, int] = Field(default_factory=dict)
+    retired_generations: dict[IdText, int] = Field(default_factory=dict, max_length=MAX_RETIRED)
     """The generation of each deleted action: an action added again under the same id goes
     on from there, so its next calendar activity or letter never reuses a key."""
+    retired_floor: int = 0
+    """The highest generation of the deleted actions no longer in `retired_generations`: an
+    action it does not name starts above it, so no key is reused after the oldest are
+    forgotten."""
+    dead_letters: list[DeadLetter] = Field(default_factory=list, max_length=MAX_DEAD_LETTERS)
+    """The newest parts of its projection the read model refused (all are in its
+    `dead_letters` table); `dead_letters_count` counts them all."""
+    dead_letters_count: int = 0
     revision: int = 0
     """Bumped on every applied change; the store ignores a projection older than the one it has."""
     last_command_at: datetime | None = None
@@ -194,8 +246,12 @@ class Opportunity(BaseModel):
 
     def visited_stages(self) -> list[str]:
         """The current stage and the stages it has been in: "Stage Actions for Current/Previous"."""
-        visited = {entry.to_stage for entry in self.history} | {self.current_stage}
+        visited = {*self.visited, self.current_stage}
         return [stage.name for stage in self.stages if stage.name in visited]
+
+    def retired_generation(self, action_id: str) -> int:
+        """The generation a new action of this id goes on from (0 for a new id)."""
+        return self.retired_generations.get(action_id, self.retired_floor)
 
     def find_action(self, action_id: str) -> tuple[StageState, ActionState] | None:
         for stage in self.stages:
@@ -219,6 +275,10 @@ class Opportunity(BaseModel):
         """Actions of the current stage not yet completed (the `OpenActions` search attribute)."""
         return sum(not action.completed for action in self.stage_state(self.current_stage).actions)
 
+    def failed_actions(self) -> int:
+        """Actions whose last side effect failed (the `FailedActions` search attribute)."""
+        return sum(action.last_error is not None for s in self.stages for action in s.actions)
+
     def has_applied(self, request_id: str | None) -> bool:
         return request_id is not None and request_id in self.applied_request_ids
 
@@ -235,6 +295,7 @@ class Opportunity(BaseModel):
             stage_entered_at=self.stage_entered_at,
             closed_at=self.closed_at,
             open_actions=self.open_actions(),
+            failed_actions=self.failed_actions(),
             created_at=self.created_at,
             revision=self.revision,
         )
@@ -245,16 +306,17 @@ class OpportunitySummary(BaseModel):
 
     model_config = ConfigDict(use_attribute_docstrings=True)
 
-    opportunity_id: str
-    contact_id: str
-    process_id: str
+    opportunity_id: IdText
+    contact_id: IdText
+    process_id: IdText
     process_version: int
-    name: str | None
-    owner: str | None
+    name: LineText | None
+    owner: LineText | None
     status: Status
-    current_stage: str
+    current_stage: LineText
     stage_entered_at: datetime
     closed_at: datetime | None
     open_actions: int
+    failed_actions: int = 0
     created_at: datetime
     revision: int

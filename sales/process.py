@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sales.validation import (
+    MAX_ACTIONS,
     MAX_ACTIONS_PER_STAGE,
     MAX_OUTCOME_STAGES,
     MAX_STAGES,
@@ -102,7 +103,7 @@ class ProcessDefinition(_Strict):
     command says otherwise."""
     stages: list[StageDefinition] = Field(max_length=MAX_STAGES)
     outcome_stages: dict[Line, Line] = Field(default_factory=dict, max_length=MAX_OUTCOME_STAGES)
-    activity_outcomes: dict[Line, list[Line]] = Field(
+    activity_outcomes: dict[Line, Annotated[list[Line], Field(max_length=100)]] = Field(
         default_factory=dict, max_length=MAX_OUTCOME_STAGES
     )
     """The outcomes a kind of calendar activity may have (`{"call": ["Interested", ...]}`);
@@ -117,6 +118,9 @@ class ProcessDefinition(_Strict):
                 raise ValueError(
                     f"stages[{index}]: closing stage {stage.name!r} cannot have stage timers"
                 )
+        actions = sum(len(stage.actions) for stage in self.stages)
+        if actions > MAX_ACTIONS:
+            raise ValueError(f"a process has at most {MAX_ACTIONS} actions; this one has {actions}")
         seen_stages: set[str] = set()
         for index, stage in enumerate(self.stages):
             if stage.name in seen_stages:

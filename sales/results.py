@@ -9,6 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sales.effects import Effect
 from sales.opportunity import Status
+from sales.validation import CodeText, DisplayId, IdText, LineText, MessageText
+
+MAX_RESULT_ACTIONS = 500
+"""Action lines a result reports (a command tags at most 100 actions; entering a stage creates
+at most its actions' activities)."""
 
 ActionOutcome = Literal[
     "activity_created",
@@ -31,12 +36,12 @@ ActionOutcome = Literal[
 class ActionResult(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True)
 
-    action_id: str
+    action_id: IdText
     outcome: ActionOutcome
-    message: str
-    code: str | None = None
+    message: MessageText
+    code: CodeText | None = None
     """With `failed`: why (the action's `last_error.code`)."""
-    activity_id: str | None = None
+    activity_id: DisplayId | None = None
 
 
 class CommandResult(BaseModel):
@@ -44,15 +49,17 @@ class CommandResult(BaseModel):
 
     model_config = ConfigDict(use_attribute_docstrings=True)
 
-    command: str
-    request_id: str | None = None
+    command: IdText
+    request_id: IdText | None = None
     duplicate: bool = False
     """True when the request id had already been applied: acknowledged, not applied again."""
-    message: str
-    current_stage: str
+    message: MessageText
+    current_stage: LineText
     status: Status
-    actions: list[ActionResult] = Field(default_factory=list)
-    created_activities: list[str] = Field(default_factory=list)
+    actions: list[ActionResult] = Field(default_factory=list, max_length=MAX_RESULT_ACTIONS)
+    created_activities: list[DisplayId] = Field(
+        default_factory=list, max_length=MAX_RESULT_ACTIONS
+    )
     """Calendar activities this command created (performed, or on entering a stage), so a
     caller can show or edit them at once."""
 

@@ -9,12 +9,15 @@ sets the status of closing stages.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sales.calendar_rules import calendar_key, new_calendar_activity
 from sales.commands import ChangeOwner, ChangeStage, MoveProcess
 from sales.effects import CancelCalendarActivity, Effect, RecordHistory
 from sales.errors import CommandRejected
 from sales.opportunity import (
+    MAX_HISTORY,
+    MAX_RETIRED,
     ActionState,
     HistoryEntry,
     HistorySource,
@@ -23,6 +26,7 @@ from sales.opportunity import (
 )
 from sales.process import ActivitySpec, CalendarAction, FoundProcess
 from sales.results import Change
+from sales.validation import MAX_ACTIONS, MAX_ACTIONS_PER_STAGE, MAX_NOTES, cut
 
 
 def require_stage(state: Opportunity, stage: str) -> None:
@@ -90,19 +94,26 @@ def change_owner(state: Opportunity, command: ChangeOwner, now: datetime) -> Cha
     return Change(f"owner changed from {previous!r} to {command.owner!r}")
 
 
+def record(state: Opportunity, **entry: Any) -> HistoryEntry:
+    """A new history entry, numbered after every earlier one; the state keeps the newest
+    `MAX_HISTORY` (the read model keeps them all)."""
+    state.history_entries += 1
+    made = HistoryEntry(seq=state.history_entries, **entry)
+    state.history = [*state.history, made][-MAX_HISTORY:]
+    return made
+
+
 def note_in_history(state: Opportunity, now: datetime, by: str | None, reason: str) -> HistoryEntry:
     """A history entry that stays in the current stage (a change beside the stages)."""
-    entry = HistoryEntry(
-        seq=len(state.history) + 1,
+    return record(
+        state,
         at=now,
         from_stage=state.current_stage,
         to_stage=state.current_stage,
         source="manual",
         by=by,
-        reason=reason,
+        reason=cut(reason, MAX_NOTES + 200),
     )
-    state.history = [*state.history, entry]
-    return entry
 
 
 def every_active_activity(state: Opportunity) -> list[ActionState]:
@@ -154,8 +165,8 @@ def enter_stage(
         and action.activity_id is None
         and not action.completed
     ]
-    entry = HistoryEntry(
-        seq=len(state.history) + 1,
+    entry = record(
+        state,
         at=now,
         from_stage=None if source == "start" else state.current_stage,
         to_stage=stage,
@@ -165,7 +176,8 @@ def enter_stage(
         canceled_activities=canceled,
         created_activities=[effect.activity_id for effect in creates],
     )
-    state.history = [*state.history, entry]
+    if stage not in state.visited:
+        state.visited = [*state.visited, stage]
     state.current_stage = stage
     state.stage_entered_at = now
     definition = state.process.stage(stage)
@@ -281,26 +293,61 @@ def fire_timers(state: Opportunity, now: datetime) -> Change | None:
 
 
 def _add_follow_up(state: Opportunity, now: datetime) -> Change:
+    """A follow-up action with its activity. A stage (or an opportunity) with no room for
+    another action first drops its oldest completed follow-up; without one, none is added
+    and the timer waits another idle period."""
     definition = state.process.stage(state.current_stage)
     assert definition is not None and definition.follow_up_after_days
+    stage = state.stage_state(state.current_stage)
+    state.last_command_at = now
+    if not has_room(state, stage):
+        oldest = next((a for a in stage.actions if a.action_id.startswith("follow-up-")), None)
+        if oldest is None:
+            return Change("no room for a follow-up action in this stage")
+        stage.actions = [a for a in stage.actions if a is not oldest]
+        retire(state, [oldest])
     taken = {a.action_id for s in state.stages for a in s.actions}
     state.follow_ups += 1
     while f"follow-up-{state.follow_ups}" in taken:
         state.follow_ups += 1
+    action_id = f"follow-up-{state.follow_ups}"
     action = ActionState(
         definition=CalendarAction(
-            action_id=f"follow-up-{state.follow_ups}",
+            action_id=action_id,
             type="calendar",
-            title=f"Follow up: {definition.follow_up_after_days} days without activity "
-            f"in {state.current_stage}",
+            title=cut(
+                f"Follow up: {definition.follow_up_after_days} days without activity "
+                f"in {state.current_stage}",
+                500,
+            ),
             activity=ActivitySpec(kind="follow-up", duration_minutes=15),
-        )
+        ),
+        generation=state.retired_generation(action_id),
     )
-    stage = state.stage_state(state.current_stage)
     stage.actions = [*stage.actions, action]
-    state.last_command_at = now
     effect = new_calendar_activity(state, action, action.definition, now)  # type: ignore[arg-type]
     return Change(f"follow-up {action.action_id} created", [effect])
+
+
+def has_room(state: Opportunity, stage: StageState) -> bool:
+    """Whether `stage` may take one more action (`MAX_ACTIONS_PER_STAGE`, and `MAX_ACTIONS`
+    in all the opportunity's stages)."""
+    total = sum(len(s.actions) for s in state.stages)
+    return len(stage.actions) < MAX_ACTIONS_PER_STAGE and total < MAX_ACTIONS
+
+
+def retire(state: Opportunity, actions: list[ActionState]) -> None:
+    """Remember the generations of actions that leave the opportunity, so that an action
+    added again under the same id never reuses a side effect's key; past `MAX_RETIRED`, the
+    oldest are folded into `retired_floor`."""
+    retired = dict(state.retired_generations)
+    for action in actions:
+        if action.generation:
+            known = retired.get(action.action_id, state.retired_floor)
+            retired[action.action_id] = max(known, action.generation)
+    while len(retired) > MAX_RETIRED:
+        state.retired_floor = max(state.retired_floor, retired.pop(next(iter(retired))))
+    state.retired_generations = retired
 
 
 # --- reopening --------------------------------------------------------------------------------
@@ -357,12 +404,7 @@ def move_process(
             code="not_allowed",
         )
     effects, canceled = cancel_activities(state, every_active_activity(state))
-    retired = dict(state.retired_generations)  # keys of side effects are never reused
-    for stage in state.stages:
-        for action in stage.actions:
-            if action.generation:
-                retired[action.action_id] = max(retired.get(action.action_id, 0), action.generation)
-    state.retired_generations = retired
+    retire(state, [a for stage in state.stages for a in stage.actions])
     left = f"{state.process_id} v{state.process_version}"
     state.process = definition
     state.process_id = definition.process_id
@@ -371,11 +413,13 @@ def move_process(
         StageState(
             name=s.name,
             actions=[
-                ActionState(definition=a, generation=retired.get(a.action_id, 0)) for a in s.actions
+                ActionState(definition=a, generation=state.retired_generation(a.action_id))
+                for a in s.actions
             ],
         )
         for s in definition.stages
     ]
+    state.visited = []
     effects += enter_stage(
         state, command.stage, now, source="manual", by=command.by,
         reason=f"moved from process {left}",

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sales.commands import AddRemark, Assign, Command, DeleteOpportunity
-from sales.effects import RecordHistory
+from sales.effects import RecordHistory, RecordRemark
 from sales.errors import CommandRejected
 from sales.opportunity import MAX_REMARKS, Opportunity, Remark
 from sales.results import Change
@@ -31,9 +31,11 @@ def assign(state: Opportunity, command: Assign, now: datetime) -> Change:
 
 
 def add_remark(state: Opportunity, command: AddRemark, now: datetime) -> Change:
-    remark = Remark(at=now, by=command.by, text=command.text)
+    """A dated remark, written to the read model; the state keeps the newest `MAX_REMARKS`."""
+    state.remarks_added += 1
+    remark = Remark(seq=state.remarks_added, at=now, by=command.by, text=command.text)
     state.remarks = [*state.remarks, remark][-MAX_REMARKS:]
-    return Change("remark added")
+    return Change(f"remark {remark.seq} added", effects=[RecordRemark(remark=remark)])
 
 
 def delete_opportunity(state: Opportunity, command: DeleteOpportunity, now: datetime) -> Change:

@@ -46,6 +46,7 @@ for command in [
     app.registered_commands.append(command)
 app.add_typer(cli_actions.action_app, name="action")
 app.add_typer(cli_actions.activity_app, name="activity")
+app.add_typer(cli_opportunities.remark_app, name="remark")
 
 
 def main() -> None:

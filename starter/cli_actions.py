@@ -22,6 +22,7 @@ from sales.commands import (
     RecordOutcome,
 )
 from sales.process import CalendarAction
+from sales.validation import out_of_range
 from starter.cli_common import (
     ColumnsOption,
     JsonFlag,
@@ -109,7 +110,11 @@ def _when(option: str, text: str | None) -> datetime | None:
             f"{option} {text!r} is not a date and time; give it as 2027-01-05T10:00 "
             "(local time) or 2027-01-05T10:00+01:00"
         ) from None
-    return when if when.tzinfo else when.astimezone()
+    when = when if when.tzinfo else when.astimezone()
+    problem = out_of_range(when)
+    if problem is not None:
+        raise UserError(f"{option} {text!r}: {problem}")
+    return when
 
 
 @app.command("perform")

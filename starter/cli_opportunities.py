@@ -44,7 +44,7 @@ from starter.cli_send import (
 )
 from starter.client import OpportunitiesClient
 from starter.read_model import ReadModel
-from store import processes, search
+from store import opportunities, processes, search
 from store.search import SearchFilters, SortKey
 
 app = new_app("Opportunities.")
@@ -144,12 +144,14 @@ def show(
 
     async def work() -> None:
         client = await OpportunitiesClient.connect()
-        opportunity = await client.state(opportunity_id)
-        if stage is not None and opportunity.process.stage(stage) is None:
-            raise UserError(
-                f"unknown stage {stage!r}; stages are {opportunity.process.stage_names()}"
-            )
-        async with database() as pool:  # the contact as it is now, not as it was when opened
+        async with database() as pool:
+            run_id = await ReadModel(pool).closed_run(opportunity_id)
+            opportunity = await client.state(opportunity_id, run_id=run_id)
+            if stage is not None and opportunity.process.stage(stage) is None:
+                raise UserError(
+                    f"unknown stage {stage!r}; stages are {opportunity.process.stage_names()}"
+                )
+            # the contact as it is now, not as it was when opened
             current = await ReadModel(pool).contact_name(opportunity.contact_id)
         if current is not None:
             opportunity = opportunity.model_copy(update={"contact_name": current})
@@ -222,7 +224,13 @@ def history(opportunity_id: str, as_json: JsonFlag = False) -> None:
 
     async def work() -> None:
         client = await OpportunitiesClient.connect()
-        entries = await client.history(opportunity_id)
+        async with database() as pool:
+            read_model = ReadModel(pool)
+            run_id = await read_model.closed_run(opportunity_id)
+            entries = await client.history(opportunity_id, run_id=run_id)
+            if entries and entries[0].seq > 1:  # the workflow keeps the newest: the rest
+                entries = [*await read_model.history_before(opportunity_id, entries[0].seq),
+                           *entries]  # fmt: skip
         if as_json:
             print_json(entries)
         else:
@@ -375,15 +383,40 @@ def move(
     send(opportunity_id, command_of(MoveProcess, process_id=process, stage=stage, by=by), as_json)
 
 
-@app.command("remark")
-def remark(
+remark_app = new_app("Dated remarks on an opportunity.")
+
+
+@remark_app.command("add")
+def remark_add(
     opportunity_id: str,
     text: Annotated[str, typer.Argument(help="The remark.")],
     by: ByOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Add a dated remark to the opportunity (`show` lists them)."""
+    """Add a dated remark to the opportunity (`show` lists the newest, `remark list` all)."""
     send(opportunity_id, command_of(AddRemark, text=text, by=by), as_json)
+
+
+@remark_app.command("list")
+def remark_list(
+    opportunity_id: str,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
+    as_json: JsonFlag = False,
+) -> None:
+    """The opportunity's remarks, newest first (from the read model)."""
+
+    async def work() -> None:
+        async with database() as pool:
+            remarks = await opportunities.list_remarks(pool, opportunity_id, limit=limit)
+        if as_json:
+            print_json(remarks)
+            return
+        table = new_table("#", "at", "by", "remark")
+        for r in remarks:
+            table.add_row(str(r.seq), f"{r.at:%Y-%m-%d %H:%M}", r.by or "", r.text)
+        print_table(table)
+
+    run(work)
 
 
 @app.command("delete")
@@ -420,6 +453,9 @@ def search_command(
     entered_before: EnteredBefore = None,
     entered_after: EnteredAfter = None,
     open_actions: OpenActionsFilter = None,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Only those with a failed action (to fix).")
+    ] = False,
     sort: Annotated[str, typer.Option("--sort", help="Column to sort by.")] = "opportunity_id",
     desc: Annotated[bool, typer.Option("--desc", help="Sort descending.")] = False,
     limit: Annotated[int, typer.Option("--limit", help="Page size (1-1000).")] = 50,
@@ -438,6 +474,7 @@ def search_command(
         entered_before=entered_before,
         entered_after=entered_after,
         open_actions=open_actions,
+        failed=failed,
     )
 
     async def work() -> None:
@@ -458,7 +495,7 @@ def search_command(
             return
         table = new_table(
             "opportunity", "name", "contact", "owner", "process", "stage", "since", "status",
-            "open", title=counted(page.total, "opportunity"),
+            "open", "failed", title=counted(page.total, "opportunity"),
         )  # fmt: skip
         for o in page.items:
             table.add_row(
@@ -471,6 +508,7 @@ def search_command(
                 f"{o.stage_entered_at:%Y-%m-%d}",
                 o.status,
                 str(o.open_actions),
+                str(o.failed_actions) if o.failed_actions else "",
             )
         print_table(table, view="search", columns=columns)
         if page.total > len(page.items):
@@ -487,4 +525,5 @@ def search_filters(**given: Any) -> SearchFilters:
         "contact_id": given["contact"], "owner": given["owner"], "name": given["name"],
         "entered_before": given["entered_before"], "entered_after": given["entered_after"],
         "has_open_actions": given["open_actions"],
+        "has_failed_actions": given.get("failed") or None,
     })  # fmt: skip

@@ -54,11 +54,11 @@ from sales.commands import (
     command_name,
 )
 from sales.core import CommandResult
-from sales.errors import REJECTION_CODES, CommandRejected
+from sales.errors import REJECTION_CODES, CommandRejected, without_code
 from sales.opportunity import HistoryEntry, Opportunity, StartOpportunity
 from sales.process import Action
 from workflows.mass_messages import MassModifyInput, Progress
-from workflows.messages import Carried, OpportunityInput, Reopen
+from workflows.messages import OpportunityInput, Reopen
 
 WORKFLOW_TYPE = "Opportunity"
 T = TypeVar("T")
@@ -128,7 +128,12 @@ QUERY_SECONDS = 30.0
 
 
 class StartFailed(Exception):
-    """The opportunity could not be opened (unknown contact, process or stage, bad input)."""
+    """The opportunity could not be opened (unknown contact, process or stage, bad input, an
+    id used before); `code` says which, when the run said."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class NoWorker(Exception):
@@ -147,8 +152,11 @@ class OpportunitiesClient:
     async def connect(cls) -> OpportunitiesClient:
         return cls(await connect())
 
-    def handle(self, opportunity_id: str) -> WorkflowHandle[Any, Any]:
-        return self.temporal.get_workflow_handle(opportunity_workflow_id(opportunity_id))
+    def handle(self, opportunity_id: str, run_id: str | None = None) -> WorkflowHandle[Any, Any]:
+        """The opportunity's workflow: its latest run, or the run `run_id`."""
+        return self.temporal.get_workflow_handle(
+            opportunity_workflow_id(opportunity_id), run_id=run_id
+        )
 
     async def create(
         self,
@@ -184,7 +192,7 @@ class OpportunitiesClient:
                 id=opportunity_workflow_id(start.opportunity_id),
                 task_queue=self.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
                 static_summary=static_summary(
                     contact_name or contact_id,
                     process_label or process_id,
@@ -242,7 +250,7 @@ class OpportunitiesClient:
                 try:
                     await handle.result()
                 except WorkflowFailureError as error:
-                    raise StartFailed(_failure_message(error)) from None
+                    raise StartFailed(*_failure(error)) from None
             if description.status in (
                 WorkflowExecutionStatus.RUNNING,
                 WorkflowExecutionStatus.COMPLETED,
@@ -286,7 +294,8 @@ class OpportunitiesClient:
         except WorkflowUpdateFailedError as error:
             cause = error.cause
             if isinstance(cause, ApplicationError):
-                raise CommandRejected(cause.message, code=_code(cause)) from None
+                code = _code(cause)
+                raise CommandRejected(without_code(cause.message, code), code=code) from None
             raise
 
     async def signal(
@@ -330,77 +339,33 @@ class OpportunitiesClient:
         self, opportunity_id: str, stage: str, *, by: str | None = None, wait_seconds: float = 30.0
     ) -> Opportunity:
         """Open a won or lost opportunity again in `stage`: a new run of the same workflow id,
-        starting from the state the closed run ended with."""
-        handle = self.handle(opportunity_id)
-        try:
-            description = await handle.describe()
-        except RPCError as error:
-            raise await self._translate(error, opportunity_id) from None
-        if description.status == WorkflowExecutionStatus.RUNNING:
-            raise CommandRejected(
-                f"opportunity {opportunity_id!r} is open; only a won or lost one can be reopened",
-                code="not_closed",
-            )
-        if description.status != WorkflowExecutionStatus.COMPLETED:
-            status = description.status.name.lower() if description.status else "unknown"
-            raise CommandRejected(
-                f"opportunity {opportunity_id!r} cannot be reopened: its workflow {status}",
-                code="not_allowed",
-            )
-        closed = await self.temporal.get_workflow_handle(
-            opportunity_workflow_id(opportunity_id), result_type=Opportunity
-        ).result()
-        if closed.status == "deleted":
-            raise CommandRejected(
-                f"opportunity {opportunity_id!r} was deleted; it cannot be reopened",
-                code="not_allowed",
-            )
-        definition = closed.process.stage(stage)
-        if definition is None or definition.closes_as:
-            open_stages = [s.name for s in closed.process.stages if not s.closes_as]
-            raise CommandRejected(
-                f"cannot reopen in stage {stage!r}; reopen in one of {open_stages}",
-                code="unknown_stage" if definition is None else "not_allowed",
-            )
-        start = OpportunityInput(
-            opportunity_id=closed.opportunity_id,
-            contact_id=closed.contact_id,
-            process_id=closed.process_id,
-            name=closed.name,
-            owner=closed.owner,
-            carried=Carried(state=closed),
-            reopen=Reopen(stage=stage, by=by),
-        )
+        which loads the state the opportunity's real run ended with. `CommandRejected` with
+        the run's code when it refuses (open, deleted, unknown, a closing or unknown stage)."""
+        start = OpportunityInput(opportunity_id=opportunity_id, reopen=Reopen(stage=stage, by=by))
         try:
             new = await self.temporal.start_workflow(
                 WORKFLOW_TYPE,
-                start,
+                start.model_dump(mode="json", exclude_none=True),
                 id=opportunity_workflow_id(opportunity_id),
                 task_queue=self.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                static_summary=static_summary(
-                    closed.contact_name or closed.contact_id,
-                    closed.process_id,
-                    closed.name or closed.opportunity_id,
-                    reopened_in=stage,
-                ),
-                static_details=static_details(
-                    closed.contact_name or closed.contact_id,
-                    closed.contact_id,
-                    closed.owner,
-                    f"{closed.process_id} v{closed.process_version}",
-                    by,
-                    reopened_in=stage,
-                ),
+                static_summary=f"{opportunity_id} (reopened in {stage})",
+                static_details=f"**Reopened in:** {stage}" + (f" by {by}" if by else ""),
             )
         except WorkflowAlreadyStartedError:
             raise CommandRejected(
-                f"opportunity {opportunity_id!r} was reopened already", code="not_closed"
+                f"opportunity {opportunity_id!r} is open; only a won or lost one can be reopened",
+                code="not_closed",
             ) from None
-        return await self._wait_open(
-            new, wait_seconds, ready=lambda state: state.revision > closed.revision
-        )
+        try:
+            return await self._wait_open(
+                new, wait_seconds, ready=lambda state: state.status == "open"
+            )
+        except StartFailed as failed:
+            if failed.code is not None:
+                raise CommandRejected(str(failed), code=failed.code) from None
+            raise
 
     async def change_stage(
         self,
@@ -586,16 +551,24 @@ class OpportunitiesClient:
             return Progress(batch_id=batch_id)
         return progress
 
-    async def state(self, opportunity_id: str) -> Opportunity:
-        return await self._query(opportunity_id, "state", Opportunity)
+    async def state(self, opportunity_id: str, *, run_id: str | None = None) -> Opportunity:
+        """The opportunity's state, from its latest run or from `run_id` (a closed
+        opportunity's real run, which the read model names: a start refused over its id
+        made a later run)."""
+        return await self._query(opportunity_id, "state", Opportunity, run_id)
 
-    async def history(self, opportunity_id: str) -> list[HistoryEntry]:
-        return await self._query(opportunity_id, "history", list[HistoryEntry])
+    async def history(
+        self, opportunity_id: str, *, run_id: str | None = None
+    ) -> list[HistoryEntry]:
+        """Its newest history entries (the read model has every one), as `state`."""
+        return await self._query(opportunity_id, "history", list[HistoryEntry], run_id)
 
-    async def _query(self, opportunity_id: str, name: str, result_type: type[T]) -> T:
+    async def _query(
+        self, opportunity_id: str, name: str, result_type: type[T], run_id: str | None = None
+    ) -> T:
         """A query, asked again while it times out (a busy worker), for up to
         `QUERY_SECONDS`; `NoWorker` at the first timeout if no worker polls."""
-        handle = self.handle(opportunity_id)
+        handle = self.handle(opportunity_id, run_id)
         deadline = asyncio.get_running_loop().time() + QUERY_SECONDS
         while True:
             try:
@@ -625,8 +598,14 @@ def _code(error: ApplicationError) -> str:
     return code if code in REJECTION_CODES else "invalid_payload"
 
 
-def _failure_message(error: WorkflowFailureError) -> str:
+def _failure(error: WorkflowFailureError) -> tuple[str, str | None]:
+    """A failed start's reason and code."""
     cause: BaseException | None = error.cause
     while cause is not None and not isinstance(cause, ApplicationError):
         cause = cause.__cause__
-    return cause.message if isinstance(cause, ApplicationError) else str(error)
+    if not isinstance(cause, ApplicationError):
+        return str(error), None
+    details = cause.details[0] if cause.details else None
+    code = details.get("code") if isinstance(details, dict) else None
+    code = code if code in REJECTION_CODES else None
+    return (without_code(cause.message, code) if code else cause.message), code

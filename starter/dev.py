@@ -21,7 +21,8 @@ import warnings
 from pathlib import Path
 
 import worker
-from runtime import codec, embedded, settings
+from runtime import codec, embedded, search_attributes, settings
+from runtime.temporal import connect_patiently
 from starter import examples
 
 DATA = settings.DATA_FOLDER.resolve()
@@ -53,6 +54,11 @@ def _forget_data_folder() -> None:
     record = settings.data_folder_record()
     if record.is_file() and record.read_text().strip() == str(DATA):
         record.unlink()
+
+
+async def _register_search_attributes() -> list[str]:
+    """The contract's search attributes a server (say, TEMPORAL_ADDRESS's) lacks, registered."""
+    return await search_attributes.register_missing(await connect_patiently())
 
 
 def main() -> None:
@@ -114,6 +120,12 @@ def main() -> None:
                 [str(Path(sys.executable).parent / "opportunities"), "codec-server"]
             )
             _say(f"payloads encrypted; codec server for the Web UI and CLI: {CODEC_ENDPOINT}")
+        registered = asyncio.run(_register_search_attributes())
+        _say(
+            f"registered search attributes {', '.join(registered)}"
+            if registered
+            else "search attributes: every one is registered"
+        )
         example_processes = examples.processes(EXAMPLES)
         asyncio.run(examples.prepare(database_url, example_processes, say=_say))
         bin_dir = Path(sys.executable).parent

@@ -7,7 +7,8 @@ import asyncpg
 
 import store
 from runtime import settings
-from store import contacts, search
+from sales.opportunity import HistoryEntry
+from store import contacts, opportunities, search
 from store.search import SearchFilters, SearchPage, SortKey
 
 
@@ -47,3 +48,15 @@ class ReadModel:
         """The contact's full name, for what the Temporal UI shows (None: unknown)."""
         contact = await contacts.get_contact(self.pool, contact_id)
         return contact.full_name if contact else None
+
+    async def closed_run(self, opportunity_id: str) -> str | None:
+        """The run a closed opportunity's state is read from: the one that wrote its row (a
+        start refused over its id made a later run, which says nothing of it). None while it
+        is open, or unknown to the read model: its latest run is the one."""
+        found = await opportunities.find_run(self.pool, opportunity_id)
+        return found[1] if found is not None and found[0] != "open" else None
+
+    async def history_before(self, opportunity_id: str, seq: int) -> list[HistoryEntry]:
+        """The history entries older than `seq` (the workflow keeps only the newest)."""
+        entries = await opportunities.get_history(self.pool, opportunity_id)
+        return [entry for entry in entries if entry.seq < seq]

@@ -21,7 +21,7 @@ from store import calendar, events, letters, opportunities
 
 SUMMARY_FIELDS = ["contact_id", "process_id", "process_version", "name", "owner", "status",
                   "current_stage", "stage_entered_at", "closed_at", "open_actions",
-                  "revision"]  # fmt: skip
+                  "failed_actions", "revision"]  # fmt: skip
 HISTORY_FIELDS = ["at", "from_stage", "to_stage", "source", "by", "reason",
                   "canceled_activities", "created_activities"]  # fmt: skip
 
@@ -38,14 +38,19 @@ class Verdict:
 
 async def verify(client: OpportunitiesClient, pool: asyncpg.Pool, opportunity_id: str) -> Verdict:
     """Every difference between the opportunity's workflow state and its read model."""
-    state, note = await _state(client, opportunity_id)
+    state, note = await _state(client, pool, opportunity_id)
     row = await opportunities.get_opportunity(pool, opportunity_id)
     if state is None:
         problems = [] if row is None else [f"a read-model row but no workflow state ({note})"]
         return Verdict(opportunity_id, False, problems, note)
     found = _summary(state, row)
+    found += [
+        f"not written to the read model: {letter.what}: {letter.why}"
+        for letter in await opportunities.dead_letters(pool, opportunity_id)
+    ]
     if row is not None:
         found += await _history(pool, state)
+        found += await _remarks(pool, state)
         found += await _calendar(pool, state)
         found += await _letters(pool, state)
         found += await _invitations(pool, state)
@@ -53,8 +58,10 @@ async def verify(client: OpportunitiesClient, pool: asyncpg.Pool, opportunity_id
 
 
 async def _state(
-    client: OpportunitiesClient, opportunity_id: str
+    client: OpportunitiesClient, pool: asyncpg.Pool, opportunity_id: str
 ) -> tuple[Opportunity | None, str]:
+    """The state to compare: the running run's, else that of the run the read model names (a
+    start refused over a closed opportunity's id makes a later, failed run)."""
     handle = client.handle(opportunity_id)
     try:
         description = await handle.describe()
@@ -62,12 +69,16 @@ async def _state(
         if error.status == RPCStatusCode.NOT_FOUND:
             return None, "no workflow"
         raise
-    status = description.status
-    if status == WorkflowExecutionStatus.RUNNING:
+    if description.status == WorkflowExecutionStatus.RUNNING:
         return await client.state(opportunity_id), ""
+    found = await opportunities.find_run(pool, opportunity_id)
+    if found is not None and found[1] is not None:
+        handle = client.handle(opportunity_id, found[1])
+        description = await handle.describe()
+    status = description.status
     if status == WorkflowExecutionStatus.COMPLETED:
         result = await client.temporal.get_workflow_handle(
-            handle.id, result_type=Opportunity
+            handle.id, run_id=handle.run_id, result_type=Opportunity
         ).result()
         return result, ""
     return None, f"workflow {status.name.lower() if status else 'unknown'}"
@@ -105,6 +116,21 @@ async def _history(pool: asyncpg.Pool, state: Opportunity) -> list[str]:
                 )
     last = state.history[-1].seq if state.history else 0
     found += [f"history #{seq} is not in the workflow" for seq in sorted(rows) if seq > last]
+    return found
+
+
+async def _remarks(pool: asyncpg.Pool, state: Opportunity) -> list[str]:
+    """The remarks the workflow keeps are in the read model as they are, and it has none the
+    workflow has not made."""
+    rows = {r.seq: r for r in await opportunities.list_remarks(pool, state.opportunity_id)}
+    found = []
+    for remark in state.remarks:
+        row = rows.get(remark.seq)
+        if row is None:
+            found.append(f"remark #{remark.seq} missing")
+        elif row != remark:
+            found.append(f"remark #{remark.seq}: workflow {remark!r}, read model {row!r}")
+    found += [f"remark #{seq} is not in the workflow" for seq in rows if seq > state.remarks_added]
     return found
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from sales.effects import InviteToEvent
-from sales.validation import Identifier, Line
+from sales.validation import Identifier, Line, in_business_range
 from store import StoreError
 
 
@@ -23,6 +23,12 @@ class Event(BaseModel):
     event_id: Identifier
     name: Line
     starts_at: datetime
+    """Within the business range (the command line asks for a time zone)."""
+
+    @field_validator("starts_at")
+    @classmethod
+    def _in_range(cls, value: datetime) -> datetime:
+        return value if value.tzinfo is None else in_business_range(value)
 
 
 class Invitee(BaseModel):

@@ -3,12 +3,16 @@ workflow's projection activity, read by reports, the CLI and `verify`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import asyncpg
 
 from sales.effects import CalendarChange
-from sales.opportunity import HistoryEntry, OpportunitySummary
+from sales.opportunity import DeadLetter, HistoryEntry, OpportunitySummary, Remark
+from sales.validation import MAX_MESSAGE
 from store import calendar
 
 
@@ -17,55 +21,156 @@ async def project_opportunity(
     summary: OpportunitySummary,
     history: Sequence[HistoryEntry],
     calendar_changes: Sequence[CalendarChange] = (),
+    remarks: Sequence[Remark] = (),
+    run_id: str | None = None,
 ) -> bool:
-    """Write the opportunity's row, its new history entries and the changes to its calendar
-    activities, idempotently, in one transaction.
+    """Write the opportunity's row, its new history entries and remarks, and the changes to
+    its calendar activities, idempotently, in one transaction.
 
     A row is replaced only by the same or a higher revision, so a late retry of an older write
-    cannot roll the projection back; history rows are keyed by (opportunity, seq), so a retried
-    write never duplicates one; calendar changes only change an active row. The same revision
-    written again replaces the row and its entries: a workflow task that wrote by local
-    activity and never completed (its worker died) runs again with a later clock, and its
-    second write is the one the workflow keeps. Returns whether the row was written.
+    cannot roll the projection back; history rows and remarks are keyed by (opportunity,
+    seq), so a retried write never duplicates one; calendar changes only change an active
+    row. The same revision written again replaces the row and its entries: a workflow task
+    that wrote by local activity and never completed (its worker died) runs again with a
+    later clock, and its second write is the one the workflow keeps. `run_id` names the run
+    that wrote (the opportunity's real run). Returns whether the row was written.
     """
     async with pool.acquire() as conn:
-        if not history and not calendar_changes:
+        if not history and not calendar_changes and not remarks:
             # Most commands move no stage: one statement, committed by itself, instead of a
             # transaction's three round trips (each a wake-up of a busy worker's event loop).
-            return await _upsert_summary(conn, summary)
+            return await _upsert_summary(conn, summary, run_id)
         async with conn.transaction():
             await calendar.apply_changes(conn, calendar_changes)
-            written = await _upsert_summary(conn, summary)
-            await conn.executemany(
-                "INSERT INTO opportunity_history (opportunity_id, seq, at, from_stage, to_stage,"
-                " source, by, reason, canceled_activities, created_activities)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                " ON CONFLICT (opportunity_id, seq) DO UPDATE SET at = EXCLUDED.at,"
-                " from_stage = EXCLUDED.from_stage, to_stage = EXCLUDED.to_stage,"
-                " source = EXCLUDED.source, by = EXCLUDED.by, reason = EXCLUDED.reason,"
-                " canceled_activities = EXCLUDED.canceled_activities,"
-                " created_activities = EXCLUDED.created_activities",
-                [
-                    (
-                        summary.opportunity_id,
-                        entry.seq,
-                        entry.at,
-                        entry.from_stage,
-                        entry.to_stage,
-                        entry.source,
-                        entry.by,
-                        entry.reason,
-                        entry.canceled_activities,
-                        entry.created_activities,
-                    )
-                    for entry in history
-                ],
-            )
+            written = await _upsert_summary(conn, summary, run_id)
+            await _insert_history(conn, summary.opportunity_id, history)
+            await _insert_remarks(conn, summary.opportunity_id, remarks)
         return written
 
 
+async def project_part_by_part(
+    pool: asyncpg.Pool,
+    summary: OpportunitySummary,
+    history: Sequence[HistoryEntry],
+    calendar_changes: Sequence[CalendarChange],
+    remarks: Sequence[Remark],
+    run_id: str | None,
+    refused: Callable[[Exception], bool],
+) -> list[DeadLetter]:
+    """The same write, one part at a time (each in a savepoint): a part the database refuses
+    (`refused` tells its errors apart from a passing fault, which is raised) is kept in
+    `dead_letters` with why, instead of holding back the rest, which is written. Returns the
+    parts refused."""
+    opportunity_id = summary.opportunity_id
+    dead: list[tuple[str, str, str]] = []
+    async with pool.acquire() as conn, conn.transaction():
+
+        async def part(what: str, payload: Any, write: Callable[[], Awaitable[Any]]) -> None:
+            try:
+                async with conn.transaction():
+                    await write()
+            except Exception as error:
+                if not refused(error):
+                    raise
+                why = " ".join(str(error).split())[:MAX_MESSAGE] or type(error).__name__
+                dead.append((what, why, json.dumps(payload, default=str)))
+
+        for change in calendar_changes:
+            await part(
+                f"calendar {change.kind.removesuffix('_calendar_activity')} "
+                f"{change.key.activity_id}",
+                change.model_dump(mode="json"),
+                functools.partial(calendar.apply_changes, conn, [change]),
+            )
+        await part(
+            "opportunity row",
+            summary.model_dump(mode="json"),
+            functools.partial(_upsert_summary, conn, summary, run_id),
+        )
+        for entry in history:
+            await part(
+                f"history #{entry.seq}",
+                entry.model_dump(mode="json"),
+                functools.partial(_insert_history, conn, opportunity_id, [entry]),
+            )
+        for remark in remarks:
+            await part(
+                f"remark #{remark.seq}",
+                remark.model_dump(mode="json"),
+                functools.partial(_insert_remarks, conn, opportunity_id, [remark]),
+            )
+        await conn.executemany(
+            "INSERT INTO dead_letters (opportunity_id, revision, what, why, payload)"
+            " VALUES ($1, $2, $3, $4, $5::text::jsonb) ON CONFLICT DO NOTHING",
+            [(opportunity_id, summary.revision, *letter) for letter in dead],
+        )
+    return [DeadLetter(what=what, why=why) for what, why, _ in dead]
+
+
+async def dead_letters(pool: asyncpg.Pool, opportunity_id: str) -> list[DeadLetter]:
+    """The parts of the opportunity's projection the database refused, oldest first."""
+    rows = await pool.fetch(
+        "SELECT what, why, at FROM dead_letters WHERE opportunity_id = $1 ORDER BY at, what",
+        opportunity_id,
+    )
+    return [DeadLetter.model_validate(dict(row)) for row in rows]
+
+
+async def _insert_history(
+    conn: asyncpg.pool.PoolConnectionProxy, opportunity_id: str, history: Sequence[HistoryEntry]
+) -> None:
+    await conn.executemany(
+        "INSERT INTO opportunity_history (opportunity_id, seq, at, from_stage, to_stage,"
+        " source, by, reason, canceled_activities, created_activities)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        " ON CONFLICT (opportunity_id, seq) DO UPDATE SET at = EXCLUDED.at,"
+        " from_stage = EXCLUDED.from_stage, to_stage = EXCLUDED.to_stage,"
+        " source = EXCLUDED.source, by = EXCLUDED.by, reason = EXCLUDED.reason,"
+        " canceled_activities = EXCLUDED.canceled_activities,"
+        " created_activities = EXCLUDED.created_activities",
+        [
+            (
+                opportunity_id,
+                entry.seq,
+                entry.at,
+                entry.from_stage,
+                entry.to_stage,
+                entry.source,
+                entry.by,
+                entry.reason,
+                entry.canceled_activities,
+                entry.created_activities,
+            )
+            for entry in history
+        ],
+    )
+
+
+async def _insert_remarks(
+    conn: asyncpg.pool.PoolConnectionProxy, opportunity_id: str, remarks: Sequence[Remark]
+) -> None:
+    await conn.executemany(
+        "INSERT INTO remarks (opportunity_id, seq, at, by, text) VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (opportunity_id, seq) DO NOTHING",
+        [(opportunity_id, r.seq, r.at, r.by, r.text) for r in remarks],
+    )
+
+
+async def list_remarks(
+    pool: asyncpg.Pool, opportunity_id: str, *, limit: int = 1000
+) -> list[Remark]:
+    """The opportunity's remarks, newest first."""
+    rows = await pool.fetch(
+        "SELECT seq, at, by, text FROM remarks WHERE opportunity_id = $1"
+        " ORDER BY seq DESC LIMIT $2",
+        opportunity_id,
+        limit,
+    )
+    return [Remark.model_validate(dict(row)) for row in rows]
+
+
 async def _upsert_summary(
-    conn: asyncpg.pool.PoolConnectionProxy, summary: OpportunitySummary
+    conn: asyncpg.pool.PoolConnectionProxy, summary: OpportunitySummary, run_id: str | None
 ) -> bool:
     """The opportunity's row, replaced by the same or a higher revision; whether it was
     written."""
@@ -73,15 +178,16 @@ async def _upsert_summary(
         """
         INSERT INTO opportunities (opportunity_id, contact_id, process_id, process_version,
             name, owner, status, current_stage, stage_entered_at, closed_at, open_actions,
-            created_at, updated_at, revision)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now(), $13)
+            created_at, updated_at, revision, failed_actions, run_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now(), $13, $14, $15)
         ON CONFLICT (opportunity_id) DO UPDATE SET
             process_id = EXCLUDED.process_id, process_version = EXCLUDED.process_version,
             name = EXCLUDED.name, owner = EXCLUDED.owner, status = EXCLUDED.status,
             current_stage = EXCLUDED.current_stage,
             stage_entered_at = EXCLUDED.stage_entered_at, closed_at = EXCLUDED.closed_at,
             open_actions = EXCLUDED.open_actions, updated_at = now(),
-            revision = EXCLUDED.revision
+            revision = EXCLUDED.revision, failed_actions = EXCLUDED.failed_actions,
+            run_id = COALESCE(EXCLUDED.run_id, opportunities.run_id)
         WHERE opportunities.revision <= EXCLUDED.revision
         RETURNING 1
         """,
@@ -98,6 +204,8 @@ async def _upsert_summary(
         summary.open_actions,
         summary.created_at,
         summary.revision,
+        summary.failed_actions,
+        run_id,
     )
     return bool(written)
 
@@ -109,6 +217,15 @@ async def get_opportunity(pool: asyncpg.Pool, opportunity_id: str) -> Opportunit
         opportunity_id,
     )
     return None if row is None else OpportunitySummary.model_validate(dict(row))
+
+
+async def find_run(pool: asyncpg.Pool, opportunity_id: str) -> tuple[str, str | None] | None:
+    """The opportunity's status and the id of the run that last wrote its row (its real
+    run); None when the read model has no such opportunity."""
+    row = await pool.fetchrow(
+        "SELECT status, run_id FROM opportunities WHERE opportunity_id = $1", opportunity_id
+    )
+    return None if row is None else (row["status"], row["run_id"])
 
 
 async def get_history(pool: asyncpg.Pool, opportunity_id: str) -> list[HistoryEntry]:

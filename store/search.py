@@ -32,6 +32,8 @@ class SearchFilters(BaseModel):
     entered_before: datetime | None = None
     entered_after: datetime | None = None
     has_open_actions: bool | None = None
+    has_failed_actions: bool | None = None
+    """True: only those with an action whose last side effect failed (`search --failed`)."""
     ids: list[Line] | None = Field(default=None, max_length=10_000)
 
 
@@ -74,6 +76,10 @@ def where(filters: SearchFilters) -> tuple[str, list[Any]]:
         clauses.append("open_actions > 0")
     elif filters.has_open_actions is False:
         clauses.append("open_actions = 0")
+    if filters.has_failed_actions is True:
+        clauses.append("failed_actions > 0")
+    elif filters.has_failed_actions is False:
+        clauses.append("failed_actions = 0")
     if filters.ids is not None:
         add("opportunity_id = ANY({}::text[])", filters.ids)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params

@@ -29,9 +29,10 @@ from sales.effects import (
     ModifyCalendarActivity,
     PerformEffect,
     RecordHistory,
+    RecordRemark,
     SendLetter,
 )
-from sales.opportunity import HistoryEntry, Opportunity
+from sales.opportunity import HistoryEntry, Opportunity, Remark
 from sales.process import FoundProcess
 from sales.results import ActionResult, CommandResult
 
@@ -43,32 +44,54 @@ FindProcess = Callable[[str], Awaitable[FoundProcess]]
 FindUsers = Callable[[list[str]], Awaitable[list[str]]]
 """Of the user ids given, those that exist (an activity in the workflow)."""
 
-CARRIED_BY: dict[type, Literal["perform", "history", "calendar"]] = {
+CARRIED_BY: dict[type, Literal["perform", "history", "remark", "calendar"]] = {
     CreateCalendarActivity: "perform",
     SendLetter: "perform",
     InviteToEvent: "perform",
     RecordHistory: "history",
+    RecordRemark: "remark",
     CompleteCalendarActivity: "calendar",
     CancelCalendarActivity: "calendar",
     DeleteCalendarActivity: "calendar",
     ModifyCalendarActivity: "calendar",
 }
-"""What carries out each kind of effect: `perform`, or the projection (the history entries
-and the changes to calendar activities that already exist)."""
+"""What carries out each kind of effect: `perform`, or the projection (the history entries,
+the remarks and the changes to calendar activities that already exist)."""
 
 
 @dataclass
 class Changes:
     """What commands changed in the read model beyond the opportunity's row: written by the
-    projection with the row."""
+    projection with the row. `weight` estimates their size as JSON, in bytes, from the text
+    they carry (a batch is written before it grows past what one write may carry)."""
 
     history: list[HistoryEntry] = field(default_factory=list)
     calendar: list[CalendarChange] = field(default_factory=list)
+    remarks: list[Remark] = field(default_factory=list)
+    weight: int = 0
 
     def __iadd__(self, other: Changes) -> Changes:
         self.history += other.history
         self.calendar += other.calendar
+        self.remarks += other.remarks
+        self.weight += other.weight
         return self
+
+    def add(self, effect: Effect) -> None:
+        """A history entry, remark or calendar change to write."""
+        if isinstance(effect, RecordHistory):
+            self.history.append(effect.entry)
+            self.weight += 400 + 4 * len(effect.entry.reason or "")
+        elif isinstance(effect, RecordRemark):
+            self.remarks.append(effect.remark)
+            self.weight += 300 + 4 * len(effect.remark.text)
+        else:
+            self.calendar.append(effect)  # type: ignore[arg-type]
+            texts = [getattr(effect, name, None) for name in _CALENDAR_TEXTS]
+            self.weight += 800 + 4 * sum(len(text) for text in texts if text)
+
+
+_CALENDAR_TEXTS = ("outcome", "notes", "subject", "assignee", "location")
 
 
 @dataclass
@@ -88,11 +111,8 @@ async def carry_out(
     settled: list[ActionResult] = []
     changes = Changes()
     for effect in effects:
-        carrier = CARRIED_BY[type(effect)]
-        if carrier == "history":
-            changes.history.append(effect.entry)  # type: ignore[union-attr]
-        elif carrier == "calendar":
-            changes.calendar.append(effect)  # type: ignore[arg-type]
+        if CARRIED_BY[type(effect)] != "perform":
+            changes.add(effect)
         else:
             outcome = await perform(effect)  # type: ignore[arg-type]
             state, result = core.settle(state, effect, outcome, clock())  # type: ignore[arg-type]

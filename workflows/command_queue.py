@@ -1,12 +1,17 @@
 """Commands in arrival order: every signal and update of a command goes into one queue, and
 the run takes them one at a time, in batches that share one projection write
-(`MAX_BATCH`). Payloads are decoded as they arrive; one that cannot be decoded is queued with
-its problem, so that it is rejected in its turn like any other. An update waits for its
-result."""
+(`projection.MAX_BATCH`). Payloads are decoded as they arrive; one that cannot be decoded is
+queued with its problem, so that it is rejected in its turn like any other. An update waits
+for its result.
+
+The queue holds at most `MAX_QUEUED` commands and `QUEUED_BUDGET` bytes of payloads: past
+either, a signal is rejected at once (`limit_reached`, kept in `rejected`) and an update is
+refused by its validator, so a storm cannot grow a run's memory without bound. While the run
+holds (its read model cannot be written), updates are refused as `unavailable`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -16,15 +21,16 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from sales import core
-    from sales.commands import parse_command
-    from sales.errors import CommandRejected
+    from sales.commands import COMMANDS, parse_command
+    from sales.errors import CommandRejected, with_code
+    from sales.opportunity import MAX_REASON
     from sales.results import CommandResult
-    from sales.validation import is_short_line, safe_excerpt
+    from sales.validation import cut, is_short_line, name_excerpt, safe_excerpt
     from workflows import payloads
     from workflows.messages import NO_INPUT, QueuedCommand
 
-MAX_BATCH = 50
-"""At most this many commands share one projection write."""
+MAX_QUEUED = 2000
+QUEUED_BUDGET = 8 * 1024 * 1024
 
 
 def command_handlers(name: str) -> tuple[Any, Any]:
@@ -44,6 +50,8 @@ def command_handlers(name: str) -> tuple[Any, Any]:
     def validate(self, payload: RawValue = NO_INPUT) -> None:
         """Reject before anything is written to history."""
         try:
+            self.queue.require_room(payload)
+            self.require_writable()
             command = parse_command(name, payloads.decode(payload, f"{name} payload"))
             if self.state is not None:
                 core.check(self.state, command)
@@ -54,8 +62,11 @@ def command_handlers(name: str) -> tuple[Any, Any]:
 
 
 class CommandQueue:
-    def __init__(self) -> None:
+    def __init__(self, refuse: Callable[[QueuedCommand, CommandRejected], None]) -> None:
+        """`refuse`: rejects a signal that finds the queue full, at once."""
         self.items: list[QueuedCommand] = []
+        self._refuse = refuse
+        self._bytes = 0
         self.signals = 0
         """Signals received in this run."""
         self.idle_before_last = timedelta(0)
@@ -69,10 +80,30 @@ class CommandQueue:
         return bool(self.items)
 
     def receive(self, name: str, args: Sequence[RawValue]) -> None:
-        """A signal: queued, nobody waits."""
+        """A signal: queued, nobody waits (rejected at once when the queue is full)."""
         self._arrived()
         self.signals += 1
-        self.items.append(received(name, args))
+        item = received(name, args)
+        try:
+            self.require_room(args[0] if args else NO_INPUT)
+        except CommandRejected as full:
+            self._refuse(item, full)
+            return
+        self._add(item)
+
+    def require_room(self, payload: RawValue) -> None:
+        """`CommandRejected` (`limit_reached`) when a command of this payload would not fit."""
+        size = len(payload.payload.data)
+        if len(self.items) >= MAX_QUEUED or self._bytes + size > QUEUED_BUDGET:
+            raise CommandRejected(
+                f"{len(self.items)} commands ({self._bytes:,} bytes) wait to be applied; "
+                "nothing was applied: send it again shortly",
+                code="limit_reached",
+            )
+
+    def _add(self, item: QueuedCommand) -> None:
+        self._bytes += item.size
+        self.items.append(item)
 
     async def submit(self, name: str, args: Sequence[RawValue]) -> CommandResult:
         """An update: queued, and its result awaited (a rejection raised as the update's
@@ -80,7 +111,7 @@ class CommandQueue:
         self._arrived()
         ticket = self._next_ticket
         self._next_ticket += 1
-        self.items.append(received(name, args).model_copy(update={"ticket": ticket}))
+        self._add(received(name, args).model_copy(update={"ticket": ticket}))
         await workflow.wait_condition(lambda: ticket in self._results)
         outcome = self._results.pop(ticket)
         if isinstance(outcome, CommandRejected):
@@ -98,7 +129,21 @@ class CommandQueue:
             self._results[item.ticket] = outcome
 
     def take(self) -> QueuedCommand:
-        return self.items.pop(0)
+        item = self.items.pop(0)
+        self._bytes -= item.size
+        return item
+
+    def updates(self) -> list[QueuedCommand]:
+        """The queued updates, taken out of the queue (the signals stay, in order)."""
+        taken = [item for item in self.items if item.ticket is not None]
+        self.items = [item for item in self.items if item.ticket is None]
+        self._bytes -= sum(item.size for item in taken)
+        return taken
+
+    def carry(self, items: list[QueuedCommand]) -> None:
+        """Commands a continued run carried, before what arrived since."""
+        self.items[:0] = items
+        self._bytes += sum(item.size for item in items)
 
     def through_last_update(self) -> int:
         """How many of the queued commands go up to the last update (0: none is an update)."""
@@ -107,20 +152,31 @@ class CommandQueue:
 
 
 def received(name: str, args: Sequence[RawValue]) -> QueuedCommand:
-    """A command as it arrived: its decoded payload, or its problem and an excerpt (with the
-    fields needed to reply to it, if they can be read)."""
+    """A command as it arrived: its decoded payload, or its problem and an excerpt; the
+    fields needed to reply to it read once, here; a name that is no command's kept as an
+    escaped excerpt."""
+    name = loggable(name)
+    size = len(args[0].payload.data) if args else 0
     try:
-        return QueuedCommand(name=name, payload=payloads.decode_one(args, f"{name} payload"))
+        payload = payloads.decode_one(args, f"{name} payload")
     except CommandRejected as rejected:
         data = args[0].payload.data if args else b""
         readable = payloads.loosely(data)
         return QueuedCommand(
-            name=loggable(name),
+            name=name,
             payload=safe_excerpt(data),
-            problem=(rejected.code, rejected.reason),
+            problem=(rejected.code, cut(rejected.reason, MAX_REASON)),
             reply_to=field_of(readable, "reply_to"),
             request_id=field_of(readable, "request_id"),
+            size=size,
         )
+    return QueuedCommand(
+        name=name,
+        payload=payload,
+        size=size,
+        reply_to=field_of(payload, "reply_to"),
+        request_id=field_of(payload, "request_id"),
+    )
 
 
 def field_of(payload: object, name: str) -> str | None:
@@ -131,12 +187,15 @@ def field_of(payload: object, name: str) -> str | None:
 
 
 def loggable(name: str) -> str:
-    """A command name fit for logs and the state: cut, and with no control characters."""
-    return safe_excerpt(name.encode("utf-8", "replace"), 100)
+    """A command name fit for logs and the state: a command's own, or an escaped excerpt."""
+    return name if name in COMMANDS else name_excerpt(name)
 
 
 def rejection_error(rejected: CommandRejected) -> ApplicationError:
     """The error an update is rejected with: the reason, and the code in its details."""
     return ApplicationError(
-        rejected.reason, {"code": rejected.code}, type="CommandRejected", non_retryable=True
+        with_code(rejected.code, rejected.reason),
+        {"code": rejected.code},
+        type="CommandRejected",
+        non_retryable=True,
     )

@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from sales import core
     from sales.opportunity import Opportunity
     from sales.validation import json_size
+    from workflows.messages import MAX_PENDING
 
 MAX_RUN_EVENTS = 4000
 """An opportunity's run continues at this history length even without the server's
@@ -63,5 +64,7 @@ def within_budget(state: Opportunity) -> Opportunity:
 
 
 def carries(pending: list[Any]) -> bool:
-    """Whether the queued commands fit `PENDING_BUDGET`."""
+    """Whether the queued commands fit `MAX_PENDING` and `PENDING_BUDGET`."""
+    if len(pending) > MAX_PENDING:
+        return False
     return json_size([item.model_dump(mode="json") for item in pending]) <= PENDING_BUDGET

@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from sales.errors import CommandRejected
     from sales.results import COMMAND_OUTCOME, CommandOutcome, CommandResult
     from workflows import telemetry
-    from workflows.command_queue import CommandQueue, field_of, loggable
+    from workflows.command_queue import CommandQueue
     from workflows.messages import QueuedCommand
 
 
@@ -50,7 +50,7 @@ class Delivery:
         self._queue.resolve(item, rejected)
         self._reply(opportunity_id, item, "rejected", rejected)
         telemetry.count_command(item.name, "rejected")
-        workflow.logger.info("%s rejected: %s", loggable(item.name), rejected.code)
+        workflow.logger.info("%s rejected: %s", item.name, rejected.code)
 
     async def replies_sent(self) -> None:
         while self._replies:
@@ -63,13 +63,13 @@ class Delivery:
         result: Literal["applied", "duplicate", "rejected"],
         rejected: CommandRejected | None = None,
     ) -> None:
-        reply_to = item.reply_to or field_of(item.payload, "reply_to")
+        reply_to = item.reply_to
         if reply_to is None:
             return
         outcome = CommandOutcome(
             opportunity_id=opportunity_id,
             command=item.name[:200],
-            request_id=item.request_id or field_of(item.payload, "request_id"),
+            request_id=item.request_id,
             result=result,
             reason=rejected.reason if rejected else "",
             code=rejected.code if rejected else None,

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.letters import LetterActivities
     from activities.opportunity_activities import (
         OpportunityActivities,
+        Projected,
         ProjectionWrite,
         Setup,
         SetupRequest,
@@ -36,7 +37,9 @@ with workflow.unsafe.imports_passed_through():
         PerformEffect,
         SendLetter,
     )
+    from sales.opportunity import Opportunity
     from sales.process import FoundProcess
+    from sales.validation import MAX_CODE, MAX_MESSAGE, cut
 
 T = TypeVar("T")
 
@@ -78,19 +81,35 @@ async def _execute(
 
 async def load_setup(request: SetupRequest) -> Setup:
     """The contact and process a new opportunity starts with. A failure fails the start,
-    non-retryably, with the activity's message (an unknown contact or process).
+    non-retryably, with the activity's message and code (an id used before, an unknown
+    contact, process or owner).
 
     An activity task, not a local activity: nothing local runs in a run's first workflow
-    task (`projection.FIRST_TASK_EVENTS`)."""
+    task (`FIRST_TASK_EVENTS`)."""
     try:
         return await _execute(
             OpportunityActivities.load_setup, request, "Load contact and sales process"
         )
     except ActivityError as error:
-        code, message = failure(error)
-        cause = error.cause
-        kind = cause.type if isinstance(cause, ApplicationError) and cause.type else code
-        raise ApplicationError(message, type=kind, non_retryable=True) from None
+        raise _start_refused(error) from None
+
+
+async def load_closed(opportunity_id: str) -> Opportunity:
+    """The state a won or lost opportunity's real run ended with (a reopening starts from
+    it); a failure fails the reopening with its code (open, deleted, unknown)."""
+    try:
+        return await _execute(
+            OpportunityActivities.load_closed, opportunity_id, "Load the closed opportunity"
+        )
+    except ActivityError as error:
+        raise _start_refused(error) from None
+
+
+def _start_refused(error: ActivityError) -> ApplicationError:
+    code, message = failure(error)
+    cause = error.cause
+    kind = cause.type if isinstance(cause, ApplicationError) and cause.type else code
+    return ApplicationError(message, {"code": code}, type=kind, non_retryable=True)
 
 
 async def find_process(process_id: str) -> FoundProcess:
@@ -99,8 +118,27 @@ async def find_process(process_id: str) -> FoundProcess:
 
 
 async def find_users(user_ids: list[str]) -> list[str]:
-    """Of the users a command names, those that exist (retried like every effect)."""
-    return await _execute(OpportunityActivities.find_users, user_ids, "Find users")
+    """Of the users a command names, those that exist (retried like every effect): a local
+    activity (a marker in history, no round trip; a fleet's owner changes each look one up),
+    except in a run's first workflow task (`FIRST_TASK_EVENTS`)."""
+    if workflow.info().get_current_history_length() <= FIRST_TASK_EVENTS:
+        return await _execute(OpportunityActivities.find_users, user_ids, "Find users")
+    return await workflow.execute_local_activity_method(
+        OpportunityActivities.find_users,
+        user_ids,
+        start_to_close_timeout=TIMEOUT,
+        schedule_to_close_timeout=RIDE_OUT,
+        retry_policy=RETRY,
+        summary="Find users",
+    )
+
+
+FIRST_TASK_EVENTS = 3
+"""The history length during a run's first workflow task (started, task scheduled, task
+started). Nothing runs as a local activity in it: a query that arrives before that task
+completes is answered with it, the SDK then completes the task while the local activity
+still runs, and on replay the run's first steps see another time and history length, or fail
+as nondeterministic (a client that creates an opportunity queries it as it opens)."""
 
 
 async def perform(effect: PerformEffect) -> EffectOutcome:
@@ -129,7 +167,9 @@ async def perform(effect: PerformEffect) -> EffectOutcome:
         )
     except ActivityError as error:
         code, message = failure(error)
-        return EffectOutcome(status="failed", code=code, message=message)
+        return EffectOutcome(
+            status="failed", code=cut(code, MAX_CODE), message=cut(message, MAX_MESSAGE)
+        )
 
 
 def failure(error: ActivityError) -> tuple[str, str]:
@@ -145,17 +185,16 @@ def failure(error: ActivityError) -> tuple[str, str]:
     return "unclassified", str(cause or error)
 
 
-async def project(write: ProjectionWrite, *, local: bool = False) -> None:
+async def project(write: ProjectionWrite, *, local: bool = False) -> Projected:
     """Write the read model; with `local`, as a local activity run by the worker inside the
     workflow task that asked for it (one marker in history, no round trip through the
-    server), with the same timeouts and retries. Raises `ActivityError` when it failed for
-    good."""
+    server), with the same timeouts and retries. Returns the parts the read model refused;
+    raises `ActivityError` when it failed for good."""
     telemetry.count_effect("project_opportunity")
     summary = _projection_summary(write)
     if not local:
-        await _execute(OpportunityActivities.project_opportunity, write, summary)
-        return
-    await workflow.execute_local_activity_method(
+        return await _execute(OpportunityActivities.project_opportunity, write, summary)
+    return await workflow.execute_local_activity_method(
         OpportunityActivities.project_opportunity,
         write,
         start_to_close_timeout=TIMEOUT,
@@ -170,4 +209,6 @@ def _projection_summary(write: ProjectionWrite) -> str:
         return f"Record: to {write.history[-1].to_stage}"
     if write.calendar:
         return f"Record: {len(write.calendar)} calendar"
+    if write.remarks:
+        return f"Record: remark {write.remarks[-1].seq}"
     return "Record"

@@ -50,6 +50,7 @@ class Indexing:
             sa.CONTACT_ID.name: state.contact_id,
             sa.OPPORTUNITY_OWNER.name: state.owner,
             sa.OPEN_ACTIONS.name: state.open_actions(),
+            sa.FAILED_ACTIONS.name: state.failed_actions(),
         }
         changed = {
             key.name: value
@@ -121,6 +122,12 @@ def details(state: Opportunity) -> str:
             for a in failed
             if a.last_error is not None
         ]
+    if state.dead_letters_count:
+        lines.append(
+            f"**Not written to the read model ({state.dead_letters_count}; "
+            f"`opportunities verify {state.opportunity_id}` lists them):**"
+        )
+        lines += [f"- {letter.what}: {letter.why}" for letter in state.dead_letters]
     if state.rejected:
         last = state.rejected[-1]
         lines.append(

@@ -3,9 +3,9 @@ across continue-as-new."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
 
@@ -13,9 +13,20 @@ from activities.opportunity_activities import ProjectionWrite
 from runtime.workflow_ids import opportunity_workflow_id
 from sales.commands import Command, parse_command
 from sales.errors import CommandRejected
-from sales.opportunity import Opportunity, StartOpportunity
-from sales.validation import Line, ShortLine
+from sales.opportunity import MAX_REASON, Opportunity, StartOpportunity
+from sales.validation import (
+    MAX_COMMAND_BYTES,
+    Bounded,
+    CodeText,
+    Identifier,
+    IdText,
+    Line,
+    ShortLine,
+)
 from workflows import payloads
+
+MAX_PENDING = 1000
+"""Commands a run carries to the next one (within `continue_as_new.PENDING_BUDGET` bytes)."""
 
 
 class QueuedCommand(BaseModel):
@@ -24,12 +35,14 @@ class QueuedCommand(BaseModel):
     rejection's code and reason), so that it is rejected in its turn like any other, and
     with its `reply_to` and `request_id` when those could still be read."""
 
-    name: str
-    payload: Any
+    name: IdText
+    payload: Annotated[Any, Bounded(MAX_COMMAND_BYTES)]
     ticket: int | None = None
-    problem: tuple[str, str] | None = None
-    reply_to: str | None = None
-    request_id: str | None = None
+    problem: tuple[CodeText, Annotated[str, Field(max_length=MAX_REASON)]] | None = None
+    reply_to: IdText | None = None
+    request_id: IdText | None = None
+    size: int = 0
+    """The payload's size as it arrived, in bytes (for the queue's bound)."""
 
     def command(self) -> Command:
         """The command it carries; `CommandRejected` if there is none."""
@@ -43,7 +56,7 @@ class Carried(BaseModel):
     """What a run hands to the next one at continue-as-new."""
 
     state: Opportunity
-    pending: list[QueuedCommand] = Field(default_factory=list)
+    pending: list[QueuedCommand] = Field(default_factory=list, max_length=MAX_PENDING)
     unwritten: ProjectionWrite | None = None
     """A projection whose write failed, written with the next one."""
 
@@ -56,25 +69,38 @@ class Reopen(BaseModel):
 
 
 class OpportunityInput(StartOpportunity):
-    """The start payload, plus what a continued run carries.
+    """The start payload, plus what a continued run carries and what a reopening asks.
 
-    `continue_as_new_after_events` lets tests and operators continue-as-new earlier than the
-    server's own suggestion (which comes at thousands of events).
+    `carried` is accepted only by a run that continues as new (the workflow checks): a run's
+    state comes from Temporal, never from a client. `reopen` (the opportunity id, the stage
+    and who) opens a won or lost opportunity again: the new run loads the state its real run
+    ended with. `continue_as_new_after_events` lets tests and operators continue-as-new
+    earlier than the server's own suggestion (which comes at thousands of events).
     """
 
+    contact_id: Identifier | None = None  # type: ignore[assignment]
+    """Required to open an opportunity; a reopening or a continued run takes it from the
+    state."""
     carried: Carried | None = None
     reopen: Reopen | None = None
-    """With `carried` (the closed run's state): enter this stage again."""
     continue_as_new_after_events: int | None = Field(default=None, ge=20, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _opening_names_a_contact(self) -> OpportunityInput:
+        if self.contact_id is None and self.carried is None and self.reopen is None:
+            raise ValueError("contact_id: required to open an opportunity")
+        return self
 
 
 NO_INPUT = RawValue(Payload(metadata={"encoding": b"binary/null"}))
 """Stands for a start or a command without an argument, refused like any invalid input."""
 
 
-def parse_start(raw: RawValue, workflow_id: str) -> OpportunityInput:
-    """The start input of an `Opportunity` run, or a non-retryable `InvalidInput` failure
-    naming what is wrong with it (the workflow fails at once)."""
+def parse_start(raw: RawValue, info: Any) -> OpportunityInput:
+    """The start input of an `Opportunity` run (`info`: the run's `workflow.Info`), or a
+    non-retryable `InvalidInput` failure naming what is wrong with it (the workflow fails at
+    once): `carried` comes only with a run that continues as new."""
+    workflow_id = info.workflow_id
     start = payloads.parse_start(
         raw,
         OpportunityInput,
@@ -87,5 +113,10 @@ def parse_start(raw: RawValue, workflow_id: str) -> OpportunityInput:
         raise payloads.invalid_input(
             f"workflow id {workflow_id!r} does not match opportunity_id "
             f"{start.opportunity_id!r}; start it as {expected!r}"
+        )
+    if start.carried is not None and not info.continued_run_id:
+        raise payloads.invalid_input(
+            "carried is what a run hands to the run that continues it, never part of a "
+            "start: open an opportunity with its contact, or reopen it with reopen"
         )
     return start

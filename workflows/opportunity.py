@@ -6,12 +6,17 @@ Every command arrives as a signal or an update of the same name, undecoded, into
 changes written once per batch (`projection`), its outcome delivered (`delivery`), what
 operators see refreshed (`indexing`). Before its history grows long, the run continues as
 new with its state and the commands still queued (`continue_as_new`).
+
+A run's state comes only from Temporal: a new opportunity's from its setup (refused over an
+id the read model has), a continued run's from the run before it, a reopened one's from the
+run the read model names (`load_closed`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -22,14 +27,14 @@ with workflow.unsafe.imports_passed_through():
     from activities.opportunity_activities import SetupRequest
     from sales import core
     from sales.errors import CommandRejected
-    from sales.opportunity import HistoryEntry, Opportunity
+    from sales.opportunity import DeadLetter, HistoryEntry, Opportunity
     from workflows import continue_as_new, effect_runner
     from workflows.command_protocol import Changes, Done, carry_out, run_command
-    from workflows.command_queue import MAX_BATCH, CommandQueue, command_handlers
+    from workflows.command_queue import CommandQueue, command_handlers, rejection_error
     from workflows.delivery import Delivery
     from workflows.indexing import Indexing
     from workflows.messages import NO_INPUT, Carried, OpportunityInput, QueuedCommand, parse_start
-    from workflows.projection import Projection
+    from workflows.projection import MAX_BATCH, WRITE_BUDGET, Projection
     from workflows.shared_processes import WORKER_PROCESSES
 
 
@@ -37,26 +42,26 @@ with workflow.unsafe.imports_passed_through():
 class OpportunityWorkflow:
     def __init__(self) -> None:
         self.state: Opportunity | None = None
-        self.queue = CommandQueue()
+        self.queue = CommandQueue(self.refuse)
         self.delivery = Delivery(self.queue)
         self.projection = Projection()
         self.indexing = Indexing(lambda: self.state)
         self.given_limit: int | None = None
+        self.known_users: set[str] = set()
 
     @workflow.run
     async def run(self, input: RawValue = NO_INPUT) -> Opportunity:
-        start = parse_start(input, workflow.info().workflow_id)
+        start = parse_start(input, workflow.info())
         self.given_limit = start.continue_as_new_after_events
         if start.carried is not None:
             self.state = WORKER_PROCESSES.share(start.carried.state)
-            self.queue.items[:0] = start.carried.pending  # before what arrived since
+            self.queue.carry(start.carried.pending)  # before what arrived since
             self.projection = Projection(start.carried.unwritten)
-        if self.state is None:
-            await self.open(start)
-        elif start.reopen is not None:
-            await self.reopen(start.reopen.stage, start.reopen.by)
-        else:
             self.indexing.publish(self.state)
+        elif start.reopen is not None:
+            await self.reopen(start.opportunity_id, start.reopen.stage, start.reopen.by)
+        else:
+            await self.open(start)
         assert self.state is not None
         while self.state.status == "open":
             wake = self.next_wake()
@@ -65,7 +70,7 @@ class OpportunityWorkflow:
                 continue
             try:
                 await workflow.wait_condition(
-                    lambda: bool(self.queue) or self.continuing(),
+                    lambda: not self.projection.holding and (bool(self.queue) or self.continuing()),
                     timeout=None if wake is None else wake - workflow.now(),
                 )
             except TimeoutError:
@@ -116,8 +121,14 @@ class OpportunityWorkflow:
     async def open(self, start: OpportunityInput) -> None:
         """Load the setup, enter the initial stage and write the first projection. An unknown
         contact, process or stage fails the workflow, naming it, before anything is written."""
+        assert start.contact_id is not None
         setup = await effect_runner.load_setup(
-            SetupRequest(contact_id=start.contact_id, process_id=start.process_id)
+            SetupRequest(
+                opportunity_id=start.opportunity_id,
+                contact_id=start.contact_id,
+                process_id=start.process_id,
+                owner=start.owner,
+            )
         )
         try:
             decision = core.open_opportunity(
@@ -130,23 +141,25 @@ class OpportunityWorkflow:
             ) from None
         await self.settle(WORKER_PROCESSES.share(decision.state), decision.effects)
 
-    async def reopen(self, stage: str, by: str | None) -> None:
-        assert self.state is not None
+    async def reopen(self, opportunity_id: str, stage: str, by: str | None) -> None:
+        """Open a won or lost opportunity again in `stage`, from the state its real run ended
+        with. Refused (open, deleted, unknown, a closing or unknown stage): the run fails
+        with the code, writing nothing."""
+        closed = await effect_runner.load_closed(opportunity_id)
         try:
-            decision = core.reopen(self.state, stage, by, workflow.now())
+            decision = core.reopen(closed, stage, by, workflow.now())
         except CommandRejected as rejected:
-            self.state = core.reject(
-                self.state, "reopen", {"stage": stage}, rejected, workflow.now()
-            )
-            self.indexing.publish(self.state)
-            return
-        await self.settle(decision.state, decision.effects)
+            raise rejection_error(rejected) from None
+        await self.settle(WORKER_PROCESSES.share(decision.state), decision.effects)
 
     async def on_time(self) -> None:
-        """What is due without a command: a write to retry, the stage timers."""
+        """What is due without a command: a write to retry, the stage timers (not while a
+        write waits to be written)."""
         assert self.state is not None
         if self.projection.retry_at is not None and self.projection.retry_at <= workflow.now():
-            await self.projection.write(self.state, Changes())
+            await self.written(await self.projection.write(self.state, Changes()))
+        if self.projection.holding:
+            return
         decision = core.fire_timers(self.state, workflow.now())
         if decision is not None:
             await self.settle(decision.state, decision.effects)
@@ -156,8 +169,32 @@ class OpportunityWorkflow:
         self.state, _, changes = await carry_out(
             state, effects, effect_runner.perform, workflow.now
         )
-        await self.projection.write(self.state, changes)
+        await self.written(await self.projection.write(self.state, changes))
         self.indexing.publish(self.state)
+
+    async def written(self, refused: list[DeadLetter]) -> None:
+        """After a write: note the parts the read model refused; while the write waits to be
+        written again, refuse the queued updates (`unavailable`), so that nobody waits."""
+        assert self.state is not None
+        if refused:
+            self.state = core.note_dead_letters(self.state, refused, workflow.now())
+        if self.projection.holding:
+            for item in self.queue.updates():
+                self.delivery.rejected(self.state.opportunity_id, item, unavailable())
+
+    def require_writable(self) -> None:
+        """`CommandRejected` (`unavailable`) while a write waits to be written again."""
+        if self.projection.holding:
+            raise unavailable()
+
+    def refuse(self, item: QueuedCommand, rejected: CommandRejected) -> None:
+        """A signal refused on arrival (the queue is full): kept in `rejected` at once."""
+        if self.state is not None:
+            self.state = core.reject(
+                self.state, item.name, item.payload, rejected, workflow.now()
+            )
+            self.indexing.publish(self.state)
+            self.delivery.rejected(self.state.opportunity_id, item, rejected)
 
     async def apply_queued(self, *, stop_when_continuing: bool = False, upto: int = -1) -> None:
         """Apply the queued commands (or the first `upto`) in arrival order, in batches that
@@ -165,15 +202,19 @@ class OpportunityWorkflow:
         run is due to continue as new, even if more keep arriving."""
         assert self.state is not None
         batch: list[tuple[QueuedCommand, Done]] = []
+        weight = 0
         while self.queue and self.state.status == "open" and upto != 0:
+            if self.projection.holding:
+                break
             upto -= 1
             item = self.queue.take()
             done = await self.apply(item)
             if done is not None:
                 batch.append((item, done))
-            if len(batch) >= MAX_BATCH:
+                weight += done.changes.weight
+            if len(batch) >= MAX_BATCH or weight >= WRITE_BUDGET:
                 await self.write(batch)
-                batch = []
+                batch, weight = [], 0
                 if stop_when_continuing and self.continuing():
                     break
         if batch:
@@ -187,7 +228,7 @@ class OpportunityWorkflow:
             command = item.command()
             done = await run_command(
                 self.state, command, effect_runner.perform, workflow.now,
-                effect_runner.find_process, effect_runner.find_users,
+                effect_runner.find_process, self.find_users,
             )  # fmt: skip
         except CommandRejected as rejected:
             if item.ticket is None:
@@ -200,6 +241,17 @@ class OpportunityWorkflow:
         self.state = done.state
         return done
 
+    async def find_users(self, user_ids: list[str]) -> list[str]:
+        """Of the users a command names, those that exist: looked up, but for the ones this
+        run found before (users are never removed, so one found stays found)."""
+        unknown = [user for user in user_ids if user not in self.known_users]
+        if unknown:
+            found = await effect_runner.find_users(unknown)
+            if len(self.known_users) + len(found) > MAX_KNOWN_USERS:
+                self.known_users.clear()
+            self.known_users.update(found)
+        return [user for user in user_ids if user in self.known_users]
+
     async def write(self, batch: list[tuple[QueuedCommand, Done]]) -> None:
         """Write what a batch changed (nothing if it only acknowledged duplicates), then
         deliver the outcome of each of its commands."""
@@ -208,7 +260,7 @@ class OpportunityWorkflow:
             changes = Changes()
             for _, done in batch:
                 changes += done.changes
-            await self.projection.write(
+            refused = await self.projection.write(
                 self.state,
                 changes,
                 commands=len(batch),
@@ -216,7 +268,11 @@ class OpportunityWorkflow:
                 continuing=self.continuing(),
                 idle_before=self.queue.idle_before_last,
             )
+            for item, done in batch:
+                self.delivery.applied(self.state.opportunity_id, item, done.result)
+            await self.written(refused)
             self.indexing.publish(self.state)
+            return
         for item, done in batch:
             self.delivery.applied(self.state.opportunity_id, item, done.result)
 
@@ -271,11 +327,32 @@ class OpportunityWorkflow:
                 if (done := await self.apply(item)) is not None:  # a duplicate request id
                     self.delivery.applied(self.state.opportunity_id, item, done.result)
             await self.delivery.replies_sent()
-            if self.projection.unwritten is not None:
-                await self.projection.write(self.state, Changes())
+            if self.projection.holding:  # the last write must land before the run ends
+                retry_at = self.projection.retry_at or workflow.now()
+                if retry_at <= workflow.now():
+                    await self.written(await self.projection.write(self.state, Changes()))
+                else:
+                    await self.sleep_or_command(retry_at - workflow.now())
+                continue
             await workflow.wait_condition(
                 lambda: workflow.all_handlers_finished() or bool(self.queue)
             )
             if not self.queue:
                 self.indexing.publish(self.state, due=True)
                 return self.state
+
+    async def sleep_or_command(self, period: timedelta) -> None:
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(lambda: bool(self.queue), timeout=period)
+
+
+MAX_KNOWN_USERS = 1000
+"""Users a run remembers having found."""
+
+
+def unavailable() -> CommandRejected:
+    return CommandRejected(
+        "the read model cannot be written (the database has been failing for an hour); "
+        "nothing was applied: send the command again later",
+        code="unavailable",
+    )

@@ -14,7 +14,7 @@ import json
 from collections.abc import Collection, Sequence
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
@@ -27,8 +27,8 @@ from temporalio.worker import (
     WorkflowInterceptorClassInput,
 )
 
-from sales.errors import CommandRejected, describe_validation_error
-from sales.validation import MAX_COMMAND_BYTES, decode_json
+from sales.errors import CommandRejected, with_code
+from sales.validation import MAX_COMMAND_BYTES, decode_json, validate
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -142,16 +142,16 @@ def parse_start(
         value = decode(raw, subject, MAX_START_BYTES)
         if not_an_object is not None and not isinstance(value, dict):
             raise CommandRejected(not_an_object, code="invalid_payload")
-        return model.model_validate(value)
+        return validate(model, value, subject)
     except CommandRejected as rejected:
-        message = rejected.reason
-    except ValidationError as error:
-        message = describe_validation_error(error, subject)
-    raise invalid_input(message)
+        raise invalid_input(rejected.reason) from None
 
 
 def invalid_input(message: str) -> ApplicationError:
     """The failure of a start whose input is invalid: non-retryable, with its code."""
     return ApplicationError(
-        message, {"code": "invalid_payload"}, type="InvalidInput", non_retryable=True
+        with_code("invalid_payload", message),
+        {"code": "invalid_payload"},
+        type="InvalidInput",
+        non_retryable=True,
     )

@@ -9,6 +9,7 @@ from temporalio import workflow
 COMMANDS = "opportunities_commands"
 EFFECTS = "opportunities_effects"
 EFFECT_FAILURES = "opportunities_effect_failures"
+DEAD_LETTERS = "opportunities_dead_letters"
 
 
 def count_command(command: str, result: str) -> None:
@@ -30,3 +31,11 @@ def count_effect_failure(effect: str, code: str) -> None:
     workflow.metric_meter().create_counter(
         EFFECT_FAILURES, "Effects of opportunities that failed for good, by effect and code"
     ).add(1, {"effect": effect, "code": code})
+
+
+def count_dead_letter(part: str) -> None:
+    """A part of a projection the read model refused (`calendar`, `history`, `remark`,
+    `opportunity`), kept in its `dead_letters` table."""
+    workflow.metric_meter().create_counter(
+        DEAD_LETTERS, "Parts of projections the read model refused, by part"
+    ).add(1, {"part": part})

@@ -201,7 +201,7 @@ async def test_a_team_assigns_activities_remarks_are_kept_and_a_deleted_opportun
     row = await calendar.get(pool, f"o-{uid}/intro-call/1")
     assert row is not None and row.assignee == f"bob-{uid}"
 
-    assert (await cli("remark", f"o-{uid}", "prefers calls after six")).code == 0
+    assert (await cli("remark", "add", f"o-{uid}", "prefers calls after six")).code == 0
     shown = (await cli("show", f"o-{uid}")).stdout
     assert f"Team: adviser: bob-{uid}" in shown and "prefers calls after six" in shown
     assert f"(active, bob-{uid})" in shown

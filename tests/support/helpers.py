@@ -22,7 +22,7 @@ from sales.process import ProcessDefinition
 from starter.client import OpportunitiesClient
 from starter.read_model import ReadModel
 from starter.verify import Verdict, verify
-from store import contacts, events, processes
+from store import contacts, events, processes, users
 from worker import build_worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +100,12 @@ async def start_continuing_early(
     )  # fmt: skip
 
 
+async def add_users(pool: asyncpg.Pool, *user_ids: str) -> None:
+    """Users of these ids (an owner, an assignee must be one)."""
+    for user_id in user_ids:
+        await users.put_user(pool, users.User(user_id=user_id, name=user_id.title()))
+
+
 async def setup_references(pool: asyncpg.Pool, uid: str) -> None:
     """The letter templates and the event the test's process refers to."""
     await put_template(pool, f"welcome-{uid}", WELCOME)
@@ -166,6 +172,8 @@ async def open_one(
     process_id = await setup_process(pool, uid, on_entry=on_entry, **(process or {}))
     contact_id = await setup_contact(pool, uid, **(contact or {}))
     await setup_references(pool, uid)
+    if options.get("owner"):
+        await add_users(pool, options["owner"])
     await opportunities.create(
         contact_id,
         opportunity_id=f"o-{uid}",

@@ -13,6 +13,7 @@ from sales.commands import ChangeStage, parse_command
 from sales.effects import CreateCalendarActivity, RecordHistory
 from sales.errors import CommandRejected
 from sales.opportunity import (
+    MAX_HISTORY,
     MAX_REASON,
     MAX_REJECTED,
     MAX_REJECTED_PAYLOAD,
@@ -175,7 +176,7 @@ def test_request_ids_are_bounded_by_count_and_size() -> None:
     assert long.applied_request_ids[-1].startswith("2999")
 
 
-def test_trim_drops_the_oldest_rejections_then_request_ids_then_history() -> None:
+def test_trim_drops_the_oldest_rejections_then_request_ids_then_history_and_remarks() -> None:
     state = opened()
     for n in range(150):
         state = core.apply(state, ChangeStage(stage=["Proposal", "Prospect"][n % 2],
@@ -190,7 +191,8 @@ def test_trim_drops_the_oldest_rejections_then_request_ids_then_history() -> Non
     everything = core.trim(state, 10_000_000)
     assert everything.rejected == [] and everything.applied_request_ids == []
     assert everything.history == state.history[-core.KEEP_HISTORY :]
-    assert state.rejected and len(state.history) == 151, "the original is unchanged"
+    assert state.rejected and len(state.history) == MAX_HISTORY, "the original is unchanged"
+    assert [e.seq for e in state.history] == list(range(52, 152)), "numbered after evicted ones"
 
 
 def test_payloads_are_validated_with_readable_reasons() -> None:

@@ -445,6 +445,12 @@ class OpportunityMachine(RuleBasedStateMachine):
         self.run(ChangeStage(stage=stage, cancel_open_activities=cancel))
 
     @invariant()
+    def the_state_keeps_its_declared_bounds(self) -> None:
+        """What a run carries validates again (the next run would refuse it otherwise)."""
+        again = Opportunity.model_validate(self.state.model_dump(mode="json"))
+        assert again.model_dump() == self.state.model_dump()
+
+    @invariant()
     def at_most_one_active_activity_per_action(self) -> None:
         active: dict[str, int] = {}
         for (action_id, _), row in self.calendar.items():
