@@ -1,7 +1,17 @@
 """Letters: Jinja2 templates merged with the contact and the opportunity, sent by e-mail when
 SMTP is configured and the contact has an address, otherwise filed as a document to print.
 Either way the letter is logged in `letters`. Templates are merged by `activities.rendering`,
-outside the event loop and within limits.
+outside the event loop and within limits: the rendered subject is one line of at most 500
+characters, the body free text within the letter size limit.
+
+Templates cannot starve each other: a worker renders at most `OPPORTUNITIES_TEMPLATE_CONCURRENCY`
+letters of one template at once, and the others wait for its slot (heartbeating) while other
+templates' letters go on. Per opportunity, effects already run one at a time (the workflow
+performs them in order), so no second limit is needed there. A template whose renders run out
+of time `SLOW_AFTER` times in a row is marked slow (`template list` shows it): its letters then
+render one at a time per worker, and each that runs out of time still fails with
+`template_error`, saying it is marked slow. A render that finishes in time, or `template add`
+of a different body, clears the mark.
 
 Exactly once: the letter row, keyed by (opportunity, action, generation), is written before
 the e-mail is sent and marked sent after. A retry finds it: sent means done; not yet sent means
@@ -11,6 +21,7 @@ Message-ID, which mail systems use to drop the duplicate.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from email.message import EmailMessage
 from urllib.parse import unquote, urlparse
@@ -20,12 +31,14 @@ import asyncpg
 from pydantic import TypeAdapter, ValidationError
 from temporalio import activity
 
+from activities import rendering
 from activities.failures import BadData, classified
 from activities.heartbeat import heartbeating
 from activities.rendering import (
     SAMPLE_VARIABLES,
     RenderedLetter,
     TemplateError,
+    TemplateTimeout,
     check_template,
     render,
 )
@@ -36,6 +49,14 @@ from sales.validation import Identifier, free_text
 from store import contacts, letters
 
 MAX_TEMPLATE_BYTES = 64 * 1024
+SLOW_AFTER = 3
+"""Renders of a template in a row that run out of time before it is marked slow."""
+AFTER_RENDER_SECONDS = 40.0
+"""What an attempt keeps of its start-to-close for after the render: the mail server (its
+30 s timeout) and the database. The rest, less the render's time limit, is how long a render
+may wait for its template's slot (past it, `RendererBusy`: retried)."""
+ATTEMPT_SECONDS = 90.0
+"""An attempt's start-to-close when the activity info has none (the workflow sets 90 s)."""
 
 
 _NAME: TypeAdapter[str] = TypeAdapter(Identifier)
@@ -116,9 +137,12 @@ class LetterActivities:
     @activity.defn(name="send_letter")
     @classified("send_letter")
     async def send_letter(self, effect: SendLetter) -> EffectOutcome:
+        """Merge, log and send or file one letter; heartbeating throughout, including while
+        its render waits for the template's slot."""
         return await heartbeating(self._send_letter(effect))
 
     async def _send_letter(self, effect: SendLetter) -> EffectOutcome:
+        started = asyncio.get_running_loop().time()
         contact = await contacts.get_contact(self.pool, effect.contact_id)
         if contact is None:
             raise BadData(f"unknown contact {effect.contact_id!r}", "unknown_contact")
@@ -144,11 +168,22 @@ class LetterActivities:
                     "process": {"process_id": context.process_id, "name": context.process_name},
                 },
                 default_subject=effect.title,
+                template=template.name,
+                slow=template.slow,
+                wait=_slot_wait(started),
             )
+        except TemplateTimeout as error:
+            raise BadData(
+                f"letter template {effect.template!r} cannot be merged: {error}"
+                f"{await self._timed_out(template)}",
+                "template_error",
+            ) from None
         except TemplateError as error:
             raise BadData(
                 f"letter template {effect.template!r} cannot be merged: {error}", "template_error"
             ) from None
+        if template.timeouts or template.slow:
+            await letters.clear_timeouts(self.pool, template.name, template.body)
 
         if effect.method is not None:
             return await self._as_chosen(effect, effect.method, letter, contact)
@@ -233,5 +268,27 @@ class LetterActivities:
             sent=sent,
         )
 
+    async def _timed_out(self, template: letters.Template) -> str:
+        """Count the timeout; what the failure adds when the template is (now) slow."""
+        now = await letters.record_timeout(
+            self.pool, template.name, template.body, slow_after=SLOW_AFTER
+        )
+        if now is None or now.slow_since is None:
+            return ""
+        rendering.slow_down(template.name)
+        return (
+            f"; the template is marked slow ({now.timeouts} timeouts in a row, slow since "
+            f"{now.slow_since:%Y-%m-%d %H:%M:%S %Z}), so its letters render one at a time"
+        )
+
     def all(self) -> list:
         return [self.send_letter]
+
+
+def _slot_wait(started: float) -> float:
+    """Seconds a render may wait for a slot: what is left of the attempt's start-to-close
+    after the render's time limit and `AFTER_RENDER_SECONDS`."""
+    timeout = activity.info().start_to_close_timeout
+    total = timeout.total_seconds() if timeout else ATTEMPT_SECONDS
+    spent = asyncio.get_running_loop().time() - started
+    return max(0.0, total - spent - rendering.time_limit() - AFTER_RENDER_SECONDS)

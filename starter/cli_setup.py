@@ -434,7 +434,9 @@ def template_add(name: str, file: Path, as_json: JsonFlag = False) -> None:
 
 @template_app.command("list")
 def template_list(as_json: JsonFlag = False) -> None:
-    """The letter templates."""
+    """The letter templates, and which are slow: a template whose renders ran out of time 3
+    times in a row renders one letter at a time per worker until one finishes in time or a
+    new body is added (`timeouts` in a row, `slow_since` in --json)."""
 
     async def work() -> None:
         async with database() as pool:
@@ -442,14 +444,24 @@ def template_list(as_json: JsonFlag = False) -> None:
         if as_json:
             print_json(found)
             return
-        table = new_table("template", "first line", "updated")
+        table = new_table("template", "first line", "updated", "slow")
         for template in found:
             first = template.body.splitlines()[0] if template.body else ""
             updated = f"{template.updated_at:%Y-%m-%d %H:%M}" if template.updated_at else ""
-            table.add_row(template.name, first, updated)
+            table.add_row(template.name, first, updated, _slowness(template))
         print_table(table)
 
     run(work)
+
+
+def _slowness(template: letters.Template) -> str:
+    """`since <when> (<n> timeouts in a row)`, `no (<n> timeouts in a row)` or nothing."""
+    if not template.timeouts and template.slow_since is None:
+        return ""
+    count = f"{template.timeouts} timeout{'s' if template.timeouts != 1 else ''} in a row"
+    if template.slow_since is None:
+        return f"no ({count})"
+    return f"since {template.slow_since:%Y-%m-%d %H:%M} ({count})"
 
 
 # --- letters ----------------------------------------------------------------------------------

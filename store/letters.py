@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Literal
 
 import asyncpg
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from sales.effects import SendLetter
 
@@ -15,13 +15,33 @@ class Template(BaseModel):
     name: str
     body: str
     updated_at: datetime | None = None
+    timeouts: int = 0
+    """Renders in a row that ran out of time (`activities.letters` marks it slow)."""
+    last_timeout_at: datetime | None = None
+    slow_since: datetime | None = None
+    """When it was marked slow; None: it is not."""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def slow(self) -> bool:
+        return self.slow_since is not None
+
+
+_TEMPLATE_COLUMNS = ", ".join(Template.model_fields)
 
 
 async def put_template(pool: asyncpg.Pool, name: str, body: str) -> None:
-    """Insert or replace a template as it is (`activities.letters.put_template` checks it)."""
+    """Insert or replace a template as it is (`activities.letters.put_template` checks it).
+    A new body starts with no timeouts and not slow; the same body keeps its record."""
     await pool.execute(
         "INSERT INTO letter_templates (name, body) VALUES ($1, $2)"
-        " ON CONFLICT (name) DO UPDATE SET body = EXCLUDED.body, updated_at = now()",
+        " ON CONFLICT (name) DO UPDATE SET body = EXCLUDED.body, updated_at = now(),"
+        "  timeouts = CASE WHEN letter_templates.body = EXCLUDED.body"
+        "   THEN letter_templates.timeouts ELSE 0 END,"
+        "  last_timeout_at = CASE WHEN letter_templates.body = EXCLUDED.body"
+        "   THEN letter_templates.last_timeout_at END,"
+        "  slow_since = CASE WHEN letter_templates.body = EXCLUDED.body"
+        "   THEN letter_templates.slow_since END",
         name,
         body,
     )
@@ -29,14 +49,41 @@ async def put_template(pool: asyncpg.Pool, name: str, body: str) -> None:
 
 async def get_template(pool: asyncpg.Pool, name: str) -> Template | None:
     row = await pool.fetchrow(
-        "SELECT name, body, updated_at FROM letter_templates WHERE name = $1", name
+        f"SELECT {_TEMPLATE_COLUMNS} FROM letter_templates WHERE name = $1", name
     )
     return None if row is None else Template.model_validate(dict(row))
 
 
 async def list_templates(pool: asyncpg.Pool) -> list[Template]:
-    rows = await pool.fetch("SELECT name, body, updated_at FROM letter_templates ORDER BY name")
+    rows = await pool.fetch(f"SELECT {_TEMPLATE_COLUMNS} FROM letter_templates ORDER BY name")
     return [Template.model_validate(dict(row)) for row in rows]
+
+
+async def record_timeout(
+    pool: asyncpg.Pool, name: str, body: str, *, slow_after: int
+) -> Template | None:
+    """Count a render of this body that ran out of time; the `slow_after`th in a row marks
+    the template slow. None if the template was replaced or removed meanwhile."""
+    row = await pool.fetchrow(
+        "UPDATE letter_templates SET timeouts = timeouts + 1, last_timeout_at = now(),"
+        "  slow_since = CASE WHEN slow_since IS NULL AND timeouts + 1 >= $3 THEN now()"
+        "   ELSE slow_since END"
+        f" WHERE name = $1 AND body = $2 RETURNING {_TEMPLATE_COLUMNS}",
+        name,
+        body,
+        slow_after,
+    )
+    return None if row is None else Template.model_validate(dict(row))
+
+
+async def clear_timeouts(pool: asyncpg.Pool, name: str, body: str) -> None:
+    """A render of this body finished in time: no timeouts in a row, not slow."""
+    await pool.execute(
+        "UPDATE letter_templates SET timeouts = 0, last_timeout_at = NULL, slow_since = NULL"
+        " WHERE name = $1 AND body = $2 AND (timeouts > 0 OR slow_since IS NOT NULL)",
+        name,
+        body,
+    )
 
 
 class Letter(BaseModel):

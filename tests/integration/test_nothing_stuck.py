@@ -139,15 +139,15 @@ async def attempts(handle: WorkflowHandle[Any, Any], activity_type: str) -> list
 async def test_a_letter_header_with_a_line_break_fails_the_action_without_retries(
     worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
 ) -> None:
-    """A subject line holding a CR (from a template stored before templates were checked):
-    the e-mail cannot be built. The action fails once, with its code, and can be performed
-    again once the template is fixed."""
+    """A subject line holding a CR (from a template stored before templates were checked) is
+    refused where it is rendered, before any e-mail is built. The action fails once, with its
+    code, and can be performed again once the template is fixed."""
     await open_one(pool, opportunities, uid, contact=EMAIL)
     await store_unchecked_template(pool, f"welcome-{uid}", 'Subject: Hi{{ "\\r" }}Bcc: x\nText')
     result = await opportunities.perform_actions(f"o-{uid}", ["welcome-letter"])
     [failed] = result.actions
-    assert (failed.outcome, failed.code) == ("failed", "mail_refused"), failed.message
-    assert "linefeed or carriage return" in failed.message
+    assert (failed.outcome, failed.code) == ("failed", "template_error"), failed.message
+    assert "the subject must be one line of text; it contains a line break" in failed.message
     assert await attempts(opportunities.handle(f"o-{uid}"), "send_letter") == [1]
     await put_template(pool, f"welcome-{uid}", "Subject: Hi\nText")
     again = await opportunities.perform_actions(f"o-{uid}", ["welcome-letter"])

@@ -1,5 +1,7 @@
 """Letter templates cannot hurt the worker: the limits of `activities.rendering`, with real
-render children, and a failing template through the CLI and through a letter action."""
+render children (time, size, the subject and body, one template's share of the children), the
+slowness record in `store.letters`, and a failing template through the CLI and through a
+letter action."""
 
 from __future__ import annotations
 
@@ -15,19 +17,26 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import TypeAdapter
 from temporalio.worker import Worker
 
 from activities import rendering
-from activities.letters import put_template
+from activities.failures import classify
+from activities.letters import SLOW_AFTER, put_template
 from activities.rendering import (
     SAMPLE_VARIABLES,
+    RendererBusy,
     RendererUnavailable,
     TemplateError,
+    TemplateTimeout,
     check_template,
     render,
 )
 from runtime.settings import BadSetting
 from sales.contact import Contact
+from sales.validation import Line, free_text
 from starter.client import OpportunitiesClient
 from store import letters
 from tests.support.helpers import ROOT, open_one, store_unchecked_template
@@ -170,6 +179,10 @@ async def test_a_letter_stops_at_the_size_limit(monkeypatch: pytest.MonkeyPatch)
         ("OPPORTUNITIES_LETTER_MAX_BYTES", "0"),
         ("OPPORTUNITIES_LETTER_MAX_BYTES", "1.5"),
         ("OPPORTUNITIES_LETTER_MAX_BYTES", "lots"),
+        ("OPPORTUNITIES_TEMPLATE_CONCURRENCY", "0"),
+        ("OPPORTUNITIES_TEMPLATE_CONCURRENCY", "4"),
+        ("OPPORTUNITIES_TEMPLATE_CONCURRENCY", "1.5"),
+        ("OPPORTUNITIES_TEMPLATE_CONCURRENCY", "all"),
     ],
 )
 async def test_a_bad_limit_setting_stops_the_worker_naming_it(
@@ -178,6 +191,180 @@ async def test_a_bad_limit_setting_stops_the_worker_naming_it(
     monkeypatch.setenv(name, value)
     with pytest.raises(BadSetting, match=f"^{name} must be a positive .*, not '{value}'$"):
         await serve(asyncio.Event())
+
+
+# --- one template's share of the children ------------------------------------------------------
+
+
+async def test_one_template_holds_at_most_its_share_and_the_others_go_on(
+    warm: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four runaway renders of one template: two run at a time (the default share), so the
+    whole batch takes two rounds of the time limit, while another template's letters go
+    through at once."""
+    monkeypatch.setenv("OPPORTUNITIES_TEMPLATE_SECONDS", "1")
+    assert rendering.concurrency() == 2
+    started = time.monotonic()
+    heavy = [asyncio.create_task(merge(RUNAWAY, template="heavy")) for _ in range(4)]
+    await asyncio.sleep(0)  # all four have asked for a slot
+    for _ in range(5):
+        good = await merge("Dear {{ contact.first_name }}", template="light")
+        assert good.body == "Dear Grace"
+    light_done = time.monotonic() - started
+    assert not any(task.done() for task in heavy), "the light letters waited for a runaway"
+    outcomes = await asyncio.gather(*heavy, return_exceptions=True)
+    heavy_done = time.monotonic() - started
+    assert all(isinstance(outcome, TemplateTimeout) for outcome in outcomes), outcomes
+    assert light_done < 0.9 and 2.0 <= heavy_done < 2.0 + 1.5, (light_done, heavy_done)
+    assert rendering._gates == {}, "no gate is left behind"
+
+
+async def test_a_slow_template_renders_one_at_a_time(
+    warm: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPPORTUNITIES_TEMPLATE_SECONDS", "0.5")
+    started = time.monotonic()
+    heavy = [merge(RUNAWAY, template="slow", slow=True) for _ in range(3)]
+    outcomes = await asyncio.gather(*heavy, return_exceptions=True)
+    assert all(isinstance(outcome, TemplateTimeout) for outcome in outcomes), outcomes
+    assert 1.5 <= time.monotonic() - started < 1.5 + 1.5
+
+
+async def test_a_template_found_slow_meanwhile_gives_those_waiting_one_slot(
+    warm: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`slow_down` while renders wait: those not yet started run one at a time."""
+    monkeypatch.setenv("OPPORTUNITIES_TEMPLATE_SECONDS", "0.5")
+    started = time.monotonic()
+    heavy = [asyncio.create_task(merge(RUNAWAY, template="found")) for _ in range(4)]
+    await asyncio.sleep(0)  # all four have asked for a slot: two run, two wait
+    rendering.slow_down("found")
+    outcomes = await asyncio.gather(*heavy, return_exceptions=True)
+    assert all(isinstance(outcome, TemplateTimeout) for outcome in outcomes), outcomes
+    assert 1.5 <= time.monotonic() - started < 1.5 + 1.5  # 2 at once, then 1, then 1
+
+
+async def test_a_render_that_gets_no_slot_in_time_is_busy_and_leaves_the_line(
+    warm: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A render waits for its template's slot at most `wait` seconds, then `RendererBusy` (a
+    `TimeoutError`: classified transient, retried); a waiting render that is cancelled leaves
+    the line too. The renders in hand are not disturbed."""
+    monkeypatch.setenv("OPPORTUNITIES_TEMPLATE_SECONDS", "1")
+    heavy = [asyncio.create_task(merge(RUNAWAY, template="busy")) for _ in range(2)]
+    cancelled = asyncio.create_task(merge(RUNAWAY, template="busy"))
+    await asyncio.sleep(0)  # two run, one waits
+    started = time.monotonic()
+    with pytest.raises(RendererBusy, match="template 'busy' had no free render slot in time"):
+        await merge("Dear {{ contact.first_name }}", template="busy", wait=0.3)
+    assert 0.3 <= time.monotonic() - started < 0.9
+    assert classify(RendererBusy("busy")) == "transient"
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    outcomes = await asyncio.gather(*heavy, return_exceptions=True)
+    assert all(isinstance(outcome, TemplateTimeout) for outcome in outcomes), outcomes
+    assert rendering._gates == {}
+
+
+# --- what a render may produce -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('Subject: {{ "x" * 501 }}\nText', "the subject is longer than 500 characters (501)"),
+        ('Subject: {{ "x" * 200000 }}\nText', "the subject is longer than 500 characters"),
+        ("Subject: {{ '' }}\nText", "the subject is empty"),
+        ('Subject: a{{ "\\r" }}Bcc: x\nText', "the subject must be one line of text; it "
+         "contains a line break"),
+        ('Subject: a{{ "\\x1b" }}[31m\nText', "the subject must be one line of text; it "
+         "contains a control character (U+001B)"),
+        ('Subject: Hi\nText{{ "\\x00" }}', "the letter contains a control character (U+0000); "
+         "only newlines and tabs are allowed"),
+        ('Text{{ "\\r" }}', "the letter contains a line break; only newlines and tabs"),
+    ],
+)  # fmt: skip
+async def test_a_subject_or_body_past_its_bound_is_a_template_error(
+    body: str, expected: str
+) -> None:
+    assert expected in await refused(body)
+
+
+async def test_a_subject_at_its_bound_renders() -> None:
+    letter = await merge('Subject: {{ "x" * 500 }}\nText')
+    assert (len(letter.subject), letter.body) == (500, "Text")
+
+
+_LINE: TypeAdapter[str] = TypeAdapter(Line)
+
+_any_text = st.one_of(
+    st.text(st.characters(exclude_categories=()), max_size=40),
+    st.builds(lambda c, n: c * n, st.characters(exclude_categories=()), st.integers(0, 700)),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(subject=_any_text, body=_any_text)
+def test_whatever_a_template_renders_is_stored_bounded_or_refused(subject: str, body: str) -> None:
+    """Any text a template may produce, control characters, lone surrogates and lengths past
+    the bounds included: the render is a letter whose subject is one `Line` and whose body
+    is free text, or a one-line `TemplateError`; and a valid subject and body always pass."""
+    template = "Subject: {{ subject }}\n{{ body }}"
+    variables = {**SAMPLE_VARIABLES, "subject": subject, "body": body}
+    valid = subject.strip() == subject and "\n" not in subject
+    try:
+        _LINE.validate_python(subject)
+        free_text(body)
+    except ValueError:
+        valid = False
+    try:
+        letter = asyncio.run(render(template, variables, default_subject="Hello"))
+    except TemplateError as error:
+        assert "\n" not in str(error) and not valid, (subject, body, str(error))
+        return
+    _LINE.validate_python(letter.subject)
+    free_text(letter.body)
+    if valid:
+        assert (letter.subject, letter.body) == (subject, body.lstrip("\n"))
+
+
+# --- the slowness record -----------------------------------------------------------------------
+
+
+async def test_timeouts_in_a_row_mark_a_template_slow_until_a_new_body_or_a_success(
+    pool: asyncpg.Pool, uid: str
+) -> None:
+    name, body = f"slow-{uid}", "Dear {{ contact.first_name }}"
+    await put_template(pool, name, body)
+    for count in range(1, SLOW_AFTER + 2):
+        marked = await letters.record_timeout(pool, name, body, slow_after=SLOW_AFTER)
+        assert marked is not None and marked.timeouts == count
+        assert marked.slow == (count >= SLOW_AFTER)
+    first = await letters.get_template(pool, name)
+    assert first is not None and first.slow_since is not None and first.timeouts == SLOW_AFTER + 1
+    # a timeout of a body that was replaced meanwhile counts for nothing
+    assert await letters.record_timeout(pool, name, "other", slow_after=SLOW_AFTER) is None
+    # the same body again keeps the record; a new body clears it
+    await put_template(pool, name, body)
+    again = await letters.get_template(pool, name)
+    assert again is not None and (again.timeouts, again.slow_since) == (
+        first.timeouts,
+        first.slow_since,
+    )
+    await put_template(pool, name, body + ".")
+    fresh = await letters.get_template(pool, name)
+    assert fresh is not None and (fresh.timeouts, fresh.slow, fresh.last_timeout_at) == (
+        0,
+        False,
+        None,
+    )
+    # a render in time clears it too
+    for _ in range(SLOW_AFTER):
+        await letters.record_timeout(pool, name, body + ".", slow_after=SLOW_AFTER)
+    await letters.clear_timeouts(pool, name, body + ".")
+    cleared = await letters.get_template(pool, name)
+    assert cleared is not None and (cleared.timeouts, cleared.slow) == (0, False)
 
 
 def test_check_template_only_parses_and_names_the_line() -> None:
