@@ -26,6 +26,7 @@ REJECTION_CODES: dict[str, str] = {
     "not_closed": "the opportunity is open: only a won or lost one can be reopened",
     "not_allowed": "the process or the rules do not allow this change",
     "limit_reached": "the change would exceed a limit of the opportunity",
+    "batch_exists": "this batch id was used for another mass modification: give another one",
 }
 """Every code a rejection may carry, with what it means (published in `contract/`). Callers
 decide by code, never by the message text."""
