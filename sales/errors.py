@@ -33,6 +33,7 @@ REJECTION_CODES: dict[str, str] = {
     "unavailable": "the read model cannot be written now (a database outage); nothing was "
     "applied: send the command again later",
     "internal_error": "the command met a defect in the service (logged); nothing was changed",
+    "batch_exists": "this batch id was used for another mass modification: give another one",
 }
 """Every code a rejection may carry, with what it means (published in `contract/`). Callers
 decide by code, never by the message text."""

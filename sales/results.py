@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from sales.effects import Effect
 from sales.opportunity import Status
-from sales.validation import CodeText, DisplayId, IdText, LineText, MessageText
+from sales.validation import CodeText, DisplayId, IdText, LineText, MessageText, ShortLine
 
 MAX_RESULT_ACTIONS = 500
 """Action lines a result reports (a command tags at most 100 actions; entering a stage creates
@@ -64,18 +65,46 @@ class CommandResult(BaseModel):
     caller can show or edit them at once."""
 
 
+def cut_to(limit: int) -> Callable[[Any], Any]:
+    """A validator cutting a text longer than `limit` characters to `limit` (its last one an
+    ellipsis): for text a workflow builds from what it was sent, which must never fail it."""
+
+    def cut(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > limit:
+            return value[: limit - 1] + "…"
+        return value
+
+    return cut
+
+
+MAX_OUTCOME_REASON = 1000
+"""Characters of a `CommandOutcome`'s reason; a longer one is cut."""
+OutcomeName = Annotated[str, BeforeValidator(cut_to(200)), Field(max_length=200)]
+OutcomeCode = Annotated[str, BeforeValidator(cut_to(100)), Field(max_length=100)]
+OutcomeReason = Annotated[
+    str, BeforeValidator(cut_to(MAX_OUTCOME_REASON)), Field(max_length=MAX_OUTCOME_REASON)
+]
+
+
 class CommandOutcome(BaseModel):
-    """The `command_outcome` signal an opportunity sends to a command's `reply_to` workflow."""
+    """The `command_outcome` signal an opportunity sends to a command's `reply_to` workflow.
+
+    Every text is bounded, so the signal stays small: the ids and the command name to 200
+    characters, the code to 100, the reason to `MAX_OUTCOME_REASON`. The opportunity builds
+    it from what it was sent, so a longer text is cut, never refused (the request id is
+    one it read as a `ShortLine` already)."""
 
     model_config = ConfigDict(use_attribute_docstrings=True)
 
-    opportunity_id: str
-    command: str
-    request_id: str | None = None
+    opportunity_id: OutcomeName
+    command: OutcomeName
+    request_id: ShortLine | None = None
+    """The command's request id: a `MassModify` batch accepts only its own (its batch id)."""
     result: Literal["applied", "duplicate", "rejected"]
-    reason: str = ""
-    """Why it was rejected (the same text an update would have raised)."""
-    code: str | None = None
+    reason: OutcomeReason = ""
+    """Why it was rejected (the same text an update would have raised, cut to
+    `MAX_OUTCOME_REASON` characters)."""
+    code: OutcomeCode | None = None
     """With `rejected`: the rejection code (decide by this, not by `reason`)."""
 
 

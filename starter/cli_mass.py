@@ -10,7 +10,10 @@ from typing import Annotated
 import typer
 from asyncpg import Pool
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from sales.errors import CommandRejected
 from starter.cli_common import (
     JsonFlag,
     Unsuccessful,
@@ -31,8 +34,8 @@ from starter.cli_opportunities import (
     OpenActionsFilter,
     search_filters,
 )
-from starter.client import OpportunitiesClient
-from store import processes, search
+from starter.client import OpportunitiesClient, batch_refusal
+from store import batches, processes, search, users
 from workflows.mass_messages import MassModifyInput
 from workflows.mass_messages import Progress as BatchProgress
 
@@ -90,6 +93,7 @@ def mass_modify(
 
     async def work() -> None:
         async with database() as pool:
+            await _check_batch(pool, batch)
             matching = (await search.search(pool, filters, limit=1)).total
             if matching and to_stage is not None:
                 await _check_stage(pool, filters, to_stage)
@@ -103,7 +107,12 @@ def mass_modify(
             if not typer.confirm(question, default=False):
                 raise typer.Exit(1)
         client = await OpportunitiesClient.connect()
-        handle = await client.start_mass_modify(batch)
+        try:
+            handle = await client.start_mass_modify(batch)
+        except WorkflowAlreadyStartedError:
+            raise UserError(
+                f"batch {batch.batch_id} is running: mass-modify status {batch.batch_id}"
+            ) from None
         if detach:
             if as_json:
                 print_json({"batch_id": batch.batch_id, "workflow_id": handle.id})
@@ -122,9 +131,29 @@ def mass_modify(
                 progress = await client.mass_progress(batch.batch_id)
                 bar.update(task, completed=progress.done, total=progress.total or matching)
                 await asyncio.wait({result}, timeout=0.5)
-        report(result.result(), as_json)
+        try:
+            done = result.result()
+        except WorkflowFailureError as error:
+            raise batch_refusal(error) from None
+        report(done, as_json)
 
     run(work)
+
+
+async def _check_batch(pool: Pool, batch: MassModifyInput) -> None:
+    """Refuse at once what the batch's first activity would refuse anyway: an owner who is
+    no user, a batch id used for another change."""
+    if batch.owner is not None and not await users.existing(pool, [batch.owner]):
+        raise CommandRejected(
+            f"unknown_user: no user {batch.owner!r}; `opportunities user add` adds one",
+            code="unknown_user",
+        )
+    if await batches.request_of(pool, batch.batch_id) not in (None, batch.request_hash()):
+        raise CommandRejected(
+            f"batch_exists: batch {batch.batch_id!r} was used for another change; "
+            "give another --batch-id",
+            code="batch_exists",
+        )
 
 
 async def _check_stage(pool: Pool, filters: search.SearchFilters, to_stage: str) -> None:

@@ -524,8 +524,10 @@ class OpportunitiesClient:
         return await self.execute(opportunity_id, ChangeOwner(owner=owner, **common))
 
     async def start_mass_modify(self, batch: MassModifyInput) -> WorkflowHandle[Any, Progress]:
-        """Start a `MassModify` batch (id `mass-modify-<batch_id>`); running the same batch id
-        again applies nothing twice."""
+        """Start a `MassModify` batch (id `mass-modify-<batch_id>`); running the same batch
+        again (the same input) applies nothing twice. A batch id used for another input, or
+        an owner who is no user, fails the batch at once (`BatchRefused`: see
+        `batch_refusal`)."""
         return await self.temporal.start_workflow(
             "MassModify",
             batch,
@@ -547,9 +549,14 @@ class OpportunitiesClient:
             if error.status == RPCStatusCode.NOT_FOUND:
                 raise OpportunityNotFound(f"no mass modification {batch_id!r}") from None
             raise
-        if progress is None:
-            return Progress(batch_id=batch_id)
-        return progress
+        if progress is None or (progress.total == 0 and not progress.finished):
+            # Not under way yet, or refused: a refused batch fails before it freezes.
+            if (await handle.describe()).status == WorkflowExecutionStatus.FAILED:
+                try:
+                    await handle.result()
+                except WorkflowFailureError as error:
+                    raise batch_refusal(error) from None
+        return progress or Progress(batch_id=batch_id)
 
     async def state(self, opportunity_id: str, *, run_id: str | None = None) -> Opportunity:
         """The opportunity's state, from its latest run or from `run_id` (a closed
@@ -596,6 +603,17 @@ def _code(error: ApplicationError) -> str:
     details = error.details[0] if error.details else None
     code = details.get("code") if isinstance(details, dict) else None
     return code if code in REJECTION_CODES else "invalid_payload"
+
+
+def batch_refusal(error: WorkflowFailureError) -> Exception:
+    """A failed `MassModify` as `CommandRejected` when it was refused with a code
+    (`batch_exists`, `unknown_user`, `limit_reached`, `invalid_payload`); else the error."""
+    cause = error.cause
+    details = cause.details[0] if isinstance(cause, ApplicationError) and cause.details else None
+    code = details.get("code") if isinstance(details, dict) else None
+    if isinstance(cause, ApplicationError) and code in REJECTION_CODES:
+        return CommandRejected(without_code(cause.message, code), code=code)
+    return error
 
 
 def _failure(error: WorkflowFailureError) -> tuple[str, str | None]:

@@ -3,14 +3,39 @@ paging. The SQL is assembled from fixed clauses; every user value is a parameter
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from sales.opportunity import OpportunitySummary, Status
-from sales.validation import Line
+from sales.validation import Line, json_size
+
+MAX_IDS = 10_000
+"""Ids one search (and one mass modification) may name or select."""
+MAX_IDS_BYTES = 384 * 1024
+"""The most those ids may take as JSON (a mass modification carries them in one payload):
+10,000 ids of 36 characters on average."""
+
+
+def json_bytes_at_most(limit: int) -> Callable[[Any], Any]:
+    """A validator refusing a value larger than `limit` bytes as JSON."""
+
+    def check(value: Any) -> Any:
+        size = json_size(value)
+        if size > limit:
+            raise ValueError(f"takes {size:,} bytes as JSON; at most {limit:,}")
+        return value
+
+    return check
+
+
+SearchIds = Annotated[
+    list[Line], Field(max_length=MAX_IDS), AfterValidator(json_bytes_at_most(MAX_IDS_BYTES))
+]
+"""Opportunity ids to search among: at most `MAX_IDS`, `MAX_IDS_BYTES` in all."""
 
 SortKey = Literal[
     "opportunity_id", "name", "owner", "current_stage", "stage_entered_at", "status", "created_at"
@@ -18,7 +43,9 @@ SortKey = Literal[
 
 
 class SearchFilters(BaseModel):
-    """All given filters must match (AND); none given matches every opportunity."""
+    """All given filters must match (AND); none given matches every opportunity. Every text
+    is one `Line` (500 characters), so the filters take at most `MAX_IDS_BYTES` plus a few
+    KiB as JSON."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
@@ -34,7 +61,8 @@ class SearchFilters(BaseModel):
     has_open_actions: bool | None = None
     has_failed_actions: bool | None = None
     """True: only those with an action whose last side effect failed (`search --failed`)."""
-    ids: list[Line] | None = Field(default=None, max_length=10_000)
+    ids: SearchIds | None = None
+    """Only these opportunities (at most `MAX_IDS`, `MAX_IDS_BYTES` as JSON)."""
 
 
 class SearchPage(BaseModel):

@@ -17,6 +17,13 @@ signal at once and is reported as rejected. One that has not answered
 reported rejected; running, it is sent the change again, up to `resends` times, then
 reported `stuck`, so every batch finishes. Cancelling stops sending; the changes already
 sent finish and the report says what changed.
+
+A batch trusts only its members: a `command_outcome` counts only when it answers the change
+this batch sent (its request id is the batch id, its command the batch's) from an opportunity
+whose answer it is waiting for. Before sending anything, the first run's freezing activity
+refuses a batch id used for another request (`batch_exists`), an owner who is no user
+(`unknown_user`) or a selection too large (`limit_reached`): the batch then fails at once
+(`BatchRefused`, the code in its details, the message starting with it).
 """
 
 from __future__ import annotations
@@ -27,10 +34,9 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RawValue
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
-
     from activities.mass import MassActivities, Selection
     from runtime.workflow_ids import opportunity_workflow_id
     from sales.commands import ChangeOwner, ChangeStage, Command, command_name
@@ -53,6 +59,9 @@ class MassModifyWorkflow:
         """Opportunities sent their change and not yet answered: when it was last sent, and
         how often."""
         self._sending: list[asyncio.Task[None]] = []
+        self._request: tuple[str, str] | None = None
+        """The request id and command name of the change this batch sends (its answers
+        carry them)."""
 
     @workflow.query(name="progress")
     def progress(self) -> Progress | None:
@@ -60,37 +69,46 @@ class MassModifyWorkflow:
 
     @workflow.signal(dynamic=True)
     def on_signal(self, name: str, args: Sequence[RawValue]) -> None:
-        """An opportunity's `command_outcome`. Answers for another batch, a second answer to
-        a resent change, other signals and malformed payloads are ignored: each opportunity
-        counts once."""
+        """An opportunity's `command_outcome`, counted only when it answers this batch's
+        change (request id and command) from an opportunity whose answer the batch waits
+        for. Anything else is ignored with a warning naming no value it carried: other
+        signals, payloads that do not decode or validate (whatever the error), answers to
+        another request, answers from an opportunity not waiting (a second answer to a
+        resent change, or a forged one). Each opportunity counts once."""
         try:
             if name != COMMAND_OUTCOME:
-                raise CommandRejected(f"unknown signal {name[:100]!r}", code="unknown_command")
-            answer = CommandOutcome.model_validate(payloads.decode_one(args, name))
-        except (CommandRejected, ValidationError) as error:
+                raise CommandRejected("unknown signal", code="unknown_command")
+            answer = CommandOutcome.model_validate(payloads.decode_one(args, COMMAND_OUTCOME))
+        except (CommandRejected, ValueError, TypeError, RecursionError) as error:
+            # ValueError covers pydantic's and json's errors, and integers too long to read.
             workflow.logger.warning("ignored a signal: %s", type(error).__name__)
             return
-        if answer.opportunity_id in self._waiting:
-            self._finish(_item(answer))
+        if self._request is None or (answer.request_id, answer.command) != self._request:
+            workflow.logger.warning("ignored a command_outcome: not this batch's request")
+            return
+        if answer.opportunity_id not in self._waiting:
+            workflow.logger.warning("ignored a command_outcome: no change waits for its answer")
+            return
+        self._finish(_item(answer))
 
     @workflow.run
     async def run(self, raw: RawValue = NO_INPUT) -> Progress:
         batch = payloads.parse_start(raw, MassModifyInput, "MassModify input")
+        continued = workflow.info().continued_run_id is not None
+        if not continued and (batch.remaining is not None or batch.progress is not None):
+            raise payloads.invalid_input(
+                "invalid MassModify input: remaining and progress are carried across "
+                "continue-as-new only; a batch starts without them"
+            )
         progress = batch.progress or Progress(batch_id=batch.batch_id)
         self._progress = progress
+        command = _command(batch)
+        self._request = (batch.batch_id, command_name(command))
         remaining = batch.remaining
         if remaining is None:
-            remaining = await workflow.execute_activity_method(
-                MassActivities.resolve_batch,
-                Selection(filters=batch.filters, ids=batch.ids),
-                start_to_close_timeout=timedelta(minutes=5),
-                schedule_to_close_timeout=RIDE_OUT,
-                retry_policy=RETRY,
-                summary="Freeze the selection of opportunities",
-            )
+            remaining = await self._freeze(batch)
             progress.total = len(remaining)
         pending = list(remaining)
-        command = _command(batch)
         try:
             while pending or self._waiting:
                 while pending and self._room(batch):
@@ -113,6 +131,31 @@ class MassModifyWorkflow:
             )
         progress.finished = True
         return progress
+
+    async def _freeze(self, batch: MassModifyInput) -> list[str]:
+        """The frozen selection; the batch fails at once (non-retryable, nothing sent) if the
+        activity refuses it, with the refusal's code and message."""
+        selection = Selection(
+            filters=batch.filters,
+            ids=batch.ids,
+            batch_id=batch.batch_id,
+            request_hash=batch.request_hash(),
+            owner=batch.owner,
+        )
+        try:
+            return await workflow.execute_activity_method(
+                MassActivities.resolve_batch,
+                selection,
+                start_to_close_timeout=timedelta(minutes=5),
+                schedule_to_close_timeout=RIDE_OUT,
+                retry_policy=RETRY,
+                summary="Check the batch and freeze the selection of opportunities",
+            )
+        except ActivityError as error:
+            refused = _refusal(error)
+            if refused is None:
+                raise
+            raise refused from None
 
     def _send(self, opportunity_id: str, command: Command) -> None:
         sends = self._waiting.get(opportunity_id, (workflow.now(), 0))[1]
@@ -215,6 +258,20 @@ def _command(batch: MassModifyInput) -> Command:
         )
     assert batch.owner is not None
     return ChangeOwner(owner=batch.owner, by=batch.by, request_id=batch.batch_id, reply_to=reply_to)
+
+
+def _refusal(error: ActivityError) -> ApplicationError | None:
+    """The batch's failure for the activity's refusal (bad data, with a code): the message
+    starts with the code, which the details carry too. Other failures fail it as they are."""
+    cause = error.cause
+    if not isinstance(cause, ApplicationError) or cause.type != "BadData" or not cause.details:
+        return None
+    details = cause.details[0]
+    code = details.get("code") if isinstance(details, dict) else None
+    if not isinstance(code, str):
+        return None
+    message = cause.message if cause.message.startswith(f"{code}: ") else f"{code}: {cause.message}"
+    return ApplicationError(message, {"code": code}, type="BatchRefused", non_retryable=True)
 
 
 def _item(answer: CommandOutcome) -> ItemOutcome:

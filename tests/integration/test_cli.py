@@ -16,7 +16,7 @@ from runtime import embedded
 from starter import schemas
 from starter.client import OpportunitiesClient
 from starter.read_model import ReadModel
-from store import calendar, letters
+from store import calendar, letters, users
 from store.search import SearchFilters
 from tests.support.helpers import WELCOME, eventually, example_definition, open_one, own_definition
 from tests.support.servers import Cli, Inbox, Servers
@@ -317,6 +317,7 @@ async def test_mass_modify_from_the_command_line(
     status = await cli("mass-modify", "status", f"b-{uid}")
     assert status.code == 0
     assert f"batch b-{uid} finished: 4 of 4 done, 4 changed, 0 skipped, 0 rejected" in status.stdout
+    await users.put_user(pool, users.User(user_id="dora", name="Dora"))  # a batch's owner
     detached = await cli("mass-modify", "--process", process_id, "--owner", "dora", "--yes",
                          "--detach", "--batch-id", f"d-{uid}")  # fmt: skip
     assert detached.code == 0 and f"batch d-{uid} started" in detached.stdout

@@ -30,6 +30,7 @@ from temporalio.worker import Worker
 from sales.commands import COMMANDS
 from starter.client import OpportunitiesClient
 from starter.verify import verify
+from store import users
 from tests.support.helpers import open_one, task_failures
 
 pytestmark = pytest.mark.usefixtures("verified")
@@ -109,6 +110,7 @@ async def test_no_payload_leaves_a_workflow_stuck(
     silent = await client.start_workflow(  # a batch that keeps waiting for an answer
         "Opportunity", {}, id=f"opportunity-q-{uid}", task_queue=f"nobody-{uid}"
     )
+    await users.put_user(pool, users.User(user_id="x", name="X"))  # the batch's owner
     batch = await client.start_workflow(
         "MassModify",
         {"batch_id": f"hb-{uid}", "ids": [f"q-{uid}"], "owner": "x",

@@ -14,6 +14,7 @@ import store.opportunities
 from sales.commands import ChangeStage
 from starter.client import OpportunitiesClient
 from starter.read_model import ReadModel
+from store import users
 from store.search import SearchFilters
 from tests.support.helpers import eventually, setup_contact, setup_process, setup_references
 from workflows.mass_messages import MassModifyInput, Progress
@@ -92,6 +93,7 @@ async def test_owner_changes_and_the_selection_is_frozen(
     worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
 ) -> None:
     await open_many(pool, opportunities, uid, 12)
+    await users.put_user(pool, users.User(user_id="carol", name="Carol"))
     ids = [f"m-{uid}-{i:04d}" for i in range(12)]
     batch = MassModifyInput(batch_id=f"o-{uid}", ids=[*ids, "nobody"], owner="carol")
     report = await (await opportunities.start_mass_modify(batch)).result()
@@ -165,6 +167,7 @@ async def test_an_opportunity_that_never_answers_is_swept_not_waited_for(
     answers. The batch checks it after the silence, sends again (still running), and reports
     it as rejected once an operator terminates it; the others are changed meanwhile."""
     await open_many(pool, opportunities, uid, 3)
+    await users.put_user(pool, users.User(user_id="dana", name="Dana"))
     silent = await client.start_workflow(
         "Opportunity",
         {"opportunity_id": f"s-{uid}", "contact_id": "nobody"},

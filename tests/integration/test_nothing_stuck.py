@@ -32,7 +32,7 @@ from runtime import embedded
 from sales.errors import CommandRejected
 from sales.process import ProcessDefinition
 from starter.client import OpportunitiesClient
-from store import calendar, letters, processes
+from store import calendar, letters, processes, users
 from tests.support.helpers import (
     eventually,
     example_definition,
@@ -428,6 +428,7 @@ async def test_a_mass_modification_reports_a_silent_opportunity_as_stuck(
     silent = await client.start_workflow(  # running, but no worker polls its queue
         "Opportunity", {}, id=f"opportunity-q-{uid}", task_queue=f"nobody-{uid}"
     )
+    await users.put_user(pool, users.User(user_id="ann", name="Ann"))  # the batch's owner
     try:
         batch = MassModifyInput(
             batch_id=f"b-{uid}", ids=[f"o-{uid}", f"q-{uid}"], owner="ann",

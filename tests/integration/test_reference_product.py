@@ -55,6 +55,7 @@ async def test_a_mass_modification_takes_every_search_filter(
     cli: Cli, worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
 ) -> None:
     process_id = await open_one(pool, opportunities, uid)
+    await users.put_user(pool, users.User(user_id="bob", name="Bob"))  # the batch's owner
     selection = ["--process", process_id, "--entered-before", "2999-01-01T00:00Z"]
     none = await cli("mass-modify", *selection, "--no-open-actions", "--owner", "bob", "--yes")
     assert none.code == 1 and "no opportunity matches these filters" in none.stderr
