@@ -38,6 +38,24 @@ REJECTION_CODES: dict[str, str] = {
 """Every code a rejection may carry, with what it means (published in `contract/`). Callers
 decide by code, never by the message text."""
 
+FAILURE_CODES: dict[str, str] = {
+    "bad_data": "the side effect cannot be carried out with the data given or stored",
+    "unknown_contact": "the opportunity's contact no longer exists",
+    "unknown_template": "no letter template has this name (`opportunities template add`)",
+    "template_error": "the letter template fails for this contact, or renders past its bounds",
+    "no_address": "the contact has no e-mail address and no postal address for the letter",
+    "method_unavailable": "the letter cannot go out as the correspondence option asks",
+    "mail_refused": "the mail server or the e-mail's headers refuse the letter",
+    "unknown_event": "no event has this id",
+    "unavailable": "a database or mail server stayed down longer than the retries last",
+    "unclassified": "an unexpected error, retried up to a bound; the worker's log has it",
+    "limit_reached": "the side effect would exceed a limit (a batch's selection)",
+    "unknown_user": "a batch's owner is no user",
+    "batch_exists": "a batch id used before for another mass modification",
+}
+"""Every code a failed side effect may carry (an action's `last_error.code`, an action
+result's `code`, a refused batch), with what it means."""
+
 
 def with_code(code: str, reason: str) -> str:
     """A rejection's message as every client shows it: its code first, so that even a client

@@ -77,10 +77,10 @@ class EffectFailure(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True)
 
     code: CodeText
-    """`bad_data` (and narrower: `unknown_template`, `template_error`, `no_address`,
-    `unknown_event`, `unknown_contact`, `mail_refused`), `unavailable` (a service stayed
-    down longer than the retries last), or `unclassified` (an unexpected error, retried up
-    to a bound)."""
+    """One of `sales.errors.FAILURE_CODES`: `bad_data` (and narrower: `unknown_template`,
+    `template_error`, `no_address`, `unknown_event`, `unknown_contact`, `mail_refused`,
+    `method_unavailable`), `unavailable` (a service stayed down longer than the retries last),
+    or `unclassified` (an unexpected error, retried up to a bound)."""
     message: MessageText
     at: datetime
 

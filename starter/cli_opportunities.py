@@ -80,6 +80,13 @@ def create(
         async with database() as pool:
             contact_name = await ReadModel(pool).contact_name(contact)
             found = await _check_start(pool, contact, contact_name, process, stage)
+            if opportunity_id is not None and await opportunities.find_run(pool, opportunity_id):
+                raise UserError(
+                    f"opportunity {opportunity_id!r} exists already; an opportunity id is used "
+                    "once: give another --id, or reopen it"
+                )
+        if owner is not None:
+            await require_users([owner])
         try:
             opportunity = await client.create(
                 contact,

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from sales.commands import COMMANDS
-from sales.errors import REJECTION_CODES
+from sales.errors import FAILURE_CODES, REJECTION_CODES
 from sales.opportunity import HistoryEntry, Opportunity, StartOpportunity
 from sales.process import ProcessDefinition
 from sales.results import CommandOutcome, CommandResult
@@ -43,17 +43,26 @@ def _titled(schema: dict[str, Any], title: str) -> dict[str, Any]:
 
 
 def _codes() -> dict[str, Any]:
+    both: dict[str, list[str]] = {code: [] for code in [*REJECTION_CODES, *FAILURE_CODES]}
+    for code in both:
+        if code in REJECTION_CODES:
+            both[code].append(f"rejection: {REJECTION_CODES[code]}")
+        if code in FAILURE_CODES:
+            both[code].append(f"failed side effect: {FAILURE_CODES[code]}")
     return _titled(
         {
-            "description": "The code every rejection carries beside its message (in an "
-            "update's ApplicationError details, in state.rejected[].code and in "
-            "command_outcome.code): decide by the code, never by the message text.",
+            "description": "Every code the service gives beside a message: a rejection's (in "
+            "an update's or a start's ApplicationError details, the message starting with it, "
+            "in state.rejected[].code and in command_outcome.code) and a failed side effect's "
+            "(an action's last_error.code, an action result's code, a refused batch's details): "
+            "decide by the code, never by the message text.",
             "type": "string",
             "oneOf": [
-                {"const": code, "description": meaning} for code, meaning in REJECTION_CODES.items()
+                {"const": code, "description": "; ".join(meanings)}
+                for code, meanings in both.items()
             ],
         },
-        "Rejection codes",
+        "Codes",
     )
 
 

@@ -77,8 +77,17 @@ async def temporal_env(
 async def pool(postgres_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await store.create_pool(postgres_url, max_size=20)
     await migrate(pool)
+    await pool.executemany(
+        "INSERT INTO users (user_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        [(user_id, user_id.title()) for user_id in DIRECTORY],
+    )
     yield pool
     await pool.close()
+
+
+DIRECTORY = ["ann", "bob", "carol", "dave", "dora", "eve", "x", *(f"o{n}" for n in range(200))]
+"""The tests' user directory: the users they name as owners and assignees (an owner must be a
+user)."""
 
 
 @pytest.fixture(scope="session")

@@ -186,7 +186,7 @@ async def test_lost_rejects_commands_and_reopen_starts_again(
         await opportunities.change_stage(opp, "Proposal")
     with pytest.raises(CommandRejected, match="is closed; reopen it"):
         await opportunities.signal(opp, ChangeStage(stage="Proposal"))
-    with pytest.raises(CommandRejected, match="reopen in one of"):
+    with pytest.raises(CommandRejected, match="reopen it in one of"):
         await opportunities.reopen(opp, "Closed won")
 
     reopened = await opportunities.reopen(opp, "Needs analysis", by="ann")

@@ -197,6 +197,8 @@ async def test_create_without_a_worker_says_so_at_once_and_uses_no_id(
 async def test_ids_are_never_wrapped_and_counts_agree_with_their_nouns(
     cli: Cli, worker: Worker, pool: asyncpg.Pool, tmp_path: Path, uid: str
 ) -> None:
+    added = await cli("user", "add", "--id", f"own-{uid}", "--name", "Own", "--role", "agent")
+    assert added.code == 0, added.stderr
     await _opened(cli, pool, tmp_path, uid, "--owner", f"own-{uid}")
     assert (await cli("perform", f"o-{uid}", "intro-call")).code == 0
     cli.env["COLUMNS"] = "60"

@@ -34,6 +34,7 @@ from sales.process import ProcessDefinition
 from starter.client import OpportunitiesClient
 from store import calendar, letters, processes, users
 from tests.support.helpers import (
+    add_users,
     eventually,
     example_definition,
     open_one,
@@ -213,11 +214,11 @@ async def test_a_process_definition_over_the_limit_is_refused(
     cli: Cli, pool: asyncpg.Pool, tmp_path: Path, uid: str
 ) -> None:
     document = example_definition(f"huge-{uid}")
-    letter = {"type": "letter", "title": "T" * 400, "template": "welcome"}
+    letter = {"type": "letter", "title": "字" * 450, "template": "welcome"}
     document["stages"] = [
         {
             "name": f"Stage {s}",
-            "actions": [{"action_id": f"a-{s}-{a}", **letter} for a in range(40)],
+            "actions": [{"action_id": f"a-{s}-{a}", **letter} for a in range(5)],
         }
         for s in range(40)
     ]
@@ -456,6 +457,7 @@ async def test_logs_carry_ids_and_codes_not_free_text(
 ) -> None:
     secret = f"Secret-{uid}"
     await open_one(pool, opportunities, uid)
+    await add_users(pool, secret)
     with caplog.at_level(logging.DEBUG):
         await opportunities.change_owner(f"o-{uid}", secret)
         with pytest.raises(CommandRejected):

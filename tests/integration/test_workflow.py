@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Replayer, Worker
 
 import store.opportunities
-from activities.opportunity_activities import OpportunityActivities, ProjectionWrite
+from activities.opportunity_activities import OpportunityActivities, Projected, ProjectionWrite
 from runtime.workflow_ids import opportunity_workflow_id
 from sales.errors import CommandRejected
 from sales.opportunity import Opportunity
@@ -28,6 +28,7 @@ from sales.process import ProcessDefinition
 from starter.client import OpportunitiesClient, StartFailed
 from store import processes
 from tests.support.helpers import (
+    add_users,
     eventually,
     example_definition,
     open_one,
@@ -393,6 +394,7 @@ async def test_search_attributes_follow_the_stage(
     uid: str,
 ) -> None:
     process_id = await setup_process(pool, uid)
+    await add_users(pool, f"owner-{uid}")
     await opportunities.create(
         await setup_contact(pool, uid),
         opportunity_id=f"o-{uid}",
@@ -428,6 +430,7 @@ async def test_search_attributes_settle_after_a_stream_of_commands(
     from runtime import search_attributes as sa
 
     await open_one(pool, opportunities, uid)
+    await add_users(pool, f"final-{uid}")
     handle = opportunities.handle(f"o-{uid}")
     await asyncio.gather(*(handle.signal("change_owner", {"owner": f"o{n}"}) for n in range(150)))
     await opportunities.change_owner(f"o-{uid}", f"final-{uid}")
@@ -462,10 +465,11 @@ class LosesFirstAnswers(OpportunityActivities):
     after committing (as when a worker dies or the network drops right after COMMIT)."""
 
     @activity.defn(name="project_opportunity")
-    async def project_opportunity(self, write: ProjectionWrite) -> None:
-        await super().project_opportunity(write)
+    async def project_opportunity(self, write: ProjectionWrite) -> Projected:
+        projected = await super().project_opportunity(write)
         if activity.info().attempt == 1:
             raise RuntimeError("connection lost after commit")
+        return projected
 
 
 def _attempt(event: Any) -> int:

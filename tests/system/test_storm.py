@@ -12,7 +12,7 @@ from temporalio.worker import Worker
 
 from sales.commands import ChangeOwner
 from starter.client import OpportunitiesClient
-from tests.support.helpers import eventually, start_continuing_early
+from tests.support.helpers import add_users, eventually, start_continuing_early
 
 pytestmark = pytest.mark.usefixtures("verified")
 
@@ -30,6 +30,7 @@ async def test_a_thousand_commands_from_fifty_senders(
     uid: str,
 ) -> None:
     opportunity_id = f"storm-{uid}"
+    await add_users(pool, *(f"s{n:02d}-{i:02d}" for n in range(SENDERS) for i in range(EACH)))
     await start_continuing_early(client, pool, uid, opportunity_id, task_queue, 300)
 
     async def sender(n: int) -> None:
