@@ -111,7 +111,7 @@ class OpportunityActivities:
         found = await opportunities.find_run(self.pool, request.opportunity_id)
         if found is not None:
             raise _refused(
-                f"opportunity {request.opportunity_id!r} exists already ({found[0]}); an "
+                f"opportunity {request.opportunity_id!r} already exists ({found[0]}); an "
                 "opportunity id is used once: open it under another id, or reopen it",
                 "AlreadyExists",
                 "already_exists",

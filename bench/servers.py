@@ -34,6 +34,10 @@ async def local_servers(
         yield pool, env
 
 
+BENCH_OWNERS = ["final", *(f"o{n}" for n in range(20_000))]
+"""Users the benchmarks name as owners (`o<n>`; an owner must be a user)."""
+
+
 @asynccontextmanager
 async def local_servers_and_url(
     bench_process: Callable[[dict[str, Any]], None] | None = None,
@@ -52,6 +56,10 @@ async def local_servers_and_url(
                 await processes.apply_process(pool, ProcessDefinition.model_validate(document))
                 contact = Contact(contact_id="c-bench", first_name="A", last_name="B")
                 await contacts.add_contact(pool, contact)
+                await pool.executemany(  # the owners the benchmarks hand opportunities to
+                    "INSERT INTO users (user_id, name) VALUES ($1, $1)",
+                    [(owner,) for owner in BENCH_OWNERS],
+                )
             env = await WorkflowEnvironment.start_local(
                 dev_server_existing_path=embedded.temporal_binary(),
                 search_attributes=search_attributes.ALL,

@@ -82,7 +82,7 @@ def create(
             found = await _check_start(pool, contact, contact_name, process, stage)
             if opportunity_id is not None and await opportunities.find_run(pool, opportunity_id):
                 raise UserError(
-                    f"opportunity {opportunity_id!r} exists already; an opportunity id is used "
+                    f"opportunity {opportunity_id!r} already exists; an opportunity id is used "
                     "once: give another --id, or reopen it"
                 )
         if owner is not None:

@@ -135,7 +135,7 @@ async def run_command(
     if isinstance(command, MoveProcess) and find_process is not None:
         found = await find_process(command.process_id)
     users = None
-    if (named := users_named(command)) and find_users is not None:
+    if (named := users_named(command)) and find_users is not None and state.status == "open":
         users = frozenset(await find_users(named))
     decision = core.apply(state, command, clock(), found, users)
     if decision.result.duplicate:

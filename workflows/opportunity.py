@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import NO_INPUT, Carried, OpportunityInput, QueuedCommand, parse_start
     from workflows.projection import MAX_BATCH, WRITE_BUDGET, Projection
     from workflows.shared_processes import WORKER_PROCESSES
+    from workflows.user_lookup import UserLookup
 
 
 @workflow.defn(name="Opportunity")
@@ -47,7 +48,7 @@ class OpportunityWorkflow:
         self.projection = Projection()
         self.indexing = Indexing(lambda: self.state)
         self.given_limit: int | None = None
-        self.known_users: set[str] = set()
+        self.users = UserLookup()
 
     @workflow.run
     async def run(self, input: RawValue = NO_INPUT) -> Opportunity:
@@ -203,9 +204,13 @@ class OpportunityWorkflow:
         assert self.state is not None
         batch: list[tuple[QueuedCommand, Done]] = []
         weight = 0
+        fresh = True
         while self.queue and self.state.status == "open" and upto != 0:
             if self.projection.holding:
                 break
+            if fresh:
+                await self.users.before_batch(self.queue.items[:MAX_BATCH])
+                fresh = False
             upto -= 1
             item = self.queue.take()
             done = await self.apply(item)
@@ -214,7 +219,7 @@ class OpportunityWorkflow:
                 weight += done.changes.weight
             if len(batch) >= MAX_BATCH or weight >= WRITE_BUDGET:
                 await self.write(batch)
-                batch, weight = [], 0
+                batch, weight, fresh = [], 0, True
                 if stop_when_continuing and self.continuing():
                     break
         if batch:
@@ -228,7 +233,7 @@ class OpportunityWorkflow:
             command = item.command()
             done = await run_command(
                 self.state, command, effect_runner.perform, workflow.now,
-                effect_runner.find_process, self.find_users,
+                effect_runner.find_process, self.users.existing,
             )  # fmt: skip
         except CommandRejected as rejected:
             if item.ticket is None:
@@ -240,17 +245,6 @@ class OpportunityWorkflow:
             return None
         self.state = done.state
         return done
-
-    async def find_users(self, user_ids: list[str]) -> list[str]:
-        """Of the users a command names, those that exist: looked up, but for the ones this
-        run found before (users are never removed, so one found stays found)."""
-        unknown = [user for user in user_ids if user not in self.known_users]
-        if unknown:
-            found = await effect_runner.find_users(unknown)
-            if len(self.known_users) + len(found) > MAX_KNOWN_USERS:
-                self.known_users.clear()
-            self.known_users.update(found)
-        return [user for user in user_ids if user in self.known_users]
 
     async def write(self, batch: list[tuple[QueuedCommand, Done]]) -> None:
         """Write what a batch changed (nothing if it only acknowledged duplicates), then
@@ -344,10 +338,6 @@ class OpportunityWorkflow:
     async def sleep_or_command(self, period: timedelta) -> None:
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: bool(self.queue), timeout=period)
-
-
-MAX_KNOWN_USERS = 1000
-"""Users a run remembers having found."""
 
 
 def unavailable() -> CommandRejected:

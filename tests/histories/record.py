@@ -286,6 +286,13 @@ async def main(names: list[str]) -> None:
         raise SystemExit(f"paths are {[p.__name__ for p in PATHS]}")
     os.environ["OPPORTUNITIES_DAY_SECONDS"] = "1"
     async with local_servers() as (pool, env), build_worker(env.client, pool, QUEUE):
+        owners = ["ann", "bob", "final", *(f"u{n}" for n in range(5)),
+                  *(f"o{n}" for n in range(100)),
+                  *(f"o{k}-{n}" for k in range(8) for n in range(30))]  # fmt: skip
+        await pool.executemany(  # the owners the paths name (an owner must be a user)
+            "INSERT INTO users (user_id, name) VALUES ($1, $1) ON CONFLICT DO NOTHING",
+            [(owner,) for owner in owners],
+        )
         opportunities = OpportunitiesClient(env.client, QUEUE)
         for path in chosen:
             await path(env.client, opportunities, pool)

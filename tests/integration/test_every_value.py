@@ -26,6 +26,7 @@ import store.opportunities
 from sales.errors import CommandRejected
 from starter.client import OpportunitiesClient, StartFailed
 from starter.verify import verify
+from tests.integration.test_operators import current_details
 from tests.support.helpers import (
     add_users,
     eventually,
@@ -152,7 +153,11 @@ async def test_dates_outside_the_business_range_are_refused(
 
 
 async def test_a_part_the_read_model_refuses_is_kept_aside_and_the_rest_is_written(
-    worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
+    client: Client,
+    worker: Worker,
+    pool: asyncpg.Pool,
+    opportunities: OpportunitiesClient,
+    uid: str,
 ) -> None:
     """A write the read model refuses as bad data (here a constraint it gained) never fails
     the workflow nor blocks later writes: that part goes to `dead_letters`, the rest is
@@ -174,10 +179,8 @@ async def test_a_part_the_read_model_refuses_is_kept_aside_and_the_rest_is_writt
         assert history[-1].reason == f"calendar activity {activity} changed: subject"
         verdict = await verify(opportunities, pool, f"o-{uid}")
         assert any("not written to the read model" in d for d in verdict.differences)
-        description = await opportunities.handle(f"o-{uid}").describe()
-        assert "Not written to the read model (1" in (description.raw_description
-                                                      .execution_config.user_metadata.details
-                                                      .data.decode())  # fmt: skip
+        details = await current_details(client, f"o-{uid}")
+        assert "Not written to the read model (1" in details
         moved = await opportunities.change_stage(f"o-{uid}", "Proposal")  # later writes go on
         assert moved.current_stage == "Proposal"
         row = await store.opportunities.get_opportunity(pool, f"o-{uid}")
@@ -225,8 +228,9 @@ async def test_a_closed_opportunity_cannot_be_started_again(
     assert shown.code == 0, shown.stderr
     assert (shown.json()["contact_id"], shown.json()["status"]) == (f"c-{uid}", "won")
     assert (await verify(opportunities, pool, f"o-{uid}")).differences == []
-    refused = await cli("create", "--contact", f"c-{uid}", "--id", f"o-{uid}")
-    assert refused.code == 1 and "exists already" in refused.stderr
+    refused = await cli("create", "--contact", f"c-{uid}", "--id", f"o-{uid}",
+                        "--process", f"life-{uid}")  # fmt: skip
+    assert refused.code == 1 and "already exists" in refused.stderr
 
     reopened = await opportunities.reopen(f"o-{uid}", "Proposal", by="ops")
     assert (reopened.status, reopened.contact_id) == ("open", f"c-{uid}")
@@ -286,21 +290,22 @@ async def test_reopen_refusals_carry_their_codes(
 async def test_an_owner_must_be_a_user(
     cli: Cli, worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
 ) -> None:
-    await open_one(pool, opportunities, uid)
+    process_id = await open_one(pool, opportunities, uid)
     with pytest.raises(CommandRejected) as unknown:
         await opportunities.change_owner(f"o-{uid}", f"nobody-{uid}")
     assert unknown.value.code == "unknown_user"
     await add_users(pool, f"ann-{uid}")
     assert (await opportunities.change_owner(f"o-{uid}", f"ann-{uid}")).status == "open"
     refused = await cli("create", "--contact", f"c-{uid}", "--id", f"u-{uid}",
-                        "--owner", f"nobody-{uid}")  # fmt: skip
+                        "--process", f"life-{uid}", "--owner", f"nobody-{uid}")  # fmt: skip
     assert refused.code == 1 and "unknown user" in refused.stderr
     with pytest.raises(StartFailed) as start:  # past the CLI's check: the workflow refuses
-        await opportunities.create(f"c-{uid}", opportunity_id=f"u-{uid}", owner=f"nobody-{uid}")
+        await opportunities.create(f"c-{uid}", opportunity_id=f"u-{uid}", owner=f"nobody-{uid}",
+                                   process_id=process_id)  # fmt: skip
     assert start.value.code == "unknown_user"
     assert await store.opportunities.get_opportunity(pool, f"u-{uid}") is None
     created = await opportunities.create(f"c-{uid}", opportunity_id=f"u-{uid}",
-                                         owner=f"ann-{uid}")  # fmt: skip
+                                         owner=f"ann-{uid}", process_id=process_id)  # fmt: skip
     assert created.owner == f"ann-{uid}", "a refused start leaves its id free"
 
 
@@ -353,8 +358,7 @@ async def test_failed_actions_are_found_by_search_and_by_temporal(
         return [e.id async for e in client.list_workflows(query)]
 
     assert await eventually(indexed, seconds=20) == [f"opportunity-o-{uid}"]
-    description = await opportunities.handle(f"o-{uid}").describe()
-    details = description.raw_description.execution_config.user_metadata.details.data.decode()
+    details = await current_details(client, f"o-{uid}")
     assert "add the letter template and perform it again" in details
 
 

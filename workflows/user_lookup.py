@@ -1,0 +1,52 @@
+"""When the users commands name are looked up: a batch's at once, by one activity before its
+commands are applied, then only users not seen yet. Users are never removed, so one found
+stays found for the rest of the run (`MAX_KNOWN`); one not found is looked up again in the
+next batch (it may have been added meanwhile)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from sales.commands import users_named
+    from sales.errors import CommandRejected
+    from workflows import effect_runner
+    from workflows.messages import QueuedCommand
+
+MAX_KNOWN = 1000
+"""Users a run remembers having found."""
+
+
+class UserLookup:
+    def __init__(self) -> None:
+        self._known: set[str] = set()
+        self._missing: set[str] = set()
+        """Users this batch's lookup did not find."""
+
+    async def before_batch(self, items: Iterable[QueuedCommand]) -> None:
+        """Look up at once the users the next batch's commands name."""
+        named: set[str] = set()
+        for item in items:
+            try:
+                named.update(users_named(item.command()))
+            except CommandRejected:
+                continue  # rejected in its turn
+        self._missing = set()
+        await self._look_up(sorted(named))
+
+    async def existing(self, user_ids: list[str]) -> list[str]:
+        """Of these users, those that exist (looked up if this batch has not yet)."""
+        await self._look_up(user_ids)
+        return [user for user in user_ids if user in self._known]
+
+    async def _look_up(self, user_ids: list[str]) -> None:
+        unknown = [u for u in user_ids if u not in self._known and u not in self._missing]
+        if not unknown:
+            return
+        found = await effect_runner.find_users(unknown)
+        if len(self._known) + len(found) > MAX_KNOWN:
+            self._known.clear()
+        self._known.update(found)
+        self._missing.update(set(unknown) - set(found))
