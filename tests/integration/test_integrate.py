@@ -200,6 +200,9 @@ async def test_raw_clients_see_codes_closed_opportunities_and_refused_starts(
     out = await run(temporal, "workflow", "query", *address, "-w", workflow_id, "--name",
                     "state", "--output", "json")  # fmt: skip
     assert json.loads(out)["queryResult"][0]["status"] == "lost"
+    with pytest.raises(CommandRejected) as rejected:
+        await opportunities.change_stage(opportunity_id, "Proposal")
+    assert rejected.value.code == "closed"
 
     # The same raw start again: Temporal refuses it, and nothing starts.
     code, out = await completed(temporal, *start)
