@@ -26,7 +26,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.opportunity_activities import SetupRequest
     from sales import core
-    from sales.errors import CommandRejected
+    from sales.errors import CommandRejected, with_code
     from sales.opportunity import DeadLetter, HistoryEntry, Opportunity
     from workflows import continue_as_new, effect_runner
     from workflows.command_protocol import Changes, Done, carry_out, run_command
@@ -138,7 +138,10 @@ class OpportunityWorkflow:
             )  # fmt: skip
         except CommandRejected as rejected:
             raise ApplicationError(
-                rejected.reason, type="UnknownStage", non_retryable=True
+                with_code(rejected.code, rejected.reason),
+                {"code": rejected.code},
+                type="UnknownStage",
+                non_retryable=True,
             ) from None
         await self.settle(WORKER_PROCESSES.share(decision.state), decision.effects)
 
