@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         PerformEffect,
         SendLetter,
     )
+    from sales.errors import CommandRejected
     from sales.opportunity import Opportunity
     from sales.process import FoundProcess
     from sales.validation import MAX_CODE, MAX_MESSAGE, cut
@@ -90,7 +91,7 @@ async def load_setup(request: SetupRequest) -> Setup:
         return await _execute(
             OpportunityActivities.load_setup, request, "Load contact and sales process"
         )
-    except ActivityError as error:
+    except FAILED_FOR_GOOD as error:
         raise _start_refused(error) from None
 
 
@@ -101,36 +102,65 @@ async def load_closed(opportunity_id: str) -> Opportunity:
         return await _execute(
             OpportunityActivities.load_closed, opportunity_id, "Load the closed opportunity"
         )
-    except ActivityError as error:
+    except FAILED_FOR_GOOD as error:
         raise _start_refused(error) from None
 
 
-def _start_refused(error: ActivityError) -> ApplicationError:
+def _start_refused(error: Exception) -> ApplicationError:
     code, message = failure(error)
-    cause = error.cause
+    cause = error.cause if isinstance(error, ActivityError) else error
     kind = cause.type if isinstance(cause, ApplicationError) and cause.type else code
     return ApplicationError(message, {"code": code}, type=kind, non_retryable=True)
 
 
 async def find_process(process_id: str) -> FoundProcess:
-    """The process a `move_process` moves to (retried like every effect)."""
-    return await _execute(OpportunityActivities.find_process, process_id, f"Find: {process_id}")
+    """The process a `move_process` moves to (retried like every effect); when no retry
+    found it, `CommandRejected` (`unavailable`): the command is not applied."""
+    try:
+        return await _execute(
+            OpportunityActivities.find_process, process_id, f"Find: {process_id}"
+        )
+    except FAILED_FOR_GOOD as error:
+        raise _not_looked_up("the process", error) from None
 
 
 async def find_users(user_ids: list[str]) -> list[str]:
     """Of the users a command names, those that exist (retried like every effect): a local
-    activity (a marker in history, no round trip; a fleet's owner changes each look one up),
-    except in a run's first workflow task (`FIRST_TASK_EVENTS`)."""
-    if workflow.info().get_current_history_length() <= FIRST_TASK_EVENTS:
-        return await _execute(OpportunityActivities.find_users, user_ids, "Find users")
+    activity (a marker in history, no round trip), except in a run's first workflow task
+    (`FIRST_TASK_EVENTS`); when no retry found them, `CommandRejected` (`unavailable`)."""
+    try:
+        if workflow.info().get_current_history_length() <= FIRST_TASK_EVENTS:
+            return await _execute(OpportunityActivities.find_users, user_ids, "Find users")
+        return await _execute_locally(OpportunityActivities.find_users, user_ids, "Find users")
+    except FAILED_FOR_GOOD as error:
+        raise _not_looked_up("the users", error) from None
+
+
+def _not_looked_up(what: str, error: Exception) -> CommandRejected:
+    code, message = failure(error)
+    return CommandRejected(
+        f"{what} could not be looked up ({code}: {message}); nothing was applied: send the "
+        "command again later",
+        code="unavailable",
+    )
+
+
+async def _execute_locally(method: Callable[[Any, Any], Awaitable[T]], argument: Any,
+                           summary: str) -> T:  # fmt: skip
+    """A local activity, with the timeouts and retries of `_execute`."""
     return await workflow.execute_local_activity_method(
-        OpportunityActivities.find_users,
-        user_ids,
+        method,
+        argument,
         start_to_close_timeout=TIMEOUT,
         schedule_to_close_timeout=RIDE_OUT,
         retry_policy=RETRY,
-        summary="Find users",
+        summary=summary,
     )
+
+
+FAILED_FOR_GOOD = (ActivityError, ApplicationError, TemporalTimeout)
+"""What awaiting an activity raises once no retry helped: an activity task's failure comes
+as `ActivityError` (its cause the reason), a local activity's as its cause itself."""
 
 
 FIRST_TASK_EVENTS = 3
@@ -165,16 +195,16 @@ async def perform(effect: PerformEffect) -> EffectOutcome:
             effect,
             f"Invite: {effect.event_id}",
         )
-    except ActivityError as error:
+    except FAILED_FOR_GOOD as error:
         code, message = failure(error)
         return EffectOutcome(
             status="failed", code=cut(code, MAX_CODE), message=cut(message, MAX_MESSAGE)
         )
 
 
-def failure(error: ActivityError) -> tuple[str, str]:
-    """The code and the reason of an activity that failed for good."""
-    cause = error.cause
+def failure(error: Exception) -> tuple[str, str]:
+    """The code and the reason of an activity that failed for good (`FAILED_FOR_GOOD`)."""
+    cause = error.cause if isinstance(error, ActivityError) else error
     if isinstance(cause, ApplicationError):
         details = cause.details[0] if cause.details else None
         code = details.get("code") if isinstance(details, dict) else None
@@ -189,19 +219,12 @@ async def project(write: ProjectionWrite, *, local: bool = False) -> Projected:
     """Write the read model; with `local`, as a local activity run by the worker inside the
     workflow task that asked for it (one marker in history, no round trip through the
     server), with the same timeouts and retries. Returns the parts the read model refused;
-    raises `ActivityError` when it failed for good."""
+    raises one of `FAILED_FOR_GOOD` when it failed for good."""
     telemetry.count_effect("project_opportunity")
     summary = _projection_summary(write)
     if not local:
         return await _execute(OpportunityActivities.project_opportunity, write, summary)
-    return await workflow.execute_local_activity_method(
-        OpportunityActivities.project_opportunity,
-        write,
-        start_to_close_timeout=TIMEOUT,
-        schedule_to_close_timeout=RIDE_OUT,
-        retry_policy=RETRY,
-        summary=summary,
-    )
+    return await _execute_locally(OpportunityActivities.project_opportunity, write, summary)
 
 
 def _projection_summary(write: ProjectionWrite) -> str:

@@ -36,7 +36,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.opportunity_activities import ProjectionWrite
@@ -101,7 +100,7 @@ class Projection:
             write = self.unwritten + write
         try:
             projected = await effect_runner.project(write, local=local)
-        except ActivityError as error:
+        except effect_runner.FAILED_FOR_GOOD as error:
             code, _ = effect_runner.failure(error)
             self.unwritten = write
             self.retry_at = now + RETRY_UNWRITTEN_AFTER

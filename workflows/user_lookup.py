@@ -34,7 +34,10 @@ class UserLookup:
             except CommandRejected:
                 continue  # rejected in its turn
         self._missing = set()
-        await self._look_up(sorted(named))
+        try:
+            await self._look_up(sorted(named))
+        except CommandRejected:
+            pass  # not looked up now: each command looks its own up, or is rejected
 
     async def existing(self, user_ids: list[str]) -> list[str]:
         """Of these users, those that exist (looked up if this batch has not yet)."""
