@@ -11,6 +11,7 @@ import typer
 from asyncpg import Pool
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from runtime.escaping import escaped
 from starter.cli_common import (
     JsonFlag,
     Unsuccessful,
@@ -100,7 +101,7 @@ def mass_modify(
             question = f"Change {counted(matching, 'opportunity')} {change}?"
             if not sys.stdin.isatty():
                 raise UserError(f"{question} Answer with --yes")
-            if not typer.confirm(question, default=False):
+            if not typer.confirm(escaped(question), default=False):
                 raise typer.Exit(1)
         client = await OpportunitiesClient.connect()
         handle = await client.start_mass_modify(batch)
@@ -112,7 +113,8 @@ def mass_modify(
                     f"batch {batch.batch_id} started: mass-modify status {batch.batch_id}"
                 )
             return
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        description = TextColumn("{task.description}", markup=False)
+        columns = (description, BarColumn(), MofNCompleteColumn())
         with Progress(
             *columns, TimeElapsedColumn(), console=console, transient=True, disable=as_json
         ) as bar:

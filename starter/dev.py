@@ -22,6 +22,7 @@ from pathlib import Path
 
 import worker
 from runtime import codec, embedded, settings
+from runtime.escaping import neutralized
 from starter import examples
 
 DATA = settings.DATA_FOLDER.resolve()
@@ -32,7 +33,7 @@ log = logging.getLogger("opportunities.dev")
 
 
 def _say(text: str) -> None:
-    print(f"[make run] {text}", flush=True)
+    print(f"[make run] {neutralized(text)}", flush=True)
 
 
 def _port(variable: str, default: int) -> int:
