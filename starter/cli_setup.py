@@ -66,7 +66,7 @@ def process_apply(
     document = load_document(file)
     if json_size_over(document, MAX_PROCESS_BYTES):  # before validating: errors by the thousand
         raise UserError(
-            f"process definition {file} is larger than {MAX_PROCESS_BYTES:,} bytes as JSON"
+            f"process definition {file} is too large: at most {MAX_PROCESS_BYTES:,} bytes as JSON"
         )
     definition = validated(ProcessDefinition, f"process definition {file}", document)
 

@@ -264,7 +264,7 @@ async def test_a_process_file_too_large_or_unreadable_is_one_line(
     long_integer.write_text('{"process_id": 1' + "0" * 5000 + "}")
     for path, says in [
         (big, "it is larger than 1,048,576 bytes"),
-        (large, f"is larger than {MAX_PROCESS_BYTES:,} bytes as JSON"),
+        (large, f"is too large: at most {MAX_PROCESS_BYTES:,} bytes as JSON"),
         (long_integer, "is not valid JSON: Exceeds the limit (4300 digits)"),
     ]:
         refused = await cli("process", "apply", str(path))

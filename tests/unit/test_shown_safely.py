@@ -234,7 +234,7 @@ def test_a_large_invalid_process_is_refused_for_its_size_before_it_is_validated(
     path = tmp_path / "big.json"
     for stages, says in [
         (50, f"cannot read {path}: it is larger than {cli_common.MAX_FILE_BYTES:,} bytes"),
-        (5, f"process definition {path} is larger than {MAX_PROCESS_BYTES:,} bytes as JSON"),
+        (5, f"process definition {path} is too large: at most {MAX_PROCESS_BYTES:,} bytes as JSON"),
     ]:
         document["stages"] = [{"name": f"s{n}", "actions": [action] * 50} for n in range(stages)]
         path.write_text(json.dumps(document))
