@@ -8,17 +8,19 @@ with a token set, every call must carry `Authorization: Bearer <token>` (the Tem
 
 A request is answered 401 without the right `Authorization` (whatever bytes it holds), 415
 unless its body is `application/json` (what the UI and the CLI send; a UTF-8 charset is
-accepted), 413 over `MAX_REQUEST_BYTES`, and 400 when the body is not Payloads JSON; an error
-body never quotes the request. `/decode` follows the codec's rules: a payload it cannot open,
-or plaintext it refuses, comes back as a marker payload (`runtime.codec.REFUSED_PLAINTEXT`,
-`UNDECODABLE`) with its reason, so the UI shows what the workers see and the rest of the
-batch stays readable.
+accepted), 413 over `MAX_REQUEST_BYTES`, and 400 when the body is not Payloads JSON or the
+request is not valid HTTP (a header holding a control character); an error body never quotes
+the request, and a refusal is logged as one line without a traceback. `/decode` follows the
+codec's rules: a payload it cannot open, or plaintext it refuses, comes back as a marker
+payload (`runtime.codec.REFUSED_PLAINTEXT`, `UNDECODABLE`) with its reason, so the UI shows
+what the workers see and the rest of the batch stays readable.
 
 Without a token it listens only on loopback: anyone who reaches it could read every payload.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -140,6 +142,48 @@ def build_app(
     return app
 
 
+class _Connection(web.RequestHandler):
+    """aiohttp's handler of one connection, but for a request it cannot parse as HTTP (a
+    header holding a control character, say): its answer quotes nothing of the request, and
+    its log is one line without a traceback; the header may hold a token."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status != 400:
+            return super().handle_error(request, status, exc, message)
+        log.warning("codec request refused: not valid HTTP (%s)", type(exc).__name__)
+        response = web.json_response(
+            {"error": "the request cannot be parsed as HTTP (a header with a control character?)"},
+            status=400,
+        )
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    """aiohttp's server, with `_Connection` for each connection."""
+
+    def __call__(self) -> web.RequestHandler:
+        return _Connection(self, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()
+        return _Server(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=asyncio.get_running_loop(),
+            **self._kwargs,
+        )
+
+
 async def start(
     codec: PayloadCodec,
     host: str,
@@ -150,7 +194,7 @@ async def start(
     """Serve until the returned runner is cleaned up. Raises `Unprotected` for an address
     beyond loopback without a token."""
     check_exposure(host, token)
-    runner = web.AppRunner(build_app(codec, cors_origins, token), access_log=None)
+    runner = _Runner(build_app(codec, cors_origins, token), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

@@ -10,18 +10,20 @@ which the workflows record through Temporal's metric meter, so that replays neve
 
 Logs: one JSON object per line, with the workflow id, run id and activity type that the SDK's
 workflow and activity loggers attach, and the opportunity id read from the workflow id.
-Payloads are never logged.
+Payloads are never logged. Every record is one line in either format, whatever it quotes (a
+command's name, an error): control and bidi characters are escaped (`runtime.escaping`), so
+a name cannot forge a line or colour the terminal.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from runtime.escaping import escaped, json_text
 from runtime.settings import BadSetting, setting
 from runtime.workflow_ids import opportunity_id_of
 
@@ -49,7 +51,8 @@ def metrics_runtime() -> Runtime | None:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record, lifting the SDK's workflow and activity context."""
+    """One JSON object per record, lifting the SDK's workflow and activity context; control
+    and bidi characters written as `\\uXXXX`."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -71,14 +74,25 @@ class JsonFormatter(logging.Formatter):
                 entry["opportunity_id"] = opportunity_id
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return json_text(entry, indent=None)
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger message`, one line per record: control and bidi characters (and a
+    traceback's line breaks) escaped."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escaped(super().format(record))
 
 
 def configure_logging() -> None:
     """JSON lines on stderr (`OPPORTUNITIES_LOG_FORMAT=text` for plain lines)."""
     handler = logging.StreamHandler()
     if (setting("OPPORTUNITIES_LOG_FORMAT") or "json") == "text":
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(TextFormatter())
     else:
         handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 REJECTION_CODES: dict[str, str] = {
     "invalid_payload": "the payload cannot be read, or does not match the command's schema",
@@ -79,20 +82,37 @@ class CommandRejected(Exception):
         self.code = code
 
 
+MAX_PROBLEMS = 5
+"""Problems a validation error's message lists; the rest are counted (`and 12 more`)."""
+MAX_PLACE_CHARS = 100
+MAX_REASON_CHARS = 200
+
+
 def describe_validation_error(error: ValidationError, subject: str = "input") -> str:
-    """One line per problem, each prefixed with the path of the offending field.
+    """The problems of a validation error as one line (`describe_problems`)."""
+    return describe_problems(error.errors(include_url=False), subject)
+
+
+def describe_problems(problems: Sequence[ErrorDetails], subject: str = "input") -> str:
+    """One line: each problem's place (the path of the offending field) and reason, at most
+    `MAX_PROBLEMS` of them, each cut short, then how many more there are; so that no message
+    is large, however much is wrong.
 
     Pydantic's own text repeats the model name and links to its docs; operators reading a CLI
     error or a rejected signal want the place and the reason, nothing else.
     """
     lines = []
-    for problem in error.errors(include_url=False):
-        place = _place(problem["loc"])
-        message = problem["msg"]
-        if message.startswith("Value error, "):
-            message = message[len("Value error, ") :]
+    for problem in problems[:MAX_PROBLEMS]:
+        place = _cut(_place(problem["loc"]), MAX_PLACE_CHARS)
+        message = _cut(problem["msg"].removeprefix("Value error, "), MAX_REASON_CHARS)
         lines.append(f"{place}: {message}" if place else message)
+    if len(problems) > MAX_PROBLEMS:
+        lines.append(f"and {len(problems) - MAX_PROBLEMS} more")
     return f"invalid {subject}: " + "; ".join(lines)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _place(loc: tuple[int | str, ...]) -> str:

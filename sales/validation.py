@@ -161,32 +161,6 @@ MessageText = Annotated[str, Field(max_length=MAX_MESSAGE)]
 declared, so that a carried state validates, and kept by construction (`cut`)."""
 
 
-def escaped(text: str) -> str:
-    """`text` with every control, format (bidi overrides among them), line or paragraph
-    separator and lone surrogate character written as an escape (`\\x1b`, `\\u202e`): fit to
-    keep, log and show, never interpreted by a terminal."""
-    return "".join(_escape(char) if _ESCAPED.match(char) else char for char in text)
-
-
-_ESCAPED = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f"
-                      r"\ufeff\ufff9-\ufffb\ud800-\udfff\U000e0000-\U000e007f]")
-"""Control characters, bidi and other invisible format characters, line and paragraph
-separators, lone surrogates and tag characters."""
-
-
-def _escape(char: str) -> str:
-    code = ord(char)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-
-def name_excerpt(name: str, limit: int = 100) -> str:
-    """A name that came from outside (a signal's), escaped and cut: fit for the state and
-    logs."""
-    return cut(escaped(name[: limit * 2]), limit)
-
-
 def cut(text: str, limit: int) -> str:
     """`text`, cut to at most `limit` characters (an ellipsis marks the cut)."""
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,7 +1,8 @@
 """`opportunities`: the command line for operators and scripts.
 
 Every command that prints takes `--json` for machine output. Errors go to stderr as one
-sentence that says what is wrong, with exit code 1 (2 for usage errors, from typer).
+sentence that says what is wrong, with exit code 1 (2 for usage errors, from typer); what
+they quote is shown escaped, as all output is (`starter.cli_common`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ import os
 import sys
 
 import asyncpg
+import typer
 from pydantic import ValidationError
 from temporalio.service import RPCError
+from typer import TyperException, rich_utils
 
 from activities import rendering
-from sales.errors import describe_validation_error
+from runtime.escaping import neutralized
+from sales.errors import CommandRejected, describe_validation_error, with_code
 from starter import (
     cli_actions,
     cli_codec,
@@ -24,7 +28,7 @@ from starter import (
     cli_setup,
     cli_verify,
 )
-from starter.cli_common import EXPECTED_ERRORS, errors, new_app
+from starter.cli_common import EXPECTED_ERRORS, errors, new_app, styled
 
 app = new_app(
     "Sales opportunities on Temporal: setup, contacts, and the commands that advance a sale."
@@ -63,19 +67,34 @@ def main() -> None:
 
 def _run_app() -> int:
     try:
-        app()
+        result = app(standalone_mode=False)
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except typer.Abort:
+        failed("aborted")
+    except TyperException as error:  # a usage error: it may quote what was typed
+        error.message = neutralized(error.message)
+        rich_utils.rich_format_error(error)  # type: ignore[arg-type]
+        return error.exit_code
+    except CommandRejected as error:  # its code first, as every client shows a rejection
+        failed(with_code(error.code, error.reason))
     except EXPECTED_ERRORS as error:
-        errors.print(f"[red]error:[/red] {error}", highlight=False)
+        failed(str(error))
     except ValidationError as error:  # input a command did not check itself
-        errors.print(f"[red]error:[/red] {describe_validation_error(error)}", highlight=False)
+        failed(describe_validation_error(error))
     except asyncpg.UndefinedTableError:
-        errors.print(
-            "[red]error:[/red] the database has no tables yet: start a worker "
-            "(`make run` or `opportunities-worker`) once to apply the migrations",
-            highlight=False,
+        failed(
+            "the database has no tables yet: start a worker "
+            "(`make run` or `opportunities-worker`) once to apply the migrations"
         )
     except (OSError, asyncpg.PostgresError, RPCError) as error:
-        errors.print(f"[red]error:[/red] {type(error).__name__}: {error}", highlight=False)
+        failed(f"{type(error).__name__}: {error}")
+    else:
+        return result if isinstance(result, int) else 0
     return 1
+
+
+def failed(message: str) -> None:
+    """The one line on stderr of a command that failed: `error: ` and the message, shown as
+    data (never as markup, its control characters escaped)."""
+    errors.print(styled("error:", "red"), message, highlight=False)

@@ -30,6 +30,7 @@ from starter.cli_common import (
     actor,
     console,
     database,
+    errors,
     load_document,
     new_app,
     new_table,
@@ -291,14 +292,25 @@ def activity_list(
                 a.opportunity_id,
                 a.kind,
                 a.subject,
-                f"{a.starts_at:%Y-%m-%d %H:%M}",
+                _time(a.starts_at, "%Y-%m-%d %H:%M"),
                 a.assignee or "",
                 a.status,
                 a.outcome or "",
             )
         print_table(table, view="activity list", columns=columns)
+        for a in found:
+            if a.unreadable:
+                errors.print(f"{a.activity_id} holds {a.unreadable}, {UNREADABLE}")
 
     run(work)
+
+
+UNREADABLE = "a time outside the dates this program can read"
+
+
+def _time(value: datetime | None, layout: str) -> str:
+    """A time as `layout`; `?` for one the row holds that cannot be read (`unreadable`)."""
+    return "?" if value is None else format(value, layout)
 
 
 @activity_app.command("show")
@@ -319,12 +331,14 @@ def activity_show(activity_id: str, as_json: JsonFlag = False) -> None:
             "Contact": found.contact_id,
             "Kind": found.kind,
             "Subject": found.subject,
-            "Due": f"{found.starts_at:%Y-%m-%d %H:%M %Z} to {found.ends_at:%H:%M}",
+            "Due": f"{_time(found.starts_at, '%Y-%m-%d %H:%M %Z')} to "
+            f"{_time(found.ends_at, '%H:%M')}",
             "Assignee": found.assignee or "-",
             "Location": found.location,
             "Status": found.status + (f", outcome {found.outcome}" if found.outcome else ""),
             "Notes": found.notes,
-            "Created on": f"{found.created_on:%Y-%m-%d}",
+            "Created on": _time(found.created_on, "%Y-%m-%d"),
+            "Unreadable": f"{found.unreadable}, {UNREADABLE}" if found.unreadable else None,
         })  # fmt: skip
 
     run(work)

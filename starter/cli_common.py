@@ -1,4 +1,10 @@
-"""What every `opportunities` command shares: output, errors, connections."""
+"""What every `opportunities` command shares: output, errors, connections.
+
+Everything printed goes through `console` or `errors` (or `print_json`): data is shown as
+data. A string is never read as rich markup, and its control and bidi characters are shown
+escaped (`runtime.escaping`), so a stored name cannot drive the terminal; styled text is built
+with `styled`. `--json` output writes those characters as `\\uXXXX`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -16,19 +22,49 @@ import asyncpg
 import typer
 import yaml
 from pydantic import BaseModel, ValidationError
-from rich.console import Console
+from pydantic_core import to_jsonable_python
+from rich.console import Console, ConsoleOptions, RenderableType
+from rich.segment import Segment
+from rich.style import Style
 from rich.table import Table
+from rich.text import Text
 from temporalio.client import WorkflowQueryFailedError
 
 import store
 from runtime import settings
 from runtime.codec import KeySettingError
+from runtime.escaping import UNSAFE, escaped, json_text, neutralized
 from runtime.temporal import Unreachable
 from sales.errors import CommandRejected, describe_validation_error
+from sales.validation import MAX_PROCESS_BYTES
 from starter.client import NoWorker, OpportunityNotFound, StartFailed
 
-console = Console()
-errors = Console(stderr=True, soft_wrap=True)
+
+class SafeConsole(Console):
+    """A rich console that prints every string as data: never as markup or emoji codes, its
+    control and bidi characters escaped. Text it did not build from a string (a `styled`
+    piece) passes a last guard that escapes any such character left."""
+
+    def render_str(self, text: str, **options: Any) -> Text:
+        return super().render_str(escaped(text), **{**options, "markup": False, "emoji": False})
+
+    def render(
+        self, renderable: RenderableType, options: ConsoleOptions | None = None
+    ) -> Iterable[Segment]:
+        for segment in super().render(renderable, options):
+            if segment.control or segment.text == "\n" or not UNSAFE.search(segment.text):
+                yield segment
+            else:
+                yield Segment(neutralized(segment.text, newlines=True), segment.style)
+
+
+def styled(text: str, style: str | Style) -> Text:
+    """`text` (data) in a style: escaped as every printed string is."""
+    return Text(escaped(text), style=style)
+
+
+console = SafeConsole()
+errors = SafeConsole(stderr=True, soft_wrap=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 T = TypeVar("T")
@@ -169,7 +205,7 @@ def print_fitted(table: Table) -> None:
     so an id is never cut."""
     needed = 1 + len(table.columns)  # the borders
     for column in table.columns:
-        texts = [str(column.header), *(str(cell) for cell in column.cells)]
+        texts = [shown(column.header), *(shown(cell) for cell in column.cells)]
         if column.no_wrap:
             longest = max(len(line) for text in texts for line in text.splitlines() or [""])
         else:
@@ -182,6 +218,11 @@ def print_fitted(table: Table) -> None:
         console.print(table, crop=False)
     finally:
         console.width = width
+
+
+def shown(cell: Any) -> str:
+    """A cell's text as printed: a string escaped (`SafeConsole`), styled text as it is."""
+    return str(cell) if isinstance(cell, Text) else escaped(str(cell))
 
 
 def counted(count: int, noun: str, plural: str | None = None) -> str:
@@ -235,38 +276,75 @@ def actor() -> str:
 
 
 def print_json(value: Any) -> None:
-    if isinstance(value, BaseModel):
-        text = value.model_dump_json(indent=2)
-    elif isinstance(value, list) and all(isinstance(item, BaseModel) for item in value):
-        text = json.dumps([item.model_dump(mode="json") for item in value], indent=2)
-    else:
-        text = json.dumps(value, indent=2, default=str)
-    sys.stdout.write(text + "\n")
+    """`value` (models, lists and dicts of them) as JSON on stdout, control and bidi
+    characters written as `\\uXXXX`."""
+    sys.stdout.write(json_text(to_jsonable_python(value, fallback=str)) + "\n")
 
 
-def read_text(path: Path) -> str:
-    """A UTF-8 text file, or a one-line `UserError` saying why it cannot be read."""
+MAX_FILE_BYTES = 4 * MAX_PROCESS_BYTES
+"""The largest file a command reads: more than any document the service takes (a process
+definition, the largest, is at most `MAX_PROCESS_BYTES` as compact JSON), in any layout."""
+
+
+def read_text(path: Path, limit: int = MAX_FILE_BYTES) -> str:
+    """A UTF-8 text file of at most `limit` bytes (line breaks read as `\\n`), or a one-line
+    `UserError` saying why it cannot be read."""
     try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
-        raise UserError(f"cannot read {path}: {reason}") from None
-
-
-def load_document(path: Path) -> Any:
-    """A JSON or YAML document, told apart by its content whatever the file's extension: a
-    document that opens with `{` or `[` is JSON (whose errors read better), any other YAML."""
-    text = read_text(path)
-    if text.lstrip().startswith(("{", "[")):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path} is not valid JSON: {error}") from None
+        with path.open("rb") as file:
+            data = file.read(limit + 1)
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror}") from None
+    if len(data) > limit:
+        raise UserError(f"cannot read {path}: it is larger than {limit:,} bytes")
     try:
-        document = yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"cannot read {path}: not UTF-8 text") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def load_document(path: Path, limit: int = MAX_FILE_BYTES) -> Any:
+    """A JSON or YAML document of at most `limit` bytes (as a file, and as compact JSON), told
+    apart by its content whatever the file's extension: a document that opens with `{` or `[`
+    is JSON (whose errors read better), any other YAML. Whatever keeps it from being read (bad
+    syntax, an integer too long to convert, nesting too deep, a YAML alias expanding past the
+    limit) is a one-line `UserError`."""
+    text = read_text(path, limit)
+    kind = "JSON" if text.lstrip().startswith(("{", "[")) else "YAML"
+    try:
+        document = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is not valid JSON: {error}") from None
     except yaml.YAMLError as error:
-        first = str(error).splitlines()[0] if str(error) else "cannot be parsed"
-        raise UserError(f"{path} is neither JSON nor valid YAML: {first}") from None
+        raise UserError(f"{path} is neither JSON nor valid YAML: {reason(error)}") from None
+    except Exception as error:  # any other failure to read it is the file's, told in one line
+        raise UserError(f"{path} is not valid {kind}: {reason(error)}") from None
     if not isinstance(document, dict | list):
         raise UserError(f"{path} holds no JSON or YAML document (an object or a list)")
+    try:
+        too_large = json_size_over(document, limit)
+    except (ValueError, RecursionError) as error:  # a YAML alias inside itself, say
+        raise UserError(f"{path} cannot be a JSON document: {reason(error)}") from None
+    if too_large:
+        raise UserError(f"{path} is larger than {limit:,} bytes as JSON")
     return document
+
+
+def json_size_over(value: Any, limit: int) -> bool:
+    """Whether `value` is larger than `limit` bytes as compact JSON (as `json_size` counts);
+    encoding stops as soon as it is, so an expanding YAML alias costs no more than the limit.
+    `ValueError` for a value that refers to itself."""
+    size = 0
+    for chunk in json.JSONEncoder(separators=(",", ":"), default=str).iterencode(value):
+        size += len(chunk)
+        if size > limit:
+            return True
+    return False
+
+
+def reason(error: BaseException, limit: int = 200) -> str:
+    """An exception's message as one short line: its first line, cut to `limit` characters
+    (its type when it has none)."""
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from runtime.escaping import escaped
 from sales.errors import CommandRejected
 from starter.cli_common import (
     JsonFlag,
@@ -104,7 +105,7 @@ def mass_modify(
             question = f"Change {counted(matching, 'opportunity')} {change}?"
             if not sys.stdin.isatty():
                 raise UserError(f"{question} Answer with --yes")
-            if not typer.confirm(question, default=False):
+            if not typer.confirm(escaped(question), default=False):
                 raise typer.Exit(1)
         client = await OpportunitiesClient.connect()
         try:
@@ -121,7 +122,8 @@ def mass_modify(
                     f"batch {batch.batch_id} started: mass-modify status {batch.batch_id}"
                 )
             return
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        description = TextColumn("{task.description}", markup=False)
+        columns = (description, BarColumn(), MofNCompleteColumn())
         with Progress(
             *columns, TimeElapsedColumn(), console=console, transient=True, disable=as_json
         ) as bar:
@@ -145,12 +147,12 @@ async def _check_batch(pool: Pool, batch: MassModifyInput) -> None:
     no user, a batch id used for another change."""
     if batch.owner is not None and not await users.existing(pool, [batch.owner]):
         raise CommandRejected(
-            f"unknown_user: no user {batch.owner!r}; `opportunities user add` adds one",
+            f"no user {batch.owner!r}; `opportunities user add` adds one",
             code="unknown_user",
         )
     if await batches.request_of(pool, batch.batch_id) not in (None, batch.request_hash()):
         raise CommandRejected(
-            f"batch_exists: batch {batch.batch_id!r} was used for another change; "
+            f"batch {batch.batch_id!r} was used for another change; "
             "give another --batch-id",
             code="batch_exists",
         )

@@ -9,7 +9,9 @@ from typing import Annotated, Any, cast
 import typer
 from asyncpg import Pool
 from pydantic import ValidationError
+from rich.text import Text
 
+from runtime.escaping import escaped
 from sales.commands import (
     AddRemark,
     Assign,
@@ -34,6 +36,7 @@ from starter.cli_common import (
     print_json,
     print_table,
     run,
+    styled,
     validated,
 )
 from starter.cli_send import (
@@ -171,7 +174,7 @@ def show(
 
 
 def print_opportunity(o: Opportunity, stage: str | None, columns: str | None = None) -> None:
-    console.print(f"[bold]{o.opportunity_id}[/bold] {o.name or ''}", highlight=False)
+    console.print(styled(o.opportunity_id, "bold"), o.name or "", highlight=False)
     print_fields({
         "Contact": f"{o.contact_name} ({o.contact_id})" if o.contact_name else o.contact_id,
         "Owner": o.owner or "-",
@@ -251,6 +254,7 @@ def print_history(entries: list[HistoryEntry]) -> None:
     for e in entries:
         activities = [f"created {a}" for a in e.created_activities]
         activities += [f"canceled {a}" for a in e.canceled_activities]
+        lines = Text("\n").join(Text(escaped(line)) for line in activities)  # one a line
         table.add_row(
             str(e.seq),
             f"{e.at:%Y-%m-%d %H:%M:%S}",
@@ -259,7 +263,7 @@ def print_history(entries: list[HistoryEntry]) -> None:
             e.source,
             e.by or "",
             e.reason or "",
-            "\n".join(activities),
+            lines,
         )
     print_table(table)
 
@@ -321,7 +325,7 @@ async def _ask_to_cancel(opportunity_id: str, stage: str, yes: bool) -> bool:
         raise UserError(
             f"{question} Answer with --cancel-open-activities (or --yes) or --keep-open-activities"
         )
-    return typer.confirm(question, default=False)
+    return typer.confirm(escaped(question), default=False)
 
 
 @app.command("reopen")
@@ -441,7 +445,7 @@ def delete(
         question = f"Delete opportunity {opportunity_id!r}? It cannot be reopened."
         if not sys.stdin.isatty():
             raise UserError(f"{question} Answer with --yes")
-        if not typer.confirm(question, default=False):
+        if not typer.confirm(escaped(question), default=False):
             raise typer.Exit(1)
     send(opportunity_id, command, as_json)
 

@@ -62,7 +62,8 @@ def send(opportunity_id: str, command: Command, as_json: bool) -> None:
             result = await client.execute(opportunity_id, command)
         except CommandRejected as rejected:
             if rejected.code in CLI_HINTS:
-                raise UserError(f"{rejected} ({CLI_HINTS[rejected.code]})") from None
+                hinted = f"{rejected.reason} ({CLI_HINTS[rejected.code]})"
+                raise CommandRejected(hinted, code=rejected.code) from None
             raise
         if as_json:
             print_json(result)

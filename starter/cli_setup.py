@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
+from rich.text import Text
 
 from activities import rendering
 from activities.letters import put_template
+from runtime.escaping import escaped
 from sales.contact import Contact
-from sales.errors import describe_validation_error
+from sales.errors import describe_problems, describe_validation_error
 from sales.process import Action, ProcessDefinition
-from sales.validation import Identifier
+from sales.validation import MAX_PROCESS_BYTES, Identifier
 from starter.cli_common import (
     JsonFlag,
     UserError,
     console,
     database,
+    json_size_over,
     load_document,
     new_app,
     new_table,
@@ -27,6 +31,7 @@ from starter.cli_common import (
     print_table,
     read_text,
     run,
+    styled,
     validated,
 )
 from store import contacts, events, letters, processes, users
@@ -59,6 +64,10 @@ def process_apply(
 ) -> None:
     """Store a process definition (JSON or YAML); a changed one becomes a new version."""
     document = load_document(file)
+    if json_size_over(document, MAX_PROCESS_BYTES):  # before validating: errors by the thousand
+        raise UserError(
+            f"process definition {file} is too large: at most {MAX_PROCESS_BYTES:,} bytes as JSON"
+        )
     definition = validated(ProcessDefinition, f"process definition {file}", document)
 
     async def work() -> None:
@@ -176,7 +185,7 @@ def process_show(
             print_json({"version": process.version, **process.definition.model_dump(mode="json")})
             return
         d = process.definition
-        console.print(f"[bold]{d.name}[/bold] ({d.process_id} v{process.version})")
+        console.print(styled(d.name, "bold"), f"({d.process_id} v{process.version})")
         flags = [
             f"default: {d.default}",
             f"change stage automatically: {d.change_stage_automatically}",
@@ -249,7 +258,8 @@ def contact_modify(
     country: Annotated[str | None, typer.Option("--country", help='"" removes it.')] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Change a contact's details (validated as `add` does). Open opportunities use them for
+    """Change a contact's details (the ones given, validated as `add` does; the others are
+    kept as they are, so a bad one stored can be repaired). Open opportunities use them for
     the letters they write from now on."""
     given = {
         "first_name": first_name, "last_name": last_name, "email": email, "street": street,
@@ -266,17 +276,53 @@ def contact_modify(
 
     async def work() -> None:
         async with database() as pool:
-            existing = await contacts.get_contact(pool, contact_id)
-            if existing is None:
+            stored = await contacts.stored_contact(pool, contact_id)
+            if stored is None:
                 raise UserError(f"unknown contact {contact_id!r}")
-            contact = validated(Contact, "contact", existing.model_dump() | changes)
-            changed = await contacts.modify_contact(pool, contact)
+            valid = _valid_changes(stored, changes)
+            changed = await contacts.modify_contact(pool, contact_id, valid)
+            contact = stored | valid
         if as_json:
             print_json({"contact_id": contact_id, "changed": changed, "contact": contact})
         else:
             console.print(f"{contact_id}: {'changed' if changed else 'unchanged'}", highlight=False)
 
     run(work)
+
+
+CONTACT_FIELDS: dict[str, TypeAdapter[Any]] = {
+    name: TypeAdapter(Annotated[field.annotation, field])  # type: ignore[arg-type]
+    for name, field in Contact.model_fields.items()
+}
+"""Each contact field's validation on its own, as `Contact` makes it."""
+
+
+def _valid_changes(stored: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """The changes validated field by field as `add` validates them (an e-mail address comes
+    back normalized), and the contact as a whole for what must hold together; a one-line
+    `UserError` for what is invalid. A field left as it is is not checked, so that a contact
+    stored with bad data (by hand, or before today's rules) can be repaired field by field."""
+    problems: list[ErrorDetails] = []
+    valid = {}
+    for name, value in changes.items():
+        try:
+            valid[name] = CONTACT_FIELDS[name].validate_python(value)
+        except ValidationError as error:
+            for problem in error.errors(include_url=False):
+                problem["loc"] = (name, *problem["loc"])
+                problems.append(problem)
+    if not problems:
+        try:
+            Contact.model_validate(stored | valid)
+        except ValidationError as error:
+            problems = [
+                problem
+                for problem in error.errors(include_url=False)
+                if not problem["loc"] or problem["loc"][0] in changes
+            ]
+    if problems:
+        raise UserError(describe_problems(problems, "contact"))
+    return valid
 
 
 @contact_app.command("show")
@@ -525,7 +571,7 @@ def letter_show(letter_id: str, as_json: JsonFlag = False) -> None:
             "Subject": letter.subject,
         })  # fmt: skip
         console.print()
-        console.print(letter.body, highlight=False, markup=False)
+        console.print(Text(escaped(letter.body, newlines=True)), highlight=False)  # its lines
 
     run(work)
 

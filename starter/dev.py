@@ -22,6 +22,7 @@ from pathlib import Path
 
 import worker
 from runtime import codec, embedded, search_attributes, settings
+from runtime.escaping import neutralized
 from runtime.temporal import connect_patiently
 from starter import examples
 
@@ -33,7 +34,7 @@ log = logging.getLogger("opportunities.dev")
 
 
 def _say(text: str) -> None:
-    print(f"[make run] {text}", flush=True)
+    print(f"[make run] {neutralized(text)}", flush=True)
 
 
 def _port(variable: str, default: int) -> int:

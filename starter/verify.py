@@ -26,35 +26,61 @@ HISTORY_FIELDS = ["at", "from_stage", "to_stage", "source", "by", "reason",
                   "canceled_activities", "created_activities"]  # fmt: skip
 
 
+UNCHECKED = "could not check: "
+"""How the difference of an opportunity that could not be checked begins."""
+
+
 @dataclass
 class Verdict:
     opportunity_id: str
     compared: bool
     """False when there was nothing to compare with (no workflow, or it failed or was
-    terminated); `note` says why."""
+    terminated, and no row either; `note` says why), or when it could not be checked: its
+    one difference then says why (`could not check: ...`)."""
     differences: list[str]
     note: str = ""
 
 
 async def verify(client: OpportunitiesClient, pool: asyncpg.Pool, opportunity_id: str) -> Verdict:
-    """Every difference between the opportunity's workflow state and its read model."""
-    state, note = await _state(client, pool, opportunity_id)
-    row = await opportunities.get_opportunity(pool, opportunity_id)
-    if state is None:
-        problems = [] if row is None else [f"a read-model row but no workflow state ({note})"]
-        return Verdict(opportunity_id, False, problems, note)
-    found = _summary(state, row)
-    found += [
-        f"not written to the read model: {letter.what}: {letter.why}"
-        for letter in await opportunities.dead_letters(pool, opportunity_id)
-    ]
-    if row is not None:
-        found += await _history(pool, state)
-        found += await _remarks(pool, state)
-        found += await _calendar(pool, state)
-        found += await _letters(pool, state)
-        found += await _invitations(pool, state)
+    """Every difference between the opportunity's workflow state and its read model. What
+    keeps it from being checked (a query refused or timed out, a run that failed, a row that
+    cannot be read, a database error) is its one difference, never an exception, so that
+    checking many goes on past it."""
+    try:
+        state, note = await _state(client, pool, opportunity_id)
+    except Exception as error:  # whatever it is, it is this opportunity's, not the others'
+        return _unchecked(opportunity_id, f"its workflow cannot be read ({_reason(error)})")
+    try:
+        row = await opportunities.get_opportunity(pool, opportunity_id)
+        if state is None:
+            if row is None:
+                return Verdict(opportunity_id, False, [], note)
+            return _unchecked(opportunity_id, f"{note}, but the read model has its row")
+        found = _summary(state, row)
+        found += [
+            f"not written to the read model: {letter.what}: {letter.why}"
+            for letter in await opportunities.dead_letters(pool, opportunity_id)
+        ]
+        if row is not None:
+            found += await _history(pool, state)
+            found += await _remarks(pool, state)
+            found += await _calendar(pool, state)
+            found += await _letters(pool, state)
+            found += await _invitations(pool, state)
+    except Exception as error:  # a row asyncpg cannot decode, the database gone, ...
+        return _unchecked(opportunity_id, f"its read model cannot be read ({_reason(error)})")
     return Verdict(opportunity_id, True, found)
+
+
+def _unchecked(opportunity_id: str, reason: str) -> Verdict:
+    return Verdict(opportunity_id, False, [UNCHECKED + reason], reason)
+
+
+def _reason(error: BaseException) -> str:
+    """The error's type and the first line of its message, cut short."""
+    lines = str(error).strip().splitlines()
+    message = lines[0][:300] if lines else ""
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 async def _state(
@@ -81,7 +107,7 @@ async def _state(
             handle.id, run_id=handle.run_id, result_type=Opportunity
         ).result()
         return result, ""
-    return None, f"workflow {status.name.lower() if status else 'unknown'}"
+    return None, f"workflow {status.name.lower().replace('_', ' ') if status else 'unknown'}"
 
 
 def _summary(state: Opportunity, row: Any) -> list[str]:
@@ -169,6 +195,8 @@ async def _calendar(pool: asyncpg.Pool, state: Opportunity) -> list[str]:
                 f"{action.activity_outcome!r}, read model {row.outcome!r}"
             )
     for key, row in sorted(rows.items()):
+        if row.unreadable is not None:
+            found.append(f"calendar activity {row.activity_id} holds {row.unreadable}")
         if row.status == "active" and key not in linked:
             found.append(f"calendar activity {row.activity_id} is active but not linked")
         if row.generation > _known_generation(state, row.action_id):

@@ -33,18 +33,47 @@ class CalendarActivity(BaseModel):
     contact_id: str
     kind: str
     subject: str
-    starts_at: datetime
-    ends_at: datetime
+    starts_at: datetime | None
+    """None only in a row read whose time lies outside the dates Python holds (past year
+    9999, say); so for `ends_at` and `created_on`: `unreadable` then names it."""
+    ends_at: datetime | None
     status: Literal["active", "done", "canceled"]
     outcome: str | None
     notes: str | None
     track_outcome: bool
-    created_on: datetime
+    created_on: datetime | None
     assignee: str | None = None
     location: str | None = None
+    unreadable: str | None = None
+    """What a row read holds that cannot be read as a date and time, e.g. `ends_at
+    10000-01-01 06:59:00 UTC`; None for every row the service writes."""
 
 
-_COLUMNS = ", ".join(CalendarActivity.model_fields)
+_COLUMNS = ", ".join(name for name in CalendarActivity.model_fields if name != "unreadable")
+_TIMES = ("starts_at", "ends_at", "created_on")
+
+
+def _readable(column: str) -> str:
+    """Whether a timestamptz column holds a time asyncpg can decode into a `datetime`."""
+    return f"{column} BETWEEN '0001-01-01 00:00:00+00' AND '9999-12-31 23:59:59.999999+00'"
+
+
+_READ_COLUMNS = (
+    ", ".join(
+        f"CASE WHEN {_readable(name)} THEN {name} END AS {name}" if name in _TIMES else name
+        for name in _COLUMNS.split(", ")
+    )
+    + ", NULLIF(concat_ws(', ', "
+    + ", ".join(
+        f"CASE WHEN NOT {_readable(name)}"
+        f" THEN '{name} ' || ({name} AT TIME ZONE 'UTC')::text || ' UTC' END"
+        for name in _TIMES
+    )
+    + "), '') AS unreadable"
+)
+"""The columns as the reads select them: a time no `datetime` holds (a row written past the
+service's checks) comes back as NULL and named in `unreadable`, so that listing, showing and
+verifying activities never fail on one row."""
 
 
 async def create(
@@ -89,7 +118,7 @@ async def create(
 
 async def get(pool: asyncpg.Pool, activity_id: str) -> CalendarActivity | None:
     row = await pool.fetchrow(
-        f"SELECT {_COLUMNS} FROM calendar_activities WHERE activity_id = $1", activity_id
+        f"SELECT {_READ_COLUMNS} FROM calendar_activities WHERE activity_id = $1", activity_id
     )
     return None if row is None else CalendarActivity.model_validate(dict(row))
 
@@ -106,7 +135,7 @@ async def list_for(
     """Calendar activities by due date: of one opportunity, of one assignee (an agent's
     calendar), due from `due_from` and before `due_before`, each when given."""
     rows = await pool.fetch(
-        f"SELECT {_COLUMNS} FROM calendar_activities"
+        f"SELECT {_READ_COLUMNS} FROM calendar_activities"
         " WHERE ($1::text IS NULL OR opportunity_id = $1)"
         " AND ($2::text IS NULL OR assignee = $2)"
         " AND ($3::timestamptz IS NULL OR starts_at >= $3)"

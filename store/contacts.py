@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 
 from sales.contact import Contact
@@ -48,27 +50,35 @@ async def list_contacts(pool: asyncpg.Pool, limit: int = 1000) -> list[Contact]:
     return [Contact.model_validate(dict(row)) for row in rows]
 
 
-async def modify_contact(pool: asyncpg.Pool, contact: Contact) -> bool:
-    """Replace an existing contact's details; True if anything changed. Letters read the
-    contact when they are written, so open opportunities use the new details from then on."""
-    values = contact.model_dump()
-    fields = [f for f in _CONTACT_FIELDS if f != "contact_id"]
+async def stored_contact(pool: asyncpg.Pool, contact_id: str) -> dict[str, Any] | None:
+    """A contact's row as it is stored, unvalidated (what `contact modify` repairs)."""
+    row = await pool.fetchrow(
+        f"SELECT {', '.join(_CONTACT_FIELDS)} FROM contacts WHERE contact_id = $1", contact_id
+    )
+    return None if row is None else dict(row)
+
+
+async def modify_contact(pool: asyncpg.Pool, contact_id: str, changes: dict[str, Any]) -> bool:
+    """Set the fields `changes` names (validated by the caller) and leave the others as they
+    are; True if anything changed. Letters read the contact when they are written, so open
+    opportunities use the new details from then on."""
+    fields = [field for field in _CONTACT_FIELDS if field in changes and field != "contact_id"]
     assignments = ", ".join(f"{field} = ${n}" for n, field in enumerate(fields, start=2))
+    differs = " OR ".join(f"{field} IS DISTINCT FROM ${n}" for n, field in enumerate(fields, 2))
     async with pool.acquire() as conn, conn.transaction():
-        existing = await conn.fetchrow(
-            f"SELECT {', '.join(_CONTACT_FIELDS)} FROM contacts WHERE contact_id = $1 FOR UPDATE",
-            contact.contact_id,
+        exists = await conn.fetchval(
+            "SELECT 1 FROM contacts WHERE contact_id = $1 FOR UPDATE", contact_id
         )
-        if existing is None:
-            raise StoreError(f"unknown contact {contact.contact_id!r}")
-        if Contact.model_validate(dict(existing)) == contact:
+        if exists is None:
+            raise StoreError(f"unknown contact {contact_id!r}")
+        if not fields:
             return False
-        await conn.execute(
-            f"UPDATE contacts SET {assignments} WHERE contact_id = $1",
-            contact.contact_id,
-            *(values[field] for field in fields),
+        updated = await conn.fetchval(
+            f"UPDATE contacts SET {assignments} WHERE contact_id = $1 AND ({differs}) RETURNING 1",
+            contact_id,
+            *(changes[field] for field in fields),
         )
-    return True
+    return updated is not None
 
 
 async def delete_contact(pool: asyncpg.Pool, contact_id: str) -> None:

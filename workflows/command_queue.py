@@ -20,12 +20,13 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from runtime.escaping import escaped
     from sales import core
     from sales.commands import COMMANDS, parse_command
     from sales.errors import CommandRejected, with_code
     from sales.opportunity import MAX_REASON
     from sales.results import CommandResult
-    from sales.validation import cut, is_short_line, name_excerpt, safe_excerpt
+    from sales.validation import cut, is_short_line, safe_excerpt
     from workflows import payloads
     from workflows.messages import NO_INPUT, QueuedCommand
 
@@ -188,7 +189,7 @@ def field_of(payload: object, name: str) -> str | None:
 
 def loggable(name: str) -> str:
     """A command name fit for logs and the state: a command's own, or an escaped excerpt."""
-    return name if name in COMMANDS else name_excerpt(name)
+    return name if name in COMMANDS else cut(escaped(name[:200]), 100)
 
 
 def rejection_error(rejected: CommandRejected) -> ApplicationError:

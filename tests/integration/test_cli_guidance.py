@@ -145,7 +145,8 @@ async def test_references_are_checked_before_any_question(
     active = await cli("action", "delete", f"o-{uid}", "intro-call")
     assert active.code == 1
     assert active.stderr.strip() == (
-        f"error: action 'intro-call' has active calendar activity o-{uid}/intro-call/1: delete "
+        f"error: activity_active: action 'intro-call' has active calendar activity "
+        f"o-{uid}/intro-call/1: delete "
         "the activity first, then the action (on the command line: `opportunities activity "
         "delete ACTIVITY`)"
     )

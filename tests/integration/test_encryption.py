@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import re
 import sys
@@ -337,6 +338,11 @@ async def test_the_codec_server_answers_a_bad_request_with_its_status_never_its_
 async def _raw_post(url: str, headers: bytes, body: bytes) -> int:
     """The status of a POST whose header bytes go out exactly as given (clients refuse to send
     non-ASCII ones)."""
+    return (await _raw_exchange(url, headers, body))[0]
+
+
+async def _raw_exchange(url: str, headers: bytes, body: bytes) -> tuple[int, bytes]:
+    """The status and the whole answer (headers and body) of such a POST."""
     parts = urlsplit(url)
     assert parts.hostname is not None and parts.port is not None
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
@@ -346,10 +352,40 @@ async def _raw_post(url: str, headers: bytes, body: bytes) -> int:
         + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
         + body
     )
-    status_line = await reader.readline()
+    answer = await reader.read()
     writer.close()
     await writer.wait_closed()
-    return int(status_line.split()[1])
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+async def test_a_request_that_is_not_http_is_answered_in_one_line_quoting_nothing(
+    codec_endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"{codec_endpoint}/decode"
+    as_json = b"Content-Type: application/json\r\n"
+    secret = SECRET.encode()
+    statuses = []
+    for authorization in [b"Bearer s3cret\x01" + secret, b"Bearer " + secret + b"\x1b[31m",
+                          b"Bearer \x7f" + secret, b"Bearer s3cret\x00"]:  # fmt: skip
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG):
+            status, answer = await _raw_exchange(
+                url, b"Authorization: " + authorization + b"\r\n" + as_json, b'{"payloads": []}'
+            )
+        statuses.append(status)
+        body = answer.partition(b"\r\n\r\n")[2]
+        assert secret not in answer and b"\x1b" not in answer and b"\x01" not in answer
+        assert b"\n" not in body and "error" in json.loads(body), body
+        logged = [record.getMessage() for record in caplog.records]
+        assert all(r.exc_info is None and r.exc_text is None for r in caplog.records), logged
+        assert not [m for m in logged if SECRET in m or "\n" in m], logged
+        if status == 400:
+            assert json.loads(body) == {
+                "error": "the request cannot be parsed as HTTP (a header with a control character?)"
+            }
+            assert logged == ["codec request refused: not valid HTTP (BadHttpMessage)"]
+    assert statuses[0] == 400, statuses
+    assert set(statuses) <= {400, 401}, statuses
 
 
 async def test_the_codec_server_refuses_to_listen_beyond_loopback_without_a_token(

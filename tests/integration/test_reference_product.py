@@ -77,7 +77,7 @@ async def test_an_outcome_not_in_the_process_list_is_refused_with_the_list(
     refused = await cli("activity", "done", intro, "--outcome", "Maybe")
     assert refused.code == 1
     assert refused.stderr.strip() == (
-        "error: 'Maybe' is not an outcome of a 'call' activity; outcomes are "
+        "error: unknown_outcome: 'Maybe' is not an outcome of a 'call' activity; outcomes are "
         "['Interested', 'No answer', 'Reject Prospect']"
     )
     missing = await cli("activity", "done", intro)  # not a terminal: nothing is asked
