@@ -504,12 +504,14 @@ def search_command(
         if as_json:
             print_json(page)
             return
-        table = new_table(
-            "opportunity", "name", "contact", "owner", "process", "stage", "since", "status",
-            "open", "failed", title=counted(page.total, "opportunity"),
-        )  # fmt: skip
+        headers = ["opportunity", "name", "contact", "owner", "process", "stage", "since",
+                   "status", "open"]  # fmt: skip
+        failures = failed or any(o.failed_actions for o in page.items)
+        if failures:  # shown when there is something to fix
+            headers.append("failed")
+        table = new_table(*headers, title=counted(page.total, "opportunity"))
         for o in page.items:
-            table.add_row(
+            row = [
                 o.opportunity_id,
                 o.name or "",
                 o.contact_id,
@@ -519,8 +521,8 @@ def search_command(
                 f"{o.stage_entered_at:%Y-%m-%d}",
                 o.status,
                 str(o.open_actions),
-                str(o.failed_actions) if o.failed_actions else "",
-            )
+            ]
+            table.add_row(*row, *([str(o.failed_actions or "")] if failures else []))
         print_table(table, view="search", columns=columns)
         if page.total > len(page.items):
             shown = f"{offset + 1}-{offset + len(page.items)}" if page.items else "none"

@@ -36,7 +36,7 @@ import store
 from runtime import embedded
 from starter.client import OpportunitiesClient
 from store.schema import migrate
-from tests.support.helpers import eventually
+from tests.support.helpers import add_users, eventually
 from tests.support.mixed_commands import Workers, opportunity_ids, run_mixed_commands
 from tests.support.servers import Servers
 from workflows import effect_runner
@@ -202,6 +202,7 @@ async def own_pool(own_postgres: OwnPostgres) -> AsyncIterator[asyncpg.Pool]:
     await embedded.ensure_database(own_postgres.uri("postgres"))
     pool = await store.create_pool(own_postgres.uri(), max_size=5)
     await migrate(pool)
+    await add_users(pool, "ann", "bob", "carol", "dave")  # the owners the commands name
     yield pool
     await pool.close()
 

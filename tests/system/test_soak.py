@@ -8,7 +8,7 @@ import asyncio
 
 import asyncpg
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.worker import Worker
 
 from sales.commands import AddRemark, ChangeOwner, ChangeStage, Command
@@ -49,6 +49,14 @@ async def test_remarks_of_the_largest_size_keep_the_state_small(
     await add_users(pool, *(f"u{n}" for n in range(7)))
     handle = await start_continuing_early(client, pool, uid, opportunity_id, task_queue, 1000)
     first_run = (await handle.describe()).run_id
+
+    async def opened() -> bool:
+        try:
+            return (await opportunities.state(opportunity_id)).status == "open"
+        except WorkflowQueryFailedError:  # still being opened
+            return False
+
+    await eventually(opened)
     total = REMARKS + OTHERS
     sent = 0
 

@@ -85,6 +85,8 @@ async def test_a_steady_stream_of_updates_continues_as_new_while_it_lasts(
     update is answered first); a run that waited for a gap in the stream would take the whole
     stream, and past 2,000 updates the server would refuse the rest."""
     opportunity_id = f"stream-{uid}"
+    await add_users(pool, *(f"u{n}-{i:02d}" for n in range(STREAM_SENDERS)
+                            for i in range(STREAM_EACH)))  # fmt: skip
     await start_continuing_early(client, pool, uid, opportunity_id, task_queue, STREAM_RUN_EVENTS)
 
     async def sender(n: int) -> None:
