@@ -22,6 +22,7 @@ from sales.opportunity import HistoryEntry, Opportunity, StartOpportunity
 from sales.process import ProcessDefinition
 from sales.results import CommandOutcome, CommandResult
 from workflows.mass_messages import MassModifyInput, Progress
+from workflows.messages import ReopenOpportunity
 
 CONTRACT_DIR = Path(__file__).resolve().parent.parent / "contract"
 
@@ -73,6 +74,9 @@ SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
     ),
     "workflows/Opportunity.result.json": _output(
         Opportunity, "Result of the Opportunity workflow (its state when won or lost)"
+    ),
+    "workflows/Opportunity.reopen.json": _input(
+        ReopenOpportunity, "Input of an Opportunity run that reopens a won or lost opportunity"
     ),
     "workflows/MassModify.input.json": _input(MassModifyInput, "Input of the MassModify workflow"),
     "workflows/MassModify.result.json": _output(Progress, "Report of a MassModify workflow"),

@@ -4,9 +4,11 @@ the run takes them one at a time, in batches that share one projection write
 queued with its problem, so that it is rejected in its turn like any other. An update waits
 for its result.
 
-The queue holds at most `MAX_QUEUED` commands and `QUEUED_BUDGET` bytes of payloads: past
-either, a signal is rejected at once (`limit_reached`, kept in `rejected`) and an update is
-refused by its validator, so a storm cannot grow a run's memory without bound. While the run
+The queue holds at most `MAX_QUEUED` commands and `QUEUED_BUDGET` bytes of payloads, and
+while the run is due to continue as new at most what the next run can carry: past that, a
+signal is rejected at once (`limit_reached`, kept in `rejected`) and an update is refused by
+its validator, so a storm can neither grow a run's memory without bound nor keep it from
+continuing as new. While the run
 holds (its read model cannot be written), updates are refused as `unavailable`."""
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from sales.opportunity import MAX_REASON
     from sales.results import CommandResult
     from sales.validation import cut, is_short_line, safe_excerpt
-    from workflows import payloads
+    from workflows import continue_as_new, payloads
     from workflows.messages import NO_INPUT, QueuedCommand
 
 MAX_QUEUED = 2000
@@ -63,10 +65,17 @@ def command_handlers(name: str) -> tuple[Any, Any]:
 
 
 class CommandQueue:
-    def __init__(self, refuse: Callable[[QueuedCommand, CommandRejected], None]) -> None:
-        """`refuse`: rejects a signal that finds the queue full, at once."""
+    def __init__(
+        self,
+        refuse: Callable[[QueuedCommand, CommandRejected], None],
+        continuing: Callable[[], bool],
+    ) -> None:
+        """`refuse`: rejects a signal that finds the queue full, at once; `continuing`:
+        whether the run is due to continue as new (then the queue takes only what the next run
+        can carry, so that a storm cannot keep the run from continuing)."""
         self.items: list[QueuedCommand] = []
         self._refuse = refuse
+        self._continuing = continuing
         self._bytes = 0
         self.signals = 0
         """Signals received in this run."""
@@ -92,10 +101,20 @@ class CommandQueue:
             return
         self._add(item)
 
+    @property
+    def payload_bytes(self) -> int:
+        """The queued commands' payloads, as they arrived, in bytes."""
+        return self._bytes
+
     def require_room(self, payload: RawValue) -> None:
-        """`CommandRejected` (`limit_reached`) when a command of this payload would not fit."""
+        """`CommandRejected` (`limit_reached`) when a command of this payload would not fit:
+        past `MAX_QUEUED` or `QUEUED_BUDGET`, or, while the run is due to continue as new,
+        past what the next run can carry."""
         size = len(payload.payload.data)
-        if len(self.items) >= MAX_QUEUED or self._bytes + size > QUEUED_BUDGET:
+        fits = len(self.items) < MAX_QUEUED and self._bytes + size <= QUEUED_BUDGET
+        if fits and self._continuing():
+            fits = continue_as_new.carries(len(self.items) + 1, self._bytes + size)
+        if not fits:
             raise CommandRejected(
                 f"{len(self.items)} commands ({self._bytes:,} bytes) wait to be applied; "
                 "nothing was applied: send it again shortly",

@@ -6,12 +6,10 @@ workflow task that fails is retried by replaying the whole run, so runs stay sho
 replay in a moment. What a run carries is one payload, under Temporal's 2 MB limit: the state
 is kept within `CARRIED_BUDGET` (the oldest rejections, request ids and history entries
 left out past it) and the commands still queued within `PENDING_BUDGET` (past it, the run
-applies more before it continues).
+applies more before it continues, and takes no more commands meanwhile: `command_queue`).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from temporalio import workflow
 
@@ -63,8 +61,11 @@ def within_budget(state: Opportunity) -> Opportunity:
     return state if size <= CARRIED_BUDGET else core.trim(state, size - CARRIED_BUDGET)
 
 
-def carries(pending: list[Any]) -> bool:
-    """Whether the queued commands fit `MAX_PENDING` and `PENDING_BUDGET`."""
-    if len(pending) > MAX_PENDING:
-        return False
-    return json_size([item.model_dump(mode="json") for item in pending]) <= PENDING_BUDGET
+ITEM_OVERHEAD = 600
+"""What a carried command takes as JSON beside its payload (its name, ids, problem)."""
+
+
+def carries(count: int, payload_bytes: int) -> bool:
+    """Whether `count` queued commands with payloads of `payload_bytes` in all (as they
+    arrived) fit `MAX_PENDING` and `PENDING_BUDGET`."""
+    return count <= MAX_PENDING and payload_bytes + count * ITEM_OVERHEAD <= PENDING_BUDGET

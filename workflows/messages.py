@@ -62,10 +62,23 @@ class Carried(BaseModel):
 
 
 class Reopen(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Open a won or lost opportunity again in `stage`."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     stage: Line
     by: ShortLine | None = None
+    """Who reopens it; kept in its `reopened` history entry."""
+
+
+class ReopenOpportunity(BaseModel):
+    """The input of an `Opportunity` run that reopens a won or lost opportunity: its id and
+    the reopening; the run loads the state the opportunity's real run ended with."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    opportunity_id: Identifier
+    reopen: Reopen
 
 
 class OpportunityInput(StartOpportunity):

@@ -43,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
 class OpportunityWorkflow:
     def __init__(self) -> None:
         self.state: Opportunity | None = None
-        self.queue = CommandQueue(self.refuse)
+        self.queue = CommandQueue(self.refuse, self.continuing)
         self.delivery = Delivery(self.queue)
         self.projection = Projection()
         self.indexing = Indexing(lambda: self.state)
@@ -295,7 +295,7 @@ class OpportunityWorkflow:
             if self.state.status != "open":
                 return False
         await self.delivery.replies_sent()
-        return continue_as_new.carries(self.queue.items)
+        return continue_as_new.carries(len(self.queue.items), self.queue.payload_bytes)
 
     def carried(self, start: OpportunityInput) -> OpportunityInput:
         """The next run's input: the start, the state within its budget, the commands still

@@ -15,8 +15,6 @@ from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowFailureError,
-    WorkflowHandle,
-    WorkflowUpdateFailedError,
 )
 from temporalio.common import RawValue, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
@@ -26,6 +24,7 @@ import store.opportunities
 from sales.errors import CommandRejected
 from starter.client import OpportunitiesClient, StartFailed
 from starter.verify import verify
+from tests.integration.test_nothing_stuck import code_of, rejection
 from tests.integration.test_operators import current_details
 from tests.support.helpers import (
     add_users,
@@ -46,20 +45,6 @@ def raw(data: bytes | str) -> RawValue:
     """A payload exactly as a hostile client may send it."""
     encoded = data.encode() if isinstance(data, str) else data
     return RawValue(Payload(metadata={"encoding": b"json/plain"}, data=encoded))
-
-
-async def rejection(handle: WorkflowHandle[Any, Any], name: str, payload: Any) -> ApplicationError:
-    with pytest.raises(WorkflowUpdateFailedError) as failed:
-        await handle.execute_update(name, payload)
-    cause = failed.value.cause
-    assert isinstance(cause, ApplicationError)
-    return cause
-
-
-def code_of(error: ApplicationError) -> str:
-    details = error.details[0] if error.details else {}
-    assert isinstance(details, dict)
-    return str(details.get("code"))
 
 
 async def still_fine(opportunities: OpportunitiesClient, pool: asyncpg.Pool, oid: str) -> None:

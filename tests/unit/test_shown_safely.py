@@ -213,8 +213,9 @@ def test_a_forged_signal_name_neither_colours_nor_breaks_a_log_line() -> None:
 
 
 @settings(deadline=None)
-@given(st.integers(1, 2000), texts)
+@given(st.integers(1, 2000), texts.filter(lambda t: not re.search("[\ud800-\udfff]", t)))
 def test_a_validation_error_message_is_short_however_much_is_wrong(count: int, text: str) -> None:
+    """(Lone surrogates aside: pydantic refuses such a key with another message.)"""
     adapter = TypeAdapter(dict[str, Literal["a"]])
     with pytest.raises(ValidationError) as raised:
         adapter.validate_python({f"{text * 50}{n}": text * 100 for n in range(count)})
