@@ -29,7 +29,8 @@ async def project_opportunity(
 
     A row is replaced only by the same or a higher revision, so a late retry of an older write
     cannot roll the projection back; history rows and remarks are keyed by (opportunity,
-    seq), so a retried write never duplicates one; calendar changes only change an active
+    seq), so a retried write never duplicates one (and a later write of the same seq replaces
+    it, as a row); calendar changes only change an active
     row. The same revision written again replaces the row and its entries: a workflow task
     that wrote by local activity and never completed (its worker died) runs again with a
     later clock, and its second write is the one the workflow keeps. `run_id` names the run
@@ -151,7 +152,8 @@ async def _insert_remarks(
 ) -> None:
     await conn.executemany(
         "INSERT INTO remarks (opportunity_id, seq, at, by, text) VALUES ($1, $2, $3, $4, $5)"
-        " ON CONFLICT (opportunity_id, seq) DO NOTHING",
+        " ON CONFLICT (opportunity_id, seq) DO UPDATE SET at = EXCLUDED.at, by = EXCLUDED.by,"
+        " text = EXCLUDED.text",
         [(opportunity_id, r.seq, r.at, r.by, r.text) for r in remarks],
     )
 

@@ -124,14 +124,16 @@ async def find_process(process_id: str) -> FoundProcess:
         raise _not_looked_up("the process", error) from None
 
 
-async def find_users(user_ids: list[str]) -> list[str]:
-    """Of the users a command names, those that exist (retried like every effect): a local
-    activity (a marker in history, no round trip), except in a run's first workflow task
-    (`FIRST_TASK_EVENTS`); when no retry found them, `CommandRejected` (`unavailable`)."""
+async def find_users(user_ids: list[str], *, local: bool = False) -> list[str]:
+    """Of the users a command names, those that exist (retried like every effect); with
+    `local`, by local activity (see `projection`), never in a run's first workflow task.
+    When no retry found them, `CommandRejected` (`unavailable`)."""
     try:
-        if workflow.info().get_current_history_length() <= FIRST_TASK_EVENTS:
-            return await _execute(OpportunityActivities.find_users, user_ids, "Find users")
-        return await _execute_locally(OpportunityActivities.find_users, user_ids, "Find users")
+        if local and not in_first_task():
+            return await _execute_locally(
+                OpportunityActivities.find_users, user_ids, "Find users"
+            )
+        return await _execute(OpportunityActivities.find_users, user_ids, "Find users")
     except FAILED_FOR_GOOD as error:
         raise _not_looked_up("the users", error) from None
 
@@ -165,10 +167,14 @@ as `ActivityError` (its cause the reason), a local activity's as its cause itsel
 
 FIRST_TASK_EVENTS = 3
 """The history length during a run's first workflow task (started, task scheduled, task
-started). Nothing runs as a local activity in it: a query that arrives before that task
-completes is answered with it, the SDK then completes the task while the local activity
-still runs, and on replay the run's first steps see another time and history length, or fail
-as nondeterministic (a client that creates an opportunity queries it as it opens)."""
+started). Nothing runs as a local activity in it: a client that creates an opportunity
+queries it as it opens, and a query that arrives before that task completes is answered
+with it; the SDK then completes the task while the local activity still runs, and on replay
+the run's first steps see another time and history length, or fail as nondeterministic."""
+
+
+def in_first_task() -> bool:
+    return workflow.info().get_current_history_length() <= FIRST_TASK_EVENTS
 
 
 async def perform(effect: PerformEffect) -> EffectOutcome:

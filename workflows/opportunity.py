@@ -48,7 +48,7 @@ class OpportunityWorkflow:
         self.projection = Projection()
         self.indexing = Indexing(lambda: self.state)
         self.given_limit: int | None = None
-        self.users = UserLookup()
+        self.users = UserLookup(self.continuing)
 
     @workflow.run
     async def run(self, input: RawValue = NO_INPUT) -> Opportunity:
@@ -257,13 +257,9 @@ class OpportunityWorkflow:
             changes = Changes()
             for _, done in batch:
                 changes += done.changes
+            answering = any(item.ticket is not None for item, _ in batch)
             refused = await self.projection.write(
-                self.state,
-                changes,
-                commands=len(batch),
-                updates_waiting=any(item.ticket is not None for item, _ in batch),
-                continuing=self.continuing(),
-                idle_before=self.queue.idle_before_last,
+                self.state, changes, answering_to_continue=answering and self.continuing()
             )
             for item, done in batch:
                 self.delivery.applied(self.state.opportunity_id, item, done.result)
@@ -336,7 +332,7 @@ class OpportunityWorkflow:
             )
             if not self.queue:
                 self.indexing.publish(self.state, due=True)
-                return self.state
+                return continue_as_new.within_budget(self.state)  # the result fits a payload
 
     async def sleep_or_command(self, period: timedelta) -> None:
         with contextlib.suppress(TimeoutError):

@@ -1,22 +1,16 @@
 """Where and when the read model is written: one projection write per batch of commands (the
-opportunity's row, its new history entries, the changes to its calendar activities), by an
-activity task or by a local activity.
+opportunity's row, its new history entries and remarks, the changes to its calendar
+activities), by an activity task, or by a local activity in one case only.
 
-A batch answering updates, of up to `LOCAL_MAX_BATCH` commands, writes by local activity,
-inside the workflow task that applied it, so the updates are answered without an activity
-round trip; so does a batch of at most `QUIET_MAX_BATCH` signals when no command had arrived
-for `QUIET_GAP` before the last one (an opportunity taking a command now and then, the common
-case of a fleet), and so do the opening, a reopening and a stage timer. A local activity
-holds its workflow task open while the server buffers what arrives meanwhile, and the server
-fails a task during which more than 100 events pile up, after which the next task replays
-the run while more pile up: so the other batches of signals only, which nobody waits for (a
-stream or a storm of them, whose signals come less than `QUIET_GAP` apart), use an activity
-task, which lets the server deliver commands as they come. Once continuing as
-new is due, a batch answering updates writes by local activity whatever its size, so that the
-run applies, answers and continues in one task even under a steady stream of updates.
-
-Nothing is written by local activity in a run's first workflow task
-(`effect_runner.FIRST_TASK_EVENTS`).
+Once the run is due to continue as new, a batch answering updates writes by local activity,
+inside the workflow task that applied it, so that the run applies, answers and continues in
+one task even under a steady stream of updates (an activity task would end the task, and
+the updates accepted meanwhile would need another write, and so on). Every other write goes
+by activity task: a local activity's result can reach the workflow in a later task than the
+one that ran it (when a query arrives while it runs, the SDK completes the task to answer
+it), and replay then delivers it earlier, which breaks the replay of a run that takes updates
+meanwhile (docs/decisions/local-activities-only-to-continue.md). Nothing runs as a local
+activity in a run's first workflow task (`effect_runner.FIRST_TASK_EVENTS`).
 
 A write is bounded: a batch is written before its changes weigh `WRITE_BUDGET` (their
 estimated size as JSON), as before it holds `MAX_BATCH` commands. A part of a write the read
@@ -47,9 +41,6 @@ MAX_BATCH = 50
 """At most this many commands share one projection write."""
 WRITE_BUDGET = 256 * 1024
 """A batch is written once its changes weigh this much (`Changes.weight`)."""
-LOCAL_MAX_BATCH = 20
-QUIET_MAX_BATCH = 2
-QUIET_GAP = timedelta(seconds=1)
 RETRY_UNWRITTEN_AFTER = timedelta(minutes=5)
 
 
@@ -69,26 +60,13 @@ class Projection:
         return self.unwritten is not None
 
     async def write(
-        self,
-        state: Opportunity,
-        changes: Changes,
-        *,
-        commands: int = 1,
-        updates_waiting: bool = True,
-        continuing: bool = False,
-        idle_before: timedelta = timedelta(0),
+        self, state: Opportunity, changes: Changes, *, answering_to_continue: bool = False
     ) -> list[DeadLetter]:
-        """Write what `commands` commands changed (`updates_waiting`: among them updates
-        waiting for it; `continuing`: the run is due to continue as new; `idle_before`: how
-        long no command had arrived before the last one), after any earlier write that
-        failed. Returns the parts the read model refused."""
+        """Write what commands changed (`answering_to_continue`: the batch answers updates
+        and the run is due to continue as new), after any earlier write that failed. Returns
+        the parts the read model refused."""
         now = workflow.now()
-        if updates_waiting:
-            local = commands <= LOCAL_MAX_BATCH or continuing
-        else:
-            local = commands <= QUIET_MAX_BATCH and idle_before >= QUIET_GAP
-        first_task = workflow.info().get_current_history_length() <= effect_runner.FIRST_TASK_EVENTS
-        local = local and not first_task
+        local = answering_to_continue and not effect_runner.in_first_task()
         write = ProjectionWrite(
             summary=state.summary(),
             history=changes.history,

@@ -1,11 +1,12 @@
 """When the users commands name are looked up: a batch's at once, by one activity before its
-commands are applied, then only users not seen yet. Users are never removed, so one found
+commands are applied (by local activity once the run is due to continue as new, as
+`projection` writes), then only users not seen yet. Users are never removed, so one found
 stays found for the rest of the run (`MAX_KNOWN`); one not found is looked up again in the
 next batch (it may have been added meanwhile)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from temporalio import workflow
 
@@ -20,7 +21,10 @@ MAX_KNOWN = 1000
 
 
 class UserLookup:
-    def __init__(self) -> None:
+    def __init__(self, continuing: Callable[[], bool]) -> None:
+        """`continuing`: whether the run is due to continue as new (then lookups go by local
+        activity, as the writes answering updates do: `projection`)."""
+        self._continuing = continuing
         self._known: set[str] = set()
         self._missing: set[str] = set()
         """Users this batch's lookup did not find."""
@@ -48,7 +52,7 @@ class UserLookup:
         unknown = [u for u in user_ids if u not in self._known and u not in self._missing]
         if not unknown:
             return
-        found = await effect_runner.find_users(unknown)
+        found = await effect_runner.find_users(unknown, local=self._continuing())
         if len(self._known) + len(found) > MAX_KNOWN:
             self._known.clear()
         self._known.update(found)

@@ -233,32 +233,46 @@ async def under_load(client: Client, opportunities: OpportunitiesClient, pool: A
     await save(client, handle, "continue-as-new-under-load", run_id=first_run)
 
 
-async def local_projection(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
-    """Updates answered by a projection written by local activity, a burst of signals by an
-    activity task; search attributes changed within a second wait for a timer."""
-    await setup_process(pool, "local", on_entry=False)
-    contact = await setup_contact(pool, "local")
-    await opportunities.create(contact, opportunity_id="local", process_id="life-local")
-    await opportunities.change_owner("local", "ann", request_id="local-1")
-    handle = opportunities.handle("local")
-    await asyncio.gather(*(
+async def updates_queried(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
+    """Updates from several senders and a burst of signals while the opportunity is queried
+    all along: every write and lookup goes by activity task; search attributes changed within
+    a second wait for a timer."""
+    await setup_process(pool, "queried", on_entry=False)
+    contact = await setup_contact(pool, "queried")
+    await opportunities.create(contact, opportunity_id="queried", process_id="life-queried")
+    handle = opportunities.handle("queried")
+    asking = True
+
+    async def ask() -> None:
+        while asking:
+            await opportunities.state("queried")
+            await asyncio.sleep(0.01)
+
+    async def sender(k: int) -> None:
+        for n in range(10):
+            await opportunities.change_owner("queried", f"o{k}-{n}", request_id=f"q-{k}-{n}")
+
+    asker = asyncio.ensure_future(ask())
+    await asyncio.gather(*(sender(k) for k in range(4)), *(
         handle.signal("change_owner", {"owner": f"o{n}", "request_id": f"burst-{n}"})
         for n in range(60)
     ))  # fmt: skip
 
     async def burst_applied() -> bool:
-        return len((await opportunities.state("local")).applied_request_ids) >= 61
+        return len((await opportunities.state("queried")).applied_request_ids) >= 100
 
     await until(burst_applied)
-    await opportunities.change_stage("local", "Proposal", request_id="local-2")
-    state = await opportunities.state("local")
-    assert len(state.applied_request_ids) == 62, state.applied_request_ids
-    await save(client, handle, "local-projection")
+    await opportunities.change_stage("queried", "Proposal", request_id="queried-2")
+    asking = False
+    await asker
+    state = await opportunities.state("queried")
+    assert len(state.applied_request_ids) == 101, state.applied_request_ids
+    await save(client, handle, "updates-queried")
 
 
 async def update_stream(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
-    """Continue-as-new due while updates keep arriving: the run applies, answers (projection
-    by local activity) and continues in one workflow task."""
+    """Continue-as-new due while updates keep arriving: the run applies, answers (lookups and
+    projection by local activity, only here) and continues in one workflow task."""
     handle = await start_continuing_early(client, pool, "stream", "stream", QUEUE, 100)
     first_run = handle.result_run_id
 
@@ -275,7 +289,7 @@ async def update_stream(client: Client, opportunities: OpportunitiesClient, pool
 
 
 PATHS = [
-    actions, outcomes, timers, continue_as_new, mass, batched, under_load, local_projection,
+    actions, outcomes, timers, continue_as_new, mass, batched, under_load, updates_queried,
     update_stream, reference_product,
 ]  # fmt: skip
 

@@ -453,7 +453,7 @@ async def test_search_attributes_settle_after_a_stream_of_commands(
             event.HasField("activity_task_scheduled_event_attributes")
             and event.activity_task_scheduled_event_attributes.activity_type.name
             == "project_opportunity"
-        ) or (  # the opening and updates' batches: by local activity (`local-projection-...`)
+        ) or (  # by local activity when continuing as new is due
             event.HasField("marker_recorded_event_attributes")
             and event.marker_recorded_event_attributes.marker_name == "core_local_activity"
         )
@@ -497,7 +497,7 @@ async def test_retried_projection_writes_never_duplicate_history(
             await opportunities.change_stage(f"o-{uid}", stage)
         handle = opportunities.handle(f"o-{uid}")
         retried = [n async for e in handle.fetch_history_events() if (n := _attempt(e)) > 1]
-    projections = 4  # open, then three stage changes, each by local activity
+    projections = 4  # open, then three stage changes, each by an activity task
     assert retried == [2] * projections, "every projection write was retried once"
     rows = await store.opportunities.get_history(pool, f"o-{uid}")
     assert [r.to_stage for r in rows] == ["Prospect", "Needs analysis", "Proposal", "Closed won"]

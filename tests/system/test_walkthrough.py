@@ -104,6 +104,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
                         "OPPORTUNITIES_HOME", "OPPORTUNITIES_ENCRYPTION_KEY"}}  # fmt: skip
     env |= {
         "XDG_STATE_HOME": str(tmp_path / "state"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),  # a user's remembered layouts: none
         "OPPORTUNITIES_TEMPORAL_PORT": str(embedded.free_port()),
         "OPPORTUNITIES_UI_PORT": str(embedded.free_port()),
         "OPPORTUNITIES_HTTP_PORT": str(embedded.free_port()),

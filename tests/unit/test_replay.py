@@ -7,7 +7,6 @@ something non-deterministic, so the guard stays in the build while workers run w
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ RECORDED = {path.stem: json.loads(path.read_text()) for path in HISTORIES}
 
 PATHS = {"actions", "outcomes-won", "reopened-then-lost", "timers", "continue-as-new",
          "mass-modified-opportunity", "batched", "continue-as-new-under-load", "mass-modify",
-         "local-projection", "continue-as-new-under-updates", "reference-product"}  # fmt: skip
+         "updates-queried", "continue-as-new-under-updates", "reference-product"}  # fmt: skip
 """The feature paths, each recorded on today's code by `tests/histories/record.py`."""
 
 
@@ -58,31 +57,28 @@ async def test_history_replays_on_current_code(name: str, runner: WorkflowRunner
     await replayer.replay_workflow(history)
 
 
-def test_updates_project_by_local_activity_and_a_burst_of_signals_by_activity_task() -> None:
-    """`local-projection`: the opening's projection and each update wrote by local activity
-    (a marker), the opening's setup (in the run's first task) and the burst of 60 signals by
-    an activity task; so replay covers both branches."""
-    events = RECORDED["local-projection"]["history"]["events"]
-    local = [_local_activity(e["markerRecordedEventAttributes"])
-             for e in events if "markerRecordedEventAttributes" in e]  # fmt: skip
+def test_writes_and_lookups_go_by_activity_task_while_queried() -> None:
+    """`updates-queried`: updates, a burst of signals and queries all along; every write and
+    every lookup went by activity task, none by local activity (whose result a query can put
+    in a later task than replay does: `local-activities-only-to-continue`)."""
+    events = RECORDED["updates-queried"]["history"]["events"]
+    markers = [e for e in events if "markerRecordedEventAttributes" in e]
     activities = [e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
                   for e in events if "activityTaskScheduledEventAttributes" in e]  # fmt: skip
-    assert local.count("project_opportunity") == 3  # the opening, the two updates
-    assert local.count("find_users") == 3  # the update's owner; the burst's, once a batch
-    assert "project_opportunity" in activities and "load_setup" in activities
+    updates = [e for e in events if "workflowExecutionUpdateAcceptedEventAttributes" in e]
+    assert markers == [] and len(updates) == 41
+    assert {"load_setup", "find_users", "project_opportunity"} <= set(activities)
 
 
-def test_a_run_under_a_stream_of_updates_closes_in_one_task() -> None:
-    """`continue-as-new-under-updates`: once continuing was due, the last workflow task
-    accepted updates, wrote their projection by local activity, answered them and continued
-    as new."""
+def test_a_run_under_a_stream_of_updates_answers_them_all_and_continues() -> None:
+    """`continue-as-new-under-updates`: once continuing was due, the run answered every update
+    it had accepted and continued as new in its last workflow task."""
     events = RECORDED["continue-as-new-under-updates"]["history"]["events"]
     last_task = max(n for n, e in enumerate(events) if e["eventType"].endswith("TASK_COMPLETED"))
     closing = [_event_name(e) for e in events[last_task + 1 :]]
-    assert closing[0] == "WORKFLOW_EXECUTION_UPDATE_ACCEPTED"
     assert closing[-1] == "WORKFLOW_EXECUTION_CONTINUED_AS_NEW"
-    assert "core_local_activity" in closing
-    assert closing.count("WORKFLOW_EXECUTION_UPDATE_ACCEPTED") == closing.count(
+    names = [_event_name(e) for e in events]
+    assert names.count("WORKFLOW_EXECUTION_UPDATE_ACCEPTED") == names.count(
         "WORKFLOW_EXECUTION_UPDATE_COMPLETED"
     )
 
@@ -95,19 +91,19 @@ def _event_name(event: dict[str, Any]) -> str:
     return str(marker["markerName"])
 
 
-class _ByActivityTask(Projection):
-    async def write(self, *args: Any, **options: Any) -> None:
-        await super().write(*args, **{**options, "updates_waiting": False, "continuing": False})
+class _ByLocalActivity(Projection):
+    async def write(self, *args: Any, **options: Any) -> list[Any]:
+        return await super().write(*args, **{**options, "answering_to_continue": True})
 
 
 @workflow.defn(name="Opportunity", sandboxed=False)
-class _OpportunityProjectingByActivityTask(OpportunityWorkflow):
-    """Today's workflow, but every projection goes through an activity task: a change that
-    running opportunities could not survive."""
+class _OpportunityProjectingByLocalActivity(OpportunityWorkflow):
+    """Today's workflow, but every projection after the first task goes by local activity: a
+    change that running opportunities could not survive."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.projection = _ByActivityTask()
+        self.projection = _ByLocalActivity()
 
     @workflow.run
     async def run(self, input: RawValue = NO_INPUT) -> Opportunity:
@@ -115,17 +111,11 @@ class _OpportunityProjectingByActivityTask(OpportunityWorkflow):
 
 
 async def test_a_changed_workflow_fails_to_replay() -> None:
-    """The replay test can fail: a recorded local-activity projection meets an activity task."""
-    recorded = RECORDED["local-projection"]
+    """The replay test can fail: a recorded activity-task projection meets a local activity."""
+    recorded = RECORDED["updates-queried"]
     history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
     replayer = Replayer(
-        workflows=[_OpportunityProjectingByActivityTask], data_converter=pydantic_data_converter
+        workflows=[_OpportunityProjectingByLocalActivity], data_converter=pydantic_data_converter
     )
     with pytest.raises(NondeterminismError):
         await replayer.replay_workflow(history)
-
-
-def _local_activity(marker: dict) -> str:
-    """The activity type a local activity's marker records."""
-    data = marker["details"]["data"]["payloads"][0]["data"]
-    return str(json.loads(base64.b64decode(data))["activity_type"])
