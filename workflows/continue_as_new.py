@@ -61,7 +61,7 @@ def within_budget(state: Opportunity) -> Opportunity:
     return state if size <= CARRIED_BUDGET else core.trim(state, size - CARRIED_BUDGET)
 
 
-ITEM_OVERHEAD = 600
+ITEM_OVERHEAD = 200
 """What a carried command takes as JSON beside its payload (its name, ids, problem)."""
 
 

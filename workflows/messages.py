@@ -25,7 +25,7 @@ from sales.validation import (
 )
 from workflows import payloads
 
-MAX_PENDING = 1000
+MAX_PENDING = 2000
 """Commands a run carries to the next one (within `continue_as_new.PENDING_BUDGET` bytes)."""
 
 

@@ -100,12 +100,22 @@ async def test_verify_all_checks_what_it_can_and_names_what_it_could_not(
     healthy, far, gone, unread = (f"o-{uid}{n}" for n in "abcd")
     for suffix in "abcd":
         await open_one(pool, opportunities, f"{uid}{suffix}")
-    # A time past year 9999, as a row written before the service checked dates holds it.
-    await pool.execute(
-        "UPDATE calendar_activities SET ends_at = '10000-01-01 00:00:00+00'"
-        " WHERE opportunity_id = $1",
-        far,
-    )
+    # A time past year 9999, as a row written before the service checked dates holds it (the
+    # read model's check of the business range spares rows older than itself).
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "ALTER TABLE calendar_activities DROP CONSTRAINT calendar_activities_in_business_range"
+        )
+        await conn.execute(
+            "UPDATE calendar_activities SET ends_at = '10000-01-01 00:00:00+00'"
+            " WHERE opportunity_id = $1",
+            far,
+        )
+        await conn.execute(
+            "ALTER TABLE calendar_activities ADD CONSTRAINT calendar_activities_in_business_range"
+            " CHECK (starts_at >= '1900-01-01T00:00:00Z' AND ends_at < '2200-01-01T00:00:00Z')"
+            " NOT VALID"
+        )
     await pool.execute(
         "UPDATE opportunities SET stage_entered_at = '10000-01-01 00:00:00+00'"
         " WHERE opportunity_id = $1",
