@@ -31,6 +31,8 @@ from sales.process import FoundProcess, SalesProcess
 from sales.validation import IdText, LineText
 from store import contacts, opportunities, processes, users
 
+MAX_DIRECTORY = 100
+"""A user directory this small travels with a new opportunity's setup (`Setup.users`)."""
 MAX_WRITE_ITEMS = 5000
 """History entries, calendar changes or remarks one write may carry (a write is also bounded
 by its size: `workflows.projection.WRITE_BUDGET`)."""
@@ -54,6 +56,10 @@ class Setup(BaseModel):
     process: SalesProcess
     day_seconds: int = 86400
     """`OPPORTUNITIES_DAY_SECONDS` of the worker: the length of a day for stage timers."""
+    users: list[IdText] = Field(default_factory=list, max_length=MAX_DIRECTORY)
+    """Every user, when there are at most `MAX_DIRECTORY` (a sales team): the opportunity
+    knows them as it opens, so its commands naming them need no lookup (users are never
+    removed; one added later is looked up when named)."""
 
 
 class ProjectionWrite(BaseModel):
@@ -156,6 +162,7 @@ class OpportunityActivities:
             contact_name=contact.full_name,
             process=process,
             day_seconds=int(os.environ.get("OPPORTUNITIES_DAY_SECONDS") or 86400),
+            users=await users.directory(self.pool, MAX_DIRECTORY) or [],
         )
 
     @activity.defn(name="load_closed")

@@ -298,7 +298,7 @@ def no_activity_on_entry(document: dict[str, Any]) -> None:
 
 
 async def main(commands: int, starts: int, samples: int, long: int, stream: int) -> None:
-    async with local_servers_and_url(no_activity_on_entry) as (pool, env, url):
+    async with local_servers_and_url(no_activity_on_entry, owners=20_000) as (pool, env, url):
         client = env.client
         address = client.service_client.config.target_host
         # The runner as this shell sets it (default: no sandbox), the same for both sides.

@@ -34,13 +34,14 @@ async def local_servers(
         yield pool, env
 
 
-BENCH_OWNERS = ["final", *(f"o{n}" for n in range(20_000))]
-"""Users the benchmarks name as owners (`o<n>`; an owner must be a user)."""
+OWNERS = 50
+"""Users the benchmarks name as owners (`o<n>`; an owner must be a user): a sales team's
+worth, unless a benchmark asks for more."""
 
 
 @asynccontextmanager
 async def local_servers_and_url(
-    bench_process: Callable[[dict[str, Any]], None] | None = None,
+    bench_process: Callable[[dict[str, Any]], None] | None = None, *, owners: int = OWNERS
 ) -> AsyncIterator[tuple[asyncpg.Pool, WorkflowEnvironment, str]]:
     """`local_servers`, and the database's URL for worker processes of their own."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,7 +59,7 @@ async def local_servers_and_url(
                 await contacts.add_contact(pool, contact)
                 await pool.executemany(  # the owners the benchmarks hand opportunities to
                     "INSERT INTO users (user_id, name) VALUES ($1, $1)",
-                    [(owner,) for owner in BENCH_OWNERS],
+                    [("final",), *((f"o{n}",) for n in range(owners))],
                 )
             env = await WorkflowEnvironment.start_local(
                 dev_server_existing_path=embedded.temporal_binary(),

@@ -54,3 +54,9 @@ async def existing(pool: asyncpg.Pool, user_ids: list[str]) -> list[str]:
         "SELECT user_id FROM users WHERE user_id = ANY($1::text[]) ORDER BY user_id", user_ids
     )
     return [row["user_id"] for row in rows]
+
+
+async def directory(pool: asyncpg.Pool, limit: int) -> list[str] | None:
+    """Every user id, when there are at most `limit` of them (None: more)."""
+    rows = await pool.fetch("SELECT user_id FROM users ORDER BY user_id LIMIT $1", limit + 1)
+    return None if len(rows) > limit else [row["user_id"] for row in rows]

@@ -131,6 +131,7 @@ class OpportunityWorkflow:
                 owner=start.owner,
             )
         )
+        self.users.know(setup.users)
         try:
             decision = core.open_opportunity(
                 start, setup.process, workflow.now(), contact_name=setup.contact_name,

@@ -2,7 +2,8 @@
 commands are applied (by local activity once the run is due to continue as new, as
 `projection` writes), then only users not seen yet. Users are never removed, so one found
 stays found for the rest of the run (`MAX_KNOWN`); one not found is looked up again in the
-next batch (it may have been added meanwhile)."""
+next batch (it may have been added meanwhile). A small directory comes with a new
+opportunity's setup, so a sales team's users are never looked up in its first run."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ class UserLookup:
         self._known: set[str] = set()
         self._missing: set[str] = set()
         """Users this batch's lookup did not find."""
+
+    def know(self, found: Iterable[str]) -> None:
+        """Users known to exist (a small directory, as the opportunity opened)."""
+        self._known.update(found)
 
     async def before_batch(self, items: Iterable[QueuedCommand]) -> None:
         """Look up at once the users the next batch's commands name."""

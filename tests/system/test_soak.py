@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("verified")
 
 REMARKS = 2000
 OTHERS = 2000
-SENDERS = 4
+SENDERS = 12
 LARGEST = "字" * (MAX_NOTES - 10)
 """A remark of the largest size, three bytes a character."""
 
