@@ -34,8 +34,9 @@ chromium:
 
 # Every tier: tests/unit (seconds, no servers), tests/integration (a real Temporal server and
 # PostgreSQL), tests/system (crashes, outages, storms, the UI in Chromium).
+# Two processes (pytest-xdist), each with its servers; an idle one takes tests from the other.
 test: $(STAMP) lint typecheck chromium
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist worksteal
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit

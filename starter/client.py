@@ -210,28 +210,30 @@ class OpportunitiesClient:
             raise StartFailed(f"opportunity {start.opportunity_id!r} already exists") from None
         return await self._wait_open(handle, wait_seconds)
 
-    async def has_worker(self) -> bool:
-        """Whether a worker polled the task queue for workflow tasks lately."""
+    async def has_worker(self, task_queue: str | None = None) -> bool:
+        """Whether a worker polled the task queue (this client's, or `task_queue`) for workflow
+        tasks lately."""
         response = await self.temporal.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
                 namespace=self.temporal.namespace,
-                task_queue=TaskQueue(name=self.task_queue),
+                task_queue=TaskQueue(name=task_queue or self.task_queue),
                 task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
             )
         )
         return bool(response.pollers)
 
-    async def _needs_worker(self) -> None:
-        """Raise `NoWorker` unless a worker polls, or starts polling within
-        `WORKER_GRACE_SECONDS` (a worker that has just started)."""
+    async def _needs_worker(self, task_queue: str | None = None) -> None:
+        """Raise `NoWorker` unless a worker polls the task queue (this client's, or
+        `task_queue`), or starts polling within `WORKER_GRACE_SECONDS` (a worker that has just
+        started)."""
         deadline = asyncio.get_running_loop().time() + WORKER_GRACE_SECONDS
-        while not await self.has_worker():
+        while not await self.has_worker(task_queue):
             if asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.2)
                 continue
             raise NoWorker(
-                f"no worker is polling task queue {self.task_queue!r}: start one (`make run`, "
-                "or `opportunities-worker`); nothing was sent"
+                f"no worker is polling task queue {task_queue or self.task_queue!r}: start one "
+                "(`make run`, or `opportunities-worker`); nothing was sent"
             )
 
     async def _wait_open(
@@ -574,7 +576,8 @@ class OpportunitiesClient:
         self, opportunity_id: str, name: str, result_type: type[T], run_id: str | None = None
     ) -> T:
         """A query, asked again while it times out (a busy worker), for up to
-        `QUERY_SECONDS`; `NoWorker` at the first timeout if no worker polls."""
+        `QUERY_SECONDS`; `NoWorker` at the first timeout if no worker polls the task queue of
+        the opportunity's workflow."""
         handle = self.handle(opportunity_id, run_id)
         deadline = asyncio.get_running_loop().time() + QUERY_SECONDS
         while True:
@@ -587,7 +590,7 @@ class OpportunitiesClient:
                 )
                 if not timed_out:
                     raise await self._translate(error, opportunity_id) from None
-                await self._needs_worker()
+                await self._needs_worker((await handle.describe()).task_queue)
                 if asyncio.get_running_loop().time() > deadline:
                     raise
 

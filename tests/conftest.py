@@ -4,9 +4,14 @@ queue, worker and ids for every test."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -25,6 +30,12 @@ from store.schema import migrate
 from tests.support.helpers import TEST_KEYS
 from tests.support.servers import Cli, Inbox, Servers
 from worker import build_worker
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The system tests first: the longest ones start early, while another process takes
+    the many short ones (`make test` runs two)."""
+    items.sort(key=lambda item: not item.nodeid.startswith("tests/system/"))
 
 
 @pytest.fixture(scope="session")
@@ -96,13 +107,36 @@ def client(temporal_env: tuple[WorkflowEnvironment, int, int]) -> Client:
 
 
 @pytest.fixture(scope="session")
-def servers(temporal_env: tuple[WorkflowEnvironment, int, int], postgres_url: str) -> Servers:
+def cli_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`tests.support.cli_forks`: the `opportunities` commands of the session, each its own
+    process, forked with the CLI already imported."""
+    path = str(tmp_path_factory.mktemp("cli") / "forks.sock")
+    server = subprocess.Popen(
+        # a script, not `-m`: the commands name themselves `opportunities`, not a module
+        [sys.executable, str(Path(__file__).parent / "support" / "cli_forks.py"), path],
+        stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path):
+        assert server.poll() is None, "the CLI's fork server did not start"
+        assert time.monotonic() < deadline, "the CLI's fork server took over 60 s to start"
+        time.sleep(0.05)
+    yield path
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.fixture(scope="session")
+def servers(
+    temporal_env: tuple[WorkflowEnvironment, int, int], postgres_url: str, cli_socket: str
+) -> Servers:
     env, http_port, ui_port = temporal_env
     return Servers(
         temporal_address=env.client.service_client.config.target_host,
         http_port=http_port,
         ui_port=ui_port,
         database_url=postgres_url,
+        cli_socket=cli_socket,
     )
 
 

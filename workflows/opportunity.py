@@ -170,11 +170,13 @@ class OpportunityWorkflow:
             await self.settle(decision.state, decision.effects)
 
     async def settle(self, state: Opportunity, effects: list[Any]) -> None:
-        """Carry out what an opening, a reopening or a timer decided, and write it."""
-        self.state, _, changes = await carry_out(
-            state, effects, effect_runner.perform, workflow.now
-        )
-        await self.written(await self.projection.write(self.state, changes))
+        """Carry out what an opening, a reopening or a timer decided, and write it. Queries
+        see the new state once it is written: an opening or reopening answers with a state
+        the read model already has."""
+        settled, _, changes = await carry_out(state, effects, effect_runner.perform, workflow.now)
+        refused = await self.projection.write(settled, changes)
+        self.state = settled
+        await self.written(refused)
         self.indexing.publish(self.state)
 
     async def written(self, refused: list[DeadLetter]) -> None:

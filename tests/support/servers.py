@@ -23,6 +23,8 @@ class Servers:
     http_port: int
     ui_port: int
     database_url: str
+    cli_socket: str | None = None
+    """Where `cli_forks` serves `opportunities` commands; without it each starts afresh."""
 
 
 class Inbox:
@@ -58,6 +60,7 @@ class Cli:
     """
 
     def __init__(self, servers: Servers, task_queue: str) -> None:
+        self.socket = servers.cli_socket
         self.env = {
             **os.environ,
             "TEMPORAL_ADDRESS": servers.temporal_address,
@@ -72,6 +75,28 @@ class Cli:
         }
 
     async def __call__(self, *args: str, input: str | None = None) -> CliResult:
+        if self.socket is None:
+            return await self._started(args, input)
+        with tempfile.TemporaryDirectory(prefix="cli-") as directory:
+            streams = {name: Path(directory) / name for name in ("stdin", "stdout", "stderr")}
+            streams["stdin"].write_text(input or "", encoding="utf-8")
+            streams["stdout"].touch()
+            streams["stderr"].touch()
+            reader, writer = await asyncio.open_unix_connection(self.socket)
+            request = {
+                "argv": ["opportunities", *args],
+                "env": self.env,
+                "cwd": os.getcwd(),
+                **{name: str(path) for name, path in streams.items()},
+            }
+            writer.write(json.dumps(request).encode())
+            writer.write_eof()
+            code = int(await reader.read())
+            writer.close()
+            out, err = (streams[name].read_text(encoding="utf-8") for name in ("stdout", "stderr"))
+            return CliResult(code, out, err)
+
+    async def _started(self, args: tuple[str, ...], input: str | None) -> CliResult:
         process = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).parent / "opportunities"),
             *args,
