@@ -22,7 +22,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Record the workflow histories the replay test replays (only for a deliberate, patched change).
+# Record the workflow histories the replay test replays, again after each deliberate change of
+# the workflow, in a commit of its own (docs/versioning.md).
 histories: $(STAMP)
 	$(BIN)/python -m tests.histories.record
 

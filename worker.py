@@ -28,7 +28,7 @@ from runtime import settings
 from runtime.codec import tolerant
 from runtime.observability import configure_logging, metrics_address, metrics_runtime
 from runtime.temporal import connect_patiently
-from sales.commands import COMMANDS
+from sales.registry import COMMANDS
 from store.schema import migrate
 from workflows.mass_modify import MassModifyWorkflow
 from workflows.opportunity import OpportunityWorkflow

@@ -7,7 +7,6 @@ when the command cannot be applied as a whole.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,7 +20,6 @@ from sales.calendar_rules import (
 )
 from sales.commands import (
     AddAction,
-    Command,
     CompleteActions,
     DeleteAction,
     DeleteActivity,
@@ -563,15 +561,3 @@ def _find_calendar_activity(state: Opportunity, activity_id: str) -> tuple[Stage
             code="unknown_activity",
         )
     return found
-
-
-RULES: dict[type[Command], Callable[[Opportunity, Any, datetime], Change]] = {
-    PerformActions: perform_actions,
-    CompleteActions: complete_actions,
-    AddAction: add_action,
-    ModifyAction: modify_action,
-    DeleteAction: delete_action,
-    RecordOutcome: record_outcome,
-    DeleteActivity: delete_activity,
-    ModifyActivity: modify_activity,
-}

@@ -1,4 +1,5 @@
-"""Commands an opportunity accepts, each both as a signal and as an update of the same name."""
+"""The payloads of the commands an opportunity accepts (each both a signal and an update of
+the same name, declared in `sales.registry`)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,25 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sales.errors import CommandRejected
 from sales.process import Action
-from sales.validation import Identifier, Line, Notes, ShortLine, When, validate
+from sales.validation import Identifier, Line, Notes, ShortLine, When
+
+
+class Envelope(BaseModel):
+    """What every command carries besides its payload, read once as it arrives."""
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    request_id: ShortLine | None = None
+    by: ShortLine | None = None
+    reply_to: ShortLine | None = None
+    actor: ShortLine | None = None
+    """The verified actor: set by the shell from what authorization verified, never read
+    from the payload (None until authorization fills it)."""
 
 
 class Command(BaseModel):
-    """Fields every command may carry."""
+    """Fields every command may carry (its `Envelope`), besides its payload."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
@@ -164,61 +177,3 @@ class ChangeOwner(Command):
     """Hand the opportunity to another owner (no stage change, no history entry)."""
 
     owner: Line
-
-
-COMMANDS: dict[str, type[Command]] = {
-    "change_stage": ChangeStage,
-    "perform_actions": PerformActions,
-    "complete_actions": CompleteActions,
-    "add_action": AddAction,
-    "modify_action": ModifyAction,
-    "delete_action": DeleteAction,
-    "record_outcome": RecordOutcome,
-    "delete_activity": DeleteActivity,
-    "modify_activity": ModifyActivity,
-    "assign": Assign,
-    "move_process": MoveProcess,
-    "add_remark": AddRemark,
-    "delete_opportunity": DeleteOpportunity,
-    "change_owner": ChangeOwner,
-}
-"""Command name (signal and update name) to payload model."""
-
-
-def users_named(command: Command) -> list[str]:
-    """The users a command names (an owner, an assignee, a team member), which must exist."""
-    if isinstance(command, Assign):
-        return [command.user]
-    if isinstance(command, ChangeOwner):
-        return [command.owner]
-    if isinstance(command, ModifyActivity):
-        return [command.assignee] if command.assignee else []
-    if isinstance(command, PerformActions):
-        return sorted({o.assignee for o in command.overrides.values() if o.assignee})
-    return []
-
-
-def command_name(command: Command) -> str:
-    return next(name for name, model in COMMANDS.items() if type(command) is model)
-
-
-def parse_command(name: str, payload: Any) -> Command:
-    """Validate a decoded payload (a JSON value from any Temporal client) into a command."""
-    model = COMMANDS.get(name)
-    if model is None:
-        raise CommandRejected(
-            f"unknown command {name!r}; commands are {sorted(COMMANDS)}", code="unknown_command"
-        )
-    if not isinstance(payload, dict):
-        raise CommandRejected(
-            f"invalid {name} payload: expected a JSON object, got {_json_type(payload)}",
-            code="invalid_payload",
-        )
-    return validate(model, payload, f"{name} payload")
-
-
-def _json_type(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    return names.get(type(value), "a number")

@@ -2,29 +2,26 @@
 effects to carry out, and the result to report. Pure functions over pydantic models: no Temporal,
 no I/O, no clock (the caller passes `now`), so every rule is tested directly and replays exactly.
 
-The shell calls `apply`, carries out the effects, feeds the outcome of each perform effect back
-through `settle`, and reports `finish`'s result.
+The shell makes one call per command: `run` applies it (its rule from `sales.registry`),
+carries out its effects (a side effect with an outcome by the `perform` the shell gives, the
+rest left for the projection as `Writes`), settles each outcome into the state, follows
+through (the automatic advance) and returns the `Outcome`. What the command needs from
+outside (a process, users) the shell looks up first, as `needs` says. An opening, a
+reopening and the stage timers are carried out the same way (`carry_out`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 
-from sales import action_rules, stage_rules, team_rules
-from sales.commands import (
-    AddRemark,
-    Assign,
-    ChangeOwner,
-    ChangeStage,
-    Command,
-    MoveProcess,
-    command_name,
-    users_named,
-)
+from sales import action_rules, stage_rules
+from sales.change_records import ChangeRecord, records
+from sales.commands import Command
 from sales.effects import Effect, EffectOutcome, PerformEffect
 from sales.errors import CommandRejected
 from sales.opportunity import (
@@ -41,28 +38,86 @@ from sales.opportunity import (
     StageState,
     StartOpportunity,
 )
-from sales.process import FoundProcess, SalesProcess
-from sales.results import MAX_RESULT_ACTIONS, ActionResult, Change, CommandResult
+from sales.process import SalesProcess
+from sales.registry import LookedUp, Needs, declaration_of
+from sales.results import MAX_RESULT_ACTIONS, ActionResult, CommandResult
 from sales.validation import MAX_MESSAGE, cut, excerpt, json_size
+from sales.writes import CARRIED_BY, Writes
 
-__all__ = ["ActionResult", "CommandResult", "Decision", "apply", "check", "open_opportunity"]
-
-RULES: dict[type[Command], Callable[[Opportunity, Any, datetime], Change]] = {
-    ChangeStage: stage_rules.change_stage,
-    ChangeOwner: stage_rules.change_owner,
-    **action_rules.RULES,
-    **team_rules.RULES,
-}
-
-
-LEAVE_STAGES: set[type[Command]] = {ChangeOwner, Assign, AddRemark}
-"""Commands whose rule changes no stage or action state (so they need no copy of them)."""
+Perform = Callable[[PerformEffect], Awaitable[EffectOutcome]]
+"""Carries out a side effect with an outcome (an activity in the workflow)."""
+Clock = Callable[[], datetime]
 
 
 class Decision(BaseModel):
+    """A rule's decision, before its effects are carried out."""
+
     state: Opportunity
     effects: list[Effect]
     result: CommandResult
+
+
+@dataclass
+class Outcome:
+    """What a command (or an opening, a reopening, a timer) did: the new state, its result,
+    what the projection writes, and a change record per thing it changed."""
+
+    state: Opportunity
+    result: CommandResult
+    writes: Writes = field(default_factory=Writes)
+    records: list[ChangeRecord] = field(default_factory=list)
+
+
+def needs(state: Opportunity, command: Command) -> Needs:
+    """What the shell must look up before `run`: nothing for a command already applied or an
+    opportunity that is not open (it is acknowledged or rejected without)."""
+    if state.status != "open" or state.has_applied(command.request_id):
+        return Needs()
+    return declaration_of(command).needs(command)
+
+
+async def run(
+    state: Opportunity, command: Command, looked_up: LookedUp, perform: Perform, clock: Clock
+) -> Outcome:
+    """Apply `command` and carry it through: its effects, the settling of each outcome, the
+    automatic advance that may follow. Raises `CommandRejected` (nothing changed) when it
+    cannot be applied."""
+    decision = apply(state, command, clock(), looked_up)
+    if decision.result.duplicate:
+        return Outcome(state, decision.result)
+    new, settled, writes = await _carried_out(decision.state, decision.effects, perform, clock)
+    follow = follow_through(state, new, clock())
+    if follow is not None:
+        new, more, more_writes = await _carried_out(follow.state, follow.effects, perform, clock)
+        settled += more
+        writes += more_writes
+    result = finish(new, decision.result, settled, follow.result if follow else None)
+    why = getattr(command, "reason", None)
+    changed = records(result.command, state, new, by=command.by, at=clock(), why=why)
+    return Outcome(new, result, writes, changed)
+
+
+async def carry_out(decision: Decision, perform: Perform, clock: Clock) -> Outcome:
+    """Carry out what an opening, a reopening or a timer decided."""
+    state, _, writes = await _carried_out(decision.state, decision.effects, perform, clock)
+    return Outcome(state, decision.result, writes)
+
+
+async def _carried_out(
+    state: Opportunity, effects: list[Effect], perform: Perform, clock: Clock
+) -> tuple[Opportunity, list[ActionResult], Writes]:
+    """Carry out the effects in order, settling each perform's outcome into the state; return
+    the state, the settled action results and what the projection must write."""
+    settled: list[ActionResult] = []
+    writes = Writes()
+    for effect in effects:
+        if CARRIED_BY[type(effect)] != "perform":
+            writes.add(effect)
+        else:
+            outcome = await perform(effect)  # type: ignore[arg-type]
+            state, result = settle(state, effect, outcome, clock())  # type: ignore[arg-type]
+            settled.append(result)
+    return state, settled, writes
 
 
 def open_opportunity(
@@ -126,9 +181,9 @@ def _copy(state: Opportunity, *, stages: bool = True) -> Opportunity:
 
 def check(state: Opportunity, command: Command) -> None:
     """Raise `CommandRejected` if the command cannot be applied to this state; change nothing.
-    A `move_process` is checked as far as the state goes (the process it names is looked up
-    when it is applied)."""
-    if isinstance(command, MoveProcess):
+    A command that needs a process is checked as far as the state goes (the process is
+    looked up when it is applied); users it names are not checked here."""
+    if declaration_of(command).needs(command).process_id is not None:
         if not state.has_applied(command.request_id):
             stage_rules.require_open(state)
         return
@@ -136,38 +191,29 @@ def check(state: Opportunity, command: Command) -> None:
 
 
 def apply(
-    state: Opportunity,
-    command: Command,
-    now: datetime,
-    found: FoundProcess | None = None,
-    users: frozenset[str] | None = None,
+    state: Opportunity, command: Command, now: datetime, looked_up: LookedUp | None = None
 ) -> Decision:
     """Apply a command. Raises `CommandRejected` (with the state untouched) when it is invalid.
-    `move_process` needs the process it moves to, `found` by the caller; a command naming
-    users is checked against `users`, those of them that exist (when the caller looked).
+    What it needs looked up (`needs`) comes in `looked_up`: the process it moves to, and the
+    users it names that exist (unchecked when they were not looked up).
 
     Any other error of a rule is a defect; it rejects the command too (`internal_error`), so
     that no input can fail the workflow task that applies it again and again."""
     try:
-        return _apply(state, command, now, found, users)
+        return _apply(state, command, now, looked_up or LookedUp())
     except CommandRejected:
         raise
     except Exception as error:
         raise CommandRejected(
-            f"{command_name(command)} could not be applied: {type(error).__name__} in the "
+            f"{declaration_of(command).name} could not be applied: {type(error).__name__} in the "
             "sales rules (a defect; nothing was changed)",
             code="internal_error",
         ) from error
 
 
-def _apply(
-    state: Opportunity,
-    command: Command,
-    now: datetime,
-    found: FoundProcess | None,
-    users: frozenset[str] | None,
-) -> Decision:
-    name = command_name(command)
+def _apply(state: Opportunity, command: Command, now: datetime, looked_up: LookedUp) -> Decision:
+    declaration = declaration_of(command)
+    name = declaration.name
     if state.has_applied(command.request_id):
         return Decision(
             state=state,
@@ -175,18 +221,16 @@ def _apply(
             result=_result(state, name, command.request_id, "already applied", duplicate=True),
         )
     stage_rules.require_open(state)
-    if users is not None:
-        missing = [user for user in users_named(command) if user not in users]
+    if looked_up.users is not None:
+        named = declaration.needs(command).user_ids
+        missing = [user for user in named if user not in looked_up.users]
         if missing:
             raise CommandRejected(
                 f"unknown user {missing[0]!r}; `opportunities user add` adds one",
                 code="unknown_user",
             )
-    new = _copy(state, stages=type(command) not in LEAVE_STAGES)
-    if isinstance(command, MoveProcess):
-        change = stage_rules.move_process(new, command, now, found or FoundProcess())
-    else:
-        change = RULES[type(command)](new, command, now)
+    new = _copy(state, stages=not declaration.leaves_stages)
+    change = declaration.rule(new, command, now, looked_up)
     new.revision += 1
     new.last_command_at = now
     if command.request_id is not None:

@@ -3,11 +3,9 @@ remarks, and its deletion."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
-from sales.commands import AddRemark, Assign, Command, DeleteOpportunity
+from sales.commands import AddRemark, Assign, DeleteOpportunity
 from sales.effects import RecordHistory, RecordRemark
 from sales.errors import CommandRejected
 from sales.opportunity import MAX_REMARKS, Opportunity, Remark
@@ -46,10 +44,3 @@ def delete_opportunity(state: Opportunity, command: DeleteOpportunity, now: date
     state.status = "deleted"
     state.closed_at = now
     return Change("deleted", effects=[*effects, RecordHistory(entry=entry)])
-
-
-RULES: dict[type[Command], Callable[[Opportunity, Any, datetime], Change]] = {
-    Assign: assign,
-    AddRemark: add_remark,
-    DeleteOpportunity: delete_opportunity,
-}

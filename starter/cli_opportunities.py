@@ -15,6 +15,7 @@ from runtime.escaping import escaped
 from sales.commands import (
     AddRemark,
     Assign,
+    ChangeOwner,
     ChangeStage,
     DeleteOpportunity,
     MoveProcess,
@@ -362,6 +363,18 @@ def assign(
     naming the role are theirs from now on."""
     run(lambda: require_users([user]))
     send(opportunity_id, command_of(Assign, role=role, user=user, by=by), as_json)
+
+
+@app.command("owner")
+def owner(
+    opportunity_id: str,
+    user: Annotated[str, typer.Argument(help="The new owner (a user: `user list`).")],
+    by: ByOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Hand the opportunity to another owner (no stage change)."""
+    run(lambda: require_users([user]))
+    send(opportunity_id, command_of(ChangeOwner, owner=user, by=by), as_json)
 
 
 @app.command("move")

@@ -51,12 +51,12 @@ from sales.commands import (
     MoveProcess,
     PerformActions,
     RecordOutcome,
-    command_name,
 )
-from sales.core import CommandResult
 from sales.errors import REJECTION_CODES, CommandRejected, without_code
 from sales.opportunity import HistoryEntry, Opportunity, StartOpportunity
 from sales.process import Action
+from sales.registry import command_name
+from sales.results import CommandResult
 from workflows.mass_messages import MassModifyInput, Progress
 from workflows.messages import OpportunityInput, Reopen
 
@@ -376,19 +376,12 @@ class OpportunitiesClient:
         *,
         cancel_open_activities: bool = False,
         reason: str | None = None,
-        by: str | None = None,
-        request_id: str | None = None,
+        **common: Any,
     ) -> CommandResult:
-        return await self.execute(
-            opportunity_id,
-            ChangeStage(
-                stage=stage,
-                cancel_open_activities=cancel_open_activities,
-                reason=reason,
-                by=by,
-                request_id=request_id,
-            ),
+        command = ChangeStage(
+            stage=stage, cancel_open_activities=cancel_open_activities, reason=reason, **common
         )
+        return await self.execute(opportunity_id, command)
 
     async def perform_actions(
         self,

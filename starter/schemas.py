@@ -16,10 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from sales.commands import COMMANDS
 from sales.errors import FAILURE_CODES, REJECTION_CODES
 from sales.opportunity import HistoryEntry, Opportunity, StartOpportunity
 from sales.process import ProcessDefinition
+from sales.registry import COMMANDS
 from sales.results import CommandOutcome, CommandResult
 from workflows.mass_messages import MassModifyInput, Progress
 from workflows.messages import ReopenOpportunity

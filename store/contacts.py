@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+from pydantic import ValidationError
 
 from sales.contact import Contact
 from store import StoreError
@@ -47,7 +48,17 @@ async def list_contacts(pool: asyncpg.Pool, limit: int = 1000) -> list[Contact]:
     rows = await pool.fetch(
         f"SELECT {', '.join(_CONTACT_FIELDS)} FROM contacts ORDER BY contact_id LIMIT $1", limit
     )
-    return [Contact.model_validate(dict(row)) for row in rows]
+    return [_listed(dict(row)) for row in rows]
+
+
+def _listed(row: dict[str, Any]) -> Contact:
+    """A contact as stored; one whose stored values are no longer valid (written before a
+    check existed, or past it) is listed as it is, so that it can be seen and repaired
+    (`contact modify`), and the others still listed."""
+    try:
+        return Contact.model_validate(row)
+    except ValidationError:
+        return Contact.model_construct(**row)
 
 
 async def stored_contact(pool: asyncpg.Pool, contact_id: str) -> dict[str, Any] | None:

@@ -24,9 +24,10 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from runtime.escaping import escaped
     from sales import core
-    from sales.commands import COMMANDS, parse_command
+    from sales.commands import Envelope
     from sales.errors import CommandRejected, with_code
     from sales.opportunity import MAX_REASON
+    from sales.registry import REGISTRY, parse_command
     from sales.results import CommandResult
     from sales.validation import cut, is_short_line, safe_excerpt
     from workflows import continue_as_new, payloads
@@ -172,8 +173,8 @@ class CommandQueue:
 
 
 def received(name: str, args: Sequence[RawValue]) -> QueuedCommand:
-    """A command as it arrived: its decoded payload, or its problem and an excerpt; the
-    fields needed to reply to it read once, here; a name that is no command's kept as an
+    """A command as it arrived: its decoded payload, or its problem and an excerpt; its
+    envelope read once, here; a name that is no command's kept as an
     escaped excerpt."""
     name = loggable(name)
     size = len(args[0].payload.data) if args else 0
@@ -186,29 +187,31 @@ def received(name: str, args: Sequence[RawValue]) -> QueuedCommand:
             name=name,
             payload=safe_excerpt(data),
             problem=(rejected.code, cut(rejected.reason, MAX_REASON)),
-            reply_to=field_of(readable, "reply_to"),
-            request_id=field_of(readable, "request_id"),
+            envelope=envelope_of(readable),
             size=size,
         )
-    return QueuedCommand(
-        name=name,
-        payload=payload,
-        size=size,
-        reply_to=field_of(payload, "reply_to"),
+    return QueuedCommand(name=name, payload=payload, size=size, envelope=envelope_of(payload))
+
+
+def envelope_of(payload: object) -> Envelope:
+    """The envelope fields a decoded payload carries, each if it is valid (read even from a
+    payload that is rejected, so that its sender can still be answered)."""
+    return Envelope(
         request_id=field_of(payload, "request_id"),
+        by=field_of(payload, "by"),
+        reply_to=field_of(payload, "reply_to"),
     )
 
 
 def field_of(payload: object, name: str) -> str | None:
-    """A one-line text field of a decoded payload, if it is valid (read even from a payload
-    that is rejected, so that its sender can still be answered)."""
+    """A one-line text field of a decoded payload, if it is valid."""
     value = payload.get(name) if isinstance(payload, dict) else None
     return value if isinstance(value, str) and is_short_line(value) else None
 
 
 def loggable(name: str) -> str:
     """A command name fit for logs and the state: a command's own, or an escaped excerpt."""
-    return name if name in COMMANDS else cut(escaped(name[:200]), 100)
+    return name if name in REGISTRY else cut(escaped(name[:200]), 100)
 
 
 def rejection_error(rejected: CommandRejected) -> ApplicationError:

@@ -63,13 +63,13 @@ class Delivery:
         result: Literal["applied", "duplicate", "rejected"],
         rejected: CommandRejected | None = None,
     ) -> None:
-        reply_to = item.reply_to
+        reply_to = item.envelope.reply_to
         if reply_to is None:
             return
         outcome = CommandOutcome(
             opportunity_id=opportunity_id,
             command=item.name[:200],
-            request_id=item.request_id,
+            request_id=item.envelope.request_id,
             result=result,
             reason=rejected.reason if rejected else "",
             code=rejected.code if rejected else None,

@@ -26,8 +26,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.letters import LetterActivities
     from activities.opportunity_activities import (
         OpportunityActivities,
-        Projected,
-        ProjectionWrite,
         Setup,
         SetupRequest,
     )
@@ -61,7 +59,7 @@ RETRY = RetryPolicy(
 """Backoff between attempts; attempts are bounded by `RIDE_OUT`, not by a count."""
 
 
-async def _execute(
+async def execute(
     method: Callable[[Any, Any], Awaitable[T]],
     argument: Any,
     summary: str,
@@ -88,7 +86,7 @@ async def load_setup(request: SetupRequest) -> Setup:
     An activity task, not a local activity: nothing local runs in a run's first workflow
     task (`FIRST_TASK_EVENTS`)."""
     try:
-        return await _execute(
+        return await execute(
             OpportunityActivities.load_setup, request, "Load contact and sales process"
         )
     except FAILED_FOR_GOOD as error:
@@ -99,7 +97,7 @@ async def load_closed(opportunity_id: str) -> Opportunity:
     """The state a won or lost opportunity's real run ended with (a reopening starts from
     it); a failure fails the reopening with its code (open, deleted, unknown)."""
     try:
-        return await _execute(
+        return await execute(
             OpportunityActivities.load_closed, opportunity_id, "Load the closed opportunity"
         )
     except FAILED_FOR_GOOD as error:
@@ -117,7 +115,7 @@ async def find_process(process_id: str) -> FoundProcess:
     """The process a `move_process` moves to (retried like every effect); when no retry
     found it, `CommandRejected` (`unavailable`): the command is not applied."""
     try:
-        return await _execute(
+        return await execute(
             OpportunityActivities.find_process, process_id, f"Find: {process_id}"
         )
     except FAILED_FOR_GOOD as error:
@@ -130,10 +128,10 @@ async def find_users(user_ids: list[str], *, local: bool = False) -> list[str]:
     When no retry found them, `CommandRejected` (`unavailable`)."""
     try:
         if local and not in_first_task():
-            return await _execute_locally(
+            return await execute_locally(
                 OpportunityActivities.find_users, user_ids, "Find users"
             )
-        return await _execute(OpportunityActivities.find_users, user_ids, "Find users")
+        return await execute(OpportunityActivities.find_users, user_ids, "Find users")
     except FAILED_FOR_GOOD as error:
         raise _not_looked_up("the users", error) from None
 
@@ -147,9 +145,9 @@ def _not_looked_up(what: str, error: Exception) -> CommandRejected:
     )
 
 
-async def _execute_locally(method: Callable[[Any, Any], Awaitable[T]], argument: Any,
+async def execute_locally(method: Callable[[Any, Any], Awaitable[T]], argument: Any,
                            summary: str) -> T:  # fmt: skip
-    """A local activity, with the timeouts and retries of `_execute`."""
+    """A local activity, with the timeouts and retries of `execute`."""
     return await workflow.execute_local_activity_method(
         method,
         argument,
@@ -183,20 +181,20 @@ async def perform(effect: PerformEffect) -> EffectOutcome:
     telemetry.count_effect(effect.kind)
     try:
         if isinstance(effect, CreateCalendarActivity):
-            return await _execute(
+            return await execute(
                 CalendarActivities.create_calendar_activity,
                 effect,
                 f"Calendar: {effect.action_id}",
             )
         if isinstance(effect, SendLetter):
-            return await _execute(
+            return await execute(
                 LetterActivities.send_letter,
                 effect,
                 f"Letter: {effect.template}",
                 start_to_close=SMTP_TIMEOUT,
                 heartbeat=SMTP_HEARTBEAT,
             )
-        return await _execute(
+        return await execute(
             EventActivities.invite_to_event,
             effect,
             f"Invite: {effect.event_id}",
@@ -219,25 +217,3 @@ def failure(error: Exception) -> tuple[str, str]:
         last = str(cause.cause) if cause.cause is not None else "no answer"
         return "unavailable", f"still failing after retrying for {RIDE_OUT}: {last}"
     return "unclassified", str(cause or error)
-
-
-async def project(write: ProjectionWrite, *, local: bool = False) -> Projected:
-    """Write the read model; with `local`, as a local activity run by the worker inside the
-    workflow task that asked for it (one marker in history, no round trip through the
-    server), with the same timeouts and retries. Returns the parts the read model refused;
-    raises one of `FAILED_FOR_GOOD` when it failed for good."""
-    telemetry.count_effect("project_opportunity")
-    summary = _projection_summary(write)
-    if not local:
-        return await _execute(OpportunityActivities.project_opportunity, write, summary)
-    return await _execute_locally(OpportunityActivities.project_opportunity, write, summary)
-
-
-def _projection_summary(write: ProjectionWrite) -> str:
-    if write.history:
-        return f"Record: to {write.history[-1].to_stage}"
-    if write.calendar:
-        return f"Record: {len(write.calendar)} calendar"
-    if write.remarks:
-        return f"Record: remark {write.remarks[-1].seq}"
-    return "Record"

@@ -39,8 +39,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.mass import MassActivities, Selection
     from runtime.workflow_ids import opportunity_workflow_id
-    from sales.commands import ChangeOwner, ChangeStage, Command, command_name
+    from sales.commands import ChangeOwner, ChangeStage, Command
     from sales.errors import CommandRejected
+    from sales.registry import command_name
     from sales.results import COMMAND_OUTCOME, CommandOutcome
     from workflows import continue_as_new, payloads
     from workflows.effect_runner import RETRY, RIDE_OUT, TIMEOUT

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
 
 from activities.opportunity_activities import ProjectionWrite
 from runtime.workflow_ids import opportunity_workflow_id
-from sales.commands import Command, parse_command
+from sales.commands import Command, Envelope
 from sales.errors import CommandRejected
 from sales.opportunity import MAX_REASON, Opportunity, StartOpportunity
+from sales.registry import parse_command
 from sales.validation import (
     MAX_COMMAND_BYTES,
     Bounded,
@@ -22,6 +23,7 @@ from sales.validation import (
     IdText,
     Line,
     ShortLine,
+    cut,
 )
 from workflows import payloads
 
@@ -32,24 +34,37 @@ MAX_PENDING = 2000
 class QueuedCommand(BaseModel):
     """A received command waiting for its turn; `ticket` is set for updates (they wait).
     A payload that could not be decoded is queued as its excerpt with `problem` (the
-    rejection's code and reason), so that it is rejected in its turn like any other, and
-    with its `reply_to` and `request_id` when those could still be read."""
+    rejection's code and reason), so that it is rejected in its turn like any other. Its
+    `envelope` is read once, as it arrives (from a rejected payload too, as far as it can
+    be), so that its sender can be answered."""
 
     name: IdText
     payload: Annotated[Any, Bounded(MAX_COMMAND_BYTES)]
     ticket: int | None = None
     problem: tuple[CodeText, Annotated[str, Field(max_length=MAX_REASON)]] | None = None
-    reply_to: IdText | None = None
-    request_id: IdText | None = None
+    envelope: Envelope = Envelope()
     size: int = 0
     """The payload's size as it arrived, in bytes (for the queue's bound)."""
 
+    _command: Command | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _parsed(self) -> QueuedCommand:
+        """Validated once, as it arrives (or as a continued run takes it over): a payload
+        that is no valid command is queued with its problem."""
+        if self.problem is None:
+            try:
+                self._command = parse_command(self.name, self.payload)
+            except CommandRejected as rejected:
+                self.problem = (rejected.code, cut(rejected.reason, MAX_REASON))
+        return self
+
     def command(self) -> Command:
         """The command it carries; `CommandRejected` if there is none."""
-        if self.problem is not None:
-            code, reason = self.problem
+        if self._command is None:
+            code, reason = self.problem or ("invalid_payload", "no command")
             raise CommandRejected(reason, code=code)
-        return parse_command(self.name, self.payload)
+        return self._command
 
 
 class Carried(BaseModel):

@@ -1,11 +1,12 @@
 """The `Opportunity` workflow: one sales opportunity of one contact, for as long as it lives.
 
 Every command arrives as a signal or an update of the same name, undecoded, into one queue
-(`command_queue`). The run takes them in arrival order and carries each through the pure core
-(`command_protocol`): applied, its side effects performed as activities, its read-model
-changes written once per batch (`projection`), its outcome delivered (`delivery`), what
-operators see refreshed (`indexing`). Before its history grows long, the run continues as
-new with its state and the commands still queued (`continue_as_new`).
+(`command_queue`). The run takes them in arrival order: what one needs from outside is looked
+up (`lookups`), then one call into the pure core (`core.run`) applies it and performs its side
+effects as activities; its read-model changes are written once per batch (`projection`), its
+outcome delivered (`delivery`), what operators see refreshed (`indexing`). Before its history
+grows long, the run continues as new with its state and the commands still queued
+(`continue_as_new`).
 
 A run's state comes only from Temporal: a new opportunity's from its setup (refused over an
 id the read model has), a continued run's from the run before it, a reopened one's from the
@@ -17,7 +18,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue
@@ -28,15 +28,15 @@ with workflow.unsafe.imports_passed_through():
     from sales import core
     from sales.errors import CommandRejected, with_code
     from sales.opportunity import DeadLetter, HistoryEntry, Opportunity
+    from sales.writes import Writes
     from workflows import continue_as_new, effect_runner
-    from workflows.command_protocol import Changes, Done, carry_out, run_command
     from workflows.command_queue import CommandQueue, command_handlers, rejection_error
     from workflows.delivery import Delivery
     from workflows.indexing import Indexing
+    from workflows.lookups import Lookups
     from workflows.messages import NO_INPUT, Carried, OpportunityInput, QueuedCommand, parse_start
     from workflows.projection import MAX_BATCH, WRITE_BUDGET, Projection
     from workflows.shared_processes import WORKER_PROCESSES
-    from workflows.user_lookup import UserLookup
 
 
 @workflow.defn(name="Opportunity")
@@ -48,7 +48,7 @@ class OpportunityWorkflow:
         self.projection = Projection()
         self.indexing = Indexing(lambda: self.state)
         self.given_limit: int | None = None
-        self.users = UserLookup(self.continuing)
+        self.lookups = Lookups(self.continuing)
 
     @workflow.run
     async def run(self, input: RawValue = NO_INPUT) -> Opportunity:
@@ -131,7 +131,7 @@ class OpportunityWorkflow:
                 owner=start.owner,
             )
         )
-        self.users.know(setup.users)
+        self.lookups.know(setup.users)
         try:
             decision = core.open_opportunity(
                 start, setup.process, workflow.now(), contact_name=setup.contact_name,
@@ -144,7 +144,8 @@ class OpportunityWorkflow:
                 type="UnknownStage",
                 non_retryable=True,
             ) from None
-        await self.settle(WORKER_PROCESSES.share(decision.state), decision.effects)
+        decision.state = WORKER_PROCESSES.share(decision.state)
+        await self.settle(decision)
 
     async def reopen(self, opportunity_id: str, stage: str, by: str | None) -> None:
         """Open a won or lost opportunity again in `stage`, from the state its real run ended
@@ -155,27 +156,28 @@ class OpportunityWorkflow:
             decision = core.reopen(closed, stage, by, workflow.now())
         except CommandRejected as rejected:
             raise rejection_error(rejected) from None
-        await self.settle(WORKER_PROCESSES.share(decision.state), decision.effects)
+        decision.state = WORKER_PROCESSES.share(decision.state)
+        await self.settle(decision)
 
     async def on_time(self) -> None:
         """What is due without a command: a write to retry, the stage timers (not while a
         write waits to be written)."""
         assert self.state is not None
         if self.projection.retry_at is not None and self.projection.retry_at <= workflow.now():
-            await self.written(await self.projection.write(self.state, Changes()))
+            await self.written(await self.projection.write(self.state, Writes()))
         if self.projection.holding:
             return
         decision = core.fire_timers(self.state, workflow.now())
         if decision is not None:
-            await self.settle(decision.state, decision.effects)
+            await self.settle(decision)
 
-    async def settle(self, state: Opportunity, effects: list[Any]) -> None:
+    async def settle(self, decision: core.Decision) -> None:
         """Carry out what an opening, a reopening or a timer decided, and write it. Queries
         see the new state once it is written: an opening or reopening answers with a state
         the read model already has."""
-        settled, _, changes = await carry_out(state, effects, effect_runner.perform, workflow.now)
-        refused = await self.projection.write(settled, changes)
-        self.state = settled
+        outcome = await core.carry_out(decision, effect_runner.perform, workflow.now)
+        refused = await self.projection.write(outcome.state, outcome.writes)
+        self.state = outcome.state
         await self.written(refused)
         self.indexing.publish(self.state)
 
@@ -208,21 +210,23 @@ class OpportunityWorkflow:
         share one projection write; with `stop_when_continuing`, stop after a batch once the
         run is due to continue as new, even if more keep arriving."""
         assert self.state is not None
-        batch: list[tuple[QueuedCommand, Done]] = []
+        batch: list[tuple[QueuedCommand, core.Outcome]] = []
         weight = 0
         fresh = True
         while self.queue and self.state.status == "open" and upto != 0:
             if self.projection.holding:
                 break
             if fresh:
-                await self.users.before_batch(self.queue.items[:MAX_BATCH])
+                await self.lookups.before_batch(self.queue.items[:MAX_BATCH])
                 fresh = False
             upto -= 1
             item = self.queue.take()
-            done = await self.apply(item)
-            if done is not None:
-                batch.append((item, done))
-                weight += done.changes.weight
+            outcome = await self.apply(item)
+            if isinstance(outcome, CommandRejected):
+                self.rejected(item, outcome)
+            else:
+                batch.append((item, outcome))
+                weight += outcome.writes.weight
             if len(batch) >= MAX_BATCH or weight >= WRITE_BUDGET:
                 await self.write(batch)
                 batch, weight, fresh = [], 0, True
@@ -231,46 +235,49 @@ class OpportunityWorkflow:
         if batch:
             await self.write(batch)
 
-    async def apply(self, item: QueuedCommand) -> Done | None:
-        """Apply one command and carry out its effects. None when it was rejected: then a
-        signal is kept in `rejected`, and the rejection delivered."""
+    async def apply(self, item: QueuedCommand) -> core.Outcome | CommandRejected:
+        """Apply one command: look up what it needs, then one call into the core; or why it
+        was rejected."""
         assert self.state is not None
         try:
             command = item.command()
-            done = await run_command(
-                self.state, command, effect_runner.perform, workflow.now,
-                effect_runner.find_process, self.users.existing,
-            )  # fmt: skip
+            looked_up = await self.lookups.look_up(self.state, command)
+            outcome = await core.run(
+                self.state, command, looked_up, effect_runner.perform, workflow.now
+            )
         except CommandRejected as rejected:
-            if item.ticket is None:
-                self.state = core.reject(
-                    self.state, item.name, item.payload, rejected, workflow.now()
-                )
-                self.indexing.publish(self.state)
-            self.delivery.rejected(self.state.opportunity_id, item, rejected)
-            return None
-        self.state = done.state
-        return done
+            return rejected
+        self.state = outcome.state
+        return outcome
 
-    async def write(self, batch: list[tuple[QueuedCommand, Done]]) -> None:
+    def rejected(self, item: QueuedCommand, rejected: CommandRejected) -> None:
+        """A command rejected in its turn: a signal is kept in `rejected`; the rejection is
+        delivered."""
+        assert self.state is not None
+        if item.ticket is None:
+            self.state = core.reject(self.state, item.name, item.payload, rejected, workflow.now())
+            self.indexing.publish(self.state)
+        self.delivery.rejected(self.state.opportunity_id, item, rejected)
+
+    async def write(self, batch: list[tuple[QueuedCommand, core.Outcome]]) -> None:
         """Write what a batch changed (nothing if it only acknowledged duplicates), then
         deliver the outcome of each of its commands."""
         assert self.state is not None
-        if not all(done.result.duplicate for _, done in batch):
-            changes = Changes()
-            for _, done in batch:
-                changes += done.changes
+        if not all(outcome.result.duplicate for _, outcome in batch):
+            writes = Writes()
+            for _, outcome in batch:
+                writes += outcome.writes
             answering = any(item.ticket is not None for item, _ in batch)
             refused = await self.projection.write(
-                self.state, changes, answering_to_continue=answering and self.continuing()
+                self.state, writes, answering_to_continue=answering and self.continuing()
             )
-            for item, done in batch:
-                self.delivery.applied(self.state.opportunity_id, item, done.result)
+            for item, outcome in batch:
+                self.delivery.applied(self.state.opportunity_id, item, outcome.result)
             await self.written(refused)
             self.indexing.publish(self.state)
             return
-        for item, done in batch:
-            self.delivery.applied(self.state.opportunity_id, item, done.result)
+        for item, outcome in batch:
+            self.delivery.applied(self.state.opportunity_id, item, outcome.result)
 
     def continuing(self) -> bool:
         limit = continue_as_new.run_limit(self.given_limit, self.queue.signals)
@@ -320,13 +327,16 @@ class OpportunityWorkflow:
         while True:
             while self.queue:
                 item = self.queue.take()
-                if (done := await self.apply(item)) is not None:  # a duplicate request id
-                    self.delivery.applied(self.state.opportunity_id, item, done.result)
+                outcome = await self.apply(item)  # rejected: closed (or a duplicate request)
+                if isinstance(outcome, CommandRejected):
+                    self.rejected(item, outcome)
+                else:
+                    self.delivery.applied(self.state.opportunity_id, item, outcome.result)
             await self.delivery.replies_sent()
             if self.projection.holding:  # the last write must land before the run ends
                 retry_at = self.projection.retry_at or workflow.now()
                 if retry_at <= workflow.now():
-                    await self.written(await self.projection.write(self.state, Changes()))
+                    await self.written(await self.projection.write(self.state, Writes()))
                 else:
                     await self.sleep_or_command(retry_at - workflow.now())
                 continue

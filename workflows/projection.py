@@ -32,15 +32,19 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.opportunity_activities import ProjectionWrite
+    from activities.opportunity_activities import (
+        OpportunityActivities,
+        Projected,
+        ProjectionWrite,
+    )
     from sales.opportunity import DeadLetter, Opportunity
+    from sales.writes import Writes
     from workflows import effect_runner, telemetry
-    from workflows.command_protocol import Changes
 
 MAX_BATCH = 50
 """At most this many commands share one projection write."""
 WRITE_BUDGET = 256 * 1024
-"""A batch is written once its changes weigh this much (`Changes.weight`)."""
+"""A batch is written once its changes weigh this much (`Writes.weight`)."""
 RETRY_UNWRITTEN_AFTER = timedelta(minutes=5)
 
 
@@ -60,7 +64,7 @@ class Projection:
         return self.unwritten is not None
 
     async def write(
-        self, state: Opportunity, changes: Changes, *, answering_to_continue: bool = False
+        self, state: Opportunity, changes: Writes, *, answering_to_continue: bool = False
     ) -> list[DeadLetter]:
         """Write what commands changed (`answering_to_continue`: the batch answers updates
         and the run is due to continue as new), after any earlier write that failed. Returns
@@ -77,7 +81,7 @@ class Projection:
         if self.unwritten is not None:
             write = self.unwritten + write
         try:
-            projected = await effect_runner.project(write, local=local)
+            projected = await _project(write, local=local)
         except effect_runner.FAILED_FOR_GOOD as error:
             code, _ = effect_runner.failure(error)
             self.unwritten = write
@@ -93,3 +97,25 @@ class Projection:
             telemetry.count_dead_letter(letter.what.split(" ", 1)[0])
             workflow.logger.error("read model refused %s: %s", letter.what, letter.why)
         return projected.dead_letters
+
+
+async def _project(write: ProjectionWrite, *, local: bool = False) -> Projected:
+    """Write the read model; with `local`, as a local activity run by the worker inside the
+    workflow task that asked for it (one marker in history, no round trip through the
+    server), with the same timeouts and retries. Returns the parts the read model refused;
+    raises one of `FAILED_FOR_GOOD` when it failed for good."""
+    telemetry.count_effect("project_opportunity")
+    method, summary = OpportunityActivities.project_opportunity, _projection_summary(write)
+    if not local:
+        return await effect_runner.execute(method, write, summary)
+    return await effect_runner.execute_locally(method, write, summary)
+
+
+def _projection_summary(write: ProjectionWrite) -> str:
+    if write.history:
+        return f"Record: to {write.history[-1].to_stage}"
+    if write.calendar:
+        return f"Record: {len(write.calendar)} calendar"
+    if write.remarks:
+        return f"Record: remark {write.remarks[-1].seq}"
+    return "Record"

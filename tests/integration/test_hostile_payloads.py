@@ -30,7 +30,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from sales.commands import COMMANDS
+from sales.registry import COMMANDS
 from starter.client import OpportunitiesClient
 from starter.verify import verify
 from store import users

@@ -236,6 +236,13 @@ async def test_a_contact_stored_with_bad_data_is_repaired_field_by_field(
         " WHERE contact_id = $1",
         contact,
     )
+    listed = await cli("contact", "list", "--json")
+    assert listed.code == 0, listed.stderr
+    [stored] = [c for c in listed.json() if c["contact_id"] == contact]
+    assert (stored["last_name"], stored["city"]) == ("Love\rlace", "Lon\x01don"), "as stored"
+    table = await cli("contact", "list")
+    assert table.code == 0 and contact in table.stdout, table.stderr
+    assert "\x01" not in table.stdout and "\r" not in table.stdout, "shown escaped"
     other = await cli("contact", "modify", contact, "--first-name", "Zed")
     assert (other.code, other.stdout.strip()) == (0, f"{contact}: changed"), other.stderr
     row = await pool.fetchrow("SELECT first_name, last_name FROM contacts WHERE contact_id = $1",

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sales import core
-from sales.commands import ChangeStage, parse_command
+from sales.commands import ChangeStage
 from sales.effects import CreateCalendarActivity, RecordHistory
 from sales.errors import CommandRejected
 from sales.opportunity import (
@@ -22,6 +22,7 @@ from sales.opportunity import (
     StartOpportunity,
 )
 from sales.process import ProcessDefinition, SalesProcess
+from sales.registry import parse_command
 from tests.support.core import PROCESS, T0, opened
 from tests.support.helpers import example_definition
 

@@ -44,8 +44,9 @@ from sales.effects import (
 from sales.errors import CommandRejected
 from sales.opportunity import Opportunity, StartOpportunity
 from sales.process import FoundProcess, ProcessDefinition, SalesProcess
+from sales.registry import LookedUp
+from sales.writes import Writes
 from tests.support.helpers import example_definition
-from workflows.command_protocol import Changes, carry_out, run_command
 
 T = TypeVar("T")
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
@@ -255,9 +256,10 @@ def completed(work: Coroutine[Any, Any, T]) -> T:
 
 
 class OpportunityMachine(RuleBasedStateMachine):
-    """Applies random commands (and the passing of time) through the workflow's own command
-    protocol (`workflows.command_protocol`), with a simulated calendar keyed like the real
-    table standing for the activities and the projection."""
+    """Applies random commands (and the passing of time) through the core's one call
+    (`core.run`, after the lookups `core.needs` asks for, as the workflow does), with a
+    simulated calendar keyed like the real table standing for the activities and the
+    projection."""
 
     @initialize()
     def open(self) -> None:
@@ -267,7 +269,7 @@ class OpportunityMachine(RuleBasedStateMachine):
         self.completed: set[str] = set()
         start = StartOpportunity(opportunity_id="o", contact_id="c")
         decision = core.open_opportunity(start, TIMED_PROCESS, T0, day_seconds=600)
-        self.state = self.carry_out(decision.state, decision.effects)
+        self.state = self.carry_out(decision)
 
     async def activities(self, effect: PerformEffect) -> EffectOutcome:
         """The activities, simulated: a calendar row created once per key; a letter or an
@@ -292,7 +294,7 @@ class OpportunityMachine(RuleBasedStateMachine):
         """The processes, simulated: `other` is the example process at version 2."""
         return FoundProcess(process=OTHER_PROCESS if process_id == "other" else None)
 
-    def project(self, changes: Changes) -> None:
+    def project(self, changes: Writes) -> None:
         """The projection, simulated: the changes to existing calendar rows."""
         for change in changes.calendar:
             key = (change.key.action_id, change.key.generation)
@@ -305,10 +307,25 @@ class OpportunityMachine(RuleBasedStateMachine):
                 done = isinstance(change, CompleteCalendarActivity)
                 row["status"] = "done" if done else "canceled"
 
-    def carry_out(self, state: Opportunity, effects: list[Any]) -> Opportunity:
-        state, _, changes = completed(carry_out(state, effects, self.activities, self.clock))
-        self.project(changes)
-        return state
+    def carry_out(self, decision: core.Decision) -> Opportunity:
+        outcome = completed(core.carry_out(decision, self.activities, self.clock))
+        self.project(outcome.writes)
+        return outcome.state
+
+    async def look_up(self, state: Opportunity, command: Command) -> LookedUp:
+        """What the command needs, looked up as the workflow's `lookups` does."""
+        needs = core.needs(state, command)
+        found = FoundProcess()
+        if needs.process_id is not None:
+            found = await self.find_process(needs.process_id)
+        users = None
+        if needs.user_ids:
+            users = frozenset(await self.find_users(list(needs.user_ids)))
+        return LookedUp(process=found, users=users)
+
+    async def apply(self, command: Command) -> core.Outcome:
+        looked_up = await self.look_up(self.state, command)
+        return await core.run(self.state, command, looked_up, self.activities, self.clock)
 
     def clock(self) -> datetime:
         return self.now
@@ -318,16 +335,7 @@ class OpportunityMachine(RuleBasedStateMachine):
         self.fail = fail
         before = self.state.model_copy(deep=True)
         try:
-            done = completed(
-                run_command(
-                    self.state,
-                    command,
-                    self.activities,
-                    self.clock,
-                    self.find_process,
-                    self.find_users,
-                )
-            )
+            done = completed(self.apply(command))
         except CommandRejected:
             assert self.state.model_dump() == before.model_dump(), (
                 "a rejected command changes nothing"
@@ -335,7 +343,16 @@ class OpportunityMachine(RuleBasedStateMachine):
             return
         finally:
             self.fail = False
-        self.project(done.changes)
+        self.project(done.writes)
+        if done.result.duplicate:
+            assert done.records == [], "an acknowledged duplicate changes nothing"
+        else:
+            assert done.records, "an applied command says what it changed"
+            whats = {record.what for record in done.records}
+            if done.state.current_stage != before.current_stage:
+                assert "stage" in whats
+            if done.state.owner != before.owner:
+                assert "owner" in whats
         # The core copies only what its rules change in place: the state it was given, and
         # so every earlier state the workflow still holds, stays as it was.
         assert self.state.model_dump() == before.model_dump(), "only the new state changes"
@@ -356,7 +373,7 @@ class OpportunityMachine(RuleBasedStateMachine):
                 break
             decision = core.fire_timers(self.state, self.now)
             assert decision is not None, "a due deadline fires"
-            self.state = self.carry_out(decision.state, decision.effects)
+            self.state = self.carry_out(decision)
         deadline = core.next_deadline(self.state)
         assert deadline is None or deadline > self.now
 
@@ -366,7 +383,7 @@ class OpportunityMachine(RuleBasedStateMachine):
             decision = core.reopen(self.state, stage, None, self.now)
         except CommandRejected:
             return
-        self.state = self.carry_out(decision.state, decision.effects)
+        self.state = self.carry_out(decision)
         assert self.state.status == "open"
 
     @rule(ids=st.lists(st.sampled_from(ACTION_IDS), min_size=1, max_size=3), fail=st.booleans())
@@ -672,7 +689,7 @@ def test_moving_to_another_process_takes_its_actions_and_keeps_the_history() -> 
     other = SalesProcess(version=4, definition=ProcessDefinition.model_validate(
         example_definition("other", name="Pensions")))  # fmt: skip
     move = MoveProcess(process_id="other", stage="Needs analysis", by="ann")
-    decision = core.apply(state, move, T0, FoundProcess(process=other))
+    decision = core.apply(state, move, T0, LookedUp(process=FoundProcess(process=other)))
     moved = decision.state
     assert (moved.process_id, moved.process_version, moved.current_stage) == (
         "other", 4, "Needs analysis")  # fmt: skip
@@ -691,11 +708,11 @@ def test_moving_to_another_process_takes_its_actions_and_keeps_the_history() -> 
         (FoundProcess(process=PROCESS), "not_allowed"),  # the one it follows
     ]:
         with pytest.raises(CommandRejected) as refused:
-            core.apply(state, MoveProcess(process_id="x", stage="Prospect"), T0, found)
+            core.apply(state, MoveProcess(process_id="x", stage="Prospect"), T0, LookedUp(found))
         assert refused.value.code == code
     with pytest.raises(CommandRejected, match="unknown stage 'Nowhere'"):
         core.apply(state, MoveProcess(process_id="other", stage="Nowhere"), T0,
-                   FoundProcess(process=other))  # fmt: skip
+                   LookedUp(FoundProcess(process=other)))  # fmt: skip
 
 
 def test_a_command_naming_a_user_that_does_not_exist_is_refused() -> None:
@@ -707,9 +724,9 @@ def test_a_command_naming_a_user_that_does_not_exist_is_refused() -> None:
                        overrides={"fact-finder": ActionOverrides(assignee="zed")}),
     ]:  # fmt: skip
         with pytest.raises(CommandRejected, match="unknown user 'zed'") as refused:
-            core.apply(state, command, T0, users=frozenset({"ann"}))
+            core.apply(state, command, T0, LookedUp(users=frozenset({"ann"})))
         assert refused.value.code == "unknown_user"
     assert core.apply(
         state, ModifyActivity(activity_id=intro.activity_id, assignee="ann"), T0,
-        users=frozenset({"ann"}),
+        LookedUp(users=frozenset({"ann"})),
     ).state.find_calendar_activity(intro.activity_id)[1].activity_assignee == "ann"  # fmt: skip

@@ -1,6 +1,8 @@
-"""When the users commands name are looked up: a batch's at once, by one activity before its
-commands are applied (by local activity once the run is due to continue as new, as
-`projection` writes), then only users not seen yet. Users are never removed, so one found
+"""What a command needs from outside the opportunity (`sales.registry.Needs`), looked up by
+one step of the run before the core applies it: the process a command moves to, by an
+activity as it is applied; the users commands name, a batch's at once, by one activity
+before its commands are applied (by local activity once the run is due to continue as new,
+as `projection` writes), then only users not seen yet. Users are never removed, so one found
 stays found for the rest of the run (`MAX_KNOWN`); one not found is looked up again in the
 next batch (it may have been added meanwhile). A small directory comes with a new
 opportunity's setup, so a sales team's users are never looked up in its first run."""
@@ -12,8 +14,12 @@ from collections.abc import Callable, Iterable
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from sales.commands import users_named
+    from sales import core
+    from sales.commands import Command
     from sales.errors import CommandRejected
+    from sales.opportunity import Opportunity
+    from sales.process import FoundProcess
+    from sales.registry import LookedUp, needs
     from workflows import effect_runner
     from workflows.messages import QueuedCommand
 
@@ -21,7 +27,7 @@ MAX_KNOWN = 1000
 """Users a run remembers having found."""
 
 
-class UserLookup:
+class Lookups:
     def __init__(self, continuing: Callable[[], bool]) -> None:
         """`continuing`: whether the run is due to continue as new (then lookups go by local
         activity, as the writes answering updates do: `projection`)."""
@@ -39,7 +45,7 @@ class UserLookup:
         named: set[str] = set()
         for item in items:
             try:
-                named.update(users_named(item.command()))
+                named.update(needs(item.command()).user_ids)
             except CommandRejected:
                 continue  # rejected in its turn
         self._missing = set()
@@ -48,10 +54,20 @@ class UserLookup:
         except CommandRejected:
             pass  # not looked up now: each command looks its own up, or is rejected
 
-    async def existing(self, user_ids: list[str]) -> list[str]:
-        """Of these users, those that exist (looked up if this batch has not yet)."""
-        await self._look_up(user_ids)
-        return [user for user in user_ids if user in self._known]
+    async def look_up(self, state: Opportunity, command: Command) -> LookedUp:
+        """What `command` needs (`core.needs`), looked up; `CommandRejected` (`unavailable`)
+        when it could not be."""
+        wanted = core.needs(state, command)
+        if not wanted:
+            return LookedUp()
+        process = FoundProcess()
+        if wanted.process_id is not None:
+            process = await effect_runner.find_process(wanted.process_id)
+        users = None
+        if wanted.user_ids:
+            await self._look_up(list(wanted.user_ids))
+            users = frozenset(user for user in wanted.user_ids if user in self._known)
+        return LookedUp(process=process, users=users)
 
     async def _look_up(self, user_ids: list[str]) -> None:
         unknown = [u for u in user_ids if u not in self._known and u not in self._missing]

@@ -1,0 +1,107 @@
+"""One change record per thing an applied command changed: what, from, to, who, when, why.
+The core makes them for every command it applies, by comparing the opportunity before and
+after; the details history, the outbox of events and the audit trail are built from them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sales.opportunity import ActionState, Opportunity
+from sales.validation import MAX_MESSAGE, IdText, LineText, MessageText, cut
+
+
+class ChangeRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True, use_attribute_docstrings=True)
+
+    command: IdText
+    what: LineText
+    """`stage`, `status`, `owner`, `name`, `process`, `team:<role>`, `action:<id>`, `remark`,
+    or the command's name when it changed nothing of these (an action's definition, an
+    activity's details)."""
+    from_: MessageText | None = Field(default=None, alias="from")
+    to: MessageText | None = None
+    by: IdText | None = None
+    at: datetime
+    why: MessageText | None = None
+
+
+def records(
+    command: str,
+    before: Opportunity,
+    after: Opportunity,
+    *,
+    by: str | None,
+    at: datetime,
+    why: str | None = None,
+) -> list[ChangeRecord]:
+    """What `command` changed from `before` to `after`, one record per thing."""
+    changed: list[tuple[str, str | None, str | None]] = [
+        (what, old, new)
+        for what, old, new in (
+            ("stage", before.current_stage, after.current_stage),
+            ("status", before.status, after.status),
+            ("owner", before.owner, after.owner),
+            ("name", before.name, after.name),
+            ("process", _process(before), _process(after)),
+        )
+        if old != new
+    ]
+    if before.team != after.team:
+        for role in sorted(before.team.keys() | after.team.keys()):
+            if before.team.get(role) != after.team.get(role):
+                changed.append((f"team:{role}", before.team.get(role), after.team.get(role)))
+    if before.stages is not after.stages:
+        changed += _actions(before, after)
+    if after.remarks_added > before.remarks_added and after.remarks:
+        changed.append(("remark", None, after.remarks[-1].text))
+    if not changed:
+        changed.append((command, None, None))
+    reason = cut(why, MAX_MESSAGE) if why else None
+    return [
+        ChangeRecord(
+            command=command,
+            what=cut(what, 200),
+            from_=_text(old),
+            to=_text(new),
+            by=by,
+            at=at,
+            why=reason,
+        )
+        for what, old, new in changed
+    ]
+
+
+def _process(state: Opportunity) -> str:
+    return f"{state.process_id} v{state.process_version}"
+
+
+def _actions(before: Opportunity, after: Opportunity) -> list[tuple[str, str | None, str | None]]:
+    old = {a.definition.action_id: a for stage in before.stages for a in stage.actions}
+    new = {a.definition.action_id: a for stage in after.stages for a in stage.actions}
+    changed = []
+    for action_id in [*old, *(i for i in new if i not in old)]:
+        was, now = old.get(action_id), new.get(action_id)
+        if was == now:
+            continue
+        was_status, now_status = _status(was), _status(now)
+        if was_status != now_status:
+            changed.append((f"action:{action_id}", was_status, now_status))
+    return changed
+
+
+def _status(action: ActionState | None) -> str | None:
+    if action is None:
+        return None
+    if action.completed:
+        return "completed"
+    if action.activity_status is not None:
+        return f"activity {action.activity_status}"
+    if action.last_error is not None:
+        return "failed"
+    return "performed" if action.performed_at else "open"
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else cut(value, MAX_MESSAGE)

@@ -1,0 +1,73 @@
+"""What the projection writes besides the opportunity's row, and which effects it carries
+out: the history entries, the remarks and the changes to calendar activities that already
+exist. The other effects (a calendar activity created, a letter sent, an invitation) are
+performed one by one by the shell, and their outcomes settled into the state by the core."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sales.effects import (
+    CalendarChange,
+    CancelCalendarActivity,
+    CompleteCalendarActivity,
+    CreateCalendarActivity,
+    DeleteCalendarActivity,
+    Effect,
+    InviteToEvent,
+    ModifyCalendarActivity,
+    RecordHistory,
+    RecordRemark,
+    SendLetter,
+)
+from sales.opportunity import HistoryEntry, Remark
+
+CARRIED_BY: dict[type, Literal["perform", "history", "remark", "calendar"]] = {
+    CreateCalendarActivity: "perform",
+    SendLetter: "perform",
+    InviteToEvent: "perform",
+    RecordHistory: "history",
+    RecordRemark: "remark",
+    CompleteCalendarActivity: "calendar",
+    CancelCalendarActivity: "calendar",
+    DeleteCalendarActivity: "calendar",
+    ModifyCalendarActivity: "calendar",
+}
+"""What carries out each kind of effect: `perform`, or the projection (the history entries,
+the remarks and the changes to calendar activities that already exist)."""
+
+
+@dataclass
+class Writes:
+    """What commands changed in the read model beyond the opportunity's row, written by the
+    projection with the row. `weight` estimates their size as JSON, in bytes, from the text
+    they carry (a batch is written before it grows past what one write may carry)."""
+
+    history: list[HistoryEntry] = field(default_factory=list)
+    calendar: list[CalendarChange] = field(default_factory=list)
+    remarks: list[Remark] = field(default_factory=list)
+    weight: int = 0
+
+    def __iadd__(self, other: Writes) -> Writes:
+        self.history += other.history
+        self.calendar += other.calendar
+        self.remarks += other.remarks
+        self.weight += other.weight
+        return self
+
+    def add(self, effect: Effect) -> None:
+        """A history entry, remark or calendar change to write."""
+        if isinstance(effect, RecordHistory):
+            self.history.append(effect.entry)
+            self.weight += 400 + 4 * len(effect.entry.reason or "")
+        elif isinstance(effect, RecordRemark):
+            self.remarks.append(effect.remark)
+            self.weight += 300 + 4 * len(effect.remark.text)
+        else:
+            self.calendar.append(effect)  # type: ignore[arg-type]
+            texts = [getattr(effect, name, None) for name in _CALENDAR_TEXTS]
+            self.weight += 800 + 4 * sum(len(text) for text in texts if text)
+
+
+_CALENDAR_TEXTS = ("outcome", "notes", "subject", "assignee", "location")
