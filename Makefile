@@ -1,11 +1,12 @@
 # The two commands: `make run` (the whole service) and `make test` (the whole suite);
-# `make test-unit` runs the tests that need no server, in seconds.
+# `make test-unit` runs the tests that need no server, in seconds; `make test-shell` the
+# workflow on a Temporal dev server with in-memory activities, in about a minute.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit lint typecheck contract histories chromium clean
+.PHONY: run test test-unit test-shell lint typecheck contract histories chromium clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,9 +43,13 @@ test: $(STAMP) lint typecheck chromium
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
+# The workflow shell on the dev server with in-memory activities: no PostgreSQL, about a minute.
+test-shell: $(STAMP)
+	$(BIN)/pytest tests/shell
+
 # Regenerate the published JSON Schemas under contract/ from the models (commit the result).
 contract: $(STAMP)
-	$(BIN)/python -m starter.schemas
+	$(BIN)/python -m starter.client.schemas
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache .hypothesis

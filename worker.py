@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import Any
 
 import asyncpg
 from temporalio.client import Client
@@ -47,7 +48,6 @@ def build_worker(
     """A worker with every workflow and activity; tests may swap the projection activities.
     It decodes with `client`'s converter made tolerant of undecodable extra arguments, and
     hands every start and command exactly one raw argument (`OneArgument`)."""
-    queue = task_queue or settings.task_queue()
     activities = [
         *(opportunity_activities or OpportunityActivities(pool, client)).all(),
         *MassActivities(pool, client).all(),
@@ -55,9 +55,15 @@ def build_worker(
         *LetterActivities(pool, mailer).all(),
         *EventActivities(pool).all(),
     ]
+    return workflow_worker(client, task_queue or settings.task_queue(), activities)
+
+
+def workflow_worker(client: Client, task_queue: str, activities: list[Any]) -> Worker:
+    """A worker of both workflows with these activities (the real ones, or the shell tier's
+    fakes), set up as every worker is."""
     return Worker(
         _decoding_tolerantly(client),
-        task_queue=queue,
+        task_queue=task_queue,
         workflows=[OpportunityWorkflow, MassModifyWorkflow],
         activities=activities,
         interceptors=[OneArgument(COMMANDS)],

@@ -36,7 +36,7 @@ from bench.servers import local_servers_and_url
 from runtime.workflow_ids import opportunity_workflow_id
 from sales.commands import ChangeOwner
 from starter.client import OpportunitiesClient
-from starter.verify import verify
+from starter.client.verify import verify
 from tests.support.worker_process import WorkerProcess, running, worker_env
 
 QUEUE = "bench-engine"

@@ -50,7 +50,7 @@ from sales.opportunity import (
     StageState,
 )
 from sales.process import Action, CalendarAction, EventAction, LetterAction
-from sales.results import ActionResult, Change
+from sales.results import ActionResult, Ruling
 from sales.stage_rules import (
     cancels_on_leaving,
     enter_stage,
@@ -128,8 +128,8 @@ def _check_overrides(tagged: list[ActionState], command: PerformActions) -> None
             )
 
 
-def perform_actions(state: Opportunity, command: PerformActions, now: datetime) -> Change:
-    change = Change("")  # said by `core.finish` once the outcomes are known
+def perform_actions(state: Opportunity, command: PerformActions, now: datetime) -> Ruling:
+    change = Ruling("")  # said by `core.finish` once the outcomes are known
     tagged = _tagged(state, command.action_ids)
     _check_overrides(tagged, command)
     for action in tagged:
@@ -242,7 +242,7 @@ def _complete(action: ActionState, now: datetime) -> None:
     action.completed_at = now
 
 
-def complete_actions(state: Opportunity, command: CompleteActions, now: datetime) -> Change:
+def complete_actions(state: Opportunity, command: CompleteActions, now: datetime) -> Ruling:
     tagged = _tagged(state, command.action_ids)
     if command.stage is not None:
         require_stage(state, command.stage)
@@ -264,7 +264,7 @@ def complete_actions(state: Opportunity, command: CompleteActions, now: datetime
     for action in tagged:
         if action.activity_status == "active":
             require_listed_outcome(state, action, command.outcome)
-    change = Change(f"completed {[a.action_id for a in tagged]}")
+    change = Ruling(f"completed {[a.action_id for a in tagged]}")
     for action in tagged:
         _complete(action, now)
         message = "completed"
@@ -292,7 +292,7 @@ def complete_actions(state: Opportunity, command: CompleteActions, now: datetime
     return change
 
 
-def add_action(state: Opportunity, command: AddAction, now: datetime) -> Change:
+def add_action(state: Opportunity, command: AddAction, now: datetime) -> Ruling:
     require_stage(state, command.stage)
     existing = state.find_action(command.action.action_id)
     if existing is not None:
@@ -315,7 +315,7 @@ def add_action(state: Opportunity, command: AddAction, now: datetime) -> Change:
         generation=state.retired_generation(command.action.action_id),
     )
     stage.actions = [*stage.actions, added]
-    return Change(
+    return Ruling(
         f"added action {command.action.action_id!r} to stage {command.stage!r}",
         actions=[
             ActionResult(action_id=command.action.action_id, outcome="added", message="added")
@@ -323,7 +323,7 @@ def add_action(state: Opportunity, command: AddAction, now: datetime) -> Change:
     )
 
 
-def modify_action(state: Opportunity, command: ModifyAction, now: datetime) -> Change:
+def modify_action(state: Opportunity, command: ModifyAction, now: datetime) -> Ruling:
     _, action = _find(state, command.action_id)
     fixed = {"action_id", "type"} & set(command.changes)
     if fixed:
@@ -334,7 +334,7 @@ def modify_action(state: Opportunity, command: ModifyAction, now: datetime) -> C
     merged: dict[str, Any] = {**action.definition.model_dump(), **command.changes}
     action.definition = validate(_ACTION, merged, f"changes to action {command.action_id!r}")
     require_small(action.definition)
-    return Change(
+    return Ruling(
         f"modified action {command.action_id!r}",
         actions=[
             ActionResult(
@@ -346,7 +346,7 @@ def modify_action(state: Opportunity, command: ModifyAction, now: datetime) -> C
     )
 
 
-def delete_action(state: Opportunity, command: DeleteAction, now: datetime) -> Change:
+def delete_action(state: Opportunity, command: DeleteAction, now: datetime) -> Ruling:
     stage, action = _find(state, command.action_id)
     if action.activity_status == "active":
         raise CommandRejected(
@@ -356,13 +356,13 @@ def delete_action(state: Opportunity, command: DeleteAction, now: datetime) -> C
         )
     stage.actions = [a for a in stage.actions if a.action_id != command.action_id]
     retire(state, [action])
-    return Change(
+    return Ruling(
         f"deleted action {command.action_id!r} from stage {stage.name!r}",
         actions=[ActionResult(action_id=command.action_id, outcome="deleted", message="deleted")],
     )
 
 
-def record_outcome(state: Opportunity, command: RecordOutcome, now: datetime) -> Change:
+def record_outcome(state: Opportunity, command: RecordOutcome, now: datetime) -> Ruling:
     _, action = _find_calendar_activity(state, command.activity_id)
     if action.activity_status != "active":
         raise CommandRejected(
@@ -385,7 +385,7 @@ def record_outcome(state: Opportunity, command: RecordOutcome, now: datetime) ->
     action.activity_outcome = command.outcome
     if not action.completed:
         _complete(action, now)
-    change = Change(
+    change = Ruling(
         f"calendar activity {command.activity_id} done"
         + (f" with outcome {command.outcome!r}" if command.outcome else ""),
         effects=[
@@ -436,7 +436,7 @@ def _outcome_stage(
     outcome: str | None,
     stage: str | None,
     by: str | None,
-    change: Change,
+    change: Ruling,
     now: datetime,
     cancel: bool | None,
 ) -> list[Effect]:
@@ -454,14 +454,14 @@ def _outcome_stage(
     )  # fmt: skip
 
 
-def delete_activity(state: Opportunity, command: DeleteActivity, now: datetime) -> Change:
+def delete_activity(state: Opportunity, command: DeleteActivity, now: datetime) -> Ruling:
     _, action = _find_calendar_activity(state, command.activity_id)
     key = calendar_key(state, action)
     action.activity_id = None
     action.activity_status = None
     action.activity_created_on = None
     action.activity_outcome = None
-    return Change(
+    return Ruling(
         f"deleted calendar activity {command.activity_id}",
         effects=[DeleteCalendarActivity(key=key)],
         actions=[
@@ -475,7 +475,7 @@ def delete_activity(state: Opportunity, command: DeleteActivity, now: datetime) 
     )
 
 
-def modify_activity(state: Opportunity, command: ModifyActivity, now: datetime) -> Change:
+def modify_activity(state: Opportunity, command: ModifyActivity, now: datetime) -> Ruling:
     """Change an active calendar activity's details; one history entry in the current stage
     says what changed."""
     _, action = _find_calendar_activity(state, command.activity_id)
@@ -500,7 +500,7 @@ def modify_activity(state: Opportunity, command: ModifyActivity, now: datetime) 
         notes=details.get("notes"),
         location=details.get("location"),
     )
-    return Change(
+    return Ruling(
         entry.reason or "",
         effects=[RecordHistory(entry=entry), changed],
         actions=[

@@ -230,14 +230,14 @@ def _apply(state: Opportunity, command: Command, now: datetime, looked_up: Looke
                 code="unknown_user",
             )
     new = _copy(state, stages=not declaration.leaves_stages)
-    change = declaration.rule(new, command, now, looked_up)
+    ruling = declaration.rule(new, command, now, looked_up)
     new.revision += 1
     new.last_command_at = now
     if command.request_id is not None:
         remember(new, command.request_id)
-    result = _result(new, name, command.request_id, change.message)
-    result.actions = change.actions
-    return Decision(state=new, effects=change.effects, result=result)
+    result = _result(new, name, command.request_id, ruling.message)
+    result.actions = ruling.actions
+    return Decision(state=new, effects=ruling.effects, result=result)
 
 
 def settle(
@@ -271,23 +271,23 @@ def fire_timers(state: Opportunity, now: datetime) -> Decision | None:
     if deadline is None or deadline > now:
         return None  # nothing due: no copy needed to find that out
     new = _copy(state)
-    change = stage_rules.fire_timers(new, now)
-    if change is None:
+    ruling = stage_rules.fire_timers(new, now)
+    if ruling is None:
         return None
     new.revision += 1
     return Decision(
-        state=new, effects=change.effects, result=_result(new, "timer", None, change.message)
+        state=new, effects=ruling.effects, result=_result(new, "timer", None, ruling.message)
     )
 
 
 def reopen(state: Opportunity, stage: str, by: str | None, now: datetime) -> Decision:
     """A won or lost opportunity opened again in `stage` (history source `reopened`)."""
     new = _copy(state)
-    change = stage_rules.reopen(new, stage, by, now)
+    ruling = stage_rules.reopen(new, stage, by, now)
     new.revision += 1
     new.last_command_at = now
     return Decision(
-        state=new, effects=change.effects, result=_result(new, "reopen", None, change.message)
+        state=new, effects=ruling.effects, result=_result(new, "reopen", None, ruling.message)
     )
 
 
@@ -329,17 +329,28 @@ def reject(state: Opportunity, name: str, payload: object, rejected: CommandReje
            now: datetime) -> Opportunity:  # fmt: skip
     """Keep a rejected signal in `rejected` (the newest `MAX_REJECTED`, each with at most
     `MAX_REJECTED_PAYLOAD` characters of its payload); nothing else changes."""
+    return reject_all(state, [(name, payload, rejected)], now)
+
+
+def reject_all(
+    state: Opportunity, signals: list[tuple[str, object, CommandRejected]], now: datetime
+) -> Opportunity:
+    """Keep rejected signals (name, payload, rejection) in `rejected`, as `reject` does, in
+    one copy of the state."""
+    records = [
+        Rejection(
+            command=name[:200],
+            code=rejected.code,
+            reason=cut(rejected.reason, MAX_REASON),
+            payload=payload[:MAX_REJECTED_PAYLOAD]
+            if isinstance(payload, str)
+            else excerpt(payload, MAX_REJECTED_PAYLOAD),
+            at=now,
+        )
+        for name, payload, rejected in signals[-MAX_REJECTED:]
+    ]
     new = state.model_copy()
-    record = Rejection(
-        command=name[:200],
-        code=rejected.code,
-        reason=cut(rejected.reason, MAX_REASON),
-        payload=payload[:MAX_REJECTED_PAYLOAD]
-        if isinstance(payload, str)
-        else excerpt(payload, MAX_REJECTED_PAYLOAD),
-        at=now,
-    )
-    new.rejected = [*state.rejected, record][-MAX_REJECTED:]
+    new.rejected = [*state.rejected, *records][-MAX_REJECTED:]
     return new
 
 

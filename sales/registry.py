@@ -36,7 +36,7 @@ from sales.commands import (
 from sales.errors import CommandRejected
 from sales.opportunity import Opportunity
 from sales.process import FoundProcess
-from sales.results import Change
+from sales.results import Ruling
 from sales.validation import validate
 
 
@@ -62,7 +62,7 @@ class LookedUp:
     """Of the users needed, those that exist (None: not looked up, so not checked)."""
 
 
-Rule = Callable[[Opportunity, Any, datetime, LookedUp], Change]
+Rule = Callable[[Opportunity, Any, datetime, LookedUp], Ruling]
 """A rule: changes the (copied) state in place, returns what it did; `CommandRejected` when
 the command cannot be applied."""
 
@@ -82,7 +82,7 @@ class Declaration:
     """The `opportunities` command that sends it (`action add`, ...)."""
 
 
-def _plain(rule: Callable[[Opportunity, Any, datetime], Change]) -> Rule:
+def _plain(rule: Callable[[Opportunity, Any, datetime], Ruling]) -> Rule:
     """A rule that needs nothing looked up."""
     return lambda state, command, now, looked_up: rule(state, command, now)
 

@@ -113,7 +113,7 @@ COMMAND_OUTCOME = "command_outcome"
 
 
 @dataclass
-class Change:
+class Ruling:
     """What a rule did to the (copied) state: effects to carry out and what to report."""
 
     message: str

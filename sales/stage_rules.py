@@ -25,7 +25,7 @@ from sales.opportunity import (
     StageState,
 )
 from sales.process import ActivitySpec, CalendarAction, FoundProcess
-from sales.results import Change
+from sales.results import Ruling
 from sales.validation import MAX_ACTIONS, MAX_ACTIONS_PER_STAGE, MAX_NOTES, cut
 
 
@@ -48,7 +48,7 @@ def require_open(state: Opportunity) -> None:
         )
 
 
-def change_stage(state: Opportunity, command: ChangeStage, now: datetime) -> Change:
+def change_stage(state: Opportunity, command: ChangeStage, now: datetime) -> Ruling:
     require_stage(state, command.stage)
     if command.stage == state.current_stage:
         raise CommandRejected(
@@ -65,7 +65,7 @@ def change_stage(state: Opportunity, command: ChangeStage, now: datetime) -> Cha
         reason=command.reason,
         cancel=command.cancel_open_activities,
     )
-    return Change(f"moved from {left!r} to {command.stage!r}", effects)
+    return Ruling(f"moved from {left!r} to {command.stage!r}", effects)
 
 
 def require_cancel_allowed(state: Opportunity, cancel: bool | None) -> None:
@@ -84,14 +84,14 @@ def cancels_on_leaving(state: Opportunity, asked: bool | None) -> bool:
     return wanted and state.process.allow_cancel_activities
 
 
-def change_owner(state: Opportunity, command: ChangeOwner, now: datetime) -> Change:
+def change_owner(state: Opportunity, command: ChangeOwner, now: datetime) -> Ruling:
     if command.owner == state.owner:
         raise CommandRejected(
             f"the opportunity is already owned by {command.owner!r}", code="already_owned"
         )
     previous = state.owner
     state.owner = command.owner
-    return Change(f"owner changed from {previous!r} to {command.owner!r}")
+    return Ruling(f"owner changed from {previous!r} to {command.owner!r}")
 
 
 def record(state: Opportunity, **entry: Any) -> HistoryEntry:
@@ -269,7 +269,7 @@ def next_deadline(state: Opportunity) -> datetime | None:
     return min(due) if due else None
 
 
-def fire_timers(state: Opportunity, now: datetime) -> Change | None:
+def fire_timers(state: Opportunity, now: datetime) -> Ruling | None:
     """Apply the stage timers due at `now` to `state` (in place); None if none is due."""
     advance = _advance_due(state)
     if state.status == "open" and advance is not None and advance <= now:
@@ -285,14 +285,14 @@ def fire_timers(state: Opportunity, now: datetime) -> Change | None:
             by=None,
             reason=f"{days} days in stage {left!r}",
         )
-        return Change(f"moved from {left!r} to {following.name!r} after {days} days", effects)
+        return Ruling(f"moved from {left!r} to {following.name!r} after {days} days", effects)
     follow_up = _follow_up_due(state)
     if state.status == "open" and follow_up is not None and follow_up <= now:
         return _add_follow_up(state, now)
     return None
 
 
-def _add_follow_up(state: Opportunity, now: datetime) -> Change:
+def _add_follow_up(state: Opportunity, now: datetime) -> Ruling:
     """A follow-up action with its activity. A stage (or an opportunity) with no room for
     another action first drops its oldest completed follow-up; without one, none is added
     and the timer waits another idle period."""
@@ -303,7 +303,7 @@ def _add_follow_up(state: Opportunity, now: datetime) -> Change:
     if not has_room(state, stage):
         oldest = next((a for a in stage.actions if a.action_id.startswith("follow-up-")), None)
         if oldest is None:
-            return Change("no room for a follow-up action in this stage")
+            return Ruling("no room for a follow-up action in this stage")
         stage.actions = [a for a in stage.actions if a is not oldest]
         retire(state, [oldest])
     taken = {a.action_id for s in state.stages for a in s.actions}
@@ -326,7 +326,7 @@ def _add_follow_up(state: Opportunity, now: datetime) -> Change:
     )
     stage.actions = [*stage.actions, action]
     effect = new_calendar_activity(state, action, action.definition, now)  # type: ignore[arg-type]
-    return Change(f"follow-up {action.action_id} created", [effect])
+    return Ruling(f"follow-up {action.action_id} created", [effect])
 
 
 def has_room(state: Opportunity, stage: StageState) -> bool:
@@ -353,7 +353,7 @@ def retire(state: Opportunity, actions: list[ActionState]) -> None:
 # --- reopening --------------------------------------------------------------------------------
 
 
-def reopen(state: Opportunity, stage: str, by: str | None, now: datetime) -> Change:
+def reopen(state: Opportunity, stage: str, by: str | None, now: datetime) -> Ruling:
     if state.status == "open":
         raise CommandRejected(
             "the opportunity is open; only a won or lost one can be reopened", code="not_closed"
@@ -370,7 +370,7 @@ def reopen(state: Opportunity, stage: str, by: str | None, now: datetime) -> Cha
         )
     left = state.current_stage
     effects = enter_stage(state, stage, now, source="reopened", by=by, reason=None)
-    return Change(f"reopened: moved from {left!r} to {stage!r}", effects)
+    return Ruling(f"reopened: moved from {left!r} to {stage!r}", effects)
 
 
 # --- moving to another process ----------------------------------------------------------------
@@ -378,7 +378,7 @@ def reopen(state: Opportunity, stage: str, by: str | None, now: datetime) -> Cha
 
 def move_process(
     state: Opportunity, command: MoveProcess, now: datetime, found: FoundProcess
-) -> Change:
+) -> Ruling:
     """Into a stage of another process's latest version: the old process's active calendar
     activities are canceled, its action states dropped (their work stays in history), the new
     stage is entered as by hand."""
@@ -426,7 +426,7 @@ def move_process(
     )  # fmt: skip
     entered = state.history[-1]
     entered.canceled_activities = canceled
-    return Change(
+    return Ruling(
         f"moved to stage {command.stage!r} of {definition.process_id} v{target.version}",
         effects,
     )

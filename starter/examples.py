@@ -18,7 +18,7 @@ from activities.letters import put_template
 from runtime import settings
 from sales.errors import describe_validation_error
 from sales.process import ProcessDefinition
-from starter.cli_common import load_document
+from starter.cli.common import load_document
 from store import events, letters
 from store import processes as stored_processes
 from store.schema import migrate

@@ -74,6 +74,7 @@ async def temporal_env(
         data_converter=pydantic_data_converter,
         ui=True,
         ui_port=ui_port,
+        dev_server_startup_timeout=timedelta(seconds=60),  # two start at once on a busy machine
         dev_server_extra_args=[
             *("--http-port", str(http_port)),
             *("--ui-codec-endpoint", ui_codec),

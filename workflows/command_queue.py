@@ -6,8 +6,8 @@ for its result.
 
 The queue holds at most `MAX_QUEUED` commands and `QUEUED_BUDGET` bytes of payloads, and
 while the run is due to continue as new at most what the next run can carry: past that, a
-signal is rejected at once (`limit_reached`, kept in `rejected`) and an update is refused by
-its validator, so a storm can neither grow a run's memory without bound nor keep it from
+signal is rejected (`limit_reached`, kept in `rejected`) and an update is refused by its
+validator, so a storm can neither grow a run's memory without bound nor keep it from
 continuing as new. While the run
 holds (its read model cannot be written), updates are refused as `unavailable`."""
 
@@ -38,15 +38,17 @@ QUEUED_BUDGET = 8 * 1024 * 1024
 
 
 def command_handlers(name: str) -> tuple[Any, Any]:
-    """The signal and the same-name update (with its validator) of one command, for a
-    workflow with a `queue` and a `state`: both take the payload raw into the queue
-    (`payloads.OneArgument` makes it exactly one argument)."""
+    """The signal and the same-name update (with its validator) of one declared command, its
+    summary as their description, for a workflow with a `queue` and a `state`: both take the
+    payload raw into the queue (`payloads.OneArgument` makes it exactly one argument)."""
 
-    @workflow.signal(name=name)
+    summary = REGISTRY[name].summary  # shown by the Temporal UI and `temporal workflow metadata`
+
+    @workflow.signal(name=name, description=summary)
     def on_signal(self, payload: RawValue = NO_INPUT) -> None:
         self.queue.receive(name, [payload])
 
-    @workflow.update(name=name)
+    @workflow.update(name=name, description=summary)
     async def on_update(self, payload: RawValue = NO_INPUT) -> CommandResult:
         return await self.queue.submit(name, [payload])
 
@@ -66,16 +68,14 @@ def command_handlers(name: str) -> tuple[Any, Any]:
 
 
 class CommandQueue:
-    def __init__(
-        self,
-        refuse: Callable[[QueuedCommand, CommandRejected], None],
-        continuing: Callable[[], bool],
-    ) -> None:
-        """`refuse`: rejects a signal that finds the queue full, at once; `continuing`:
-        whether the run is due to continue as new (then the queue takes only what the next run
-        can carry, so that a storm cannot keep the run from continuing)."""
+    def __init__(self, continuing: Callable[[], bool]) -> None:
+        """`continuing`: whether the run is due to continue as new (then the queue takes only
+        what the next run can carry, so that a storm cannot keep the run from continuing)."""
         self.items: list[QueuedCommand] = []
-        self._refuse = refuse
+        self.refused: list[tuple[str, RawValue, CommandRejected]] = []
+        """Signals that found the queue full, as they came, until the run takes them
+        (`take_refused`) in the same activation: a storm brings thousands in one, so each
+        costs only its arrival here, and the run rejects them together."""
         self._continuing = continuing
         self._bytes = 0
         self.signals = 0
@@ -91,16 +91,21 @@ class CommandQueue:
         return bool(self.items)
 
     def receive(self, name: str, args: Sequence[RawValue]) -> None:
-        """A signal: queued, nobody waits (rejected at once when the queue is full)."""
+        """A signal: queued, nobody waits (refused when the queue is full)."""
         self._arrived()
         self.signals += 1
-        item = received(name, args)
+        payload = args[0] if args else NO_INPUT
         try:
-            self.require_room(args[0] if args else NO_INPUT)
+            self.require_room(payload)
         except CommandRejected as full:
-            self._refuse(item, full)
+            self.refused.append((name, payload, full))
             return
-        self._add(item)
+        self._add(received(name, args))
+
+    def take_refused(self) -> list[QueuedCommand]:
+        """The signals refused since the last call, as commands with their problem."""
+        refused, self.refused = self.refused, []
+        return [received(name, [payload], refused=full) for name, payload, full in refused]
 
     @property
     def payload_bytes(self) -> int:
@@ -172,10 +177,12 @@ class CommandQueue:
         return tickets[-1] + 1 if tickets else 0
 
 
-def received(name: str, args: Sequence[RawValue]) -> QueuedCommand:
+def received(
+    name: str, args: Sequence[RawValue], refused: CommandRejected | None = None
+) -> QueuedCommand:
     """A command as it arrived: its decoded payload, or its problem and an excerpt; its
-    envelope read once, here; a name that is no command's kept as an
-    escaped excerpt."""
+    envelope read once, here; a name that is no command's kept as an escaped excerpt. One
+    `refused` on arrival is not validated (a storm's refusals must stay cheap)."""
     name = loggable(name)
     size = len(args[0].payload.data) if args else 0
     try:
@@ -183,14 +190,18 @@ def received(name: str, args: Sequence[RawValue]) -> QueuedCommand:
     except CommandRejected as rejected:
         data = args[0].payload.data if args else b""
         readable = payloads.loosely(data)
+        kept = safe_excerpt(data)
         return QueuedCommand(
             name=name,
-            payload=safe_excerpt(data),
+            payload=kept,
             problem=(rejected.code, cut(rejected.reason, MAX_REASON)),
             envelope=envelope_of(readable),
-            size=size,
+            size=len(kept.encode()),  # what it holds and carries: the excerpt, not the payload
         )
-    return QueuedCommand(name=name, payload=payload, size=size, envelope=envelope_of(payload))
+    problem = None if refused is None else (refused.code, cut(refused.reason, MAX_REASON))
+    return QueuedCommand(
+        name=name, payload=payload, size=size, envelope=envelope_of(payload), problem=problem
+    )
 
 
 def envelope_of(payload: object) -> Envelope:

@@ -52,6 +52,21 @@ class Delivery:
         telemetry.count_command(item.name, "rejected")
         workflow.logger.info("%s rejected: %s", item.name, rejected.code)
 
+    def refused(self, opportunity_id: str, refused: list[tuple[QueuedCommand, CommandRejected]]
+                ) -> None:  # fmt: skip
+        """Signals refused on arrival (the queue was full), however many: each answered at
+        its `reply_to`, counted, and one log line for them all."""
+        counts: dict[tuple[str, str], int] = {}
+        for item, rejected in refused:
+            if item.envelope.reply_to is not None:
+                self._reply(opportunity_id, item, "rejected", rejected)
+            key = (item.name, rejected.code)
+            counts[key] = counts.get(key, 0) + 1
+        for (name, _), count in counts.items():
+            telemetry.count_command(name, "rejected", count)
+        codes = sorted({code for _, code in counts})
+        workflow.logger.info("%d signals rejected: %s", len(refused), ", ".join(codes))
+
     async def replies_sent(self) -> None:
         while self._replies:
             await self._replies.pop()

@@ -59,11 +59,15 @@ class QueuedCommand(BaseModel):
                 self.problem = (rejected.code, cut(rejected.reason, MAX_REASON))
         return self
 
+    def rejection(self) -> CommandRejected:
+        """Why it cannot be applied (for a command queued with its problem)."""
+        code, reason = self.problem or ("invalid_payload", "no command")
+        return CommandRejected(reason, code=code)
+
     def command(self) -> Command:
         """The command it carries; `CommandRejected` if there is none."""
         if self._command is None:
-            code, reason = self.problem or ("invalid_payload", "no command")
-            raise CommandRejected(reason, code=code)
+            raise self.rejection()
         return self._command
 
 

@@ -43,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
 class OpportunityWorkflow:
     def __init__(self) -> None:
         self.state: Opportunity | None = None
-        self.queue = CommandQueue(self.refuse, self.continuing)
+        self.queue = CommandQueue(self.continuing)
         self.delivery = Delivery(self.queue)
         self.projection = Projection()
         self.indexing = Indexing(lambda: self.state)
@@ -71,11 +71,13 @@ class OpportunityWorkflow:
                 continue
             try:
                 await workflow.wait_condition(
-                    lambda: not self.projection.holding and (bool(self.queue) or self.continuing()),
+                    lambda: bool(self.queue.refused)
+                    or (not self.projection.holding and (bool(self.queue) or self.continuing())),
                     timeout=None if wake is None else wake - workflow.now(),
                 )
             except TimeoutError:
                 continue
+            self.reject_refused()
             await self.apply_queued(stop_when_continuing=True)
             if self.state.status == "open" and self.continuing():
                 if await self.ready_to_continue():
@@ -196,14 +198,15 @@ class OpportunityWorkflow:
         if self.projection.holding:
             raise unavailable()
 
-    def refuse(self, item: QueuedCommand, rejected: CommandRejected) -> None:
-        """A signal refused on arrival (the queue is full): kept in `rejected` at once."""
-        if self.state is not None:
-            self.state = core.reject(
-                self.state, item.name, item.payload, rejected, workflow.now()
-            )
+    def reject_refused(self) -> None:
+        """The signals refused on arrival (the queue was full), kept in `rejected` together:
+        one copy of the state, one log line, however many a storm brought."""
+        refused = [(item, item.rejection()) for item in self.queue.take_refused()]
+        if refused and self.state is not None:
+            signals = [(item.name, item.payload, rejected) for item, rejected in refused]
+            self.state = core.reject_all(self.state, signals, workflow.now())
             self.indexing.publish(self.state)
-            self.delivery.rejected(self.state.opportunity_id, item, rejected)
+            self.delivery.refused(self.state.opportunity_id, refused)
 
     async def apply_queued(self, *, stop_when_continuing: bool = False, upto: int = -1) -> None:
         """Apply the queued commands (or the first `upto`) in arrival order, in batches that
@@ -300,7 +303,11 @@ class OpportunityWorkflow:
                 )
             if self.state.status != "open":
                 return False
+        self.reject_refused()
         await self.delivery.replies_sent()
+        while self.queue.refused:  # refused while the replies went out
+            self.reject_refused()
+            await self.delivery.replies_sent()
         return continue_as_new.carries(len(self.queue.items), self.queue.payload_bytes)
 
     def carried(self, start: OpportunityInput) -> OpportunityInput:
@@ -325,6 +332,7 @@ class OpportunityWorkflow:
         closed), then end. `reopen` starts a new run from the state returned here."""
         assert self.state is not None
         while True:
+            self.reject_refused()
             while self.queue:
                 item = self.queue.take()
                 outcome = await self.apply(item)  # rejected: closed (or a duplicate request)
@@ -341,9 +349,11 @@ class OpportunityWorkflow:
                     await self.sleep_or_command(retry_at - workflow.now())
                 continue
             await workflow.wait_condition(
-                lambda: workflow.all_handlers_finished() or bool(self.queue)
+                lambda: workflow.all_handlers_finished()
+                or bool(self.queue)
+                or bool(self.queue.refused)
             )
-            if not self.queue:
+            if not self.queue and not self.queue.refused:
                 self.indexing.publish(self.state, due=True)
                 return continue_as_new.within_budget(self.state)  # the result fits a payload
 

@@ -12,11 +12,11 @@ EFFECT_FAILURES = "opportunities_effect_failures"
 DEAD_LETTERS = "opportunities_dead_letters"
 
 
-def count_command(command: str, result: str) -> None:
-    """One command handled: `result` is applied, duplicate or rejected."""
+def count_command(command: str, result: str, count: int = 1) -> None:
+    """Commands handled: `result` is applied, duplicate or rejected."""
     workflow.metric_meter().create_counter(
         COMMANDS, "Commands handled by opportunities, by command and result"
-    ).add(1, {"command": command, "result": result})
+    ).add(count, {"command": command, "result": result})
 
 
 def count_effect(effect: str) -> None:

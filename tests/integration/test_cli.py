@@ -13,9 +13,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from runtime import embedded
-from starter import schemas
-from starter.client import OpportunitiesClient
-from starter.read_model import ReadModel
+from starter.client import OpportunitiesClient, schemas
+from starter.client.read_model import ReadModel
 from store import calendar, letters, users
 from store.search import SearchFilters
 from tests.support.helpers import WELCOME, eventually, example_definition, open_one, own_definition

@@ -23,7 +23,7 @@ from temporalio.worker import Worker
 import store.opportunities
 from sales.errors import CommandRejected
 from starter.client import OpportunitiesClient, StartFailed
-from starter.verify import verify
+from starter.client.verify import verify
 from tests.integration.test_nothing_stuck import code_of, rejection
 from tests.integration.test_operators import current_details
 from tests.support.helpers import (

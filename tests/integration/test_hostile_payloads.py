@@ -32,7 +32,7 @@ from temporalio.worker import Worker
 
 from sales.registry import COMMANDS
 from starter.client import OpportunitiesClient
-from starter.verify import verify
+from starter.client.verify import verify
 from store import users
 from tests.support.helpers import add_users, open_one, task_failures
 

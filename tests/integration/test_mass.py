@@ -13,7 +13,7 @@ from temporalio.worker import Worker
 import store.opportunities
 from sales.commands import ChangeStage
 from starter.client import OpportunitiesClient
-from starter.read_model import ReadModel
+from starter.client.read_model import ReadModel
 from store import users
 from store.search import SearchFilters
 from tests.support.helpers import eventually, setup_contact, setup_process, setup_references

@@ -14,7 +14,7 @@ from sales.contact import Contact
 from sales.opportunity import OpportunitySummary
 from sales.process import ProcessDefinition
 from starter.client import OpportunitiesClient
-from starter.read_model import ReadModel
+from starter.client.read_model import ReadModel
 from store import contacts, processes, search
 from store.search import SearchFilters
 from tests.support.helpers import eventually, example_definition, open_one

@@ -20,8 +20,8 @@ from runtime.workflow_ids import opportunity_workflow_id
 from sales.contact import Contact
 from sales.process import ProcessDefinition
 from starter.client import OpportunitiesClient
-from starter.read_model import ReadModel
-from starter.verify import Verdict, verify
+from starter.client.read_model import ReadModel
+from starter.client.verify import Verdict, verify
 from store import contacts, events, processes, users
 from worker import build_worker
 

@@ -13,7 +13,7 @@ import asyncpg
 from temporalio.service import RPCError
 
 from starter.client import OpportunitiesClient
-from starter.verify import verify
+from starter.client.verify import verify
 from tests.support.helpers import eventually, setup_contact, setup_process, setup_references
 from tests.support.servers import Servers
 from tests.support.worker_process import WorkerProcess, worker_env

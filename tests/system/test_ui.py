@@ -6,17 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, async_playwright, expect
 from playwright.async_api import Error as PlaywrightError
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from runtime.codec import EncryptionCodec, Keyring, data_converter
+from sales.registry import REGISTRY
 from starter.client import OpportunitiesClient
 from tests.support.helpers import (
     TEST_KEYS,
@@ -140,7 +142,10 @@ async def test_operators_filter_by_stage_and_read_summary_and_details(
         await page.get_by_role("menuitem", name="Send a Signal").first.click()
         form = page.locator("dialog[open]")
         await form.get_by_test_id("signal-select-button").click()
-        await form.get_by_role("option", name="change_stage", exact=True).click()
+        # each signal is listed with its description: the command's summary in the registry
+        option = form.get_by_role("option", name=re.compile(r"^change_stage\b"))
+        await expect(option).to_contain_text(REGISTRY["change_stage"].summary)
+        await option.click()
         await form.locator(".cm-content").click()
         await page.keyboard.insert_text('{"stage": "Needs analysis", "by": "ui-operator"}')
         await page.screenshot(path=str(tmp_path / "signal-form.png"), full_page=True)

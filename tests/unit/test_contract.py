@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator
 
 from sales import core
 from sales.commands import ChangeStage, PerformActions
-from starter import schemas
+from starter.client import schemas
 from tests.support.core import PROCESS, T0, opened
 from tests.support.helpers import EXAMPLE_PROCESS
 

@@ -18,6 +18,7 @@ from sales.commands import (
     AddAction,
     AddRemark,
     Assign,
+    ChangeOwner,
     ChangeStage,
     Command,
     CompleteActions,
@@ -444,6 +445,10 @@ class OpportunityMachine(RuleBasedStateMachine):
         self.run(MoveProcess(process_id=process_id, stage=stage))
         if (self.state.process_id, self.state.process_version) != before:
             self.completed = set()  # the new process's actions, none completed yet
+
+    @rule(user=st.sampled_from(["ann", "bob", "zed"]))
+    def change_owner(self, user: str) -> None:
+        self.run(ChangeOwner(owner=user))
 
     @rule(text=st.sampled_from(["call back", "prefers e-mail"]))
     def add_remark(self, text: str) -> None:

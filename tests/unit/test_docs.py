@@ -80,3 +80,39 @@ def test_a_path_outside_the_repository_is_found(tmp_path: Path) -> None:
     page = tmp_path / "docs" / "page.md"
     page.write_text("[in](../README.md) see `../../elsewhere/SPEC.md`\n")
     assert paths_outside(page, root=tmp_path) == ["../../elsewhere/SPEC.md"]
+
+
+NAMED_PATH = re.compile(r"`([\w.-]+(?:/[\w.-]+)*/?)`")
+"""A path written in backticks, such as `workflows/lookups.py` or `tests/histories/`."""
+EXTENSIONS = {".py", ".md", ".json", ".sql", ".yml", ".yaml", ".toml", ".txt", ".png", ".sh"}
+
+
+def missing_paths(path: Path, root: Path = ROOT) -> list[str]:
+    """The paths of the repository a document names in backticks that do not exist (relative
+    to the repository or to the document): a slash in them, and a known extension, a
+    trailing slash or a top-level folder of the repository as their first part. A path in
+    another repository is named with the repository (`compose-spec: schema/...`) or not in
+    backticks."""
+    top = {p.name for p in root.iterdir()}
+    missing = []
+    for named in NAMED_PATH.findall(path.read_text()):
+        if "/" not in named or named.startswith("."):  # .venv/, .data/: made at run time
+            continue
+        looks_like_path = (
+            named.endswith("/") or Path(named).suffix in EXTENSIONS or named.split("/")[0] in top
+        )
+        if looks_like_path and not (root / named).exists() and not (path.parent / named).exists():
+            missing.append(named)
+    return missing
+
+
+def test_every_path_the_docs_name_exists() -> None:
+    assert {str(p.relative_to(ROOT)): m for p in documents() if (m := missing_paths(p))} == {}
+
+
+def test_a_missing_path_is_found(tmp_path: Path) -> None:
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "workflows" / "here.py").write_text("")
+    page = tmp_path / "page.md"
+    page.write_text("`workflows/here.py` `workflows/gone.py` `o/intro-call/1` `old/`\n")
+    assert missing_paths(page, root=tmp_path) == ["workflows/gone.py", "old/"]

@@ -48,6 +48,9 @@ def test_the_workflow_takes_each_command_as_a_signal_and_an_update_and_nothing_e
     signals = {name for name in definition.signals if name is not None}  # None: the catch-all
     assert signals == NAMES
     assert set(definition.updates) == NAMES
+    for name in NAMES:  # what the Temporal UI shows of each
+        assert definition.signals[name].description == REGISTRY[name].summary
+        assert definition.updates[name].description == REGISTRY[name].summary
 
 
 def test_the_client_has_a_method_per_command_taking_its_payload_fields() -> None:

@@ -31,8 +31,10 @@ from sales.errors import (
 )
 from sales.process import ProcessDefinition
 from sales.validation import MAX_PROCESS_BYTES
-from starter import cli, cli_common, cli_setup
-from starter.cli_common import (
+from starter import cli
+from starter.cli import common as cli_common
+from starter.cli import setup as cli_setup
+from starter.cli.common import (
     SafeConsole,
     UserError,
     load_document,

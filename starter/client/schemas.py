@@ -3,7 +3,7 @@
 Backend services in any language validate what they send (and parse what they get) against
 these files under `contract/`, so they are generated from the very models the workflows use;
 `tests/test_contract.py` fails when the committed files drift from the code, and
-`python -m starter.schemas` (or `make contract`) rewrites them.
+`python -m starter.client.schemas` (or `make contract`) rewrites them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from sales.results import CommandOutcome, CommandResult
 from workflows.mass_messages import MassModifyInput, Progress
 from workflows.messages import ReopenOpportunity
 
-CONTRACT_DIR = Path(__file__).resolve().parent.parent / "contract"
+CONTRACT_DIR = Path(__file__).resolve().parents[2] / "contract"
 
 
 def _input(model: type[BaseModel], title: str) -> Callable[[], dict[str, Any]]:

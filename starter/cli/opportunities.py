@@ -23,7 +23,7 @@ from sales.commands import (
 from sales.errors import describe_validation_error
 from sales.opportunity import HistoryEntry, Opportunity
 from sales.process import FoundProcess, SalesProcess
-from starter.cli_common import (
+from starter.cli.common import (
     ColumnsOption,
     JsonFlag,
     UserError,
@@ -40,15 +40,15 @@ from starter.cli_common import (
     styled,
     validated,
 )
-from starter.cli_send import (
+from starter.cli.send import (
     ByOption,
     command_of,
     require_users,
     send,
 )
 from starter.client import OpportunitiesClient
-from starter.read_model import ReadModel
-from store import opportunities, processes, search
+from starter.client.read_model import ReadModel
+from store import processes
 from store.search import SearchFilters, SortKey
 
 app = new_app("Opportunities.")
@@ -84,7 +84,7 @@ def create(
         async with database() as pool:
             contact_name = await ReadModel(pool).contact_name(contact)
             found = await _check_start(pool, contact, contact_name, process, stage)
-            if opportunity_id is not None and await opportunities.find_run(pool, opportunity_id):
+            if opportunity_id is not None and await ReadModel(pool).run_of(opportunity_id):
                 raise UserError(
                     f"opportunity {opportunity_id!r} already exists; an opportunity id is used "
                     "once: give another --id, or reopen it"
@@ -431,7 +431,7 @@ def remark_list(
 
     async def work() -> None:
         async with database() as pool:
-            remarks = await opportunities.list_remarks(pool, opportunity_id, limit=limit)
+            remarks = await ReadModel(pool).remarks(opportunity_id, limit)
         if as_json:
             print_json(remarks)
             return
@@ -504,8 +504,7 @@ def search_command(
     async def work() -> None:
         async with database() as pool:
             try:
-                page = await search.search(
-                    pool,
+                page = await ReadModel(pool).search(
                     filters,
                     sort=cast(SortKey, sort),
                     descending=desc,

@@ -23,7 +23,7 @@ from sales.commands import (
 )
 from sales.process import CalendarAction
 from sales.validation import out_of_range
-from starter.cli_common import (
+from starter.cli.common import (
     ColumnsOption,
     JsonFlag,
     UserError,
@@ -39,7 +39,7 @@ from starter.cli_common import (
     print_table,
     run,
 )
-from starter.cli_send import (
+from starter.cli.send import (
     ByOption,
     command_of,
     opportunity_of,
@@ -48,7 +48,7 @@ from starter.cli_send import (
     state_of,
 )
 from starter.client import OpportunitiesClient
-from store import calendar
+from starter.client.read_model import ReadModel
 
 app = new_app("Stage actions.")
 action_app = new_app("Actions of one opportunity (its own copy of the process's actions).")
@@ -278,8 +278,8 @@ def activity_list(
 
     async def work() -> None:
         async with database() as pool:
-            found = await calendar.list_for(
-                pool, opportunity_id, assignee=assignee, due_from=since, due_before=until
+            found = await ReadModel(pool).calendar_activities(
+                opportunity_id, assignee=assignee, due_from=since, due_before=until
             )
         if as_json:
             print_json(found)
@@ -319,7 +319,7 @@ def activity_show(activity_id: str, as_json: JsonFlag = False) -> None:
 
     async def work() -> None:
         async with database() as pool:
-            found = await calendar.get(pool, activity_id)
+            found = await ReadModel(pool).calendar_activity(activity_id)
         if found is None:
             raise UserError(f"unknown calendar activity {activity_id!r}")
         if as_json:

@@ -1,14 +1,18 @@
-"""Reading the read model (PostgreSQL) from a backend service: searches and the names the
-CLI shows. Commands and queries go through Temporal (`starter.client`)."""
+"""Reading the read model (PostgreSQL) from a backend service and the CLI: searches, calendar
+activities, remarks, the run an opportunity's row names. Commands and queries go through
+Temporal (`starter.client`)."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import asyncpg
 
 import store
 from runtime import settings
-from sales.opportunity import HistoryEntry
-from store import contacts, opportunities, search
+from sales.opportunity import HistoryEntry, Remark
+from store import calendar, contacts, opportunities, search
+from store.calendar import CalendarActivity
 from store.search import SearchFilters, SearchPage, SortKey
 
 
@@ -60,3 +64,34 @@ class ReadModel:
         """The history entries older than `seq` (the workflow keeps only the newest)."""
         entries = await opportunities.get_history(self.pool, opportunity_id)
         return [entry for entry in entries if entry.seq < seq]
+
+    async def matching_ids(self, filters: SearchFilters | None = None) -> list[str]:
+        """The ids of every opportunity matching `filters` (every one without)."""
+        return await search.matching_ids(self.pool, filters or SearchFilters())
+
+    async def process_versions(self, filters: SearchFilters) -> list[tuple[str, int]]:
+        """The process versions the opportunities matching `filters` follow."""
+        return await search.process_versions(self.pool, filters)
+
+    async def run_of(self, opportunity_id: str) -> tuple[str, str | None] | None:
+        """The opportunity's status and the run its row names (None: unknown)."""
+        return await opportunities.find_run(self.pool, opportunity_id)
+
+    async def remarks(self, opportunity_id: str, limit: int) -> list[Remark]:
+        """The opportunity's remarks, newest first."""
+        return await opportunities.list_remarks(self.pool, opportunity_id, limit=limit)
+
+    async def calendar_activities(
+        self,
+        opportunity_id: str | None = None,
+        *,
+        assignee: str | None = None,
+        due_from: datetime | None = None,
+        due_before: datetime | None = None,
+    ) -> list[CalendarActivity]:
+        """Calendar activities by due date (see `store.calendar.list_for`)."""
+        return await calendar.list_for(self.pool, opportunity_id, assignee=assignee,
+                                       due_from=due_from, due_before=due_before)  # fmt: skip
+
+    async def calendar_activity(self, activity_id: str) -> CalendarActivity | None:
+        return await calendar.get(self.pool, activity_id)

@@ -11,7 +11,7 @@ import typer
 
 from runtime import codec, codec_server
 from runtime.settings import setting
-from starter.cli_common import UserError, console, new_app, run
+from starter.cli.common import UserError, console, new_app, run
 
 app = new_app("The codec server.")
 

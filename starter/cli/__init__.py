@@ -2,7 +2,7 @@
 
 Every command that prints takes `--json` for machine output. Errors go to stderr as one
 sentence that says what is wrong, with exit code 1 (2 for usage errors, from typer); what
-they quote is shown escaped, as all output is (`starter.cli_common`).
+they quote is shown escaped, as all output is (`starter.cli.common`).
 """
 
 from __future__ import annotations
@@ -19,38 +19,30 @@ from typer import TyperException, rich_utils
 from activities import rendering
 from runtime.escaping import neutralized
 from sales.errors import CommandRejected, describe_validation_error, with_code
-from starter import (
-    cli_actions,
-    cli_codec,
-    cli_mass,
-    cli_opportunities,
-    cli_schema,
-    cli_setup,
-    cli_verify,
-)
-from starter.cli_common import EXPECTED_ERRORS, errors, new_app, styled
+from starter.cli import actions, codec, mass, opportunities, schema, setup, verify
+from starter.cli.common import EXPECTED_ERRORS, errors, new_app, styled
 
 app = new_app(
     "Sales opportunities on Temporal: setup, contacts, and the commands that advance a sale."
 )
-app.add_typer(cli_setup.process_app, name="process")
-app.add_typer(cli_setup.contact_app, name="contact")
-app.add_typer(cli_setup.event_app, name="event")
-app.add_typer(cli_setup.template_app, name="template")
-app.add_typer(cli_setup.letter_app, name="letter")
-app.add_typer(cli_setup.user_app, name="user")
-app.add_typer(cli_mass.mass_app, name="mass-modify")
+app.add_typer(setup.process_app, name="process")
+app.add_typer(setup.contact_app, name="contact")
+app.add_typer(setup.event_app, name="event")
+app.add_typer(setup.template_app, name="template")
+app.add_typer(setup.letter_app, name="letter")
+app.add_typer(setup.user_app, name="user")
+app.add_typer(mass.mass_app, name="mass-modify")
 for command in [
-    *cli_opportunities.app.registered_commands,
-    *cli_actions.app.registered_commands,
-    *cli_schema.app.registered_commands,
-    *cli_codec.app.registered_commands,
-    *cli_verify.app.registered_commands,
+    *opportunities.app.registered_commands,
+    *actions.app.registered_commands,
+    *schema.app.registered_commands,
+    *codec.app.registered_commands,
+    *verify.app.registered_commands,
 ]:
     app.registered_commands.append(command)
-app.add_typer(cli_actions.action_app, name="action")
-app.add_typer(cli_actions.activity_app, name="activity")
-app.add_typer(cli_opportunities.remark_app, name="remark")
+app.add_typer(actions.action_app, name="action")
+app.add_typer(actions.activity_app, name="activity")
+app.add_typer(opportunities.remark_app, name="remark")
 
 
 def main() -> None:

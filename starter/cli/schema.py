@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from starter import schemas
-from starter.cli_common import UserError, new_app
+from starter.cli.common import UserError, new_app
+from starter.client import schemas
 
 app = new_app("The JSON Schemas of every payload.")
 

@@ -9,10 +9,10 @@ import asyncpg
 import typer
 
 from runtime.workflow_ids import opportunity_id_of
-from starter.cli_common import JsonFlag, UserError, console, database, new_app, print_json, run
+from starter.cli.common import JsonFlag, UserError, console, database, new_app, print_json, run
 from starter.client import OpportunitiesClient
-from starter.verify import UNCHECKED, Verdict, verify
-from store import search
+from starter.client.read_model import ReadModel
+from starter.client.verify import UNCHECKED, Verdict, verify
 
 app = new_app("Checks.")
 
@@ -79,7 +79,7 @@ def _unchecked(verdict: Verdict) -> bool:
 
 
 async def _every_id(client: OpportunitiesClient, pool: asyncpg.Pool) -> list[str]:
-    ids = set(await search.matching_ids(pool, search.SearchFilters()))
+    ids = set(await ReadModel(pool).matching_ids())
     query = 'WorkflowType = "Opportunity" AND ExecutionStatus = "Running"'
     async for execution in client.temporal.list_workflows(query):
         ids.add(opportunity_id_of(execution.id) or execution.id)

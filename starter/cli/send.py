@@ -13,7 +13,7 @@ from sales.commands import (
 from sales.errors import CommandRejected
 from sales.opportunity import Opportunity
 from sales.results import CommandResult
-from starter.cli_common import (
+from starter.cli.common import (
     Unsuccessful,
     UserError,
     actor,
@@ -27,7 +27,8 @@ from starter.cli_common import (
     validated,
 )
 from starter.client import OpportunitiesClient
-from store import calendar, users
+from starter.client.read_model import ReadModel
+from store import users
 
 ByOption = Annotated[
     str | None, typer.Option("--by", help="Who issues it (kept in history); default: you.")
@@ -37,7 +38,7 @@ C = TypeVar("C", bound=Command)
 
 async def opportunity_of(activity_id: str) -> str:
     async with database() as pool:
-        found = await calendar.get(pool, activity_id)
+        found = await ReadModel(pool).calendar_activity(activity_id)
     if found is None:
         raise UserError(f"unknown calendar activity {activity_id!r}")
     return found.opportunity_id

@@ -15,7 +15,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from runtime.escaping import escaped
 from sales.errors import CommandRejected
-from starter.cli_common import (
+from starter.cli.common import (
     JsonFlag,
     Unsuccessful,
     UserError,
@@ -29,13 +29,14 @@ from starter.cli_common import (
     run,
     validated,
 )
-from starter.cli_opportunities import (
+from starter.cli.opportunities import (
     EnteredAfter,
     EnteredBefore,
     OpenActionsFilter,
     search_filters,
 )
 from starter.client import OpportunitiesClient, batch_refusal
+from starter.client.read_model import ReadModel
 from store import batches, processes, search, users
 from workflows.mass_messages import MassModifyInput
 from workflows.mass_messages import Progress as BatchProgress
@@ -95,7 +96,7 @@ def mass_modify(
     async def work() -> None:
         async with database() as pool:
             await _check_batch(pool, batch)
-            matching = (await search.search(pool, filters, limit=1)).total
+            matching = (await ReadModel(pool).search(filters, limit=1)).total
             if matching and to_stage is not None:
                 await _check_stage(pool, filters, to_stage)
         if matching == 0:
@@ -161,7 +162,7 @@ async def _check_batch(pool: Pool, batch: MassModifyInput) -> None:
 async def _check_stage(pool: Pool, filters: search.SearchFilters, to_stage: str) -> None:
     """Refuse a target stage that no selected opportunity's process has."""
     stages: set[str] = set()
-    for process_id, version in await search.process_versions(pool, filters):
+    for process_id, version in await ReadModel(pool).process_versions(filters):
         process = await processes.get_process(pool, process_id, version)
         if process is not None:
             stages.update(process.definition.stage_names())

@@ -17,7 +17,7 @@ from sales.contact import Contact
 from sales.errors import describe_problems, describe_validation_error
 from sales.process import Action, ProcessDefinition
 from sales.validation import MAX_PROCESS_BYTES, Identifier
-from starter.cli_common import (
+from starter.cli.common import (
     JsonFlag,
     UserError,
     console,
