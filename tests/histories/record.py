@@ -3,8 +3,8 @@
     .venv/bin/python -m tests.histories.record [PATH...]   (or `make histories`: all)
 
 Starts its own PostgreSQL and Temporal dev server, runs each path with a worker of the
-current code, and writes `tests/histories/<path>.json`. `tests/test_replay.py` replays every
-file against the code of the day, so a change that would break running opportunities (a
+current code, and writes `tests/histories/<path>.json`. `tests/unit/test_replay.py` replays
+every file against the code of the day, so a change that would break running opportunities (a
 non-deterministic one) fails the build. Before the first release, record them again in a
 commit of its own whenever the workflow changes; after it, see docs/versioning.md.
 """
