@@ -13,6 +13,7 @@ holds (its read model cannot be written), updates are refused as `unavailable`."
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -26,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from sales import core
     from sales.commands import Envelope
     from sales.errors import CommandRejected, with_code
-    from sales.opportunity import MAX_REASON
+    from sales.opportunity import MAX_REASON, MAX_REJECTED
     from sales.registry import REGISTRY, parse_command
     from sales.results import CommandResult
     from sales.validation import cut, is_short_line, safe_excerpt
@@ -72,10 +73,10 @@ class CommandQueue:
         """`continuing`: whether the run is due to continue as new (then the queue takes only
         what the next run can carry, so that a storm cannot keep the run from continuing)."""
         self.items: list[QueuedCommand] = []
-        self.refused: list[tuple[str, RawValue, CommandRejected]] = []
-        """Signals that found the queue full, as they came, until the run takes them
-        (`take_refused`) in the same activation: a storm brings thousands in one, so each
-        costs only its arrival here, and the run rejects them together."""
+        self.refused = Refused()
+        """Signals that found the queue full, until the run takes them (`take_refused`) in
+        the same activation: a storm brings thousands in one, so each costs only a count
+        here, and the run rejects them together."""
         self._continuing = continuing
         self._bytes = 0
         self.signals = 0
@@ -98,14 +99,14 @@ class CommandQueue:
         try:
             self.require_room(payload)
         except CommandRejected as full:
-            self.refused.append((name, payload, full))
+            self.refused.add(name, payload, full)
             return
         self._add(received(name, args))
 
-    def take_refused(self) -> list[QueuedCommand]:
-        """The signals refused since the last call, as commands with their problem."""
-        refused, self.refused = self.refused, []
-        return [received(name, [payload], refused=full) for name, payload, full in refused]
+    def take_refused(self) -> Refused:
+        """The signals refused since the last call."""
+        refused, self.refused = self.refused, Refused()
+        return refused
 
     @property
     def payload_bytes(self) -> int:
@@ -175,6 +176,37 @@ class CommandQueue:
         """How many of the queued commands go up to the last update (0: none is an update)."""
         tickets = [n for n, item in enumerate(self.items) if item.ticket is not None]
         return tickets[-1] + 1 if tickets else 0
+
+
+class Refused:
+    """Signals refused on arrival, as cheaply as a storm needs: a count by command, and
+    only the newest `MAX_REJECTED` (kept in the state's `rejected`) and those that name a
+    `reply_to` (answered there) as commands with their problem."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.by_command: dict[str, int] = {}
+        self._newest: deque[tuple[str, RawValue, CommandRejected]] = deque(maxlen=MAX_REJECTED)
+        self._replying: list[tuple[str, RawValue, CommandRejected]] = []
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def add(self, name: str, payload: RawValue, rejected: CommandRejected) -> None:
+        self.count += 1
+        key = name if name in REGISTRY else "unknown"
+        self.by_command[key] = self.by_command.get(key, 0) + 1
+        self._newest.append((name, payload, rejected))
+        if b"reply_to" in payload.payload.data:  # decoded only if it may name one
+            self._replying.append((name, payload, rejected))
+
+    def newest(self) -> list[QueuedCommand]:
+        return [received(name, [raw], refused=why) for name, raw, why in self._newest]
+
+    def replying(self) -> list[QueuedCommand]:
+        """Those with a `reply_to` to answer."""
+        items = [received(name, [raw], refused=why) for name, raw, why in self._replying]
+        return [item for item in items if item.envelope.reply_to is not None]
 
 
 def received(

@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from sales.errors import CommandRejected
     from sales.results import COMMAND_OUTCOME, CommandOutcome, CommandResult
     from workflows import telemetry
-    from workflows.command_queue import CommandQueue
+    from workflows.command_queue import CommandQueue, Refused
     from workflows.messages import QueuedCommand
 
 
@@ -52,20 +52,14 @@ class Delivery:
         telemetry.count_command(item.name, "rejected")
         workflow.logger.info("%s rejected: %s", item.name, rejected.code)
 
-    def refused(self, opportunity_id: str, refused: list[tuple[QueuedCommand, CommandRejected]]
-                ) -> None:  # fmt: skip
-        """Signals refused on arrival (the queue was full), however many: each answered at
-        its `reply_to`, counted, and one log line for them all."""
-        counts: dict[tuple[str, str], int] = {}
-        for item, rejected in refused:
-            if item.envelope.reply_to is not None:
-                self._reply(opportunity_id, item, "rejected", rejected)
-            key = (item.name, rejected.code)
-            counts[key] = counts.get(key, 0) + 1
-        for (name, _), count in counts.items():
+    def refused(self, opportunity_id: str, refused: Refused) -> None:
+        """Signals refused on arrival (the queue was full), however many: each with a
+        `reply_to` answered there, counted, and one log line for them all."""
+        for item in refused.replying():
+            self._reply(opportunity_id, item, "rejected", item.rejection())
+        for name, count in refused.by_command.items():
             telemetry.count_command(name, "rejected", count)
-        codes = sorted({code for _, code in counts})
-        workflow.logger.info("%d signals rejected: %s", len(refused), ", ".join(codes))
+        workflow.logger.info("%d signals rejected: the queue was full", refused.count)
 
     async def replies_sent(self) -> None:
         while self._replies:

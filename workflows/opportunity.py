@@ -201,9 +201,9 @@ class OpportunityWorkflow:
     def reject_refused(self) -> None:
         """The signals refused on arrival (the queue was full), kept in `rejected` together:
         one copy of the state, one log line, however many a storm brought."""
-        refused = [(item, item.rejection()) for item in self.queue.take_refused()]
+        refused = self.queue.take_refused()
         if refused and self.state is not None:
-            signals = [(item.name, item.payload, rejected) for item, rejected in refused]
+            signals = [(item.name, item.payload, item.rejection()) for item in refused.newest()]
             self.state = core.reject_all(self.state, signals, workflow.now())
             self.indexing.publish(self.state)
             self.delivery.refused(self.state.opportunity_id, refused)
