@@ -19,6 +19,7 @@ from sales.calendar_rules import (
     require_in_range,
 )
 from sales.commands import (
+    ActivityDetails,
     AddAction,
     CompleteActions,
     DeleteAction,
@@ -52,11 +53,13 @@ from sales.opportunity import (
 from sales.process import Action, CalendarAction, EventAction, LetterAction
 from sales.results import ActionResult, Ruling
 from sales.stage_rules import (
+    blocked_on_entry,
     cancels_on_leaving,
     enter_stage,
     has_room,
     note_in_history,
     require_cancel_allowed,
+    require_entry_overrides,
     require_stage,
     retire,
 )
@@ -136,6 +139,20 @@ def perform_actions(state: Opportunity, command: PerformActions, now: datetime) 
         given = command.overrides.get(action.action_id)
         definition = action.definition
         if isinstance(definition, CalendarAction):
+            if action.activity_status == "canceled":
+                change.actions.append(
+                    ActionResult(
+                        action_id=action.action_id,
+                        outcome="activity_exists",
+                        code="activity_canceled",
+                        message=f"calendar activity {action.activity_id} was canceled (created "
+                        f"{action.activity_created_on:%Y-%m-%d}); an action has one activity "
+                        "until it is deleted: delete it (delete_activity), then perform the "
+                        "action again",
+                        activity_id=action.activity_id,
+                    )
+                )
+                continue
             if action.activity_id is not None:
                 change.actions.append(
                     ActionResult(
@@ -247,6 +264,8 @@ def complete_actions(state: Opportunity, command: CompleteActions, now: datetime
     if command.stage is not None:
         require_stage(state, command.stage)
     require_cancel_allowed(state, command.cancel_open_activities)
+    outcome = command.outcome if len(tagged) == 1 else None
+    _require_overrides(state, _stage_moved_to(state, outcome, command.stage), command.overrides)
     if len(tagged) == 1 and command.outcome is None:
         action = tagged[0]
         definition = action.definition
@@ -285,10 +304,7 @@ def complete_actions(state: Opportunity, command: CompleteActions, now: datetime
                 activity_id=action.activity_id,
             )
         )
-    outcome = command.outcome if len(tagged) == 1 else None
-    change.effects += _outcome_stage(
-        state, outcome, command.stage, command.by, change, now, command.cancel_open_activities
-    )
+    change.effects += _outcome_stage(state, outcome, command, change, now)
     return change
 
 
@@ -381,6 +397,8 @@ def record_outcome(state: Opportunity, command: RecordOutcome, now: datetime) ->
     if command.stage is not None:
         require_stage(state, command.stage)
     require_cancel_allowed(state, command.cancel_open_activities)
+    moved_to = _stage_moved_to(state, command.outcome, command.stage)
+    _require_overrides(state, moved_to, command.overrides)
     action.activity_status = "done"
     action.activity_outcome = command.outcome
     if not action.completed:
@@ -402,10 +420,7 @@ def record_outcome(state: Opportunity, command: RecordOutcome, now: datetime) ->
             )
         ],
     )
-    change.effects += _outcome_stage(
-        state, command.outcome, command.stage, command.by, change, now,
-        command.cancel_open_activities,
-    )  # fmt: skip
+    change.effects += _outcome_stage(state, command.outcome, command, change, now)
     return change
 
 
@@ -431,26 +446,51 @@ def require_listed_outcome(state: Opportunity, action: ActionState, outcome: str
         )
 
 
+def _stage_moved_to(state: Opportunity, outcome: str | None, stage: str | None) -> str | None:
+    """The stage an outcome or a completion moves to: `stage`, else the stage the outcome
+    maps to (None: it stays)."""
+    target = stage or (state.process.outcome_stages.get(outcome) if outcome else None)
+    return None if target == state.current_stage else target
+
+
+def _require_overrides(
+    state: Opportunity, target: str | None, overrides: dict[str, ActivityDetails]
+) -> None:
+    """Overrides are for the activities of a stage the command moves to."""
+    if not overrides:
+        return
+    if target is None:
+        raise CommandRejected(
+            "overrides are details of the activities a new stage creates, and this command "
+            "does not change the stage: give a stage, or change the activity "
+            "(modify_activity) once it exists",
+            code="not_allowed",
+        )
+    require_entry_overrides(state, target, overrides)
+
+
 def _outcome_stage(
     state: Opportunity,
     outcome: str | None,
-    stage: str | None,
-    by: str | None,
+    command: CompleteActions | RecordOutcome,
     change: Ruling,
     now: datetime,
-    cancel: bool | None,
 ) -> list[Effect]:
-    """From an activity outcome or a completion: move to `stage`, else to the stage the
-    outcome maps to, cancelling the open activities of the stage left when asked (or by the
-    process's default)."""
-    target = stage or (state.process.outcome_stages.get(outcome) if outcome else None)
-    if target is None or target == state.current_stage:
+    """From an activity outcome or a completion: move to the command's stage, else to the
+    stage the outcome maps to, cancelling the open activities of the stage left when asked
+    (or by the process's default), creating the new stage's activities with the command's
+    overrides."""
+    target = _stage_moved_to(state, outcome, command.stage)
+    if target is None:
         return []
     left = state.current_stage
     change.message += f"; moved from {left!r} to {target!r}"
+    change.actions += blocked_on_entry(state, target)
     return enter_stage(
-        state, target, now, source="outcome", by=by, reason=outcome or "marked complete",
-        cancel=cancels_on_leaving(state, cancel),
+        state, target, now, source="outcome", by=command.by,
+        reason=outcome or "marked complete",
+        cancel=cancels_on_leaving(state, command.cancel_open_activities),
+        details=command.overrides,
     )  # fmt: skip
 
 

@@ -39,14 +39,6 @@ class Command(BaseModel):
     sends commands as signals and still learns each result."""
 
 
-class ChangeStage(Command):
-    stage: Line
-    cancel_open_activities: bool = False
-    reason: Notes | None = None
-    source: Literal["manual", "mass"] = "manual"
-    """`mass` when a mass modification sent it (kept in history)."""
-
-
 ActionIds = Annotated[list[Identifier], Field(min_length=1, max_length=100)]
 
 
@@ -74,6 +66,51 @@ class ActivityDetails(BaseModel):
         return {name: value for name in fields if (value := getattr(self, name)) is not None}
 
 
+EntryOverrides = Annotated[dict[Identifier, ActivityDetails], Field(max_length=100)]
+"""Per action id, the details of the calendar activity that entering the new stage creates
+for that action (its `create_activity_on_entry`)."""
+
+CancelOpenActivities = bool | None
+"""When the opportunity moves on: cancel the open activities of the stage left (allowed only
+if the process's `allow_cancel_activities`). Absent: the process's `cancel_on_advance`."""
+
+
+class ChangeStage(Command):
+    """Move to a stage of the process by name, or (`next_stage`) to the one after the current
+    stage."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["stage"], "properties": {"stage": {"type": "string"}}},
+                {"required": ["next_stage"], "properties": {"next_stage": {"const": True}}},
+            ]
+        }
+    )
+
+    stage: Line | None = None
+    next_stage: bool = False
+    """Move to the stage after the current one (never into a closing stage: winning or losing
+    is named). Exactly one of `stage` and `next_stage`."""
+    expected_stage: Line | None = None
+    """Applied only while the opportunity is in this stage (else rejected `stage_changed`): a
+    batch moving each opportunity on never moves one that has moved meanwhile."""
+    cancel_open_activities: CancelOpenActivities = None
+    """Cancel the open activities of the stage left; absent: the process's
+    `cancel_on_advance`."""
+    overrides: EntryOverrides = Field(default_factory=dict)
+    """Details of the activities the new stage creates, per action id."""
+    reason: Notes | None = None
+    source: Literal["manual", "mass"] = "manual"
+    """`mass` when a mass modification sent it (kept in history)."""
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ChangeStage:
+        if (self.stage is None) == (not self.next_stage):
+            raise ValueError("give exactly one of stage and next_stage: true")
+        return self
+
+
 class ActionOverrides(ActivityDetails):
     """What the user enters when performing one action: a calendar activity's details, or a
     letter's correspondence option."""
@@ -98,9 +135,11 @@ class CompleteActions(Command):
     outcome: Line | None = None
     notes: Notes | None = None
     stage: Line | None = None
-    cancel_open_activities: bool | None = None
+    cancel_open_activities: CancelOpenActivities = None
     """When the opportunity moves on: cancel the open activities of the stage left (default:
     the process's `cancel_on_advance`)."""
+    overrides: EntryOverrides = Field(default_factory=dict)
+    """When the opportunity moves on: details of the activities the new stage creates."""
 
 
 class AddAction(Command):
@@ -124,9 +163,11 @@ class RecordOutcome(Command):
     outcome: Line | None = None
     notes: Notes | None = None
     stage: Line | None = None
-    cancel_open_activities: bool | None = None
+    cancel_open_activities: CancelOpenActivities = None
     """When the opportunity moves on: cancel the open activities of the stage left (default:
     the process's `cancel_on_advance`)."""
+    overrides: EntryOverrides = Field(default_factory=dict)
+    """When the opportunity moves on: details of the activities the new stage creates."""
 
 
 class DeleteActivity(Command):

@@ -286,9 +286,9 @@ def reopen(state: Opportunity, stage: str, by: str | None, now: datetime) -> Dec
     ruling = stage_rules.reopen(new, stage, by, now)
     new.revision += 1
     new.last_command_at = now
-    return Decision(
-        state=new, effects=ruling.effects, result=_result(new, "reopen", None, ruling.message)
-    )
+    result = _result(new, "reopen", None, ruling.message)
+    result.actions = ruling.actions
+    return Decision(state=new, effects=ruling.effects, result=result)
 
 
 def note_dead_letters(state: Opportunity, refused: list[DeadLetter], now: datetime) -> Opportunity:

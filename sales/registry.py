@@ -91,10 +91,16 @@ def _users(*names: str | None) -> Needs:
     return Needs(user_ids=tuple(sorted({name for name in names if name})))
 
 
+def _entry_users(command: ChangeStage | CompleteActions | RecordOutcome) -> Needs:
+    """The assignees named for the activities a new stage creates."""
+    return _users(*(details.assignee for details in command.overrides.values()))
+
+
 DECLARATIONS = (
     Declaration(
         "change_stage", ChangeStage, _plain(stage_rules.change_stage),
-        "Move the opportunity to any stage of its process.", cli="stage",
+        "Move the opportunity to any stage of its process, or to the next one.",
+        needs=lambda c: _entry_users(c), cli="stage",
     ),
     Declaration(
         "perform_actions", PerformActions, _plain(action_rules.perform_actions),
@@ -104,7 +110,7 @@ DECLARATIONS = (
     Declaration(
         "complete_actions", CompleteActions, _plain(action_rules.complete_actions),
         "Mark actions completed without performing them (the stage may move on).",
-        cli="complete",
+        needs=lambda c: _entry_users(c), cli="complete",
     ),
     Declaration(
         "add_action", AddAction, _plain(action_rules.add_action),
@@ -120,7 +126,8 @@ DECLARATIONS = (
     ),
     Declaration(
         "record_outcome", RecordOutcome, _plain(action_rules.record_outcome),
-        "The calendar side: a linked activity is done, with its outcome.", cli="activity done",
+        "The calendar side: a linked activity is done, with its outcome.",
+        needs=lambda c: _entry_users(c), cli="activity done",
     ),
     Declaration(
         "delete_activity", DeleteActivity, _plain(action_rules.delete_activity),

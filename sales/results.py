@@ -41,7 +41,9 @@ class ActionResult(BaseModel):
     outcome: ActionOutcome
     message: MessageText
     code: CodeText | None = None
-    """With `failed`: why (the action's `last_error.code`)."""
+    """With `failed`: why (the action's `last_error.code`); with `activity_exists`,
+    `activity_canceled` when the action's activity was canceled (delete it to create
+    another)."""
     activity_id: DisplayId | None = None
 
 
@@ -58,9 +60,7 @@ class CommandResult(BaseModel):
     current_stage: LineText
     status: Status
     actions: list[ActionResult] = Field(default_factory=list, max_length=MAX_RESULT_ACTIONS)
-    created_activities: list[DisplayId] = Field(
-        default_factory=list, max_length=MAX_RESULT_ACTIONS
-    )
+    created_activities: list[DisplayId] = Field(default_factory=list, max_length=MAX_RESULT_ACTIONS)
     """Calendar activities this command created (performed, or on entering a stage), so a
     caller can show or edit them at once."""
 

@@ -8,11 +8,12 @@ sets the status of closing stages.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from sales.calendar_rules import calendar_key, new_calendar_activity
-from sales.commands import ChangeOwner, ChangeStage, MoveProcess
+from sales.commands import ActivityDetails, ChangeOwner, ChangeStage, MoveProcess
 from sales.effects import CancelCalendarActivity, Effect, RecordHistory
 from sales.errors import CommandRejected
 from sales.opportunity import (
@@ -25,7 +26,7 @@ from sales.opportunity import (
     StageState,
 )
 from sales.process import ActivitySpec, CalendarAction, FoundProcess
-from sales.results import Ruling
+from sales.results import ActionResult, Ruling
 from sales.validation import MAX_ACTIONS, MAX_ACTIONS_PER_STAGE, MAX_NOTES, cut
 
 
@@ -49,23 +50,99 @@ def require_open(state: Opportunity) -> None:
 
 
 def change_stage(state: Opportunity, command: ChangeStage, now: datetime) -> Ruling:
-    require_stage(state, command.stage)
-    if command.stage == state.current_stage:
+    if command.expected_stage is not None and command.expected_stage != state.current_stage:
         raise CommandRejected(
-            f"the opportunity is already in stage {command.stage!r}", code="already_in_stage"
+            f"the opportunity is in stage {state.current_stage!r}, not {command.expected_stage!r}"
+            " as the command expects: it has moved meanwhile; nothing changed",
+            code="stage_changed",
+        )
+    target = command.stage if command.stage is not None else next_open_stage(state)
+    require_stage(state, target)
+    if target == state.current_stage:
+        raise CommandRejected(
+            f"the opportunity is already in stage {target!r}", code="already_in_stage"
         )
     require_cancel_allowed(state, command.cancel_open_activities)
+    require_entry_overrides(state, target, command.overrides)
     left = state.current_stage
+    blocked = blocked_on_entry(state, target)
     effects = enter_stage(
         state,
-        command.stage,
+        target,
         now,
         source=command.source,
         by=command.by,
         reason=command.reason,
-        cancel=command.cancel_open_activities,
+        cancel=cancels_on_leaving(state, command.cancel_open_activities),
+        details=command.overrides,
     )
-    return Ruling(f"moved from {left!r} to {command.stage!r}", effects)
+    return Ruling(f"moved from {left!r} to {target!r}", effects, blocked)
+
+
+def next_open_stage(state: Opportunity) -> str:
+    """The stage after the current one; `CommandRejected` (`no_next_stage`) when there is
+    none or it closes the opportunity (winning or losing is named, never "next")."""
+    following = state.process.next_stage(state.current_stage)
+    if following is None or following.closes_as:
+        what = (
+            "the last stage"
+            if following is None
+            else f"followed by {following.name!r}, which closes it as {following.closes_as}"
+        )
+        raise CommandRejected(
+            f"stage {state.current_stage!r} is {what}: there is no next open stage; "
+            "name the stage to move to",
+            code="no_next_stage",
+        )
+    return following.name
+
+
+def creates_on_entry(state: Opportunity, stage: str) -> list[ActionState]:
+    """The actions of `stage` whose calendar activity entering it creates: calendar actions
+    marked `create_activity_on_entry`, not completed and without an activity."""
+    return [
+        action
+        for action in state.stage_state(stage).actions
+        if isinstance(action.definition, CalendarAction)
+        and action.definition.create_activity_on_entry
+        and action.activity_id is None
+        and not action.completed
+    ]
+
+
+def blocked_on_entry(state: Opportunity, stage: str) -> list[ActionResult]:
+    """What entering `stage` cannot create because the action's activity was canceled (an
+    action has one activity until it is deleted), said per action."""
+    return [
+        ActionResult(
+            action_id=action.action_id,
+            outcome="activity_exists",
+            code="activity_canceled",
+            activity_id=action.activity_id,
+            message=f"calendar activity {action.activity_id} was canceled, so none was created"
+            " on entering the stage; to create another, delete it (delete_activity), then "
+            "perform the action",
+        )
+        for action in state.stage_state(stage).actions
+        if isinstance(action.definition, CalendarAction)
+        and action.definition.create_activity_on_entry
+        and action.activity_status == "canceled"
+        and not action.completed
+    ]
+
+
+def require_entry_overrides(
+    state: Opportunity, stage: str, overrides: Mapping[str, ActivityDetails]
+) -> None:
+    """Overrides may only name actions whose activity entering `stage` creates."""
+    created = [action.action_id for action in creates_on_entry(state, stage)]
+    for action_id in overrides:
+        if action_id not in created:
+            raise CommandRejected(
+                f"overrides name {action_id!r}, but entering stage {stage!r} creates "
+                + (f"activities only for {created}" if created else "no calendar activity"),
+                code="unknown_action",
+            )
 
 
 def require_cancel_allowed(state: Opportunity, cancel: bool | None) -> None:
@@ -149,21 +226,21 @@ def enter_stage(
     by: str | None,
     reason: str | None,
     cancel: bool = False,
+    details: Mapping[str, ActivityDetails] | None = None,
 ) -> list[Effect]:
-    """Move `state` (in place) into `stage` and say what must be carried out."""
+    """Move `state` (in place) into `stage` and say what must be carried out; `details` are
+    the user's, per action, for the activities entering creates."""
     effects: list[Effect] = []
     canceled: list[str] = []
     if cancel and source != "start":
         effects, canceled = cancel_activities(
             state, active_calendar_activities(state, state.current_stage)
         )
+    given = details or {}
     creates = [
-        new_calendar_activity(state, action, action.definition, now)
-        for action in state.stage_state(stage).actions
+        new_calendar_activity(state, action, action.definition, now, given.get(action.action_id))
+        for action in creates_on_entry(state, stage)
         if isinstance(action.definition, CalendarAction)
-        and action.definition.create_activity_on_entry
-        and action.activity_id is None
-        and not action.completed
     ]
     entry = record(
         state,
@@ -369,8 +446,9 @@ def reopen(state: Opportunity, stage: str, by: str | None, now: datetime) -> Rul
             code="not_allowed",
         )
     left = state.current_stage
+    blocked = blocked_on_entry(state, stage)
     effects = enter_stage(state, stage, now, source="reopened", by=by, reason=None)
-    return Ruling(f"reopened: moved from {left!r} to {stage!r}", effects)
+    return Ruling(f"reopened: moved from {left!r} to {stage!r}", effects, blocked)
 
 
 # --- moving to another process ----------------------------------------------------------------

@@ -271,7 +271,6 @@ def validate(model: type[M] | TypeAdapter[T], value: Any, subject: str) -> M | T
     raise CommandRejected(why, code="invalid_payload")
 
 
-
 def json_size(value: Any) -> int:
     """The size of `value` as compact JSON, in bytes."""
     return len(json.dumps(value, separators=(",", ":"), default=str).encode())

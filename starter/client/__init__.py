@@ -36,6 +36,7 @@ from runtime.temporal import connect
 from runtime.workflow_ids import mass_modify_workflow_id, opportunity_workflow_id
 from sales.commands import (
     ActionOverrides,
+    ActivityDetails,
     AddAction,
     AddRemark,
     Assign,
@@ -372,14 +373,27 @@ class OpportunitiesClient:
     async def change_stage(
         self,
         opportunity_id: str,
-        stage: str,
+        stage: str | None = None,
         *,
-        cancel_open_activities: bool = False,
+        next_stage: bool = False,
+        expected_stage: str | None = None,
+        cancel_open_activities: bool | None = None,
+        overrides: dict[str, ActivityDetails] | None = None,
         reason: str | None = None,
         **common: Any,
     ) -> CommandResult:
+        """Move to `stage`, or to the next one (`next_stage=True`); `expected_stage`: only
+        while it is in this stage; `cancel_open_activities` of the stage left (default the
+        process's `cancel_on_advance`); `overrides`: per action, the details of the
+        activities the new stage creates."""
         command = ChangeStage(
-            stage=stage, cancel_open_activities=cancel_open_activities, reason=reason, **common
+            stage=stage,
+            next_stage=next_stage,
+            expected_stage=expected_stage,
+            cancel_open_activities=cancel_open_activities,
+            overrides=overrides or {},
+            reason=reason,
+            **common,
         )
         return await self.execute(opportunity_id, command)
 
@@ -414,10 +428,12 @@ class OpportunitiesClient:
         notes: str | None = None,
         stage: str | None = None,
         cancel_open_activities: bool | None = None,
+        overrides: dict[str, ActivityDetails] | None = None,
         **common: Any,
     ) -> CommandResult:
         """Mark Complete; with `stage`, move on too (`cancel_open_activities`: of the stage
-        left; default the process's `cancel_on_advance`)."""
+        left, default the process's `cancel_on_advance`; `overrides`: details of the
+        activities the new stage creates)."""
         return await self.execute(
             opportunity_id,
             CompleteActions(
@@ -426,6 +442,7 @@ class OpportunitiesClient:
                 notes=notes,
                 stage=stage,
                 cancel_open_activities=cancel_open_activities,
+                overrides=overrides or {},
                 **common,
             ),
         )
@@ -458,6 +475,7 @@ class OpportunitiesClient:
         notes: str | None = None,
         stage: str | None = None,
         cancel_open_activities: bool | None = None,
+        overrides: dict[str, ActivityDetails] | None = None,
         **common: Any,
     ) -> CommandResult:
         return await self.execute(
@@ -468,6 +486,7 @@ class OpportunitiesClient:
                 notes=notes,
                 stage=stage,
                 cancel_open_activities=cancel_open_activities,
+                overrides=overrides or {},
                 **common,
             ),
         )

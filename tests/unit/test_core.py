@@ -198,7 +198,8 @@ def test_trim_drops_the_oldest_rejections_then_request_ids_then_history_and_rema
 
 def test_payloads_are_validated_with_readable_reasons() -> None:
     with pytest.raises(
-        CommandRejected, match=r"invalid change_stage payload: stage: Field required"
+        CommandRejected,
+        match=r"invalid change_stage payload: give exactly one of stage and next_stage: true",
     ):
         parse_command("change_stage", {"cancel_open_activities": True})
     with pytest.raises(CommandRejected, match="colour: Extra inputs are not permitted"):

@@ -15,6 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from sales import core, stage_rules
 from sales.commands import (
     ActionOverrides,
+    ActivityDetails,
     AddAction,
     AddRemark,
     Assign,
@@ -279,7 +280,8 @@ class OpportunityMachine(RuleBasedStateMachine):
             key = (effect.action_id, effect.generation)
             created = key not in self.calendar
             row = self.calendar.setdefault(
-                key, {"activity_id": effect.activity_id, "status": "active"}
+                key,
+                {"activity_id": effect.activity_id, "status": "active", "subject": effect.subject},
             )
             status: Any = "created" if created else "exists"
             return EffectOutcome(status=status, activity_id=row["activity_id"])
@@ -462,9 +464,33 @@ class OpportunityMachine(RuleBasedStateMachine):
                 assert not [a for s in self.state.stages for a in s.actions
                             if a.activity_status == "active"]  # fmt: skip
 
-    @rule(stage=st.sampled_from(STAGES), cancel=st.booleans())
-    def change_stage(self, stage: str, cancel: bool) -> None:
-        self.run(ChangeStage(stage=stage, cancel_open_activities=cancel))
+    @rule(stage=st.sampled_from([None, *STAGES]), cancel=st.sampled_from([None, True, False]),
+          expected=st.sampled_from([None, "current", "other"]),
+          assignee=st.sampled_from([None, "ann", "zed"]))  # fmt: skip
+    def change_stage(
+        self, stage: str | None, cancel: bool | None, expected: str | None, assignee: str | None
+    ) -> None:
+        """By name or to the next stage, guarded or not, cancelling by choice or by the
+        process's default, with details for the activities the new stage creates."""
+        before = self.state
+        following = before.process.next_stage(before.current_stage)
+        target = stage if stage is not None else (following.name if following else None)
+        overrides = {}
+        if assignee is not None and target is not None and before.process.stage(target):
+            overrides = {
+                a.action_id: ActivityDetails(subject="Given", assignee=assignee)
+                for a in stage_rules.creates_on_entry(before, target)
+            }
+        guard = {"current": before.current_stage, "other": "Nowhere"}.get(expected or "")
+        self.run(ChangeStage(stage=stage, next_stage=stage is None, expected_stage=guard,
+                             cancel_open_activities=cancel, overrides=overrides))  # fmt: skip
+        moved = self.state.current_stage != before.current_stage
+        if expected == "other" or (stage is None and (following is None or following.closes_as)):
+            assert not moved, "a guarded or impossible next-stage move changes nothing"
+        if moved and assignee == "ann":
+            for action_id in overrides:
+                row = self.calendar[(action_id, self.state.find_action(action_id)[1].generation)]  # type: ignore[index]
+                assert row["subject"] == "Given", "the new stage's activity has the details given"
 
     @invariant()
     def the_state_keeps_its_declared_bounds(self) -> None:
