@@ -4,7 +4,6 @@ calendar activities."""
 
 from __future__ import annotations
 
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,14 +20,12 @@ from sales.commands import (
     PerformActions,
     RecordOutcome,
 )
-from sales.process import CalendarAction
-from sales.validation import out_of_range
+from sales.opportunity import Opportunity
 from starter.cli.common import (
     ColumnsOption,
     JsonFlag,
     UserError,
     actor,
-    console,
     database,
     errors,
     load_document,
@@ -47,7 +44,16 @@ from starter.cli.send import (
     send,
     state_of,
 )
-from starter.client import OpportunitiesClient
+from starter.cli.stage_choices import (
+    ask_outcome,
+    ask_the_rest,
+    cancel_choice,
+    details_of,
+    interactive,
+    outcome_wanted,
+    stage_moved_to,
+    when,
+)
 from starter.client.read_model import ReadModel
 
 app = new_app("Stage actions.")
@@ -93,29 +99,10 @@ def _details(
     notes: str | None, location: str | None,
 ) -> dict[str, Any]:  # fmt: skip
     """The calendar activity details given on the command line."""
-    given: dict[str, Any] = {
-        "due": _when("--due", due), "duration_minutes": duration, "subject": subject,
-        "assignee": assignee, "notes": notes, "location": location,
-    }  # fmt: skip
-    return {field: value for field, value in given.items() if value is not None}
-
-
-def _when(option: str, text: str | None) -> datetime | None:
-    """A date and time given as `option`; without a zone, in this machine's time zone."""
-    if text is None:
-        return None
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise UserError(
-            f"{option} {text!r} is not a date and time; give it as 2027-01-05T10:00 "
-            "(local time) or 2027-01-05T10:00+01:00"
-        ) from None
-    when = when if when.tzinfo else when.astimezone()
-    problem = out_of_range(when)
-    if problem is not None:
-        raise UserError(f"{option} {text!r}: {problem}")
-    return when
+    return details_of({
+        "due": due, "duration": duration, "subject": subject, "assignee": assignee,
+        "notes": notes, "location": location,
+    })  # fmt: skip
 
 
 @app.command("perform")
@@ -166,12 +153,47 @@ def complete(
     by: ByOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Mark actions completed (a calendar action's linked activity becomes done)."""
-    command = command_of(
-        CompleteActions, action_ids=action_ids, outcome=outcome, notes=notes, stage=stage,
-        cancel_open_activities=cancel, by=by,
-    )  # fmt: skip
-    send(opportunity_id, command, as_json)
+    """Mark actions completed (a calendar action's linked activity becomes done). With one
+    action whose activity tracks outcomes, asked for the outcome in a terminal; when the
+    stage changes (--stage, or the outcome's stage), asked whether to cancel the open
+    activities of the stage left and for the details of the activities the new stage
+    creates."""
+
+    def prepare() -> CompleteActions:
+        # Asked outside the event loop, where Ctrl-C interrupts a question.
+        state = run(lambda: state_of(opportunity_id))
+        chosen = outcome
+        found = state.find_action(action_ids[0]) if len(set(action_ids)) == 1 else None
+        if chosen is None and found is not None and outcome_wanted(state, found[1]):
+            if not interactive():
+                return _complete(chosen, None, {})  # refused with the outcomes listed
+            chosen = ask_outcome(state, found[1])
+        target = stage_moved_to(state, stage, chosen if len(set(action_ids)) == 1 else None)
+        done = {found[1].activity_id for i in action_ids if (found := state.find_action(i))}
+        return _complete(chosen, *_entering(state, target, cancel, done))
+
+    def _complete(
+        chosen: str | None, cancelled: bool | None, overrides: dict[str, Any]
+    ) -> CompleteActions:
+        return command_of(
+            CompleteActions, action_ids=action_ids, outcome=chosen, notes=notes, stage=stage,
+            cancel_open_activities=cancelled, overrides=overrides, by=by,
+        )  # fmt: skip
+
+    send(opportunity_id, prepare(), as_json)
+
+
+def _entering(
+    state: Opportunity, target: str | None, cancel: bool | None, done: set[str | None]
+) -> tuple[bool | None, dict[str, Any]]:
+    """For a command that may change the stage: the cancel choice (of the open activities
+    but those it marks `done`) and the details of the activities the new stage creates
+    (asked in a terminal)."""
+    if target is None or state.process.stage(target) is None:
+        return cancel, {}  # it stays, or the workflow refuses the stage
+    finished = frozenset(i for i in done if i is not None)
+    choice = cancel_choice(state, target, cancel, done=finished)
+    return choice, ask_the_rest(state, target, {})
 
 
 @action_app.command("add")
@@ -225,31 +247,25 @@ def activity_done(
     Asked for the outcome when it is needed and not given (from the process's list of the
     activity's kind, when it has one)."""
     opportunity_id = run(lambda: opportunity_of(activity_id))
-    if outcome is None and sys.stdin.isatty():
-        outcome = run(lambda: _ask_outcome(opportunity_id, activity_id))
-    command = command_of(
-        RecordOutcome, activity_id=activity_id, outcome=outcome, notes=notes, stage=stage,
-        cancel_open_activities=cancel, by=by,
-    )  # fmt: skip
-    send(opportunity_id, command, as_json)
 
+    def prepare() -> RecordOutcome:
+        state = run(lambda: state_of(opportunity_id))
+        chosen = outcome
+        found = state.find_calendar_activity(activity_id)
+        if chosen is None and found is not None and interactive():
+            if outcome_wanted(state, found[1]):
+                chosen = ask_outcome(state, found[1])
+        cancelled: bool | None = cancel
+        overrides: dict[str, Any] = {}
+        if found is not None and found[1].activity_status == "active":
+            target = stage_moved_to(state, stage, chosen)
+            cancelled, overrides = _entering(state, target, cancel, {activity_id})
+        return command_of(
+            RecordOutcome, activity_id=activity_id, outcome=chosen, notes=notes, stage=stage,
+            cancel_open_activities=cancelled, overrides=overrides, by=by,
+        )  # fmt: skip
 
-async def _ask_outcome(opportunity_id: str, activity_id: str) -> str | None:
-    """The outcome of an activity that tracks outcomes, asked of the user: one of the
-    process's list for its kind, or any text when it has none."""
-    state = await (await OpportunitiesClient.connect()).state(opportunity_id)
-    found = state.find_calendar_activity(activity_id)
-    definition = found[1].definition if found else None
-    if not isinstance(definition, CalendarAction) or not definition.activity.track_outcome:
-        return None
-    listed = state.process.outcomes_of(definition.activity.kind)
-    if listed is None:
-        return str(typer.prompt("Outcome"))
-    for n, choice in enumerate(listed, start=1):
-        console.print(f"  {n}. {choice}", highlight=False)
-    while not 1 <= (answer := typer.prompt("Outcome (number)", type=int)) <= len(listed):
-        console.print(f"choose a number from 1 to {len(listed)}")
-    return listed[answer - 1]
+    send(opportunity_id, prepare(), as_json)
 
 
 @activity_app.command("delete")
@@ -273,8 +289,8 @@ def activity_list(
     as_json: JsonFlag = False,
 ) -> None:
     """Calendar activities (the product's SmartCalendar), soonest first."""
-    since = _when("--due-from", due_from)
-    until = _when("--due-before", due_before)
+    since = when("--due-from", due_from)
+    until = when("--due-before", due_before)
 
     async def work() -> None:
         async with database() as pool:

@@ -45,6 +45,14 @@ from starter.cli.send import (
     command_of,
     require_users,
     send,
+    state_of,
+)
+from starter.cli.stage_choices import (
+    OptionsInOrder,
+    ask_the_rest,
+    cancel_choice,
+    detail_groups,
+    entry_overrides,
 )
 from starter.client import OpportunitiesClient
 from starter.client.read_model import ReadModel
@@ -113,8 +121,26 @@ def create(
                 f"of {opportunity.process_id} v{opportunity.process_version}",
                 highlight=False,
             )
+            print_created(opportunity)
 
     run(work)
+
+
+def print_created(opportunity: Opportunity) -> None:
+    """The calendar activities the first stage created, as a stage change shows them."""
+    start = next((e for e in opportunity.history if e.source == "start"), None)
+    created = set(start.created_activities) if start else set()
+    rows = [a for s in opportunity.stages for a in s.actions if a.activity_id in created]
+    if not rows:
+        return
+    table = new_table("action", "outcome", "detail", title=f"{opportunity.opportunity_id}: start")
+    for action in rows:
+        due = action.activity_starts_at
+        when = f", due {due.astimezone():%Y-%m-%d %H:%M}" if due else ""
+        table.add_row(
+            action.action_id, "activity_created", f"calendar activity {action.activity_id}{when}"
+        )
+    print_table(table)
 
 
 async def _check_start(
@@ -269,10 +295,24 @@ def print_history(entries: list[HistoryEntry]) -> None:
     print_table(table)
 
 
-@app.command("stage")
+ForOption = Annotated[
+    list[str] | None,
+    typer.Option("--for", help="An action whose activity the new stage creates: the details "
+                 "after it are its own.", show_default=False),
+]  # fmt: skip
+DetailOption = Annotated[list[str] | None, typer.Option(show_default=False)]
+
+
+@app.command("stage", cls=OptionsInOrder)
 def change_stage(
+    ctx: typer.Context,
     opportunity_id: str,
-    stage: str,
+    stage: Annotated[
+        str | None, typer.Argument(help="The stage to move to (or --next).", show_default=False)
+    ] = None,
+    next_stage: Annotated[
+        bool, typer.Option("--next", help="Move to the stage after the current one.")
+    ] = False,
     cancel: Annotated[
         bool | None,
         typer.Option(
@@ -284,49 +324,70 @@ def change_stage(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Answer yes: cancel the open activities.")
     ] = False,
+    for_: ForOption = None,
+    due: Annotated[list[str] | None, typer.Option("--due", help="When it starts: "
+                   "2027-01-05T10:00 (local time) or with a zone.", show_default=False)] = None,
+    duration: Annotated[list[int] | None, typer.Option("--duration", min=1, max=10080,
+                        help="Its length in minutes.", show_default=False)] = None,
+    subject: DetailOption = None,
+    assignee: Annotated[list[str] | None, typer.Option("--assignee", show_default=False,
+                        help="Who does it (a user).")] = None,
+    notes: DetailOption = None,
+    location: DetailOption = None,
     reason: Annotated[str | None, typer.Option("--reason")] = None,
     by: ByOption = None,
     as_json: JsonFlag = False,
-) -> None:
-    """Move the opportunity to any stage of its process, at any time."""
-    if cancel is None:
-        cancel = run(lambda: _ask_to_cancel(opportunity_id, stage, yes))
-    send(
-        opportunity_id,
-        ChangeStage(stage=stage, cancel_open_activities=cancel, reason=reason, by=by or actor()),
-        as_json,
-    )
+) -> None:  # fmt: skip
+    """Move the opportunity to any stage of its process (or the next one), at any time. The
+    activities the new stage creates take the details given after --for ACTION (--for may
+    be left out when it creates one), and are asked for in a terminal."""
+    if (stage is None) == (not next_stage):
+        raise UserError("give a stage or --next")
+    groups = detail_groups(ctx.meta.get("in_order", []), {
+        "for_": for_, "due": due, "duration": duration, "subject": subject,
+        "assignee": assignee, "notes": notes, "location": location,
+    })  # fmt: skip
+    named = [a for _, given in groups if (a := given.get("assignee"))]
+    if named:
+        run(lambda: require_users(named))
+
+    def prepare() -> ChangeStage:
+        # Asked outside the event loop, where Ctrl-C interrupts a question.
+        state = run(lambda: state_of(opportunity_id))
+        target = _stage_to_enter(opportunity_id, state, stage)
+        given = entry_overrides(state, target, groups)
+        choice = cancel_choice(state, target, cancel, yes=yes)
+        overrides = ask_the_rest(state, target, given)
+        return command_of(
+            ChangeStage, stage=stage, next_stage=next_stage, cancel_open_activities=choice,
+            overrides=overrides, reason=reason, by=by,
+        )  # fmt: skip
+
+    command = prepare()
+    asked = [d.assignee for d in command.overrides.values() if d.assignee]
+    if asked and asked != named:
+        run(lambda: require_users(asked))
+    send(opportunity_id, command, as_json)
 
 
-async def _ask_to_cancel(opportunity_id: str, stage: str, yes: bool) -> bool:
-    """The product's confirmation: cancel the open activities of the stage being left? Asked
-    only of a stage change the workflow would accept."""
-    client = await OpportunitiesClient.connect()
-    state = await client.state(opportunity_id)
+def _stage_to_enter(opportunity_id: str, state: Opportunity, stage: str | None) -> str:
+    """The stage the change would enter, refused here as the workflow would refuse it (so
+    nothing is asked of a change that cannot be made)."""
     if state.status != "open":
         raise UserError(f"opportunity {opportunity_id!r} is closed; reopen it to change it")
+    if stage is None:
+        following = state.process.next_stage(state.current_stage)
+        if following is None or following.closes_as:
+            raise UserError(
+                f"stage {state.current_stage!r} is the last open stage of "
+                f"{opportunity_id!r}; name the stage to move to"
+            )
+        return following.name
     if state.process.stage(stage) is None:
         raise UserError(f"unknown stage {stage!r}; stages are {state.process.stage_names()}")
     if stage == state.current_stage:
         raise UserError(f"opportunity {opportunity_id!r} is already in stage {stage!r}")
-    open_ids = [
-        a.activity_id
-        for a in state.stage_state(state.current_stage).actions
-        if a.activity_status == "active"
-    ]
-    if not open_ids or not state.process.allow_cancel_activities:
-        return False
-    if yes:
-        return True
-    question = (
-        f"Stage {state.current_stage!r} has {counted(len(open_ids), 'open activity')} "
-        f"({', '.join(map(str, open_ids))}). Cancel them?"
-    )
-    if not sys.stdin.isatty():
-        raise UserError(
-            f"{question} Answer with --cancel-open-activities (or --yes) or --keep-open-activities"
-        )
-    return typer.confirm(escaped(question), default=False)
+    return stage
 
 
 @app.command("reopen")

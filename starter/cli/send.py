@@ -92,6 +92,14 @@ def print_result(opportunity_id: str, result: CommandResult) -> None:
         style = "red" if action.outcome == "failed" else None
         table.add_row(action.action_id, action.outcome, action.message, style=style)
     print_table(table)
+    for action in result.actions:
+        if action.code == "activity_canceled":
+            console.print(
+                f"{action.action_id}: to create another activity: opportunities activity delete "
+                f"{action.activity_id}, then opportunities perform {opportunity_id} "
+                f"{action.action_id}",
+                highlight=False,
+            )
     console.print(f"stage: {result.current_stage} ({result.status})", highlight=False)
 
 
