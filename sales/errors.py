@@ -79,11 +79,14 @@ class CommandRejected(Exception):
     """A command that cannot be applied to the opportunity as it is; nothing was changed.
     `code` is one of `REJECTION_CODES`."""
 
-    def __init__(self, reason: str, *, code: str) -> None:
+    def __init__(self, reason: str, *, code: str, resend: bool = False) -> None:
         assert code in REJECTION_CODES, code
         super().__init__(reason)
         self.reason = reason
         self.code = code
+        self.resend = resend
+        """Not now: the same command sent again shortly may be applied (its queue was
+        full)."""
 
 
 MAX_PROBLEMS = 5

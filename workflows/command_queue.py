@@ -126,6 +126,7 @@ class CommandQueue:
                 f"{len(self.items)} commands ({self._bytes:,} bytes) wait to be applied; "
                 "nothing was applied: send it again shortly",
                 code="limit_reached",
+                resend=True,
             )
 
     def _add(self, item: QueuedCommand) -> None:
@@ -258,10 +259,11 @@ def loggable(name: str) -> str:
 
 
 def rejection_error(rejected: CommandRejected) -> ApplicationError:
-    """The error an update is rejected with: the reason, and the code in its details."""
+    """The error an update is rejected with: the reason, and the code in its details (with
+    `resend: true` when the same command sent again shortly may be applied)."""
     return ApplicationError(
         with_code(rejected.code, rejected.reason),
-        {"code": rejected.code},
+        {"code": rejected.code, "resend": True} if rejected.resend else {"code": rejected.code},
         type="CommandRejected",
         non_retryable=True,
     )

@@ -280,26 +280,35 @@ class OpportunitiesClient:
         """Send a command as an update and return its result.
 
         The server admits a bounded number of updates in flight per workflow (10 by default)
-        and aborts those not yet accepted when a run continues as new; both are sent again
-        with backoff for up to `busy_seconds`. The command carries a request id (one is made
-        when none is given), so a resend can never apply it twice.
+        and aborts those not yet accepted when a run continues as new, and the opportunity
+        refuses a command while its queue is full (`resend: true`); each is sent again with
+        backoff for up to `busy_seconds`. The command carries a request id (one is made when
+        none is given), so a resend can never apply it twice.
         """
         if command.request_id is None:
             command = command.model_copy(update={"request_id": f"client-{uuid.uuid4().hex}"})
         update = self.handle(opportunity_id).execute_update
-        try:
-            return await self._resending(
-                opportunity_id,
-                lambda: update(command_name(command), command, result_type=CommandResult),
-                _resendable,
-                busy_seconds,
-            )
-        except WorkflowUpdateFailedError as error:
-            cause = error.cause
-            if isinstance(cause, ApplicationError):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + busy_seconds
+        delay = 0.05
+        while True:
+            try:
+                return await self._resending(
+                    opportunity_id,
+                    lambda: update(command_name(command), command, result_type=CommandResult),
+                    _resendable,
+                    max(deadline - loop.time(), 0.0),
+                )
+            except WorkflowUpdateFailedError as error:
+                cause = error.cause
+                if not isinstance(cause, ApplicationError):
+                    raise
+                if _says_resend(cause) and loop.time() < deadline:
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 1.0)
+                    continue
                 code = _code(cause)
                 raise CommandRejected(without_code(cause.message, code), code=code) from None
-            raise
 
     async def signal(
         self, opportunity_id: str, command: Command, *, busy_seconds: float = 60.0
@@ -611,6 +620,12 @@ def _entered(state: Opportunity) -> bool:
     """Whether the activities created on entering the current stage are linked already."""
     created = state.history[-1].created_activities if state.history else []
     return all(state.find_calendar_activity(activity_id) for activity_id in created)
+
+
+def _says_resend(error: ApplicationError) -> bool:
+    """Whether an update's refusal says "not now" (`resend: true` in its details)."""
+    details = error.details[0] if error.details else None
+    return isinstance(details, dict) and details.get("resend") is True
 
 
 def _code(error: ApplicationError) -> str:

@@ -11,7 +11,8 @@ from typing import TypeVar
 
 import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from sales.commands import AddRemark, ChangeStage
@@ -180,3 +181,23 @@ async def test_a_storm_of_signals_past_a_full_queue_is_rejected_cheaply(
     state = await shell.state(opp)
     assert "limit_reached" in {r.code for r in state.rejected}
     assert await task_failures(handle) == 0
+
+
+async def test_a_full_queue_refuses_an_update_for_now_and_the_client_sends_it_again(
+    shell: OpportunitiesClient, fakes: FakeActivities, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queue with no room refuses an update in its validator with `resend: true` (nothing
+    written): the typed client sends it again until its deadline, then raises the refusal."""
+    opp = await _open(shell)
+    monkeypatch.setattr(command_queue, "MAX_QUEUED", 0)
+    with pytest.raises(WorkflowUpdateFailedError) as raw:
+        await shell.handle(opp).execute_update("add_remark", {"text": "now?"})
+    assert isinstance(raw.value.cause, ApplicationError)
+    assert raw.value.cause.details == ({"code": "limit_reached", "resend": True},)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(CommandRejected) as refused:
+        await shell.execute(opp, AddRemark(text="now?"), busy_seconds=1.5)
+    assert refused.value.code == "limit_reached"
+    assert asyncio.get_running_loop().time() - started >= 1.5, "sent again until the deadline"
+    monkeypatch.setattr(command_queue, "MAX_QUEUED", 2000)
+    assert (await shell.execute(opp, AddRemark(text="now"))).command == "add_remark"
