@@ -395,12 +395,17 @@ class OpportunityMachine(RuleBasedStateMachine):
 
     @rule(ids=st.lists(st.sampled_from(ACTION_IDS), min_size=1, max_size=3),
           outcome=st.sampled_from(OUTCOMES), stage=st.sampled_from([None, *STAGES]),
-          cancel=st.sampled_from([None, True, False]))  # fmt: skip
+          cancel=st.sampled_from([None, True, False]), details=st.booleans())  # fmt: skip
     def complete(
-        self, ids: list[str], outcome: str | None, stage: str | None, cancel: bool | None
-    ) -> None:
+        self, ids: list[str], outcome: str | None, stage: str | None, cancel: bool | None,
+        details: bool,
+    ) -> None:  # fmt: skip
+        overrides = {}
+        if details and stage is not None and self.state.process.stage(stage):
+            overrides = {a.action_id: ActivityDetails(subject="Given", duration_minutes=5)
+                         for a in stage_rules.creates_on_entry(self.state, stage)}  # fmt: skip
         self.run(CompleteActions(action_ids=ids, outcome=outcome, stage=stage,
-                                 cancel_open_activities=cancel))  # fmt: skip
+                                 cancel_open_activities=cancel, overrides=overrides))  # fmt: skip
 
     @rule(pick=st.integers(0, 20), assignee=st.sampled_from(["ann", "bob", "zed"]),
           minutes=st.sampled_from([None, 15, 60]))  # fmt: skip
