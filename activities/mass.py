@@ -1,6 +1,7 @@
 """Activities of the `MassModify` workflow: freezing the selection (after checking that the
-batch may run at all), and finding out why an opportunity cannot take its change (the changes
-themselves travel as signals)."""
+batch may run at all), with each member's stage for a batch moving each to its next stage, and
+finding out why an opportunity cannot take its change (the changes themselves travel as
+signals)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import asyncio
 from typing import Annotated
 
 import asyncpg
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from temporalio import activity
 from temporalio.client import Client
 
 from activities.failures import BadData, classified
-from runtime.opportunity_runs import unreachable_reason
+from runtime.opportunity_runs import Unreachable, unreachable
 from sales.validation import Identifier, Line, json_size
 from store import batches, search, users
 from store.search import MAX_IDS, MAX_IDS_BYTES, SearchFilters, json_bytes_at_most
@@ -22,7 +23,8 @@ MAX_SELECTION = MAX_IDS
 """Opportunities one batch may change: its frozen selection travels in its history."""
 MAX_SELECTION_BYTES = MAX_IDS_BYTES
 """The most a batch's selection may take as JSON: the ids it is given (with its filters), and
-the ids it freezes. Beyond it the batch is refused (`limit_reached`)."""
+the ids it freezes together with their stages. Beyond it the batch is refused
+(`limit_reached`)."""
 
 SelectionIds = Annotated[
     list[Identifier],
@@ -30,7 +32,21 @@ SelectionIds = Annotated[
     AfterValidator(json_bytes_at_most(MAX_SELECTION_BYTES)),
 ]
 """Opportunity ids of a batch: at most `MAX_SELECTION`, `MAX_SELECTION_BYTES` as JSON."""
-_selection_ids: TypeAdapter[list[str]] = TypeAdapter(SelectionIds)
+
+SelectionStages = Annotated[
+    dict[Identifier, Line],
+    Field(max_length=MAX_SELECTION),
+    AfterValidator(json_bytes_at_most(MAX_SELECTION_BYTES)),
+]
+"""The stage each member of a batch was selected in: at most `MAX_SELECTION` members,
+`MAX_SELECTION_BYTES` as JSON."""
+
+
+def selection_size(ids: list[str], stages: dict[str, str] | None) -> int:
+    """What a frozen selection takes as JSON: its ids, and their stages if it has them (the
+    measure `MAX_SELECTION_BYTES` bounds)."""
+    return json_size(ids) + (0 if stages is None else json_size(stages))
+
 
 RequestHash = Annotated[str, Field(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")]
 """A SHA-256 in hex."""
@@ -50,6 +66,30 @@ class Selection(BaseModel):
     """Of the batch's input: a batch id used before runs again only for the same request."""
     owner: Line | None = None
     """The owner the batch gives, which must be a user."""
+    stages: bool = False
+    """Freeze each member's current stage too: the batch moves each to its next stage, and
+    only from the stage it was selected in."""
+
+
+class Frozen(BaseModel):
+    """A batch's frozen selection: the ids in id order, and for a batch moving each to its
+    next stage, the stage each was in (an id the read model has no row for has none). At
+    most `MAX_SELECTION` ids, and `MAX_SELECTION_BYTES` as JSON with the stages."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    ids: SelectionIds
+    stages: SelectionStages | None = None
+
+    @model_validator(mode="after")
+    def _within_budget(self) -> Frozen:
+        size = selection_size(self.ids, self.stages)
+        if size > MAX_SELECTION_BYTES:
+            raise ValueError(
+                f"the ids and their stages take {size:,} bytes as JSON; at most "
+                f"{MAX_SELECTION_BYTES:,}"
+            )
+        return self
 
 
 class MassActivities:
@@ -59,12 +99,13 @@ class MassActivities:
 
     @activity.defn(name="resolve_batch")
     @classified("resolve_batch")
-    async def resolve_batch(self, selection: Selection) -> list[str]:
-        """The matching opportunity ids now: the batch works on this frozen list. Refused
-        (non-retryable, before anything is sent) when the batch id was used for another
-        request (`batch_exists`), the owner is no user (`unknown_user`), or the selection
-        holds more than `MAX_SELECTION` ids or `MAX_SELECTION_BYTES` (`limit_reached`). The
-        batch id is recorded as used only when the batch may run."""
+    async def resolve_batch(self, selection: Selection) -> Frozen:
+        """The matching opportunity ids now, with their stages if asked: the batch works on
+        this frozen selection. Refused (non-retryable, before anything is sent) when the batch
+        id was used for another request (`batch_exists`), the owner is no user
+        (`unknown_user`), or the selection holds more than `MAX_SELECTION` ids or takes more
+        than `MAX_SELECTION_BYTES` with its stages (`limit_reached`). The batch id is recorded
+        as used only when the batch may run."""
         batch_id = selection.batch_id
         if await batches.request_of(self.pool, batch_id) not in (None, selection.request_hash):
             raise _used(batch_id)
@@ -74,37 +115,52 @@ class MassActivities:
                 f"unknown_user: no user {owner!r}; `opportunities user add` adds one",
                 "unknown_user",
             )
-        if selection.ids is not None:
-            ids = sorted(dict.fromkeys(selection.ids))
-        else:
-            ids = await search.matching_ids(self.pool, selection.filters or SearchFilters())
-        if len(ids) > MAX_SELECTION or json_size(ids) > MAX_SELECTION_BYTES:
-            raise BadData(
-                f"limit_reached: the selection holds {len(ids):,} opportunities "
-                f"({json_size(ids):,} bytes of ids); one batch changes at most "
-                f"{MAX_SELECTION:,} ({MAX_SELECTION_BYTES:,} bytes): narrow the filters",
-                "limit_reached",
-            )
-        ids = _selection_ids.validate_python(ids)  # each one an id the batch can carry
+        ids, stages = await self._selected(selection)
+        size = selection_size(ids, stages)
+        if len(ids) > MAX_SELECTION or size > MAX_SELECTION_BYTES:
+            raise _too_large(len(ids), size, stages is not None)
+        frozen = Frozen(ids=ids, stages=stages)  # each one an id the batch can carry
         if await batches.claim(self.pool, batch_id, selection.request_hash) != (
             selection.request_hash
         ):
             raise _used(batch_id)
-        return ids
+        return frozen
+
+    async def _selected(self, selection: Selection) -> tuple[list[str], dict[str, str] | None]:
+        """The selected ids in id order, and with `selection.stages` the current stage of
+        each one the read model has."""
+        if selection.ids is not None:
+            ids = sorted(dict.fromkeys(selection.ids))
+            if not selection.stages:
+                return ids, None
+            return ids, await search.matching_stages(self.pool, SearchFilters(ids=ids))
+        filters = selection.filters or SearchFilters()
+        if not selection.stages:
+            return await search.matching_ids(self.pool, filters), None
+        stages = await search.matching_stages(self.pool, filters)
+        return list(stages), stages
 
     @activity.defn(name="unreachable")
     @classified("unreachable")
-    async def unreachable(self, opportunity_ids: list[str]) -> dict[str, str]:
+    async def unreachable(self, opportunity_ids: list[str]) -> dict[str, Unreachable]:
         """Why each of these opportunities cannot take a command (closed, unknown,
         terminated); the running ones are left out."""
-        reasons = await asyncio.gather(
-            *(unreachable_reason(self.client, i) for i in opportunity_ids)
-        )
+        reasons = await asyncio.gather(*(unreachable(self.client, i) for i in opportunity_ids))
         answers = zip(opportunity_ids, reasons, strict=True)
         return {i: reason for i, reason in answers if reason is not None}
 
     def all(self) -> list:
         return [self.resolve_batch, self.unreachable]
+
+
+def _too_large(count: int, size: int, with_stages: bool) -> BadData:
+    what, bound = ("ids and their stages", " with their stages") if with_stages else ("ids", "")
+    return BadData(
+        f"limit_reached: the selection holds {count:,} opportunities ({size:,} bytes of "
+        f"{what}); one batch changes at most {MAX_SELECTION:,} ({MAX_SELECTION_BYTES:,} "
+        f"bytes{bound}): narrow the filters",
+        "limit_reached",
+    )
 
 
 def _used(batch_id: str) -> BadData:

@@ -156,6 +156,18 @@ async def matching_ids(pool: asyncpg.Pool, filters: SearchFilters) -> list[str]:
     return [row["opportunity_id"] for row in rows]
 
 
+async def matching_stages(pool: asyncpg.Pool, filters: SearchFilters) -> dict[str, str]:
+    """Every matching opportunity's current stage by id, in id order (the frozen selection
+    of a batch moving each opportunity to its next stage). With `filters.ids`, an id without
+    a row is left out."""
+    clause, params = where(filters)
+    rows = await pool.fetch(
+        f"SELECT opportunity_id, current_stage FROM opportunities{clause} ORDER BY opportunity_id",
+        *params,
+    )
+    return {row["opportunity_id"]: row["current_stage"] for row in rows}
+
+
 async def process_versions(pool: asyncpg.Pool, filters: SearchFilters) -> list[tuple[str, int]]:
     """The (process, version) pairs the matching opportunities follow."""
     clause, params = where(filters)

@@ -5,8 +5,10 @@ stay under Temporal's 2 MB limit with room to spare. Every collection and text i
 (as compact JSON, non-ASCII counted escaped, so the real payload is smaller):
 
 - the selection as given, `ids` and `filters` together: `MAX_SELECTION_BYTES` (384 KiB);
-- `remaining`, part of the frozen selection, which the freezing activity refuses beyond
-  `MAX_SELECTION` ids or `MAX_SELECTION_BYTES` (`limit_reached`): 384 KiB;
+- `remaining` and `selected_stages` together, part of the frozen selection (its ids, and for
+  a batch moving each to its next stage the stage each was selected in), which the freezing
+  activity refuses beyond `MAX_SELECTION` ids or `MAX_SELECTION_BYTES` with the stages
+  (`limit_reached`): 384 KiB;
 - `progress.outcomes`: at most `MAX_REPORTED` outcomes and `MAX_REPORTED_BYTES` (256 KiB);
   past either, outcomes are counted but not listed; each reason is cut to `MAX_ITEM_REASON`
   characters;
@@ -31,7 +33,13 @@ from pydantic import (
     model_validator,
 )
 
-from activities.mass import MAX_SELECTION, MAX_SELECTION_BYTES, SelectionIds
+from activities.mass import (
+    MAX_SELECTION,
+    MAX_SELECTION_BYTES,
+    SelectionIds,
+    SelectionStages,
+    selection_size,
+)
 from sales.results import cut_to
 from sales.validation import Identifier, Line, ShortLine, json_size
 from store.search import SearchFilters, json_bytes_at_most
@@ -57,6 +65,11 @@ class MassModifyInput(BaseModel):
     """At most `MAX_SELECTION` ids, and with `filters` at most `MAX_SELECTION_BYTES` as
     JSON."""
     to_stage: Line | None = None
+    """Move each to this stage."""
+    to_next_stage: bool = False
+    """Move each to the stage after the one it was selected in, and only from that stage: one
+    that has moved meanwhile is rejected (`stage_changed`), one without a next open stage
+    (the last stage, or one followed by a closing stage) or closed is skipped."""
     cancel_open_activities: bool = False
     owner: Line | None = None
     """The owner to give: a user (`opportunities user add`), else the batch is refused
@@ -81,11 +94,16 @@ class MassModifyInput(BaseModel):
     selection not yet done."""
     progress: Progress | None = None
     """Carried across continue-as-new (accepted only by a continued run)."""
+    selected_stages: SelectionStages | None = None
+    """Carried across continue-as-new by a batch moving each to its next stage (accepted only
+    by a continued run): the stage each member of `remaining` was selected in. With
+    `remaining` at most `MAX_SELECTION_BYTES` as JSON."""
 
     @model_validator(mode="after")
     def _one_change(self) -> MassModifyInput:
-        if (self.to_stage is None) == (self.owner is None):
-            raise ValueError("give exactly one of to_stage and owner")
+        changes = (self.to_stage is not None, self.to_next_stage, self.owner is not None)
+        if sum(changes) != 1:
+            raise ValueError("give exactly one of to_stage, to_next_stage: true and owner")
         if self.filters is None and self.ids is None:
             raise ValueError("give filters or ids to select the opportunities")
         given = json_size(self.model_dump(mode="json", include={"ids", "filters"}))
@@ -94,14 +112,31 @@ class MassModifyInput(BaseModel):
                 f"ids and filters take {given:,} bytes as JSON; at most "
                 f"{MAX_SELECTION_BYTES:,} (at most {MAX_SELECTION:,} ids)"
             )
+        self._check_carried_stages()
         return self
+
+    def _check_carried_stages(self) -> None:
+        """`selected_stages` belongs to a batch moving each to its next stage, and fits the
+        frozen selection's budget together with `remaining`."""
+        if self.selected_stages is None:
+            return
+        if not self.to_next_stage:
+            raise ValueError("selected_stages is carried only by a batch with to_next_stage")
+        carried = selection_size(self.remaining or [], self.selected_stages)
+        if carried > MAX_SELECTION_BYTES:
+            raise ValueError(
+                f"remaining and selected_stages take {carried:,} bytes as JSON; at most "
+                f"{MAX_SELECTION_BYTES:,}"
+            )
 
     def request_hash(self) -> str:
         """SHA-256 of the request: the input as canonical JSON (sorted keys, no whitespace,
         UTF-8, fields at their default left out), without what a continued run carries
-        (`remaining`, `progress`)."""
+        (`remaining`, `progress`, `selected_stages`)."""
         request = self.model_dump(
-            mode="json", exclude={"remaining", "progress"}, exclude_defaults=True
+            mode="json",
+            exclude={"remaining", "progress", "selected_stages"},
+            exclude_defaults=True,
         )
         canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -1,6 +1,7 @@
 """The `MassModify` workflow: change the stage (or owner) of many opportunities at once.
 
-It freezes the matching ids when it starts, then sends each opportunity its change as a signal
+It freezes the matching ids when it starts (and, for a batch moving each opportunity to its
+next stage, the stage each is in), then sends each opportunity its change as a signal
 to that opportunity's own workflow (so every stage-change effect applies as for a manual
 change), with the batch id as request id and its own workflow id as `reply_to`: each
 opportunity signals back a `command_outcome` once the change is applied, acknowledged as
@@ -18,6 +19,11 @@ reported rejected; running, it is sent the change again, up to `resends` times, 
 reported `stuck`, so every batch finishes. Cancelling stops sending; the changes already
 sent finish and the report says what changed.
 
+A batch moving each opportunity to its next stage sends each one `next_stage` guarded by the
+stage it was selected in (`expected_stage`): it never moves one that has moved meanwhile
+(rejected, `stage_changed`), and skips one without a next open stage (`no_next_stage`) or
+closed (`closed`, also when its workflow has ended).
+
 A batch trusts only its members: a `command_outcome` counts only when it answers the change
 this batch sent (its request id is the batch id, its command the batch's) from an opportunity
 whose answer it is waiting for. Before sending anything, the first run's freezing activity
@@ -29,7 +35,7 @@ refuses a batch id used for another request (`batch_exists`), an owner who is no
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -37,7 +43,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.mass import MassActivities, Selection
+    from activities.mass import Frozen, MassActivities, Selection
     from runtime.workflow_ids import opportunity_workflow_id
     from sales.commands import ChangeOwner, ChangeStage, Command
     from sales.errors import CommandRejected
@@ -50,6 +56,9 @@ with workflow.unsafe.imports_passed_through():
 
 SKIPPED_CODES = {"already_in_stage", "already_owned"}
 """Rejections that mean the opportunity already is as the batch wants it."""
+NEXT_STAGE_SKIPPED_CODES = {*SKIPPED_CODES, "no_next_stage", "closed"}
+"""Rejections that mean a batch moving each to its next stage has nothing to do for the
+opportunity: it has no next open stage, or it is won or lost."""
 
 
 @workflow.defn(name="MassModify")
@@ -63,6 +72,9 @@ class MassModifyWorkflow:
         self._request: tuple[str, str] | None = None
         """The request id and command name of the change this batch sends (its answers
         carry them)."""
+        self._batch: MassModifyInput | None = None
+        self._stages: Mapping[str, str] = {}
+        """The stage each member was selected in (a batch moving each to its next stage)."""
 
     @workflow.query(name="progress")
     def progress(self) -> Progress | None:
@@ -90,50 +102,60 @@ class MassModifyWorkflow:
         if answer.opportunity_id not in self._waiting:
             workflow.logger.warning("ignored a command_outcome: no change waits for its answer")
             return
-        self._finish(_item(answer))
+        self._finish(self._item(answer))
 
     @workflow.run
     async def run(self, raw: RawValue = NO_INPUT) -> Progress:
         batch = payloads.parse_start(raw, MassModifyInput, "MassModify input")
         continued = workflow.info().continued_run_id is not None
-        if not continued and (batch.remaining is not None or batch.progress is not None):
+        carried = (batch.remaining, batch.progress, batch.selected_stages)
+        if not continued and any(value is not None for value in carried):
             raise payloads.invalid_input(
-                "invalid MassModify input: remaining and progress are carried across "
-                "continue-as-new only; a batch starts without them"
+                "invalid MassModify input: remaining, progress and selected_stages are carried "
+                "across continue-as-new only; a batch starts without them"
             )
         progress = batch.progress or Progress(batch_id=batch.batch_id)
         self._progress = progress
-        command = _command(batch)
-        self._request = (batch.batch_id, command_name(command))
+        self._batch = batch
+        self._request = (batch.batch_id, command_name(_command(batch, None)))
         remaining = batch.remaining
+        self._stages = batch.selected_stages or {}
         if remaining is None:
-            remaining = await self._freeze(batch)
+            frozen = await self._freeze(batch)
+            remaining, self._stages = frozen.ids, frozen.stages or {}
             progress.total = len(remaining)
         pending = list(remaining)
         try:
             while pending or self._waiting:
                 while pending and self._room(batch):
-                    self._send(pending.pop(0), command)
+                    self._send(pending.pop(0))
                 if not self._waiting:
                     break  # continue-as-new with what is pending
-                await self._next_answers(batch, command)
+                await self._next_answers(batch)
         except asyncio.CancelledError:
             progress.canceled = True
             # What was sent is applied by each opportunity regardless: wait for those answers
             # so the report says exactly what changed.
             while self._waiting:
-                await self._next_answers(batch, command)
+                await self._next_answers(batch)
             progress.finished = True
             return progress
         await self._all_sent()
         if pending:
-            workflow.continue_as_new(
-                batch.model_copy(update={"remaining": pending, "progress": progress})
-            )
+            workflow.continue_as_new(batch.model_copy(update=self._carried(pending, progress)))
         progress.finished = True
         return progress
 
-    async def _freeze(self, batch: MassModifyInput) -> list[str]:
+    def _carried(self, pending: list[str], progress: Progress) -> dict[str, object]:
+        """What the next run carries: the members not sent yet, the progress, and for a batch
+        moving each to its next stage the stages of those members only."""
+        carried: dict[str, object] = {"remaining": pending, "progress": progress}
+        if self._batch is not None and self._batch.to_next_stage:
+            stages = self._stages
+            carried["selected_stages"] = {i: stages[i] for i in pending if i in stages}
+        return carried
+
+    async def _freeze(self, batch: MassModifyInput) -> Frozen:
         """The frozen selection; the batch fails at once (non-retryable, nothing sent) if the
         activity refuses it, with the refusal's code and message."""
         selection = Selection(
@@ -142,6 +164,7 @@ class MassModifyWorkflow:
             batch_id=batch.batch_id,
             request_hash=batch.request_hash(),
             owner=batch.owner,
+            stages=batch.to_next_stage,
         )
         try:
             return await workflow.execute_activity_method(
@@ -158,20 +181,22 @@ class MassModifyWorkflow:
                 raise
             raise refused from None
 
-    def _send(self, opportunity_id: str, command: Command) -> None:
+    def _send(self, opportunity_id: str) -> None:
         sends = self._waiting.get(opportunity_id, (workflow.now(), 0))[1]
         self._waiting[opportunity_id] = (workflow.now(), sends + 1)
         self._sending = [task for task in self._sending if not task.done()]
-        self._sending.append(asyncio.ensure_future(self._signal(opportunity_id, command)))
+        self._sending.append(asyncio.ensure_future(self._signal(opportunity_id)))
 
-    async def _signal(self, opportunity_id: str, command: Command) -> None:
+    async def _signal(self, opportunity_id: str) -> None:
+        assert self._batch is not None
+        command = _command(self._batch, self._stages.get(opportunity_id))
         handle = workflow.get_external_workflow_handle(opportunity_workflow_id(opportunity_id))
         try:
             await handle.signal(command_name(command), command)
         except Exception:  # closed or unknown: the server refused the signal
-            await self._explain([opportunity_id], command)
+            await self._explain([opportunity_id])
 
-    async def _next_answers(self, batch: MassModifyInput, command: Command) -> None:
+    async def _next_answers(self, batch: MassModifyInput) -> None:
         """Wait for at least one more answer, or until the oldest unanswered change is
         overdue; then check the overdue ones."""
         done = self._progress.done if self._progress else 0
@@ -188,14 +213,15 @@ class MassModifyWorkflow:
                 for opportunity_id, (sent, _) in sorted(self._waiting.items())
                 if sent + timeout <= workflow.now()
             ]
-            await self._explain(overdue, command, batch)
+            await self._explain(overdue, batch)
 
     async def _explain(
-        self, opportunity_ids: list[str], command: Command, batch: MassModifyInput | None = None
+        self, opportunity_ids: list[str], batch: MassModifyInput | None = None
     ) -> None:
-        """Report the ones no longer running as rejected, with the reason; send the change
-        again to those still running (applied at most once: same request id), or, once they
-        had their resends, report them stuck."""
+        """Report the ones no longer running as rejected, with the reason (a closed one as
+        skipped by a batch moving each to its next stage); send the change again to those
+        still running (applied at most once: same request id), or, once they had their
+        resends, report them stuck."""
         reasons = await workflow.execute_activity_method(
             MassActivities.unreachable,
             opportunity_ids,
@@ -210,11 +236,12 @@ class MassModifyWorkflow:
             reason = reasons.get(opportunity_id)
             sends = self._waiting[opportunity_id][1]
             if reason is not None:
+                skipped = reason.ended and self._next_stage()
                 self._finish(
                     ItemOutcome(
                         opportunity_id=opportunity_id,
-                        result="rejected",
-                        reason=reason,
+                        result="skipped" if skipped else "rejected",
+                        reason=reason.reason,
                         code="closed",
                     )
                 )
@@ -228,7 +255,16 @@ class MassModifyWorkflow:
                     )
                 )
             else:
-                self._send(opportunity_id, command)
+                self._send(opportunity_id)
+
+    def _next_stage(self) -> bool:
+        """Whether this batch moves each member to its next stage."""
+        return self._batch is not None and self._batch.to_next_stage
+
+    def _item(self, answer: CommandOutcome) -> ItemOutcome:
+        """The outcome an opportunity's answer reports."""
+        skipped = NEXT_STAGE_SKIPPED_CODES if self._next_stage() else SKIPPED_CODES
+        return _item(answer, skipped)
 
     def _finish(self, outcome: ItemOutcome) -> None:
         self._waiting.pop(outcome.opportunity_id, None)
@@ -246,11 +282,23 @@ class MassModifyWorkflow:
         return continue_as_new.due(batch.continue_as_new_after_events)
 
 
-def _command(batch: MassModifyInput) -> Command:
+def _command(batch: MassModifyInput, selected_stage: str | None) -> Command:
+    """The change the batch sends a member; `selected_stage`: the stage it was selected in (a
+    batch moving each to its next stage; None for one the read model had no row for)."""
     reply_to = workflow.info().workflow_id
     if batch.to_stage is not None:
         return ChangeStage(
             stage=batch.to_stage,
+            cancel_open_activities=batch.cancel_open_activities,
+            source="mass",
+            by=batch.by,
+            request_id=batch.batch_id,
+            reply_to=reply_to,
+        )
+    if batch.to_next_stage:
+        return ChangeStage(
+            next_stage=True,
+            expected_stage=selected_stage,
             cancel_open_activities=batch.cancel_open_activities,
             source="mass",
             by=batch.by,
@@ -275,7 +323,7 @@ def _refusal(error: ActivityError) -> ApplicationError | None:
     return ApplicationError(message, {"code": code}, type="BatchRefused", non_retryable=True)
 
 
-def _item(answer: CommandOutcome) -> ItemOutcome:
+def _item(answer: CommandOutcome, skipped_codes: set[str]) -> ItemOutcome:
     if answer.result == "applied":
         return ItemOutcome(opportunity_id=answer.opportunity_id, result="changed")
     if answer.result == "duplicate":
@@ -286,7 +334,7 @@ def _item(answer: CommandOutcome) -> ItemOutcome:
         )
     return ItemOutcome(
         opportunity_id=answer.opportunity_id,
-        result="skipped" if answer.code in SKIPPED_CODES else "rejected",
+        result="skipped" if answer.code in skipped_codes else "rejected",
         reason=answer.reason,
         code=answer.code,
     )

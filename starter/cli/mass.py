@@ -1,4 +1,5 @@
-"""`opportunities mass-modify`: change the stage or owner of many opportunities at once."""
+"""`opportunities mass-modify`: change the stage or owner of many opportunities at once, or move
+each to its next stage."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ mass_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     invoke_without_command=True,
-    help="Change the stage (or owner) of every opportunity matching the filters.",
+    help="Change the stage (or owner) of every opportunity matching the filters, or move each "
+    "to its next stage.",
 )
 
 
@@ -67,6 +69,14 @@ def mass_modify(
     to_stage: Annotated[
         str | None, typer.Option("--to-stage", help="Move them to this stage.")
     ] = None,
+    to_next_stage: Annotated[
+        bool,
+        typer.Option(
+            "--to-next-stage",
+            help="Move each to the stage after the one it is in now (never into a closing "
+            "stage; one that moves meanwhile is left where it is).",
+        ),
+    ] = False,
     cancel: Annotated[
         bool,
         typer.Option("--cancel-open-activities", help="Cancel open activities of the stage left."),
@@ -80,8 +90,8 @@ def mass_modify(
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
-    if (to_stage is None) == (owner is None):
-        raise UserError("give exactly one of --to-stage and --owner")
+    if sum((to_stage is not None, to_next_stage, owner is not None)) != 1:
+        raise UserError("give exactly one of --to-stage, --to-next-stage and --owner")
     filters = search_filters(
         process=process, stage=stage, status=status, contact=contact, owner=owner_filter,
         name=name, entered_before=entered_before, entered_after=entered_after,
@@ -89,11 +99,11 @@ def mass_modify(
     )  # fmt: skip
     batch = validated(MassModifyInput, "mass modification", {
         "batch_id": batch_id or f"mass-{uuid.uuid4().hex[:10]}", "filters": filters,
-        "to_stage": to_stage, "cancel_open_activities": cancel, "owner": owner, "by": actor(),
-        "concurrency": concurrency,
+        "to_stage": to_stage, "to_next_stage": to_next_stage, "cancel_open_activities": cancel,
+        "owner": owner, "by": actor(), "concurrency": concurrency,
     })  # fmt: skip
 
-    async def work() -> None:
+    async def checked() -> int:
         async with database() as pool:
             await _check_batch(pool, batch)
             matching = (await ReadModel(pool).search(filters, limit=1)).total
@@ -101,13 +111,17 @@ def mass_modify(
                 await _check_stage(pool, filters, to_stage)
         if matching == 0:
             raise UserError("no opportunity matches these filters")
-        change = f"to stage {to_stage!r}" if to_stage else f"to owner {owner!r}"
-        if not yes:
-            question = f"Change {counted(matching, 'opportunity')} {change}?"
-            if not sys.stdin.isatty():
-                raise UserError(f"{question} Answer with --yes")
-            if not typer.confirm(escaped(question), default=False):
-                raise typer.Exit(1)
+        return matching
+
+    matching = run(checked)
+    if not yes:  # asked outside the event loop, where Ctrl-C interrupts the question
+        question = _question(batch, matching)
+        if not sys.stdin.isatty():
+            raise UserError(f"{question} Answer with --yes")
+        if not typer.confirm(escaped(question), default=False):
+            raise typer.Exit(1)
+
+    async def work() -> None:
         client = await OpportunitiesClient.connect()
         try:
             handle = await client.start_mass_modify(batch)
@@ -143,6 +157,14 @@ def mass_modify(
     run(work)
 
 
+def _question(batch: MassModifyInput, matching: int) -> str:
+    """The confirmation asked before the batch starts."""
+    if batch.to_next_stage:
+        return f"Move {counted(matching, 'opportunity')} each to its next stage?"
+    change = f"to stage {batch.to_stage!r}" if batch.to_stage else f"to owner {batch.owner!r}"
+    return f"Change {counted(matching, 'opportunity')} {change}?"
+
+
 async def _check_batch(pool: Pool, batch: MassModifyInput) -> None:
     """Refuse at once what the batch's first activity would refuse anyway: an owner who is
     no user, a batch id used for another change."""
@@ -153,8 +175,7 @@ async def _check_batch(pool: Pool, batch: MassModifyInput) -> None:
         )
     if await batches.request_of(pool, batch.batch_id) not in (None, batch.request_hash()):
         raise CommandRejected(
-            f"batch {batch.batch_id!r} was used for another change; "
-            "give another --batch-id",
+            f"batch {batch.batch_id!r} was used for another change; give another --batch-id",
             code="batch_exists",
         )
 

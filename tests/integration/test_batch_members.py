@@ -1,6 +1,8 @@
 """A batch trusts only its members: an answer counts only when it answers the change this batch
 sent to an opportunity whose answer it waits for; a batch id names one request for good; the
-owner a batch gives must be a user. Real servers; forged answers through a raw client.
+owner a batch gives must be a user; a batch moving each to its next stage moves none that has
+moved since it was selected, and carries no more than its budget with the stages. Real
+servers; forged answers through a raw client.
 
 Members that must stay unanswered for a while are "parked": opened on a task queue of their
 own whose worker then stops, so the batch's change waits in their history until a worker
@@ -29,6 +31,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 import store.opportunities
+from activities.mass import MAX_SELECTION, MAX_SELECTION_BYTES
+from sales.commands import ChangeStage
+from sales.validation import json_size
 from starter.client import OpportunitiesClient
 from store import batches, users
 from store.search import SearchFilters
@@ -389,3 +394,83 @@ async def test_forged_answers_to_a_waiting_batch_count_for_nothing(
     total = len(answered) + len(waiting)
     assert (report.total, report.done, report.changed) == (total, total, total), report
     assert await task_failures(handle) == 0
+
+
+# --- a batch moving each to its next stage ----------------------------------------------
+
+
+async def test_a_member_that_moved_after_the_selection_is_not_moved_again(
+    client: Client, worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
+) -> None:
+    """Two parked members, selected in Prospect; the batch sends one change at a time. While
+    it waits for the first, the second is moved by hand: the batch's change then finds it in
+    another stage, is rejected (`stage_changed`), and leaves it where it was moved."""
+    first, second = f"ns1-{uid}", f"ns2-{uid}"
+    queue = await park(client, pool, uid, [first, second])
+    rows = await pool.fetch(
+        "SELECT current_stage FROM opportunities WHERE opportunity_id = ANY($1::text[])",
+        [first, second],
+    )
+    assert [row["current_stage"] for row in rows] == ["Prospect", "Prospect"]
+    batch_id = f"ns-{uid}"
+    handle = await opportunities.start_mass_modify(
+        MassModifyInput(batch_id=batch_id, ids=[first, second], to_next_stage=True, concurrency=1)
+    )
+
+    async def first_sent() -> bool:
+        return "change_stage" in await signal_names(opportunities.handle(first))
+
+    await eventually(first_sent, 30)
+    assert (await opportunities.mass_progress(batch_id)).total == 2, "frozen"
+    await opportunities.signal(second, ChangeStage(stage="Proposal", by="ann"))
+    assert await signal_names(opportunities.handle(second)) == ["change_stage"], "by hand only"
+
+    async with worker_on(client, pool, queue):
+        report = await asyncio.wait_for(handle.result(), LATE_SECONDS)
+        assert (await opportunities.state(first)).current_stage == "Needs analysis"
+        moved = await opportunities.state(second)
+    assert (report.total, report.changed, report.skipped, report.rejected) == (2, 1, 0, 1)
+    [outcome] = report.outcomes
+    assert (outcome.opportunity_id, outcome.result, outcome.code) == (
+        second, "rejected", "stage_changed",
+    )  # fmt: skip
+    assert "it has moved meanwhile" in outcome.reason
+    assert moved.current_stage == "Proposal"
+    assert [(h.to_stage, h.source) for h in moved.history][-1] == ("Proposal", "manual")
+    assert await task_failures(handle) == 0
+
+
+def ids_filling(size: int, count: int) -> list[str]:
+    """`count` distinct ids taking exactly `size` bytes as JSON."""
+    width = (size - 2) // count - 3
+    ids = [f"f{n:06d}".rjust(width, "x") for n in range(count)]
+    short = size - json_size(ids)
+    return [f"x{i}" if n < short else i for n, i in enumerate(ids)]
+
+
+async def test_a_selection_that_fits_only_without_its_stages_is_refused(
+    client: Client, worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
+) -> None:
+    """The ids given fit the input's budget; with the stage of the one the read model has,
+    the frozen selection would not: refused (`limit_reached`) before anything is sent."""
+    process_id = await setup_process(pool, uid, on_entry=False)
+    contact_id = await setup_contact(pool, uid)
+    long_id = f"o-{uid}-{'l' * 150}"
+    await opportunities.create(contact_id, opportunity_id=long_id, process_id=process_id)
+    filler = ids_filling(MAX_SELECTION_BYTES - 60 - (len(long_id) + 3), MAX_SELECTION - 1)
+    ids = [long_id, *filler]
+    assert json_size(ids) == MAX_SELECTION_BYTES - 60
+    batch_id = f"L-{uid}"
+    handle = await opportunities.start_mass_modify(
+        MassModifyInput(batch_id=batch_id, ids=ids, to_next_stage=True)
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await asyncio.wait_for(handle.result(), 60)
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "BatchRefused"
+    assert cause.details == ({"code": "limit_reached"},) and cause.non_retryable
+    assert cause.message.startswith(f"limit_reached: the selection holds {MAX_SELECTION:,} ")
+    assert "bytes of ids and their stages" in cause.message
+    assert await sent_changes(handle) == 0
+    assert await batches.request_of(pool, batch_id) is None, "a refused batch uses no id"
+    assert (await opportunities.state(long_id)).current_stage == "Prospect"

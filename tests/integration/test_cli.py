@@ -308,7 +308,8 @@ async def test_mass_modify_from_the_command_line(
         and "Change 4 opportunities to stage 'Proposal'? Answer with --yes" in asked.stderr
     )
     both = await cli("mass-modify", "--process", process_id, "--to-stage", "X", "--owner", "Y")
-    assert both.code == 1 and "exactly one of --to-stage and --owner" in both.stderr
+    assert both.code == 1
+    assert "exactly one of --to-stage, --to-next-stage and --owner" in both.stderr
     done = await cli("mass-modify", "--process", process_id, "--to-stage", "Proposal", "--yes",
                      "--batch-id", f"b-{uid}", "--json")  # fmt: skip
     assert done.code == 0, done.stderr

@@ -183,3 +183,20 @@ async def test_without_a_terminal_the_choices_must_be_given(
     state = await opportunities.state(opportunity_id)
     _, check = state.find_action("check-call") or (None, None)
     assert state.current_stage == "Needs analysis" and check and check.activity_status == "active"
+
+
+async def test_mass_modify_asks_first_and_ctrl_c_starts_nothing(
+    cli: Cli, worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
+) -> None:
+    opportunity_id = await _opened(pool, opportunities, uid)
+    args = ["mass-modify", "--process", f"life-{uid}", "--to-next-stage",
+            "--batch-id", f"b-{uid}"]  # fmt: skip
+    question = r"Move 1 opportunity each to its next stage\? \[y/N\]"
+    code, out = await dialog(cli, args, [(question, None)])
+    assert code != 0, out
+    assert await ReadModel(pool).run_of(opportunity_id)
+    assert (await opportunities.state(opportunity_id)).current_stage == "Prospect"
+    code, out = await dialog(cli, args, [(question, "y")])
+    assert code == 0, out
+    assert "1 changed" in out, out
+    assert (await opportunities.state(opportunity_id)).current_stage == "Needs analysis"
