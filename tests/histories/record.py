@@ -23,7 +23,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 
 from bench.servers import local_servers
-from sales.commands import ActionOverrides, ChangeOwner, ChangeStage
+from sales.commands import ActionOverrides, ActivityDetails, ChangeOwner, ChangeStage
 from sales.opportunity import Opportunity
 from starter.client import OpportunitiesClient
 from store import users
@@ -288,9 +288,51 @@ async def update_stream(client: Client, opportunities: OpportunitiesClient, pool
     await save(client, handle, "continue-as-new-under-updates", run_id=first_run)
 
 
+async def stage_choices(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
+    """A person's choices as the stage changes: the next stage guarded by the stage expected,
+    the process's default for cancelling, the new stage's activity details, an outcome's stage
+    with details, and an action whose activity was canceled."""
+    await setup_process(pool, "choices", cancel_on_advance=True,
+                        outcome_stages={"Interested": "Proposal"})  # fmt: skip
+    contact = await setup_contact(pool, "choices")
+    await opportunities.create(contact, opportunity_id="choices", process_id="life-choices")
+    visit = ActivityDetails(subject="Home visit", duration_minutes=90, assignee="bob")
+    await opportunities.change_stage(
+        "choices", next_stage=True, expected_stage="Prospect", overrides={"fact-finder": visit}
+    )
+    performed = await opportunities.perform_actions("choices", ["intro-call"])
+    assert performed.actions[0].code == "activity_canceled", performed
+    await opportunities.change_stage("choices", "Prospect", cancel_open_activities=False)
+    await opportunities.delete_activity("choices", "choices/intro-call/1")
+    await opportunities.perform_actions("choices", ["intro-call"])
+    await opportunities.complete_actions(
+        "choices", ["intro-call"], outcome="Interested", stage="Needs analysis",
+        overrides={}, cancel_open_activities=False,
+    )  # fmt: skip
+    await save(client, opportunities.handle("choices"), "stage-choices")
+
+
+async def mass_next(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
+    """A batch moving each to its next stage: two move on, one in its last open stage is
+    skipped."""
+    await setup_process(pool, "next", on_entry=False)
+    contact = await setup_contact(pool, "next")
+    for n in range(3):
+        await opportunities.create(contact, opportunity_id=f"next-{n}", process_id="life-next")
+    await opportunities.change_stage("next-1", "Needs analysis")
+    await opportunities.change_stage("next-2", "Proposal")
+    batch = MassModifyInput(
+        batch_id="record-next", filters=SearchFilters(process_id="life-next"), to_next_stage=True
+    )
+    handle = await opportunities.start_mass_modify(batch)
+    report = await handle.result()
+    assert (report.changed, report.skipped) == (2, 1), report
+    await save(client, handle, "mass-next-stage")
+
+
 PATHS = [
     actions, outcomes, timers, continue_as_new, mass, batched, under_load, updates_queried,
-    update_stream, reference_product,
+    update_stream, reference_product, stage_choices, mass_next,
 ]  # fmt: skip
 
 
