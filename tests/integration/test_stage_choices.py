@@ -147,3 +147,33 @@ async def test_raw_clients_move_to_the_next_stage_with_overrides(
     with pytest.raises(CommandRejected, match="no next open stage") as refused:
         await opportunities.change_stage(opportunity_id, next_stage=True)
     assert getattr(refused.value, "code", None) == "no_next_stage"
+
+
+async def test_raw_clients_record_an_outcome_into_a_stage_with_its_details(
+    worker: Worker,
+    pool: asyncpg.Pool,
+    opportunities: OpportunitiesClient,
+    servers: Servers,
+    uid: str,
+) -> None:
+    changes = {"outcome_stages": {"Interested": "Needs analysis"}}
+    await open_one(pool, opportunities, uid, process=changes)
+    opportunity_id = f"o-{uid}"
+    workflow_id = f"opportunity-{opportunity_id}"
+    details = {"fact-finder": {"location": "Her office", "notes": "bring forms"}}
+    wrong = {"activity_id": f"{opportunity_id}/intro-call/1", "outcome": "No answer",
+             "overrides": details}  # fmt: skip
+    out = await run(*http_update(servers, workflow_id, "record_outcome", wrong))
+    failure = json.loads(out)["outcome"]["failure"]
+    assert failure["applicationFailureInfo"]["details"] == [{"code": "not_allowed"}], out
+    command = wrong | {"outcome": "Interested"}
+    out = await run(*http_update(servers, workflow_id, "record_outcome", command))
+    result = json.loads(out)["outcome"]["success"]
+    assert result, out
+    state = await opportunities.state(opportunity_id)
+    assert state.current_stage == "Needs analysis"
+    activity = await ReadModel(pool).calendar_activity(f"{opportunity_id}/fact-finder/1")
+    assert activity is not None and (activity.location, activity.notes) == (
+        "Her office",
+        "bring forms",
+    )
