@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from sales import value_rules
 from sales.calendar_rules import (
     calendar_key,
     display_id,
@@ -483,6 +484,9 @@ def _outcome_stage(
     target = _stage_moved_to(state, outcome, command.stage)
     if target is None:
         return []
+    definition = state.process.stage(target)
+    assert definition is not None
+    why = value_rules.close_reason(state, definition, None, by_hand=False)
     left = state.current_stage
     change.message += f"; moved from {left!r} to {target!r}"
     change.actions += blocked_on_entry(state, target)
@@ -490,7 +494,7 @@ def _outcome_stage(
         state, target, now, source="outcome", by=command.by,
         reason=outcome or "marked complete",
         cancel=cancels_on_leaving(state, command.cancel_open_activities),
-        details=command.overrides,
+        details=command.overrides, close_reason=why,
     )  # fmt: skip
 
 

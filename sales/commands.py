@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sales.process import Action
 from sales.validation import Identifier, Line, Notes, ShortLine, When
+from sales.value import Amount, CloseDate, Currency, ForecastCategory, Probability
 
 
 class Envelope(BaseModel):
@@ -212,6 +213,41 @@ class DeleteOpportunity(Command):
     active calendar activities canceled."""
 
     reason: Notes
+
+
+class UpdateDetails(Command):
+    """Change what the opportunity is worth and when it should close (and its name): each
+    field given is set, each given as null is cleared (a probability or forecast category
+    cleared follows the stage again; a currency cleared is the service's default); a field
+    not given stays."""
+
+    amount: Amount | None = None
+    currency: Currency | None = None
+    expected_close_date: CloseDate | None = None
+    probability: Probability | None = None
+    forecast_category: ForecastCategory | None = None
+    include_in_forecast: bool | None = None
+    name: Line | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> UpdateDetails:
+        if not self.model_fields_set & set(DETAIL_FIELDS):
+            raise ValueError(f"give at least one of {', '.join(DETAIL_FIELDS)}")
+        if "include_in_forecast" in self.model_fields_set and self.include_in_forecast is None:
+            raise ValueError("include_in_forecast is true or false")
+        return self
+
+    def given(self) -> dict[str, Any]:
+        """The detail fields given, with their values (None: clear it)."""
+        given = self.model_fields_set
+        return {name: getattr(self, name) for name in DETAIL_FIELDS if name in given}
+
+
+DETAIL_FIELDS = (
+    "amount", "currency", "expected_close_date", "probability", "forecast_category",
+    "include_in_forecast", "name",
+)  # fmt: skip
+"""The details `update_details` sets, in the order they are shown."""
 
 
 class ChangeOwner(Command):

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from sales import action_rules, stage_rules
+from sales import action_rules, stage_rules, value_rules
 from sales.change_records import ChangeRecord, records
 from sales.commands import Command
 from sales.effects import Effect, EffectOutcome, PerformEffect
@@ -127,6 +127,7 @@ def open_opportunity(
     *,
     contact_name: str | None = None,
     day_seconds: int = 86400,
+    currency: str = "USD",
 ) -> Decision:
     """The opportunity as it is created: in its initial stage, with one `start` history entry."""
     definition = process.definition
@@ -156,6 +157,7 @@ def open_opportunity(
     )
     state.day_seconds = day_seconds
     effects = stage_rules.enter_stage(state, stage, now, source="start", by=start.by, reason=None)
+    value_rules.open_value(state, start, currency)
     return Decision(
         state=state,
         effects=effects,
@@ -233,6 +235,7 @@ def _apply(state: Opportunity, command: Command, now: datetime, looked_up: Looke
     ruling = declaration.rule(new, command, now, looked_up)
     new.revision += 1
     new.last_command_at = now
+    new.idle_since = None  # any command clears it
     if command.request_id is not None:
         remember(new, command.request_id)
     result = _result(new, name, command.request_id, ruling.message)

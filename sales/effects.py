@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from sales.opportunity import HistoryEntry, Remark
+from sales.opportunity import DetailChange, HistoryEntry, Remark, StageLeft
 from sales.validation import CodeText, DisplayId, IdText, LineText, MessageText, NotesText
 
 
@@ -27,6 +27,20 @@ class RecordRemark(BaseModel):
 
     kind: Literal["record_remark"] = "record_remark"
     remark: Remark
+
+
+class RecordStageLeft(BaseModel):
+    """When the stage an earlier history entry entered was left, and how long it lasted."""
+
+    kind: Literal["record_stage_left"] = "record_stage_left"
+    left: StageLeft
+
+
+class RecordDetailChange(BaseModel):
+    """A change of the opportunity's details, written to the read model."""
+
+    kind: Literal["record_detail_change"] = "record_detail_change"
+    change: DetailChange
 
 
 class CreateCalendarActivity(BaseModel):
@@ -134,6 +148,8 @@ projection, in order, idempotently (only an active row is completed or canceled)
 Effect = Annotated[
     RecordHistory
     | RecordRemark
+    | RecordStageLeft
+    | RecordDetailChange
     | CreateCalendarActivity
     | SendLetter
     | InviteToEvent

@@ -14,6 +14,7 @@ REJECTION_CODES: dict[str, str] = {
     "unknown_action": "the opportunity has no action of this id",
     "unknown_activity": "the opportunity has no linked calendar activity of this id",
     "already_in_stage": "the opportunity is in this stage already",
+    "unknown_reason": "entering a won or lost stage needs one of the process's reasons",
     "stage_changed": "the opportunity is no longer in the stage the command expects",
     "no_next_stage": "the current stage is the last open one: name the stage to move to",
     "already_owned": "the opportunity has this owner already",
@@ -52,8 +53,7 @@ FAILURE_CODES: dict[str, str] = {
     "method_unavailable": "the letter cannot go out as the correspondence option asks",
     "mail_refused": "the mail server or the e-mail's headers refuse the letter",
     "unknown_event": "no event has this id",
-    "activity_canceled": "the action's calendar activity was canceled: delete it to create "
-    "another",
+    "activity_canceled": "the action's calendar activity was canceled: delete it to create another",
     "unavailable": "a database or mail server stayed down longer than the retries last",
     "unclassified": "an unexpected error, retried up to a bound; the worker's log has it",
     "limit_reached": "the side effect would exceed a limit (a batch's selection)",

@@ -22,6 +22,7 @@ from sales.validation import (
     NotesText,
     ShortLine,
 )
+from sales.value import Amount, CloseDate, Currency, ForecastCategory, Probability
 
 Status = Literal["open", "won", "lost", "deleted"]
 """`deleted`: ended by `delete_opportunity`, out of searches by default."""
@@ -65,6 +66,15 @@ class StartOpportunity(BaseModel):
     stage: Line | None = None
     by: ShortLine | None = None
     """Who opened it; kept in the `start` history entry."""
+    amount: Amount | None = None
+    currency: Currency | None = None
+    """Default: the service's currency setting (`OPPORTUNITIES_CURRENCY`)."""
+    expected_close_date: CloseDate | None = None
+    probability: Probability | None = None
+    """Set by hand: it stays (default: the stage's, following stage changes)."""
+    forecast_category: ForecastCategory | None = None
+    """Set by hand: it stays (default: the stage's)."""
+    include_in_forecast: bool = True
 
 
 ActivityStatus = Literal["active", "done", "canceled"]
@@ -150,6 +160,34 @@ class HistoryEntry(BaseModel):
     """Active activities of the stage left, cancelled by this change."""
     created_activities: list[DisplayId] = Field(default_factory=list, max_length=MAX_ACTIONS)
     """Activities created on entry (actions marked `create_activity_on_entry`)."""
+    left_at: datetime | None = None
+    """When the stage it entered was left (None: not yet, or an entry that stays in the
+    stage)."""
+    duration_seconds: int | None = None
+    """How long the opportunity stayed in the stage it entered, once left."""
+
+
+class StageLeft(BaseModel):
+    """The stage history entry `seq` entered was left at `left_at`, after `duration_seconds`."""
+
+    seq: int
+    left_at: datetime
+    duration_seconds: int
+
+
+class DetailChange(BaseModel):
+    """One change of an opportunity's details; `seq` numbers them from 1 per opportunity."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    seq: int
+    what: IdText
+    """`amount`, `currency`, `expected_close_date`, `probability`, `forecast_category`,
+    `include_in_forecast` or `name`."""
+    from_value: MessageText | None = None
+    to_value: MessageText | None = None
+    by: IdText | None = None
+    at: datetime
 
 
 class Rejection(BaseModel):
@@ -240,6 +278,34 @@ class Opportunity(BaseModel):
     day_seconds: int = 86400
     """The length of a day for stage timers (`OPPORTUNITIES_DAY_SECONDS` of the worker that
     opened it; tests use a second)."""
+    amount: Amount | None = None
+    currency: Currency | None = None
+    """The currency of `amount` (set when it opened, from the start or the setting)."""
+    default_currency: Currency | None = None
+    """The service's currency when it opened: what a cleared currency becomes."""
+    won_amount: Amount | None = None
+    """The amount it was won at (kept when it is won; cleared by a reopening)."""
+    expected_close_date: CloseDate | None = None
+    """Expected, while open; the day it closed, once won."""
+    probability: Probability | None = None
+    """The current stage's probability, unless set by hand (`probability_by_hand`)."""
+    probability_by_hand: bool = False
+    forecast_category: ForecastCategory | None = None
+    """The current stage's forecast category, unless set by hand."""
+    forecast_category_by_hand: bool = False
+    include_in_forecast: bool = True
+    close_reason: LineText | None = None
+    """Why it was won or lost (one of the process's reasons when it lists them)."""
+    entered_seq: int = 0
+    """The history entry that entered the current stage (its `left_at` is set on leaving)."""
+    stage_seconds: dict[LineText, int] = Field(default_factory=dict, max_length=4 * MAX_STAGES)
+    """Seconds spent in each stage, over the stays already ended (a stage entered twice counts
+    both); the current stay is `now - stage_entered_at`."""
+    idle_since: datetime | None = None
+    """Since when no command came while the stage's `idle_after_days` passed (None: not
+    idle)."""
+    detail_changes: int = 0
+    """Changes of its details recorded in all (numbers the next one)."""
 
     def stage_state(self, name: str) -> StageState:
         return next(stage for stage in self.stages if stage.name == name)
@@ -298,6 +364,15 @@ class Opportunity(BaseModel):
             failed_actions=self.failed_actions(),
             created_at=self.created_at,
             revision=self.revision,
+            amount=self.amount,
+            currency=self.currency,
+            won_amount=self.won_amount,
+            expected_close_date=self.expected_close_date,
+            probability=self.probability,
+            forecast_category=self.forecast_category,
+            include_in_forecast=self.include_in_forecast,
+            close_reason=self.close_reason,
+            idle_since=self.idle_since,
         )
 
 
@@ -320,3 +395,12 @@ class OpportunitySummary(BaseModel):
     failed_actions: int = 0
     created_at: datetime
     revision: int
+    amount: Amount | None = None
+    currency: Currency | None = None
+    won_amount: Amount | None = None
+    expected_close_date: CloseDate | None = None
+    probability: Probability | None = None
+    forecast_category: ForecastCategory | None = None
+    include_in_forecast: bool = True
+    close_reason: LineText | None = None
+    idle_since: datetime | None = None

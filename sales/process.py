@@ -22,6 +22,7 @@ from sales.validation import (
     Line,
     ShortLine,
 )
+from sales.value import ForecastCategory
 
 
 class _Strict(BaseModel):
@@ -85,6 +86,19 @@ class StageDefinition(_Strict):
     """After this many days in the stage without a command, create a follow-up activity."""
     advance_after_days: int | None = Field(default=None, ge=1, le=3650)
     """After this many days in the stage, move to the next stage automatically."""
+    idle_after_days: int | None = Field(default=None, ge=1, le=3650)
+    """After this many days in the stage without a command, the opportunity is idle (until
+    the next command)."""
+    forecast_category: ForecastCategory | None = None
+    """The forecast category of an opportunity in this stage (default: `closed` for a won
+    stage, `omitted` for a lost one, else `pipeline`), unless set by hand."""
+
+    def default_forecast_category(self) -> ForecastCategory:
+        if self.forecast_category is not None:
+            return self.forecast_category
+        if self.closes_as == "won":
+            return "closed"
+        return "omitted" if self.closes_as == "lost" else "pipeline"
 
 
 class ProcessDefinition(_Strict):
@@ -108,6 +122,13 @@ class ProcessDefinition(_Strict):
     )
     """The outcomes a kind of calendar activity may have (`{"call": ["Interested", ...]}`);
     a kind without a list takes any outcome."""
+    lost_reasons: Annotated[list[Line], Field(max_length=100)] = Field(default_factory=list)
+    """When listed, entering a lost stage needs one of them as its reason."""
+    won_reasons: Annotated[list[Line], Field(max_length=100)] = Field(default_factory=list)
+    """When listed, winning by hand needs one of them as its reason."""
+    default_lost_reason: Line | None = None
+    """The reason of a loss nobody gave one for (an outcome mapped to a lost stage): one of
+    `lost_reasons`, required when they are listed and an outcome can lose."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ProcessDefinition:
@@ -146,7 +167,32 @@ class ProcessDefinition(_Strict):
                     f"outcome_stages[{outcome!r}] points at unknown stage {target!r}; "
                     f"stages are {self.stage_names()}"
                 )
+        self._check_reasons()
         return self
+
+    def _check_reasons(self) -> None:
+        for name in ("lost_reasons", "won_reasons"):
+            listed = getattr(self, name)
+            if len(set(listed)) != len(listed):
+                raise ValueError(f"{name} lists a reason twice")
+        default = self.default_lost_reason
+        if default is not None and self.lost_reasons and default not in self.lost_reasons:
+            raise ValueError(
+                f"default_lost_reason {default!r} is not one of lost_reasons {self.lost_reasons}"
+            )
+        lost = {stage.name for stage in self.stages if stage.closes_as == "lost"}
+        losing = sorted(o for o, target in self.outcome_stages.items() if target in lost)
+        if self.lost_reasons and losing and default is None:
+            raise ValueError(
+                f"outcomes {losing} lose an opportunity without a reason given: name a "
+                "default_lost_reason (one of lost_reasons)"
+            )
+
+    def reasons_for(self, closes_as: str | None) -> list[str]:
+        """The reasons a won or lost stage needs (empty: any, or none)."""
+        if closes_as == "won":
+            return list(self.won_reasons)
+        return list(self.lost_reasons) if closes_as == "lost" else []
 
     def roles(self) -> list[str]:
         """The roles its actions name, in order."""

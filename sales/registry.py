@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sales import action_rules, stage_rules, team_rules
+from sales import action_rules, stage_rules, team_rules, value_rules
 from sales.commands import (
     AddAction,
     AddRemark,
@@ -32,6 +32,7 @@ from sales.commands import (
     MoveProcess,
     PerformActions,
     RecordOutcome,
+    UpdateDetails,
 )
 from sales.errors import CommandRejected
 from sales.opportunity import Opportunity
@@ -157,6 +158,11 @@ DECLARATIONS = (
     Declaration(
         "delete_opportunity", DeleteOpportunity, _plain(team_rules.delete_opportunity),
         "End the opportunity as deleted (out of searches, kept in history).", cli="delete",
+    ),
+    Declaration(
+        "update_details", UpdateDetails, _plain(value_rules.update_details),
+        "Set or clear what the opportunity is worth, when it should close, and its name.",
+        leaves_stages=True, cli="details",
     ),
     Declaration(
         "change_owner", ChangeOwner, _plain(stage_rules.change_owner),

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from sales import value_rules
 from sales.calendar_rules import calendar_key, new_calendar_activity
 from sales.commands import ActivityDetails, ChangeOwner, ChangeStage, MoveProcess
-from sales.effects import CancelCalendarActivity, Effect, RecordHistory
+from sales.effects import CancelCalendarActivity, Effect, RecordHistory, RecordStageLeft
 from sales.errors import CommandRejected
 from sales.opportunity import (
     MAX_HISTORY,
@@ -23,6 +24,7 @@ from sales.opportunity import (
     HistoryEntry,
     HistorySource,
     Opportunity,
+    StageLeft,
     StageState,
 )
 from sales.process import ActivitySpec, CalendarAction, FoundProcess
@@ -64,6 +66,9 @@ def change_stage(state: Opportunity, command: ChangeStage, now: datetime) -> Rul
         )
     require_cancel_allowed(state, command.cancel_open_activities)
     require_entry_overrides(state, target, command.overrides)
+    definition = state.process.stage(target)
+    assert definition is not None
+    why = value_rules.close_reason(state, definition, command.reason, by_hand=True)
     left = state.current_stage
     blocked = blocked_on_entry(state, target)
     effects = enter_stage(
@@ -75,6 +80,7 @@ def change_stage(state: Opportunity, command: ChangeStage, now: datetime) -> Rul
         reason=command.reason,
         cancel=cancels_on_leaving(state, command.cancel_open_activities),
         details=command.overrides,
+        close_reason=why,
     )
     return Ruling(f"moved from {left!r} to {target!r}", effects, blocked)
 
@@ -227,6 +233,7 @@ def enter_stage(
     reason: str | None,
     cancel: bool = False,
     details: Mapping[str, ActivityDetails] | None = None,
+    close_reason: str | None = None,
 ) -> list[Effect]:
     """Move `state` (in place) into `stage` and say what must be carried out; `details` are
     the user's, per action, for the activities entering creates."""
@@ -242,6 +249,8 @@ def enter_stage(
         for action in creates_on_entry(state, stage)
         if isinstance(action.definition, CalendarAction)
     ]
+    if source != "start":
+        effects.append(leave_stage(state, now))
     entry = record(
         state,
         at=now,
@@ -257,11 +266,56 @@ def enter_stage(
         state.visited = [*state.visited, stage]
     state.current_stage = stage
     state.stage_entered_at = now
+    state.entered_seq = entry.seq
     definition = state.process.stage(stage)
     closes_as = definition.closes_as if definition else None
     state.status = closes_as or "open"
     state.closed_at = now if closes_as else None
+    if definition is not None:
+        state.close_reason = close_reason if closes_as else None
+        value_rules.follow_stage(state)
+        value_rules.on_closing(state, definition, now)
     return [*effects, RecordHistory(entry=entry), *creates]
+
+
+MAX_STAGE_TOTALS = 200
+"""Stages whose time the state totals; past it (an opportunity moved across many processes),
+the oldest totals are folded into `OTHER_STAGES`."""
+OTHER_STAGES = "(other stages)"
+
+
+def stay_seconds(since: datetime, until: datetime) -> int:
+    """Whole seconds from `since` to `until`, counted on the clock's whole seconds, so that
+    consecutive stays add up to exactly the time they span."""
+    return max(0, int(until.timestamp()) - int(since.timestamp()))
+
+
+def leave_stage(state: Opportunity, now: datetime) -> RecordStageLeft:
+    """Leave the current stage (in place): its stay added to the totals per stage, and the
+    history entry that entered it told when it was left and how long it lasted."""
+    seconds = stay_seconds(state.stage_entered_at, now)
+    totals = dict(state.stage_seconds)
+    totals[state.current_stage] = totals.pop(state.current_stage, 0) + seconds
+    while len(totals) > MAX_STAGE_TOTALS:
+        oldest = next(name for name in totals if name != OTHER_STAGES)
+        totals[OTHER_STAGES] = totals.get(OTHER_STAGES, 0) + totals.pop(oldest)
+    state.stage_seconds = totals
+    left = StageLeft(seq=state.entered_seq, left_at=now, duration_seconds=seconds)
+    state.history = [
+        entry.model_copy(update={"left_at": now, "duration_seconds": seconds})
+        if entry.seq == left.seq
+        else entry
+        for entry in state.history
+    ]
+    return RecordStageLeft(left=left)
+
+
+def time_in_stages(state: Opportunity, now: datetime) -> dict[str, int]:
+    """Seconds spent in each stage so far, the current stay included."""
+    totals = dict(state.stage_seconds)
+    current = stay_seconds(state.stage_entered_at, now)
+    totals[state.current_stage] = totals.get(state.current_stage, 0) + current
+    return totals
 
 
 def automatic_advance(before: Opportunity, state: Opportunity, now: datetime) -> list[Effect]:
@@ -338,11 +392,22 @@ def _follow_up_due(state: Opportunity) -> datetime | None:
     return idle_since + _days(state, definition.follow_up_after_days)
 
 
+def _idle_due(state: Opportunity) -> datetime | None:
+    definition = state.process.stage(state.current_stage)
+    if definition is None or not definition.idle_after_days or state.idle_since is not None:
+        return None
+    quiet_since = max(state.stage_entered_at, state.last_command_at or state.stage_entered_at)
+    return quiet_since + _days(state, definition.idle_after_days)
+
+
 def next_deadline(state: Opportunity) -> datetime | None:
-    """When a stage timer of the current stage fires next (None: no timer is running)."""
+    """When a stage timer of the current stage fires next (None: no timer is running): the
+    move on, the follow-up, the opportunity going idle."""
     if state.status != "open":
         return None
-    due = [d for d in (_advance_due(state), _follow_up_due(state)) if d is not None]
+    due = [
+        d for d in (_advance_due(state), _follow_up_due(state), _idle_due(state)) if d is not None
+    ]
     return min(due) if due else None
 
 
@@ -366,6 +431,10 @@ def fire_timers(state: Opportunity, now: datetime) -> Ruling | None:
     follow_up = _follow_up_due(state)
     if state.status == "open" and follow_up is not None and follow_up <= now:
         return _add_follow_up(state, now)
+    idle = _idle_due(state)
+    if state.status == "open" and idle is not None and idle <= now:
+        state.idle_since = idle
+        return Ruling(f"idle in stage {state.current_stage!r} since {idle.isoformat()}")
     return None
 
 

@@ -17,18 +17,22 @@ from sales.effects import (
     Effect,
     InviteToEvent,
     ModifyCalendarActivity,
+    RecordDetailChange,
     RecordHistory,
     RecordRemark,
+    RecordStageLeft,
     SendLetter,
 )
-from sales.opportunity import HistoryEntry, Remark
+from sales.opportunity import DetailChange, HistoryEntry, Remark, StageLeft
 
-CARRIED_BY: dict[type, Literal["perform", "history", "remark", "calendar"]] = {
+CARRIED_BY: dict[type, Literal["perform", "history", "remark", "calendar", "details"]] = {
     CreateCalendarActivity: "perform",
     SendLetter: "perform",
     InviteToEvent: "perform",
     RecordHistory: "history",
     RecordRemark: "remark",
+    RecordStageLeft: "history",
+    RecordDetailChange: "details",
     CompleteCalendarActivity: "calendar",
     CancelCalendarActivity: "calendar",
     DeleteCalendarActivity: "calendar",
@@ -47,12 +51,16 @@ class Writes:
     history: list[HistoryEntry] = field(default_factory=list)
     calendar: list[CalendarChange] = field(default_factory=list)
     remarks: list[Remark] = field(default_factory=list)
+    left: list[StageLeft] = field(default_factory=list)
+    details: list[DetailChange] = field(default_factory=list)
     weight: int = 0
 
     def __iadd__(self, other: Writes) -> Writes:
         self.history += other.history
         self.calendar += other.calendar
         self.remarks += other.remarks
+        self.left += other.left
+        self.details += other.details
         self.weight += other.weight
         return self
 
@@ -64,6 +72,13 @@ class Writes:
         elif isinstance(effect, RecordRemark):
             self.remarks.append(effect.remark)
             self.weight += 300 + 4 * len(effect.remark.text)
+        elif isinstance(effect, RecordStageLeft):
+            self.left.append(effect.left)
+            self.weight += 100
+        elif isinstance(effect, RecordDetailChange):
+            self.details.append(effect.change)
+            change = effect.change
+            self.weight += 200 + 4 * (len(change.from_value or "") + len(change.to_value or ""))
         else:
             self.calendar.append(effect)  # type: ignore[arg-type]
             texts = [getattr(effect, name, None) for name in _CALENDAR_TEXTS]

@@ -101,6 +101,7 @@ class OpportunityWorkflow:
     add_remark_signal, add_remark = command_handlers("add_remark")
     delete_opportunity_signal, delete_opportunity = command_handlers("delete_opportunity")
     change_owner_signal, change_owner = command_handlers("change_owner")
+    update_details_signal, update_details = command_handlers("update_details")
 
     @workflow.signal(dynamic=True)
     def any_other_signal(self, name: str, args: Sequence[RawValue]) -> None:

@@ -52,6 +52,7 @@ from sales.commands import (
     MoveProcess,
     PerformActions,
     RecordOutcome,
+    UpdateDetails,
 )
 from sales.errors import REJECTION_CODES, CommandRejected, without_code
 from sales.opportunity import HistoryEntry, Opportunity, StartOpportunity
@@ -172,10 +173,13 @@ class OpportunitiesClient:
         contact_name: str | None = None,
         process_label: str | None = None,
         wait_seconds: float = 30.0,
+        **value: Any,
     ) -> Opportunity:
         """Start an opportunity and wait until it is open; raise `StartFailed` if it cannot be.
         `contact_name` and `process_label` (say, the default process's id and version) are
-        for what the Temporal UI shows of it (else the contact's id, the process id given)."""
+        for what the Temporal UI shows of it (else the contact's id, the process id given).
+        `value`: `amount`, `currency`, `expected_close_date`, `probability`,
+        `forecast_category`, `include_in_forecast` (`StartOpportunity`)."""
         start = StartOpportunity(
             opportunity_id=opportunity_id or f"opp-{uuid.uuid4().hex[:12]}",
             contact_id=contact_id,
@@ -184,6 +188,7 @@ class OpportunitiesClient:
             owner=owner,
             stage=stage,
             by=by,
+            **value,
         )
         await self._needs_worker()  # else the id would be used up by a run nobody opens
         try:
@@ -405,6 +410,12 @@ class OpportunitiesClient:
             **common,
         )
         return await self.execute(opportunity_id, command)
+
+    async def update_details(self, opportunity_id: str, **fields: Any) -> CommandResult:
+        """Set the details given (`amount`, `currency`, `expected_close_date`, `probability`,
+        `forecast_category`, `include_in_forecast`, `name`); one given as None is cleared;
+        `request_id`, `by` too."""
+        return await self.execute(opportunity_id, UpdateDetails(**fields))
 
     async def perform_actions(
         self,

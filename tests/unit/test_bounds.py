@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import types
 import typing
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Literal, Union
 
 import annotated_types
@@ -50,7 +51,9 @@ def _unbounded(annotation: Any, metadata: list[Any], place: str, seen: set[type]
         for arm in typing.get_args(annotation):
             found += _unbounded(arm, metadata, place, seen)
         return found
-    if origin is Literal or annotation in (int, float, bool, type(None), datetime):
+    if origin is Literal or annotation in (int, float, bool, type(None), datetime, date):
+        return []
+    if annotation is Decimal:  # an `Amount`: at most 16 digits and 3 decimals (its validator)
         return []
     if annotation is str:
         return [] if _bounded(metadata) else [f"{place}: str"]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from sales import core
 from sales.commands import ChangeStage
-from sales.effects import CreateCalendarActivity, RecordHistory
+from sales.effects import CreateCalendarActivity, RecordHistory, RecordStageLeft
 from sales.errors import CommandRejected
 from sales.opportunity import (
     MAX_HISTORY,
@@ -19,6 +19,7 @@ from sales.opportunity import (
     MAX_REJECTED_PAYLOAD,
     MAX_REQUEST_ID_CHARACTERS,
     MAX_REQUEST_IDS,
+    StageLeft,
     StartOpportunity,
 )
 from sales.process import ProcessDefinition, SalesProcess
@@ -78,7 +79,10 @@ def test_change_stage_moves_and_records_history() -> None:
         "bob",
         "asked for a quote",
     )
-    assert decision.effects == [RecordHistory(entry=entry)]  # nothing on entry to Proposal
+    left = StageLeft(seq=1, left_at=entry.at, duration_seconds=3600)
+    assert decision.effects == [RecordStageLeft(left=left), RecordHistory(entry=entry)], (
+        "the stage left told when, and nothing created on entry to Proposal"
+    )
     assert decision.result.current_stage == "Proposal"
     assert new.revision == state.revision + 1
     assert state.current_stage == "Prospect", "the input state is not mutated"

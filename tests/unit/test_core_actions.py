@@ -732,7 +732,7 @@ def test_moving_to_another_process_takes_its_actions_and_keeps_the_history() -> 
     assert moved.history[-1].reason == "moved from process life v1"
     assert moved.history[-1].canceled_activities == [intro.activity_id]
     assert [type(e).__name__ for e in decision.effects][:2] == [
-        "CancelCalendarActivity", "RecordHistory"]  # fmt: skip
+        "CancelCalendarActivity", "RecordStageLeft"]  # fmt: skip
     assert any(isinstance(e, CreateCalendarActivity) for e in decision.effects)  # on entry
     assert moved.find_action("intro-call")[1].activity_id is None  # the new process's copy
     created = next(e for e in decision.effects if isinstance(e, CreateCalendarActivity))
