@@ -22,13 +22,16 @@ from sales.errors import with_code
 from sales.opportunity import (
     MAX_HISTORY,
     DeadLetter,
+    DetailChange,
     HistoryEntry,
     Opportunity,
     OpportunitySummary,
     Remark,
+    StageLeft,
 )
 from sales.process import FoundProcess, SalesProcess
 from sales.validation import IdText, LineText
+from sales.value import Currency
 from store import contacts, opportunities, processes, users
 
 MAX_DIRECTORY = 100
@@ -56,6 +59,9 @@ class Setup(BaseModel):
     process: SalesProcess
     day_seconds: int = 86400
     """`OPPORTUNITIES_DAY_SECONDS` of the worker: the length of a day for stage timers."""
+    currency: Currency = "USD"
+    """`OPPORTUNITIES_CURRENCY` of the worker: the currency of an opportunity opened without
+    one."""
     users: list[IdText] = Field(default_factory=list, max_length=MAX_DIRECTORY)
     """Every user, when there are at most `MAX_DIRECTORY` (a sales team): the opportunity
     knows them as it opens, so its commands naming them need no lookup (users are never
@@ -71,6 +77,9 @@ class ProjectionWrite(BaseModel):
     history: list[HistoryEntry] = Field(default_factory=list, max_length=MAX_WRITE_ITEMS)
     calendar: list[CalendarChange] = Field(default_factory=list, max_length=MAX_WRITE_ITEMS)
     remarks: list[Remark] = Field(default_factory=list, max_length=MAX_WRITE_ITEMS)
+    left: list[StageLeft] = Field(default_factory=list, max_length=MAX_WRITE_ITEMS)
+    """Stays ended: when the stage an earlier history entry entered was left."""
+    details: list[DetailChange] = Field(default_factory=list, max_length=MAX_WRITE_ITEMS)
     run_id: IdText | None = None
 
     def __add__(self, later: ProjectionWrite) -> ProjectionWrite:
@@ -80,6 +89,8 @@ class ProjectionWrite(BaseModel):
             history=[*self.history, *later.history],
             calendar=[*self.calendar, *later.calendar],
             remarks=[*self.remarks, *later.remarks],
+            left=[*self.left, *later.left],
+            details=[*self.details, *later.details],
             run_id=later.run_id or self.run_id,
         )
 
@@ -162,6 +173,7 @@ class OpportunityActivities:
             contact_name=contact.full_name,
             process=process,
             day_seconds=int(os.environ.get("OPPORTUNITIES_DAY_SECONDS") or 86400),
+            currency=os.environ.get("OPPORTUNITIES_CURRENCY") or "USD",
             users=await users.directory(self.pool, MAX_DIRECTORY) or [],
         )
 
@@ -215,15 +227,18 @@ class OpportunityActivities:
         rest."""
         parts = (write.summary, write.history, write.calendar, write.remarks, write.run_id)
         try:
-            await opportunities.project_opportunity(self.pool, *parts)
+            await opportunities.project_opportunity(
+                self.pool, *parts, left=write.left, details=write.details
+            )
         except Exception as error:
             if classify(error) != "bad_data":
                 raise
         else:
             return Projected()
         dead = await opportunities.project_part_by_part(
-            self.pool, *parts, refused=lambda error: classify(error) == "bad_data"
-        )
+            self.pool, *parts, refused=lambda error: classify(error) == "bad_data",
+            left=write.left, details=write.details,
+        )  # fmt: skip
         return Projected(dead_letters=dead[:MAX_HISTORY])
 
     def all(self) -> list:

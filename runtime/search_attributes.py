@@ -17,6 +17,11 @@ CONTACT_ID = SearchAttributeKey.for_keyword("ContactId")
 OPPORTUNITY_OWNER = SearchAttributeKey.for_keyword("OpportunityOwner")
 OPEN_ACTIONS = SearchAttributeKey.for_int("OpenActions")
 FAILED_ACTIONS = SearchAttributeKey.for_int("FailedActions")
+OPPORTUNITY_AMOUNT = SearchAttributeKey.for_float("OpportunityAmount")
+"""In the opportunity's own currency (filter with `SalesProcess` or the currency in mind)."""
+EXPECTED_CLOSE_DATE = SearchAttributeKey.for_datetime("ExpectedCloseDate")
+"""Midnight UTC of the expected close date."""
+OPPORTUNITY_IDLE = SearchAttributeKey.for_bool("OpportunityIdle")
 
 ALL: list[SearchAttributeKey] = [
     OPPORTUNITY_STAGE,
@@ -26,12 +31,18 @@ ALL: list[SearchAttributeKey] = [
     OPPORTUNITY_OWNER,
     OPEN_ACTIONS,
     FAILED_ACTIONS,
+    OPPORTUNITY_AMOUNT,
+    EXPECTED_CLOSE_DATE,
+    OPPORTUNITY_IDLE,
 ]
 
 
 def dev_server_flags() -> list[str]:
     """`--search-attribute` flags registering them on `temporal server start-dev`."""
-    kinds = {"KEYWORD": "Keyword", "INT": "Int"}
+    kinds = {
+        "KEYWORD": "Keyword", "INT": "Int", "DOUBLE": "Double", "DATETIME": "Datetime",
+        "BOOL": "Bool",
+    }  # fmt: skip
     flags: list[str] = []
     for key in ALL:
         flags += ["--search-attribute", f"{key.name}={kinds[key.indexed_value_type.name]}"]

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from sales.process import Action
 from sales.validation import Identifier, Line, Notes, ShortLine, When
@@ -236,6 +243,13 @@ class UpdateDetails(Command):
         if "include_in_forecast" in self.model_fields_set and self.include_in_forecast is None:
             raise ValueError("include_in_forecast is true or false")
         return self
+
+    @model_serializer(mode="wrap")
+    def _only_given(self, serialize: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Only the fields given travel: a field left out stays, one sent as null is
+        cleared."""
+        data = serialize(self)
+        return {name: value for name, value in data.items() if name in self.model_fields_set}
 
     def given(self) -> dict[str, Any]:
         """The detail fields given, with their values (None: clear it)."""

@@ -11,7 +11,14 @@ from typing import Any
 import asyncpg
 
 from sales.effects import CalendarChange
-from sales.opportunity import DeadLetter, HistoryEntry, OpportunitySummary, Remark
+from sales.opportunity import (
+    DeadLetter,
+    DetailChange,
+    HistoryEntry,
+    OpportunitySummary,
+    Remark,
+    StageLeft,
+)
 from sales.validation import MAX_MESSAGE
 from store import calendar
 
@@ -23,6 +30,8 @@ async def project_opportunity(
     calendar_changes: Sequence[CalendarChange] = (),
     remarks: Sequence[Remark] = (),
     run_id: str | None = None,
+    left: Sequence[StageLeft] = (),
+    details: Sequence[DetailChange] = (),
 ) -> bool:
     """Write the opportunity's row, its new history entries and remarks, and the changes to
     its calendar activities, idempotently, in one transaction.
@@ -37,7 +46,7 @@ async def project_opportunity(
     that wrote (the opportunity's real run). Returns whether the row was written.
     """
     async with pool.acquire() as conn:
-        if not history and not calendar_changes and not remarks:
+        if not history and not calendar_changes and not remarks and not left and not details:
             # Most commands move no stage: one statement, committed by itself, instead of a
             # transaction's three round trips (each a wake-up of a busy worker's event loop).
             return await _upsert_summary(conn, summary, run_id)
@@ -45,7 +54,9 @@ async def project_opportunity(
             await calendar.apply_changes(conn, calendar_changes)
             written = await _upsert_summary(conn, summary, run_id)
             await _insert_history(conn, summary.opportunity_id, history)
+            await _record_left(conn, summary.opportunity_id, left)
             await _insert_remarks(conn, summary.opportunity_id, remarks)
+            await _insert_details(conn, summary.opportunity_id, details)
         return written
 
 
@@ -57,6 +68,8 @@ async def project_part_by_part(
     remarks: Sequence[Remark],
     run_id: str | None,
     refused: Callable[[Exception], bool],
+    left: Sequence[StageLeft] = (),
+    details: Sequence[DetailChange] = (),
 ) -> list[DeadLetter]:
     """The same write, one part at a time (each in a savepoint): a part the database refuses
     (`refused` tells its errors apart from a passing fault, which is raised) is kept in
@@ -94,11 +107,23 @@ async def project_part_by_part(
                 entry.model_dump(mode="json"),
                 functools.partial(_insert_history, conn, opportunity_id, [entry]),
             )
+        for stay in left:
+            await part(
+                f"history #{stay.seq} left",
+                stay.model_dump(mode="json"),
+                functools.partial(_record_left, conn, opportunity_id, [stay]),
+            )
         for remark in remarks:
             await part(
                 f"remark #{remark.seq}",
                 remark.model_dump(mode="json"),
                 functools.partial(_insert_remarks, conn, opportunity_id, [remark]),
+            )
+        for detail in details:
+            await part(
+                f"detail change #{detail.seq}",
+                detail.model_dump(mode="json"),
+                functools.partial(_insert_details, conn, opportunity_id, [detail]),
             )
         await conn.executemany(
             "INSERT INTO dead_letters (opportunity_id, revision, what, why, payload)"
@@ -122,13 +147,17 @@ async def _insert_history(
 ) -> None:
     await conn.executemany(
         "INSERT INTO opportunity_history (opportunity_id, seq, at, from_stage, to_stage,"
-        " source, by, reason, canceled_activities, created_activities)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        " source, by, reason, canceled_activities, created_activities, left_at,"
+        " duration_seconds)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         " ON CONFLICT (opportunity_id, seq) DO UPDATE SET at = EXCLUDED.at,"
         " from_stage = EXCLUDED.from_stage, to_stage = EXCLUDED.to_stage,"
         " source = EXCLUDED.source, by = EXCLUDED.by, reason = EXCLUDED.reason,"
         " canceled_activities = EXCLUDED.canceled_activities,"
-        " created_activities = EXCLUDED.created_activities",
+        " created_activities = EXCLUDED.created_activities,"
+        " left_at = COALESCE(EXCLUDED.left_at, opportunity_history.left_at),"
+        " duration_seconds = COALESCE(EXCLUDED.duration_seconds,"
+        " opportunity_history.duration_seconds)",
         [
             (
                 opportunity_id,
@@ -141,10 +170,50 @@ async def _insert_history(
                 entry.reason,
                 entry.canceled_activities,
                 entry.created_activities,
+                entry.left_at,
+                entry.duration_seconds,
             )
             for entry in history
         ],
     )
+
+
+async def _record_left(
+    conn: asyncpg.pool.PoolConnectionProxy, opportunity_id: str, left: Sequence[StageLeft]
+) -> None:
+    """When the stages the history entries entered were left (after the entries, so an entry
+    written in the same write is there)."""
+    await conn.executemany(
+        "UPDATE opportunity_history SET left_at = $3, duration_seconds = $4"
+        " WHERE opportunity_id = $1 AND seq = $2",
+        [(opportunity_id, stay.seq, stay.left_at, stay.duration_seconds) for stay in left],
+    )
+
+
+async def _insert_details(
+    conn: asyncpg.pool.PoolConnectionProxy, opportunity_id: str, changes: Sequence[DetailChange]
+) -> None:
+    await conn.executemany(
+        "INSERT INTO opportunity_detail_changes (opportunity_id, seq, what, from_value,"
+        " to_value, by, at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT (opportunity_id, seq) DO UPDATE SET what = EXCLUDED.what,"
+        " from_value = EXCLUDED.from_value, to_value = EXCLUDED.to_value, by = EXCLUDED.by,"
+        " at = EXCLUDED.at",
+        [(opportunity_id, c.seq, c.what, c.from_value, c.to_value, c.by, c.at) for c in changes],
+    )
+
+
+async def detail_changes(
+    pool: asyncpg.Pool, opportunity_id: str, *, limit: int = 1000
+) -> list[DetailChange]:
+    """The opportunity's detail changes, oldest first."""
+    rows = await pool.fetch(
+        "SELECT seq, what, from_value, to_value, by, at FROM opportunity_detail_changes"
+        " WHERE opportunity_id = $1 ORDER BY seq LIMIT $2",
+        opportunity_id,
+        limit,
+    )
+    return [DetailChange.model_validate(dict(row)) for row in rows]
 
 
 async def _insert_remarks(
@@ -180,8 +249,11 @@ async def _upsert_summary(
         """
         INSERT INTO opportunities (opportunity_id, contact_id, process_id, process_version,
             name, owner, status, current_stage, stage_entered_at, closed_at, open_actions,
-            created_at, updated_at, revision, failed_actions, run_id)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now(), $13, $14, $15)
+            created_at, updated_at, revision, failed_actions, run_id, amount, currency,
+            won_amount, expected_close_date, probability, forecast_category,
+            include_in_forecast, close_reason, idle_since)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now(), $13, $14, $15,
+            $16, $17, $18, $19, $20, $21, $22, $23, $24)
         ON CONFLICT (opportunity_id) DO UPDATE SET
             process_id = EXCLUDED.process_id, process_version = EXCLUDED.process_version,
             name = EXCLUDED.name, owner = EXCLUDED.owner, status = EXCLUDED.status,
@@ -189,7 +261,13 @@ async def _upsert_summary(
             stage_entered_at = EXCLUDED.stage_entered_at, closed_at = EXCLUDED.closed_at,
             open_actions = EXCLUDED.open_actions, updated_at = now(),
             revision = EXCLUDED.revision, failed_actions = EXCLUDED.failed_actions,
-            run_id = COALESCE(EXCLUDED.run_id, opportunities.run_id)
+            run_id = COALESCE(EXCLUDED.run_id, opportunities.run_id),
+            amount = EXCLUDED.amount, currency = EXCLUDED.currency,
+            won_amount = EXCLUDED.won_amount,
+            expected_close_date = EXCLUDED.expected_close_date,
+            probability = EXCLUDED.probability, forecast_category = EXCLUDED.forecast_category,
+            include_in_forecast = EXCLUDED.include_in_forecast,
+            close_reason = EXCLUDED.close_reason, idle_since = EXCLUDED.idle_since
         WHERE opportunities.revision <= EXCLUDED.revision
         RETURNING 1
         """,
@@ -208,6 +286,15 @@ async def _upsert_summary(
         summary.revision,
         summary.failed_actions,
         run_id,
+        summary.amount,
+        summary.currency,
+        summary.won_amount,
+        summary.expected_close_date,
+        summary.probability,
+        summary.forecast_category,
+        summary.include_in_forecast,
+        summary.close_reason,
+        summary.idle_since,
     )
     return bool(written)
 

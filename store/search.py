@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from sales.opportunity import OpportunitySummary, Status
 from sales.validation import Line, json_size
+from sales.value import Amount, CloseDate, ForecastCategory
 
 MAX_IDS = 10_000
 """Ids one search (and one mass modification) may name or select."""
@@ -63,6 +64,19 @@ class SearchFilters(BaseModel):
     """True: only those with an action whose last side effect failed (`search --failed`)."""
     ids: SearchIds | None = None
     """Only these opportunities (at most `MAX_IDS`, `MAX_IDS_BYTES` as JSON)."""
+    amount_min: Amount | None = None
+    """Amount at least this (in its own currency: amounts are never converted)."""
+    amount_max: Amount | None = None
+    """Amount at most this."""
+    closing_before: CloseDate | None = None
+    """Expected to close before this day."""
+    closing_after: CloseDate | None = None
+    """Expected to close on or after this day."""
+    forecast_category: ForecastCategory | None = None
+    idle: bool | None = None
+    """True: only the idle ones (no command for their stage's `idle_after_days`)."""
+    overdue: bool | None = None
+    """True: only those with an active calendar activity past its due time."""
 
 
 class SearchPage(BaseModel):
@@ -70,6 +84,14 @@ class SearchPage(BaseModel):
     offset: int
     limit: int
     items: list[OpportunitySummary]
+
+
+OVERDUE = (
+    "EXISTS (SELECT 1 FROM calendar_activities c WHERE c.opportunity_id ="
+    " opportunities.opportunity_id AND c.status = 'active' AND c.starts_at < now())"
+)
+"""An opportunity with overdue work: an active activity whose due time has passed (the core's
+`value_rules.overdue`, as the read model sees it)."""
 
 
 def where(filters: SearchFilters) -> tuple[str, list[Any]]:
@@ -110,6 +132,20 @@ def where(filters: SearchFilters) -> tuple[str, list[Any]]:
         clauses.append("failed_actions = 0")
     if filters.ids is not None:
         add("opportunity_id = ANY({}::text[])", filters.ids)
+    if filters.amount_min is not None:
+        add("amount >= {}", filters.amount_min)
+    if filters.amount_max is not None:
+        add("amount <= {}", filters.amount_max)
+    if filters.closing_before is not None:
+        add("expected_close_date < {}", filters.closing_before)
+    if filters.closing_after is not None:
+        add("expected_close_date >= {}", filters.closing_after)
+    if filters.forecast_category is not None:
+        add("forecast_category = {}", filters.forecast_category)
+    if filters.idle is not None:
+        clauses.append("idle_since IS NOT NULL" if filters.idle else "idle_since IS NULL")
+    if filters.overdue is not None:
+        clauses.append(("" if filters.overdue else "NOT ") + OVERDUE)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from runtime import search_attributes as sa
+    from sales import value_rules
     from sales.opportunity import Opportunity
 
 INDEX_AT_MOST_EVERY = timedelta(seconds=1)
@@ -51,6 +52,9 @@ class Indexing:
             sa.OPPORTUNITY_OWNER.name: state.owner,
             sa.OPEN_ACTIONS.name: state.open_actions(),
             sa.FAILED_ACTIONS.name: state.failed_actions(),
+            sa.OPPORTUNITY_AMOUNT.name: float(state.amount) if state.amount is not None else None,
+            sa.EXPECTED_CLOSE_DATE.name: _midnight(state.expected_close_date),
+            sa.OPPORTUNITY_IDLE.name: state.idle_since is not None,
         }
         changed = {
             key.name: value
@@ -68,7 +72,7 @@ class Indexing:
             ])  # fmt: skip
             self._indexed.update(changed)
             self._indexed_at = workflow.now()
-        workflow.set_current_details(details(state))
+        workflow.set_current_details(details(state, workflow.now()))
 
     def _must_wait(self) -> bool:
         return (
@@ -84,7 +88,11 @@ class Indexing:
             self.publish(state, due=True)
 
 
-def details(state: Opportunity) -> str:
+def _midnight(day: date | None) -> datetime | None:
+    return None if day is None else datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def details(state: Opportunity, now: datetime) -> str:
     """The UI's current details (markdown): what the opportunity is doing, without payloads."""
     contact = (
         f"{state.contact_name} ({state.contact_id})" if state.contact_name else state.contact_id
@@ -95,7 +103,15 @@ def details(state: Opportunity) -> str:
         f"**Stage:** {state.current_stage} (since {state.stage_entered_at:%Y-%m-%d %H:%M} UTC)"
         f" · **Status:** {state.status} · **Owner:** {state.owner or '-'}",
         f"**Process:** {state.process_id} v{state.process_version}",
+        value_line(state),
     ]
+    if state.idle_since is not None:
+        lines.append(f"**Idle** since {state.idle_since:%Y-%m-%d %H:%M} UTC")
+    overdue = value_rules.overdue(state, now)
+    if overdue:
+        lines.append(f"**Overdue activities ({len(overdue)}):**")
+        lines += [f"- `{a.activity_id}` {a.title}, due {a.activity_starts_at:%Y-%m-%d %H:%M} UTC"
+                  for a in overdue]  # fmt: skip
     current = state.stage_state(state.current_stage).actions
     open_actions = [a for a in current if not a.completed]
     lines.append(f"**Open actions ({len(open_actions)}):**")
@@ -134,3 +150,15 @@ def details(state: Opportunity) -> str:
             f"**Last rejection:** `{last.command}` at {last.at:%Y-%m-%d %H:%M} UTC: {last.reason}"
         )
     return "\n".join(lines)
+
+
+def value_line(state: Opportunity) -> str:
+    """What it is worth and when it should close, as the UI shows it."""
+    amount = f"{format(state.amount, ',f')} {state.currency}" if state.amount is not None else "-"
+    closing = f"{state.expected_close_date:%Y-%m-%d}" if state.expected_close_date else "-"
+    forecast = "" if state.include_in_forecast else " (not in the forecast)"
+    return (
+        f"**Amount:** {amount} · **Probability:** {state.probability}% · **Close:** {closing}"
+        f" · **Forecast:** {state.forecast_category or '-'}{forecast}"
+        + (f" · **Reason:** {state.close_reason}" if state.close_reason else "")
+    )

@@ -138,7 +138,7 @@ class OpportunityWorkflow:
         try:
             decision = core.open_opportunity(
                 start, setup.process, workflow.now(), contact_name=setup.contact_name,
-                day_seconds=setup.day_seconds,
+                day_seconds=setup.day_seconds, currency=setup.currency,
             )  # fmt: skip
         except CommandRejected as rejected:
             raise ApplicationError(

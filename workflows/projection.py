@@ -76,6 +76,8 @@ class Projection:
             history=changes.history,
             calendar=changes.calendar,
             remarks=changes.remarks,
+            left=changes.left,
+            details=changes.details,
             run_id=workflow.info().run_id,
         )
         if self.unwritten is not None:

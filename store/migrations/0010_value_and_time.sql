@@ -48,3 +48,10 @@ CREATE TABLE opportunity_detail_changes (
 -- Overdue work: the active activities whose due time has passed.
 CREATE INDEX calendar_activities_overdue ON calendar_activities (starts_at, opportunity_id)
     WHERE status = 'active';
+
+-- The count of overdue activities per opportunity, as of the moment it is read.
+CREATE VIEW opportunity_overdue AS
+    SELECT opportunity_id, count(*) AS overdue
+    FROM calendar_activities
+    WHERE status = 'active' AND starts_at < now()
+    GROUP BY opportunity_id;

@@ -31,6 +31,7 @@ from sales.commands import (
     MoveProcess,
     PerformActions,
     RecordOutcome,
+    UpdateDetails,
 )
 from sales.effects import (
     CompleteCalendarActivity,
@@ -550,6 +551,31 @@ class OpportunityMachine(RuleBasedStateMachine):
             for action in stage.actions:
                 if action.activity_id is not None and action.activity_assignee is not None:
                     assert action.activity_assignee in {"ann", "bob", self.state.owner}
+
+
+    @rule(probability=st.sampled_from([None, 0, 45, 100]),
+          amount=st.sampled_from([None, "0", "12.5", "250000"]))  # fmt: skip
+    def update_details(self, probability: int | None, amount: str | None) -> None:
+        self.run(UpdateDetails(probability=probability, amount=amount))
+        assert self.state.probability_by_hand is (probability is not None) or (
+            self.state.status != "open"
+        )
+
+    @invariant()
+    def time_in_stages_sums_to_the_age(self) -> None:
+        """Every second since opening is in exactly one stage's total (a stage entered twice
+        counts both stays)."""
+        spent = stage_rules.time_in_stages(self.state, self.now)
+        assert sum(spent.values()) == stage_rules.stay_seconds(self.state.created_at, self.now)
+        assert all(seconds >= 0 for seconds in spent.values())
+
+    @invariant()
+    def probability_follows_the_stage_unless_set_by_hand(self) -> None:
+        stage = self.state.process.stage(self.state.current_stage)
+        if stage is not None and not self.state.probability_by_hand:
+            assert self.state.probability == stage.probability
+        if stage is not None and not self.state.forecast_category_by_hand:
+            assert self.state.forecast_category == stage.default_forecast_category()
 
 
 TestOpportunityMachine = OpportunityMachine.TestCase
