@@ -20,6 +20,7 @@ from activities import rendering
 from runtime.escaping import neutralized
 from sales.errors import CommandRejected, describe_validation_error, with_code
 from starter.cli import actions, codec, mass, opportunities, schema, setup, verify
+from starter.cli import value as value_cli
 from starter.cli.common import EXPECTED_ERRORS, errors, new_app, styled
 
 app = new_app(
@@ -38,6 +39,7 @@ for command in [
     *schema.app.registered_commands,
     *codec.app.registered_commands,
     *verify.app.registered_commands,
+    *value_cli.app.registered_commands,
 ]:
     app.registered_commands.append(command)
 app.add_typer(actions.action_app, name="action")

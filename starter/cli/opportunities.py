@@ -4,6 +4,7 @@ and searching."""
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 import typer
@@ -54,6 +55,17 @@ from starter.cli.stage_choices import (
     detail_groups,
     entry_overrides,
 )
+from starter.cli.value import (
+    AmountOption,
+    CloseDateOption,
+    CurrencyOption,
+    ForecastOption,
+    ProbabilityOption,
+    close_date,
+    duration,
+    forecast_category,
+    value_fields,
+)
 from starter.client import OpportunitiesClient
 from starter.client.read_model import ReadModel
 from store import processes
@@ -83,9 +95,19 @@ def create(
     name: Annotated[str | None, typer.Option("--name")] = None,
     owner: Annotated[str | None, typer.Option("--owner")] = None,
     stage: Annotated[str | None, typer.Option("--stage", help="Default: the first stage.")] = None,
+    amount: AmountOption = None,
+    currency: CurrencyOption = None,
+    close: CloseDateOption = None,
+    probability: ProbabilityOption = None,
+    forecast: ForecastOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Open an opportunity for a contact: starts its workflow and waits until it is open."""
+    value: dict[str, Any] = {
+        "amount": amount, "currency": currency, "expected_close_date": close_date(close),
+        "probability": probability, "forecast_category": forecast_category(forecast),
+    }  # fmt: skip
+    value = {field: given for field, given in value.items() if given is not None}
 
     async def work() -> None:
         client = await OpportunitiesClient.connect()
@@ -110,6 +132,7 @@ def create(
                 by=actor(),
                 contact_name=contact_name,
                 process_label=f"{found.definition.process_id} v{found.version}",
+                **value,
             )
         except ValidationError as error:
             raise UserError(describe_validation_error(error, "opportunity")) from None
@@ -208,6 +231,7 @@ def print_opportunity(o: Opportunity, stage: str | None, columns: str | None = N
         "Process": f"{o.process_id} v{o.process_version}",
         "Current stage": f"{o.current_stage} (since {o.stage_entered_at:%Y-%m-%d %H:%M})",
         "Status": o.status + (f" ({o.closed_at:%Y-%m-%d})" if o.closed_at else ""),
+        **value_fields(o, datetime.now(UTC)),
     })  # fmt: skip
     shown = [stage] if stage else o.visited_stages()
     title = f"Stage actions for {stage}" if stage else "Stage actions for current/previous stages"
@@ -277,7 +301,7 @@ def history(opportunity_id: str, as_json: JsonFlag = False) -> None:
 
 
 def print_history(entries: list[HistoryEntry]) -> None:
-    table = new_table("#", "at", "from", "to", "source", "by", "reason", "activities")
+    table = new_table("#", "at", "from", "to", "source", "by", "reason", "stayed", "activities")
     for e in entries:
         activities = [f"created {a}" for a in e.created_activities]
         activities += [f"canceled {a}" for a in e.canceled_activities]
@@ -290,6 +314,7 @@ def print_history(entries: list[HistoryEntry]) -> None:
             e.source,
             e.by or "",
             e.reason or "",
+            duration(e.duration_seconds) if e.duration_seconds is not None else "",
             lines,
         )
     print_table(table)
@@ -541,6 +566,19 @@ def search_command(
     failed: Annotated[
         bool, typer.Option("--failed", help="Only those with a failed action (to fix).")
     ] = False,
+    amount_min: Annotated[str | None, typer.Option("--amount-min")] = None,
+    amount_max: Annotated[str | None, typer.Option("--amount-max")] = None,
+    closing_before: Annotated[
+        str | None, typer.Option("--closing-before", help="Expected close before (YYYY-MM-DD).")
+    ] = None,
+    closing_after: Annotated[
+        str | None, typer.Option("--closing-after", help="Expected close on or after.")
+    ] = None,
+    forecast: Annotated[str | None, typer.Option("--forecast-category")] = None,
+    idle: Annotated[bool, typer.Option("--idle", help="Only the idle ones.")] = False,
+    overdue: Annotated[
+        bool, typer.Option("--overdue", help="Only those with overdue activities.")
+    ] = False,
     sort: Annotated[str, typer.Option("--sort", help="Column to sort by.")] = "opportunity_id",
     desc: Annotated[bool, typer.Option("--desc", help="Sort descending.")] = False,
     limit: Annotated[int, typer.Option("--limit", help="Page size (1-1000).")] = 50,
@@ -560,6 +598,13 @@ def search_command(
         entered_after=entered_after,
         open_actions=open_actions,
         failed=failed,
+        amount_min=amount_min,
+        amount_max=amount_max,
+        closing_before=closing_before,
+        closing_after=closing_after,
+        forecast=forecast,
+        idle=idle,
+        overdue=overdue,
     )
 
     async def work() -> None:
@@ -578,7 +623,7 @@ def search_command(
             print_json(page)
             return
         headers = ["opportunity", "name", "contact", "owner", "process", "stage", "since",
-                   "status", "open"]  # fmt: skip
+                   "status", "open", "amount", "close"]  # fmt: skip
         failures = failed or any(o.failed_actions for o in page.items)
         if failures:  # shown when there is something to fix
             headers.append("failed")
@@ -594,6 +639,8 @@ def search_command(
                 f"{o.stage_entered_at:%Y-%m-%d}",
                 o.status,
                 str(o.open_actions),
+                f"{format(o.amount, ',f')} {o.currency}" if o.amount is not None else "",
+                f"{o.expected_close_date:%Y-%m-%d}" if o.expected_close_date else "",
             ]
             table.add_row(*row, *([str(o.failed_actions or "")] if failures else []))
         print_table(table, view="search", columns=columns)
@@ -612,4 +659,9 @@ def search_filters(**given: Any) -> SearchFilters:
         "entered_before": given["entered_before"], "entered_after": given["entered_after"],
         "has_open_actions": given["open_actions"],
         "has_failed_actions": given.get("failed") or None,
+        "amount_min": given.get("amount_min"), "amount_max": given.get("amount_max"),
+        "closing_before": given.get("closing_before"),
+        "closing_after": given.get("closing_after"),
+        "forecast_category": given.get("forecast"),
+        "idle": given.get("idle") or None, "overdue": given.get("overdue") or None,
     })  # fmt: skip
