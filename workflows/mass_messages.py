@@ -41,7 +41,7 @@ from activities.mass import (
     selection_size,
 )
 from sales.results import cut_to
-from sales.validation import Identifier, Line, ShortLine, json_size
+from sales.validation import Identifier, Line, Notes, ShortLine, json_size
 from store.search import SearchFilters, json_bytes_at_most
 
 MAX_REPORTED = 1000
@@ -71,6 +71,10 @@ class MassModifyInput(BaseModel):
     that has moved meanwhile is rejected (`stage_changed`), one without a next open stage
     (the last stage, or one followed by a closing stage) or closed is skipped."""
     cancel_open_activities: bool = False
+    reason: Notes | None = None
+    """The reason of each stage change (kept in history); entering a won or lost stage of a
+    process that lists reasons needs one of them (else that opportunity is rejected
+    `unknown_reason`)."""
     owner: Line | None = None
     """The owner to give: a user (`opportunities user add`), else the batch is refused
     (`unknown_user`)."""

@@ -290,6 +290,7 @@ def _command(batch: MassModifyInput, selected_stage: str | None) -> Command:
         return ChangeStage(
             stage=batch.to_stage,
             cancel_open_activities=batch.cancel_open_activities,
+            reason=batch.reason,
             source="mass",
             by=batch.by,
             request_id=batch.batch_id,
@@ -300,6 +301,7 @@ def _command(batch: MassModifyInput, selected_stage: str | None) -> Command:
             next_stage=True,
             expected_stage=selected_stage,
             cancel_open_activities=batch.cancel_open_activities,
+            reason=batch.reason,
             source="mass",
             by=batch.by,
             request_id=batch.batch_id,

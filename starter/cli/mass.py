@@ -81,6 +81,10 @@ def mass_modify(
         bool,
         typer.Option("--cancel-open-activities", help="Cancel open activities of the stage left."),
     ] = False,
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="Why (kept in history); a won or lost reason if listed."),
+    ] = None,
     owner: Annotated[str | None, typer.Option("--owner", help="Give them this owner.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     detach: Annotated[bool, typer.Option("--detach", help="Start it and return at once.")] = False,
@@ -100,6 +104,7 @@ def mass_modify(
     batch = validated(MassModifyInput, "mass modification", {
         "batch_id": batch_id or f"mass-{uuid.uuid4().hex[:10]}", "filters": filters,
         "to_stage": to_stage, "to_next_stage": to_next_stage, "cancel_open_activities": cancel,
+        "reason": reason,
         "owner": owner, "by": actor(), "concurrency": concurrency,
     })  # fmt: skip
 
@@ -206,9 +211,17 @@ def status_command(batch_id: str, as_json: JsonFlag = False) -> None:
 
 
 def report(progress: BatchProgress, as_json: bool) -> None:
+    """The batch's report; a finished batch that rejected every opportunity fails (exit 1),
+    with `--json` too."""
     if as_json:
         print_json(progress)
-        return
+    else:
+        _print_report(progress)
+    if progress.finished and progress.total and progress.rejected == progress.total:
+        raise Unsuccessful(f"every one of {counted(progress.total, 'opportunity')} was rejected")
+
+
+def _print_report(progress: BatchProgress) -> None:
     state = "canceled" if progress.canceled else ("finished" if progress.finished else "running")
     console.print(
         f"batch {progress.batch_id} {state}: {progress.done} of {progress.total} done, "
@@ -220,5 +233,3 @@ def report(progress: BatchProgress, as_json: bool) -> None:
         for outcome in progress.outcomes:
             table.add_row(outcome.opportunity_id, outcome.result, outcome.reason)
         print_table(table)
-    if progress.finished and progress.total and progress.rejected == progress.total:
-        raise Unsuccessful(f"every one of {counted(progress.total, 'opportunity')} was rejected")
