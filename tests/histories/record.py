@@ -330,9 +330,26 @@ async def mass_next(client: Client, opportunities: OpportunitiesClient, pool: An
     await save(client, handle, "mass-next-stage")
 
 
+async def value(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
+    """What an opportunity is worth: opened with a value, its details changed and cleared,
+    the probability following the stage, lost with one of the process's reasons."""
+    await setup_process(pool, "value", lost_reasons=["Price", "Timing"],
+                        default_lost_reason="Timing")  # fmt: skip
+    contact = await setup_contact(pool, "value")
+    await opportunities.create(
+        contact, opportunity_id="value", process_id="life-value", amount="1250.50",
+        currency="EUR", expected_close_date=datetime(2027, 3, 31, tzinfo=UTC).date(),
+    )  # fmt: skip
+    await opportunities.update_details("value", amount=2000, probability=75, by="ann")
+    await opportunities.change_stage("value", "Proposal", cancel_open_activities=False)
+    await opportunities.update_details("value", probability=None, forecast_category="commit")
+    await opportunities.change_stage("value", "Closed lost", reason="Price")
+    await save(client, opportunities.handle("value"), "value")
+
+
 PATHS = [
     actions, outcomes, timers, continue_as_new, mass, batched, under_load, updates_queried,
-    update_stream, reference_product, stage_choices, mass_next,
+    update_stream, reference_product, stage_choices, mass_next, value,
 ]  # fmt: skip
 
 

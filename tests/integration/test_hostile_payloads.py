@@ -80,6 +80,8 @@ FIELDS = [
     "stage", "owner", "action_ids", "action_id", "activity_id", "outcome", "request_id",
     "reply_to", "by", "changes", "action", "due", "duration_minutes", "subject", "notes",
     "location", "assignee", "text", "reason", "role", "user", "process_id", "overrides",
+    "amount", "currency", "expected_close_date", "probability", "forecast_category",
+    "include_in_forecast", "name", "next_stage", "expected_stage",
 ]  # fmt: skip
 command_like = st.fixed_dictionaries({}, optional=dict.fromkeys(FIELDS, json_values))
 valid_activity = st.fixed_dictionaries(
@@ -89,6 +91,21 @@ valid_activity = st.fixed_dictionaries(
 )  # fmt: skip
 """A `modify_activity` of the opportunity's real activity with edge values (the rules, not
 only the schema, must hold them)."""
+amounts = (
+    st.decimals(allow_nan=False, allow_infinity=False, places=None).map(str)
+    | st.from_regex(r"\A[0-9]{1,17}(\.[0-9]{0,4})?\Z")
+    | integers
+    | st.floats()
+)
+valid_details = st.fixed_dictionaries(
+    {},
+    optional={"amount": amounts, "currency": st.sampled_from(["JPY", "BHD", "USD", "XAU", "usd"]),
+              "expected_close_date": dates.map(lambda d: d[:10]) | dates,
+              "probability": integers, "forecast_category": hostile_text | st.just("commit"),
+              "include_in_forecast": st.none() | st.booleans() | integers, "name": at_the_bounds},
+)  # fmt: skip
+"""An `update_details` with edge values: amounts of any scale and size (for the currency's
+minor units), currencies without minor units, dates as date-times, probabilities past 100."""
 
 
 def as_json(value: Any) -> bytes:
@@ -116,13 +133,20 @@ names = (
     | st.sampled_from(["evil\x1b[31mRED\x1b[0m\nFAKE 2026 INFO line", "a\u202eb", "n" * 300])
 )
 """Command names, and others (surrogates excluded: the client cannot encode them)."""
-sends = st.tuples(
-    st.sampled_from(["signal", "update"]), st.integers(0, 2), names, payload_bytes
-) | st.tuples(
-    st.sampled_from(["signal", "update"]),
-    st.integers(0, 2),
-    st.just("modify_activity"),
-    valid_activity.map(lambda v: (b"json/plain", as_json(v))),
+sends = (
+    st.tuples(st.sampled_from(["signal", "update"]), st.integers(0, 2), names, payload_bytes)
+    | st.tuples(
+        st.sampled_from(["signal", "update"]),
+        st.integers(0, 2),
+        st.just("modify_activity"),
+        valid_activity.map(lambda v: (b"json/plain", as_json(v))),
+    )
+    | st.tuples(
+        st.sampled_from(["signal", "update"]),
+        st.integers(0, 2),
+        st.just("update_details"),
+        valid_details.map(lambda v: (b"json/plain", as_json(v))),
+    )
 )
 
 
