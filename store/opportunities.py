@@ -320,7 +320,7 @@ async def find_run(pool: asyncpg.Pool, opportunity_id: str) -> tuple[str, str | 
 async def get_history(pool: asyncpg.Pool, opportunity_id: str) -> list[HistoryEntry]:
     rows = await pool.fetch(
         "SELECT seq, at, from_stage, to_stage, source, by, reason, canceled_activities,"
-        " created_activities FROM opportunity_history"
+        " created_activities, left_at, duration_seconds FROM opportunity_history"
         " WHERE opportunity_id = $1 ORDER BY seq",
         opportunity_id,
     )

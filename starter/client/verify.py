@@ -21,9 +21,12 @@ from store import calendar, events, letters, opportunities
 
 SUMMARY_FIELDS = ["contact_id", "process_id", "process_version", "name", "owner", "status",
                   "current_stage", "stage_entered_at", "closed_at", "open_actions",
-                  "failed_actions", "revision"]  # fmt: skip
+                  "failed_actions", "revision", "amount", "currency", "won_amount",
+                  "expected_close_date", "probability", "forecast_category",
+                  "include_in_forecast", "close_reason", "idle_since"]  # fmt: skip
 HISTORY_FIELDS = ["at", "from_stage", "to_stage", "source", "by", "reason",
-                  "canceled_activities", "created_activities"]  # fmt: skip
+                  "canceled_activities", "created_activities", "left_at",
+                  "duration_seconds"]  # fmt: skip
 
 
 UNCHECKED = "could not check: "
