@@ -130,22 +130,31 @@ async def list_for(
     assignee: str | None = None,
     due_from: datetime | None = None,
     due_before: datetime | None = None,
+    active: bool = False,
+    owner: str | None = None,
     limit: int = 1000,
 ) -> list[CalendarActivity]:
     """Calendar activities by due date: of one opportunity, of one assignee (an agent's
-    calendar), due from `due_from` and before `due_before`, each when given."""
+    calendar), of the opportunities of one owner, due from `due_from` and before
+    `due_before`, only the active ones (`active`), each when given. Overdue work is the
+    active ones due before now."""
     rows = await pool.fetch(
         f"SELECT {_READ_COLUMNS} FROM calendar_activities"
         " WHERE ($1::text IS NULL OR opportunity_id = $1)"
         " AND ($2::text IS NULL OR assignee = $2)"
         " AND ($3::timestamptz IS NULL OR starts_at >= $3)"
         " AND ($4::timestamptz IS NULL OR starts_at < $4)"
+        " AND (NOT $6::boolean OR status = 'active')"
+        " AND ($7::text IS NULL OR opportunity_id IN"
+        " (SELECT opportunity_id FROM opportunities WHERE owner = $7))"
         " ORDER BY starts_at, activity_id LIMIT $5",
         opportunity_id,
         assignee,
         due_from,
         due_before,
         limit,
+        active,
+        owner,
     )
     return [CalendarActivity.model_validate(dict(row)) for row in rows]
 

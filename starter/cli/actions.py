@@ -4,7 +4,7 @@ calendar activities."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -285,18 +285,38 @@ def activity_list(
     due_before: Annotated[
         str | None, typer.Option("--due-before", help="Starting before (ISO-8601).")
     ] = None,
+    overdue: Annotated[
+        bool, typer.Option("--overdue", help="Only the active ones past their due time.")
+    ] = False,
+    due_within: Annotated[
+        str | None,
+        typer.Option("--due-within", help="Only the active ones due in this period: 7d, 12h."),
+    ] = None,
+    owner: Annotated[
+        str | None, typer.Option("--owner", help="Of the opportunities of this owner.")
+    ] = None,
     columns: ColumnsOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Calendar activities (the product's SmartCalendar), soonest first."""
     since = when("--due-from", due_from)
     until = when("--due-before", due_before)
+    now = datetime.now(UTC)
+    if overdue and due_within:
+        raise UserError("give one of --overdue and --due-within")
+    if overdue:
+        until = min(until, now) if until else now
+    if due_within is not None:
+        until = now + period(due_within)
+        since = max(since, now) if since else now
+    active = overdue or due_within is not None
 
     async def work() -> None:
         async with database() as pool:
             found = await ReadModel(pool).calendar_activities(
-                opportunity_id, assignee=assignee, due_from=since, due_before=until
-            )
+                opportunity_id, assignee=assignee, due_from=since, due_before=until,
+                active=active, owner=owner,
+            )  # fmt: skip
         if as_json:
             print_json(found)
             return
@@ -322,6 +342,18 @@ def activity_list(
 
 
 UNREADABLE = "a time outside the dates this program can read"
+PERIOD_UNITS = {"d": 86400, "h": 3600, "m": 60}
+
+
+def period(text: str) -> timedelta:
+    """A period such as `7d`, `12h` or `30m` (at most ten years)."""
+    amount, unit = text[:-1], text[-1:]
+    if not amount.isdigit() or unit not in PERIOD_UNITS or len(amount) > 6:
+        raise UserError(f"--due-within {text!r}: give a number and d, h or m, such as 7d")
+    seconds = int(amount) * PERIOD_UNITS[unit]
+    if seconds > 3650 * 86400:
+        raise UserError(f"--due-within {text!r}: at most ten years")
+    return timedelta(seconds=seconds)
 
 
 def _time(value: datetime | None, layout: str) -> str:

@@ -25,7 +25,7 @@ from starter.cli.common import (
     run,
 )
 from starter.cli.send import ByOption, command_of, send, state_of
-from store import opportunities as stored
+from starter.client.read_model import ReadModel
 
 app = new_app("What an opportunity is worth.")
 
@@ -164,7 +164,7 @@ _SHOWN = {
 
 async def _print_history(opportunity_id: str, as_json: bool) -> None:
     async with database() as pool:
-        changes = await stored.detail_changes(pool, opportunity_id)
+        changes = await ReadModel(pool).detail_changes(opportunity_id)
     if as_json:
         print_json(changes)
         return

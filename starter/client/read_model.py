@@ -10,7 +10,7 @@ import asyncpg
 
 import store
 from runtime import settings
-from sales.opportunity import HistoryEntry, Remark
+from sales.opportunity import DetailChange, HistoryEntry, Remark
 from store import calendar, contacts, opportunities, search
 from store.calendar import CalendarActivity
 from store.search import SearchFilters, SearchPage, SortKey
@@ -88,10 +88,17 @@ class ReadModel:
         assignee: str | None = None,
         due_from: datetime | None = None,
         due_before: datetime | None = None,
+        active: bool = False,
+        owner: str | None = None,
     ) -> list[CalendarActivity]:
         """Calendar activities by due date (see `store.calendar.list_for`)."""
         return await calendar.list_for(self.pool, opportunity_id, assignee=assignee,
-                                       due_from=due_from, due_before=due_before)  # fmt: skip
+                                       due_from=due_from, due_before=due_before, active=active,
+                                       owner=owner)  # fmt: skip
+
+    async def detail_changes(self, opportunity_id: str) -> list[DetailChange]:
+        """Every change of the opportunity's details, oldest first."""
+        return await opportunities.detail_changes(self.pool, opportunity_id)
 
     async def calendar_activity(self, activity_id: str) -> CalendarActivity | None:
         return await calendar.get(self.pool, activity_id)

@@ -91,8 +91,10 @@ async def test_searches_by_value_and_overdue_work(
     cli: Cli, worker: Worker, pool: asyncpg.Pool, tmp_path: Path, uid: str
 ) -> None:
     process = await _setup(cli, pool, tmp_path, uid)
+    await add_users(pool, f"owner-{uid}")
     for n, amount, close in [(1, "100", "2027-01-15"), (2, "5000", "2027-06-30"), (3, None, None)]:
         value = ["--amount", amount, "--close-date", close] if amount and close else []
+        value += ["--owner", f"owner-{uid}"] if n == 1 else []
         done = await cli("create", "--contact", f"c-{uid}", "--id", f"o{n}-{uid}",
                          "--process", process, *value)  # fmt: skip
         assert done.code == 0, done.stderr
@@ -113,6 +115,18 @@ async def test_searches_by_value_and_overdue_work(
     assert await found("--overdue") == [f"o3-{uid}"]
     shown = await cli("show", f"o3-{uid}")
     assert "Overdue activities" in shown.stdout
+    listed = await cli("activity", "list", "--overdue", "--json")
+    assert f"o3-{uid}/intro-call/1" in [a["activity_id"] for a in listed.json()]
+    assert f"o1-{uid}/intro-call/1" not in [a["activity_id"] for a in listed.json()]
+    soon = await cli("activity", "list", "--due-within", "7d", "--owner", f"owner-{uid}", "--json")
+    assert [a["opportunity_id"] for a in soon.json()] == [f"o1-{uid}"], soon.stdout
+    for bad in (
+        ["--due-within", "7x"],
+        ["--due-within", "99999999d"],
+        ["--overdue", "--due-within", "1d"],
+    ):
+        refused = await cli("activity", "list", *bad)
+        assert refused.code == 1, (bad, refused.stderr)
     bad = await cli("search", "--amount-min", "12.5.5")
     assert bad.code == 1 and "amount_min" in bad.stderr
 
