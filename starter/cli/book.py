@@ -21,7 +21,7 @@ import hashlib
 import os
 import re
 import sys
-import tempfile
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +32,7 @@ import asyncpg
 import typer
 from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from temporalio.service import RPCError
 
 from sales.errors import describe_validation_error
 from sales.opportunity import OpportunitySummary, StartOpportunity
@@ -85,6 +86,8 @@ up again."""
 PAGE = 1000
 """Opportunities export reads from the read model a page at a time."""
 DEFAULT_CONCURRENCY = 20
+MAX_CONCURRENCY = 500
+"""Starts in flight at most: each waits for its opportunity to open, polling the server."""
 
 
 def escape_cell(text: str) -> str:
@@ -131,8 +134,8 @@ def read_records(file: BinaryIO) -> Iterator[Record]:
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                byte = f"0x{raw[error.start]:02x} at byte {error.start + 1} of the line"
-                undecodable.append((read, f"not UTF-8 ({byte})"))
+                byte = f"byte 0x{raw[error.start]:02x} at position {error.start + 1}"
+                undecodable.append((read, f"not UTF-8: {byte} of the line"))
                 yield raw.decode("utf-8", errors="replace")
 
     reader = csv.reader(lines(), strict=True)
@@ -143,14 +146,14 @@ def read_records(file: BinaryIO) -> Iterator[Record]:
         except StopIteration:
             return
         except csv.Error as error:
-            yield Record(first, [], f"not CSV: {error}", reader.line_num)
-            undecodable.clear()
-            continue
+            undecodable.append((reader.line_num, f"not CSV: {error}"))
+            cells = []
         if undecodable:
-            yield Record(first, cells, undecodable[0][1], undecodable[0][0])
+            line, problem = undecodable[0]
             undecodable.clear()
-            continue
-        yield Record(first, cells)
+            yield Record(first, cells, problem, line)
+        else:
+            yield Record(first, cells)
 
 
 def write_header(writer: Any) -> None:
@@ -287,6 +290,19 @@ def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
     cache[key] = value
 
 
+@dataclass
+class Found:
+    """What one chunk's rows name, as the read model has it."""
+
+    used_by: dict[str, str]
+    """Ids already used, with the contact of their opportunity."""
+    contacts: dict[str, str | None]
+    """Contact ids, with the contact's name (None: unknown)."""
+    users: dict[str, bool]
+    processes: dict[str | None, FoundProcess]
+    """Process ids (None: the default process), with what looking them up found."""
+
+
 class Lookups:
     """What the rows name, looked up in the read model a chunk at a time: the ids already
     used, contacts, processes and owners (the last three remembered, up to `MAX_CACHED`)."""
@@ -301,78 +317,89 @@ class Lookups:
         """Give each row of the chunk its verdict (in place): `skip` when its id is used by
         an opportunity of the same contact, `bad` with its problems, else `open`."""
         starts = [row.start for row in rows if row.start is not None]
-        existing = await self.existing([start.opportunity_id for start in starts])
-        await self.look_up_contacts({start.contact_id for start in starts})
-        await self.look_up_users({start.owner for start in starts if start.owner})
-        for process_id in {start.process_id for start in starts}:
-            await self.look_up_process(process_id)
+        found = Found(
+            used_by=await self.used_by([start.opportunity_id for start in starts]),
+            contacts={id: await self.contact(id) for id in {s.contact_id for s in starts}},
+            users=await self.known_users({start.owner for start in starts if start.owner}),
+            processes={id: await self.process(id) for id in {s.process_id for s in starts}},
+        )
         for row in rows:
             if row.start is not None:
-                self.judge(row, row.start, existing.get(row.start.opportunity_id))
+                judge(row, row.start, found)
 
-    def judge(self, row: Row, start: StartOpportunity, used_by: str | None) -> None:
-        if used_by is not None:
-            if used_by == start.contact_id and not row.problems:
-                row.verdict = "skip"
-                row.problems.append(f"opportunity {start.opportunity_id!r} already exists, skipped")
-                return
-            row.problems.append(
-                f"opportunity {start.opportunity_id!r} already exists for contact {used_by!r}; "
-                "an opportunity id is used once"
-            )
-        row.contact_name = self.contacts.get(start.contact_id)
-        if row.contact_name is None:
-            row.problems.append(f"unknown contact {start.contact_id!r}; `contact add` adds one")
-        row.problems += self.process_problems(row, start)
-        if start.owner is not None and not self.users.get(start.owner):
-            row.problems.append(f"unknown user {start.owner!r} (owner); `user add` adds one")
-        row.verdict = "bad" if row.problems else "open"
-
-    def process_problems(self, row: Row, start: StartOpportunity) -> list[str]:
-        """What the workflow would refuse of the process and stage (as `create` checks)."""
-        found = self.processes[start.process_id]
-        if found.process is None:
-            what = "no default process is set up" if start.process_id is None else (
-                f"unknown process {start.process_id!r}")  # fmt: skip
-            return [what]
-        if found.retired:
-            return [f"process {start.process_id!r} is retired: it takes no new opportunities"]
-        definition = found.process.definition
-        row.process_label = f"{definition.process_id} v{found.process.version}"
-        if start.stage is not None and definition.stage(start.stage) is None:
-            return [
-                f"unknown stage {start.stage!r} for process {definition.process_id!r}; "
-                f"stages are {definition.stage_names()}"
-            ]
-        return []
-
-    async def existing(self, ids: list[str]) -> dict[str, str]:
+    async def used_by(self, ids: list[str]) -> dict[str, str]:
         """Of `ids`, those the read model has (whatever their status), with their contact."""
         if not ids:
             return {}
         page = await ReadModel(self.pool).search(SearchFilters(ids=ids), limit=len(ids))
         return {found.opportunity_id: found.contact_id for found in page.items}
 
-    async def look_up_contacts(self, contact_ids: set[str]) -> None:
-        for contact_id in contact_ids - self.contacts.keys():
-            contact = await contacts.get_contact(self.pool, contact_id)
-            _remember(self.contacts, contact_id, contact.full_name if contact else None)
+    async def contact(self, contact_id: str) -> str | None:
+        if contact_id in self.contacts:
+            return self.contacts[contact_id]
+        contact = await contacts.get_contact(self.pool, contact_id)
+        name = contact.full_name if contact else None
+        _remember(self.contacts, contact_id, name)
+        return name
 
-    async def look_up_users(self, user_ids: set[str]) -> None:
+    async def known_users(self, user_ids: set[str]) -> dict[str, bool]:
         unknown = sorted(user_ids - self.users.keys())
-        if unknown:
-            found = set(await users.existing(self.pool, unknown))
-            for user_id in unknown:
-                _remember(self.users, user_id, user_id in found)
+        found = set(await users.existing(self.pool, unknown)) if unknown else set()
+        known = {user_id: self.users[user_id] for user_id in user_ids if user_id in self.users}
+        for user_id in unknown:
+            known[user_id] = user_id in found
+            _remember(self.users, user_id, known[user_id])
+        return known
 
-    async def look_up_process(self, process_id: str | None) -> None:
+    async def process(self, process_id: str | None) -> FoundProcess:
         if process_id in self.processes:
-            return
+            return self.processes[process_id]
         if process_id is None:
             found = FoundProcess(process=await processes.default_process(self.pool))
         else:
             found = await processes.find(self.pool, process_id)
         _remember(self.processes, process_id, found)
+        return found
+
+
+def judge(row: Row, start: StartOpportunity, found: Found) -> None:
+    """The row's verdict, with every problem the workflow (or a second opening) would have."""
+    used_by = found.used_by.get(start.opportunity_id)
+    if used_by is not None and used_by != start.contact_id:
+        row.problems.append(
+            f"opportunity {start.opportunity_id!r} already exists for contact {used_by!r}; "
+            "an opportunity id is used once"
+        )
+    elif used_by is not None and not row.problems:
+        row.verdict = "skip"
+        row.problems.append(f"opportunity {start.opportunity_id!r} already exists, skipped")
+        return
+    row.contact_name = found.contacts[start.contact_id]
+    if row.contact_name is None:
+        row.problems.append(f"unknown contact {start.contact_id!r}; `contact add` adds one")
+    row.problems += process_problems(row, start, found.processes[start.process_id])
+    if start.owner is not None and not found.users[start.owner]:
+        row.problems.append(f"unknown user {start.owner!r} (owner); `user add` adds one")
+    row.verdict = "bad" if row.problems else "open"
+
+
+def process_problems(row: Row, start: StartOpportunity, found: FoundProcess) -> list[str]:
+    """What the workflow would refuse of the process and stage (as `create` checks); the
+    row's process label for what the Temporal UI shows."""
+    if found.process is None:
+        if start.process_id is None:
+            return ["no default process is set up; give a process_id"]
+        return [f"unknown process {start.process_id!r}"]
+    if found.retired:
+        return [f"process {start.process_id!r} is retired: it takes no new opportunities"]
+    definition = found.process.definition
+    row.process_label = f"{definition.process_id} v{found.process.version}"
+    if start.stage is not None and definition.stage(start.stage) is None:
+        return [
+            f"unknown stage {start.stage!r} for process {definition.process_id!r}; "
+            f"stages are {definition.stage_names()}"
+        ]
+    return []
 
 
 async def checked_rows(path: Path, pool: asyncpg.Pool) -> AsyncIterator[Row]:
@@ -455,8 +482,8 @@ async def import_book(
 ) -> Tally:
     """Import a book: check every row, then (unless `dry_run`, or a row is bad without
     `skip_bad_rows`) open the good ones, `concurrency` at a time."""
-    if concurrency < 1:
-        raise UserError(f"--concurrency must be at least 1, not {concurrency}")
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise UserError(f"--concurrency must be 1 to {MAX_CONCURRENCY}, not {concurrency}")
     tally, passed_over = await validate_book(path, pool, report)
     tally.dry_run = dry_run
     if dry_run or (tally.bad and not skip_bad_rows) or not tally.to_open:
@@ -464,7 +491,8 @@ async def import_book(
     opener = Opener(client, by, report, tally)
     with Progress(
         TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=console, transient=True, disable=not progress,
+        TimeElapsedColumn(), console=console, transient=True,
+        disable=not (progress and console.is_terminal),
     ) as bar:  # fmt: skip
         task = bar.add_task(f"opening {path.name}", total=tally.to_open)
         opener.advance = lambda: bar.advance(task)
@@ -530,6 +558,9 @@ class Opener:
             else:
                 self.counted(row, "failed", f"not opened: {error}")
             return
+        except RPCError as error:  # the server refused this start: the others go on
+            self.counted(row, "failed", f"not opened: {type(error).__name__}: {error}")
+            return
         self.tally.opened += 1
 
     def counted(self, row: Row, outcome: Literal["skipped", "failed"], reason: str) -> None:
@@ -560,7 +591,10 @@ def import_command(
         typer.Option("--skip-bad-rows", help="Open the good rows even when some are bad."),
     ] = False,
     concurrency: Annotated[
-        int, typer.Option("--concurrency", help="Opportunities opened at once.")
+        int,
+        typer.Option(
+            "--concurrency", min=1, max=MAX_CONCURRENCY, help="Opportunities opened at once."
+        ),
     ] = DEFAULT_CONCURRENCY,
     as_json: JsonFlag = False,
 ) -> None:
@@ -581,13 +615,11 @@ def import_command(
         print_json(tally.__dict__)
     else:
         console.print(summary(tally), highlight=False)
-    if tally.bad and not skip_bad_rows and not dry_run:
+    if tally.bad and not skip_bad_rows:
         raise Unsuccessful(
             f"{counted(tally.bad, 'bad row')}: nothing was started (fix them, or give "
             "--skip-bad-rows to open the good ones)"
         )
-    if tally.bad and dry_run:
-        raise Unsuccessful(f"{counted(tally.bad, 'bad row')}")
     if tally.failed:
         raise Unsuccessful(f"{counted(tally.failed, 'row')} not opened")
 
@@ -609,16 +641,22 @@ def book_row(summary: OpportunitySummary) -> list[str]:
 
 
 async def export_book(pool: asyncpg.Pool, filters: SearchFilters, stream: IO[str]) -> int:
-    """Write the header and every opportunity matching `filters` (by id, a page at a time)
-    to `stream`; how many were written."""
+    """Write the header and every opportunity matching `filters` to `stream`, in id order, a
+    page at a time; how many were written. Pages are read by offset, so an opportunity
+    opened meanwhile before the page shifts it: a row the previous page wrote is not
+    written again."""
     writer = new_writer(stream)
     write_header(writer)
-    written = 0
+    written = offset = 0
+    previous: set[str] = set()
     while True:
-        page = await ReadModel(pool).search(filters, limit=PAGE, offset=written)
+        page = await ReadModel(pool).search(filters, limit=PAGE, offset=offset)
         for found in page.items:
-            write_cells(writer, book_row(found))
-        written += len(page.items)
+            if found.opportunity_id not in previous:
+                write_cells(writer, book_row(found))
+                written += 1
+        previous = {found.opportunity_id for found in page.items}
+        offset += len(page.items)
         if len(page.items) < PAGE:
             return written
 
@@ -632,16 +670,17 @@ def output(file: str) -> Iterator[IO[str]]:
         sys.stdout.flush()
         return
     target = Path(file)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
     try:
-        handle, temporary = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.")
+        stream = temporary.open("x", encoding="utf-8", newline="")
     except OSError as error:
         raise UserError(f"cannot write {file}: {error.strerror}") from None
     try:
-        with open(handle, "w", encoding="utf-8", newline="") as stream:
+        with stream:
             yield stream
-        os.replace(temporary, target)
+        temporary.replace(target)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 
@@ -660,7 +699,9 @@ def export_command(
     entered_before: EnteredBefore = None,
     entered_after: EnteredAfter = None,
     open_actions: OpenActionsFilter = None,
-    failed: Annotated[bool, typer.Option("--failed", help="Only those with a failed action.")] = False,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Only those with a failed action.")
+    ] = False,
     amount_min: Annotated[str | None, typer.Option("--amount-min")] = None,
     amount_max: Annotated[str | None, typer.Option("--amount-max")] = None,
     closing_before: Annotated[
@@ -670,6 +711,10 @@ def export_command(
         str | None, typer.Option("--closing-after", help="Expected close on or after.")
     ] = None,
     forecast: Annotated[str | None, typer.Option("--forecast-category")] = None,
+    idle: Annotated[bool, typer.Option("--idle", help="Only the idle ones.")] = False,
+    overdue: Annotated[
+        bool, typer.Option("--overdue", help="Only those with overdue activities.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Write the opportunities matching the search filters as CSV, in the columns import
@@ -679,6 +724,7 @@ def export_command(
         entered_before=entered_before, entered_after=entered_after, open_actions=open_actions,
         failed=failed, amount_min=amount_min, amount_max=amount_max,
         closing_before=closing_before, closing_after=closing_after, forecast=forecast,
+        idle=idle, overdue=overdue,
     )  # fmt: skip
 
     async def work() -> int:
@@ -687,15 +733,9 @@ def export_command(
                 return await export_book(pool, filters, stream)
 
     written = run(work)
-    if as_json:
-        (print_json if file != "-" else _json_to_stderr)({"exported": written, "file": file})
-        return
-    where = "stdout" if file == "-" else file
-    (errors if file == "-" else console).print(
-        f"exported {counted(written, 'opportunity')} to {where}", highlight=False
-    )
-
-
-def _json_to_stderr(value: dict[str, Any]) -> None:
-    """`--json` output of an export to stdout: on stderr, since stdout carries the file."""
-    errors.print_json(data=value)
+    if file == "-":  # stdout carries the file
+        errors.print(f"exported {counted(written, 'opportunity')} to stdout", highlight=False)
+    elif as_json:
+        print_json({"exported": written, "file": file})
+    else:
+        console.print(f"exported {counted(written, 'opportunity')} to {file}", highlight=False)
