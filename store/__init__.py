@@ -1,7 +1,7 @@
 """All SQL of the service, parameterized, over an asyncpg pool: one module per domain area
-(`processes`, `contacts`, `opportunities`, `calendar`, `letters`, `events`, `search`, and the
-`schema` with its migrations). Activities call it for their side effects; the CLI and the
-read-model client call it for setup and reads. No other package holds SQL.
+(`processes`, `contacts`, `opportunities`, `calendar`, `letters`, `events`, `search`,
+`reports`, and the `schema` with its migrations). Activities call it for their side effects;
+the CLI and the read-model client call it for setup and reads. No other package holds SQL.
 """
 
 from __future__ import annotations

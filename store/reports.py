@@ -1,14 +1,19 @@
 """Reports over the read model: the open pipeline by stage, the conversion from stage to
 stage, and the forecast by close period (`docs/reports.md` defines every figure).
 
-Each report is one query over `opportunities` and `opportunity_history`, using their indexes;
-nothing is read from Temporal. Amounts are summed per currency only, as exact decimals, and a
-weighted amount (amount x probability / 100) is rounded once, after summing, to its currency's
-minor units. A deleted opportunity is in none of them.
+Each report reads `opportunities` and `opportunity_history` through their indexes (nothing is
+read from Temporal) and lets PostgreSQL group the rows; the process's stage order, which lives
+in its definition, orders and classifies the few grouped rows here. Amounts are summed per
+currency only, as exact decimals, and a weighted amount (amount x probability / 100) is
+rounded once, after summing, to its currency's minor units. A deleted opportunity is in none
+of them.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any, Literal
@@ -51,21 +56,20 @@ class PipelineRow(_Row):
 
 
 class ConversionStage(_Row):
-    """One stage of a process: the opportunities that entered it in the period, and what
-    became of them."""
+    """One stage of a process: its entries in the period, and what became of them."""
 
     process_id: str
     stage: str
     entered: int
-    """Opportunities with a history entry into the stage in the period (one entering twice
-    counts once)."""
+    """History entries into the stage in the period (an opportunity entering it twice counts
+    twice)."""
     moved_on: int
-    """Of `entered`, those that left one of those stays for a later stage of the process's
-    order that does not close as lost, or for a stage that closes as won."""
+    """Of `entered`, the stays whose next entry is a later stage of the process's order that
+    does not close as lost, or a stage that closes as won."""
     won: int
-    """Of `entered`, those now won."""
+    """Of `entered`, those of opportunities now won."""
     lost: int
-    """Of `entered`, those now lost."""
+    """Of `entered`, those of opportunities now lost."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -92,7 +96,8 @@ class ConversionProcess(_Row):
 
 class ConversionReport(_Row):
     stages: list[ConversionStage]
-    """Every stage of each process, in the process's order."""
+    """Every stage of each process, in the process's order (a stage only earlier versions
+    have, when it was entered in the period)."""
     processes: list[ConversionProcess]
 
 
@@ -134,74 +139,135 @@ def weighted(amount_times_percent: Decimal | None, currency: str | None) -> Deci
         return money((amount_times_percent or Decimal(0)) / 100, currency)
 
 
-class _Where:
-    """A WHERE clause built from fixed fragments; every value is a parameter."""
+class _Params:
+    """A query's parameters: SQL is built from fixed fragments, every value is a parameter."""
 
-    def __init__(self, *fixed: str) -> None:
-        self.clauses = list(fixed)
-        self.params: list[Any] = []
+    def __init__(self) -> None:
+        self.values: list[Any] = []
 
-    def param(self, value: Any) -> str:
-        self.params.append(value)
-        return f"${len(self.params)}"
-
-    def add(self, clause: str, value: Any) -> None:
-        """`clause` with `{}` standing for the value's parameter."""
-        self.clauses.append(clause.format(self.param(value)))
-
-    def sql(self) -> str:
-        return " AND ".join(self.clauses) or "true"
+    def __call__(self, value: Any) -> str:
+        """The placeholder of `value`, added."""
+        self.values.append(value)
+        return f"${len(self.values)}"
 
 
-STAGE_ORDER = """
-    SELECT process_id, stage, closes_as, latest,
-           row_number() OVER (PARTITION BY process_id ORDER BY version DESC, position) AS rank
-    FROM (
-        SELECT DISTINCT ON (p.process_id, s.stage ->> 'name')
-               p.process_id, s.stage ->> 'name' AS stage, s.stage ->> 'closes_as' AS closes_as,
-               p.version, s.position,
-               p.version = max(p.version) OVER (PARTITION BY p.process_id) AS latest
+def _all(clauses: list[str]) -> str:
+    return " AND ".join(clauses) or "true"
+
+
+async def _fetch(pool: asyncpg.Pool, *queries: tuple[str, list[Any]]) -> list[list[Any]]:
+    """The rows of each query, each planned for its own values: a plan cached for any values
+    (which PostgreSQL switches to after a few runs of a prepared statement) cannot see how
+    many rows a period or a filter selects, and is slower."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        return [await conn.fetch(sql, *params) for sql, params in queries]
+
+
+def _opportunity_filters(
+    param: _Params, process_id: str | None, owner: str | None = None
+) -> list[str]:
+    clauses = [] if process_id is None else [f"o.process_id = {param(process_id)}"]
+    return clauses + ([] if owner is None else [f"o.owner = {param(owner)}"])
+
+
+def _period(
+    param: _Params, column: str, since: datetime | None, until: datetime | None
+) -> list[str]:
+    clauses = [] if since is None else [f"{column} >= {param(since)}"]
+    return clauses + ([] if until is None else [f"{column} < {param(until)}"])
+
+
+@dataclass
+class StageOrder:
+    """A process's stages in order: those of its latest version in their order, then those
+    only earlier versions have (the newest version first), with what each closes as."""
+
+    stages: list[str] = field(default_factory=list)
+    closes_as: dict[str, str | None] = field(default_factory=dict)
+    latest: set[str] = field(default_factory=set)
+    """The stages of the latest version."""
+
+    def rank(self, stage: str | None) -> int | None:
+        return self.stages.index(stage) if stage in self.closes_as else None
+
+    def moved_on(self, stage: str, went_to: str | None) -> bool:
+        """Whether leaving `stage` for `went_to` moves on: to a stage that closes as won, or
+        to a later one that does not close as lost."""
+        if went_to is None or went_to not in self.closes_as:
+            return False
+        closes = self.closes_as[went_to]
+        if closes == "won":
+            return True
+        here, there = self.rank(stage), self.rank(went_to)
+        return closes != "lost" and here is not None and there is not None and there > here
+
+
+async def stage_orders(pool: asyncpg.Pool, process_id: str | None) -> dict[str, StageOrder]:
+    """The stage order of each process (or of the one given), by process id."""
+    param = _Params()
+    where = [] if process_id is None else [f"p.process_id = {param(process_id)}"]
+    rows = await pool.fetch(
+        f"""
+        SELECT p.process_id, p.version,
+               array_agg(s.stage ->> 'name' ORDER BY s.position) AS names,
+               array_agg(s.stage ->> 'closes_as' ORDER BY s.position) AS closes
         FROM sales_processes p
         CROSS JOIN LATERAL jsonb_array_elements(p.definition -> 'stages')
             WITH ORDINALITY AS s(stage, position)
-        WHERE {processes}
-        ORDER BY p.process_id, s.stage ->> 'name', p.version DESC
-    ) named
-"""
-"""The stages of each process in order: those of its latest version in their order, then those
-only earlier versions have (newest version first). `latest`: the latest version has it."""
+        WHERE {_all(where)}
+        GROUP BY p.process_id, p.version
+        ORDER BY p.process_id, p.version DESC
+        """,
+        *param.values,
+    )
+    orders: dict[str, StageOrder] = {}
+    for row in rows:
+        newest = row["process_id"] not in orders
+        order = orders.setdefault(row["process_id"], StageOrder())
+        for name, closes in zip(row["names"], row["closes"], strict=True):
+            if name not in order.closes_as:
+                order.stages.append(name)
+                order.closes_as[name] = closes
+            if newest:
+                order.latest.add(name)
+    return orders
+
+
+def stage_names(orders: dict[str, StageOrder]) -> list[str]:
+    """Every stage name of these processes (the stages whose entries are read)."""
+    return sorted({name for order in orders.values() for name in order.stages})
+
+
+def _in_stage_order(orders: dict[str, StageOrder], process_id: str, stage: str) -> tuple[Any, ...]:
+    """Rows by process, then stage order (a stage the process does not name last, by name)."""
+    rank = orders[process_id].rank(stage) if process_id in orders else None
+    return (process_id, rank is None, rank or 0, stage)
 
 
 def pipeline_query(
     process_id: str | None = None, owner: str | None = None, now: datetime | None = None
 ) -> tuple[str, list[Any]]:
-    """The pipeline's SQL and parameters."""
-    where = _Where("o.status = 'open'")
-    processes = _process_filter(where, process_id)
-    if owner is not None:
-        where.add("o.owner = {}", owner)
-    at = where.param(now or datetime.now(UTC))
+    """The pipeline's SQL and parameters: the open opportunities grouped."""
+    param = _Params()
+    where = ["o.status = 'open'", *_opportunity_filters(param, process_id, owner)]
+    at = param(now or datetime.now(UTC))
     sql = f"""
-        WITH open_ones AS (
-            SELECT o.process_id, o.current_stage AS stage, o.currency,
-                   count(*) AS count,
-                   count(*) - count(o.amount) AS without_amount,
-                   sum(o.amount) AS amount,
-                   sum(o.amount * coalesce(o.probability, 0)) AS amount_times_percent,
-                   avg(extract(epoch FROM {at} - o.stage_entered_at)::float8) AS average_seconds,
-                   percentile_cont(0.5) WITHIN GROUP
-                       (ORDER BY extract(epoch FROM {at} - o.stage_entered_at)::float8)
-                       AS median_seconds,
-                   count(*) FILTER (WHERE o.idle_since IS NOT NULL) AS idle
-            FROM opportunities o
-            WHERE {where.sql()}
-            GROUP BY o.process_id, o.current_stage, o.currency
-        ), stage_order AS ({STAGE_ORDER.format(processes=processes)})
-        SELECT g.* FROM open_ones g
-        LEFT JOIN stage_order s ON s.process_id = g.process_id AND s.stage = g.stage
-        ORDER BY g.process_id, s.rank NULLS LAST, g.stage, g.currency NULLS LAST
+        SELECT o.process_id, o.current_stage AS stage, o.currency,
+               count(*) AS count,
+               count(*) - count(o.amount) AS without_amount,
+               sum(o.amount) AS amount,
+               sum(o.amount * coalesce(o.probability, 0)) AS amount_times_percent,
+               avg(extract(epoch FROM {at} - o.stage_entered_at)::float8) AS average_seconds,
+               percentile_cont(0.5) WITHIN GROUP
+                   (ORDER BY extract(epoch FROM {at} - o.stage_entered_at)::float8)
+                   AS median_seconds,
+               count(*) FILTER (WHERE o.idle_since IS NOT NULL) AS idle
+        FROM opportunities o
+        WHERE {_all(where)}
+        GROUP BY o.process_id, o.current_stage, o.currency
         """
-    return sql, where.params
+    return sql, param.values
 
 
 async def pipeline(
@@ -212,9 +278,9 @@ async def pipeline(
 ) -> list[PipelineRow]:
     """The open opportunities by process, stage (in the process's order) and currency; the
     time in stage counts to `now` (default: the current time)."""
-    sql, params = pipeline_query(process_id, owner, now)
-    rows = await pool.fetch(sql, *params)
-    return [
+    [rows] = await _fetch(pool, pipeline_query(process_id, owner, now))
+    orders = await stage_orders(pool, process_id)
+    result = [
         PipelineRow(
             process_id=row["process_id"],
             stage=row["stage"],
@@ -230,6 +296,81 @@ async def pipeline(
         for row in rows
     ]
 
+    def order(row: PipelineRow) -> tuple[Any, ...]:
+        currency = (row.currency is None, row.currency or "")
+        return (*_in_stage_order(orders, row.process_id, row.stage), *currency)
+
+    return sorted(result, key=order)
+
+
+def conversion_stays_query(
+    names: list[str],
+    process_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> tuple[str, list[Any]]:
+    """The entries into the stages `names` in [since, until), counted by process, stage, the
+    opportunity's status and the stage of the next entry.
+
+    The next entry of a stay left within the period was itself entered in the period: it is
+    found among the period's entries by a hash join on (opportunity, seq + 1), both sides read
+    from the index alone. Only a stay left after the period looks its next entry up by the
+    history's primary key (a row whose `left_at` is not set, written before it was recorded,
+    finds its next entry within the period only)."""
+    param = _Params()
+    history = [f"h.to_stage = ANY ({param(names)}::text[])", *_period(param, "h.at", since, until)]
+    where = ["o.status <> 'deleted'", *_opportunity_filters(param, process_id)]
+    stays = f"""(SELECT h.opportunity_id, h.seq, h.to_stage, h.left_at
+                 FROM opportunity_history h WHERE {_all(history)})"""
+    end = None if until is None else param(until)
+    left_within = [] if end is None else [f"(t.left_at IS NULL OR t.left_at < {end})"]
+    sql = f"""
+        SELECT o.process_id, t.to_stage AS stage, o.status, n.to_stage AS went_to,
+               count(*) AS count
+        FROM {stays} t
+        JOIN opportunities o ON o.opportunity_id = t.opportunity_id
+        LEFT JOIN {stays} n ON n.opportunity_id = t.opportunity_id AND n.seq = t.seq + 1
+        WHERE {_all([*where, *left_within])}
+        GROUP BY 1, 2, 3, 4
+        """
+    if end is not None:
+        sql += f"""
+        UNION ALL
+        SELECT o.process_id, t.to_stage, o.status, x.to_stage, count(*)
+        FROM {stays} t
+        JOIN opportunities o ON o.opportunity_id = t.opportunity_id
+        LEFT JOIN opportunity_history x
+            ON x.opportunity_id = t.opportunity_id AND x.seq = t.seq + 1
+        WHERE {_all([*where, f"t.left_at >= {end}"])}
+        GROUP BY 1, 2, 3, 4
+        """
+    return sql, param.values
+
+
+def conversion_closed_query(
+    process_id: str | None = None, since: datetime | None = None, until: datetime | None = None
+) -> tuple[str, list[Any]]:
+    """Per process, the opportunities closed (won or lost) in [since, until) and their average
+    cycle time."""
+    param = _Params()
+    where = [
+        "o.status IN ('won', 'lost')",
+        "o.closed_at IS NOT NULL",
+        *_opportunity_filters(param, process_id),
+        *_period(param, "o.closed_at", since, until),
+    ]
+    sql = f"""
+        SELECT o.process_id,
+               count(*) FILTER (WHERE o.status = 'won') AS won,
+               count(*) FILTER (WHERE o.status = 'lost') AS lost,
+               avg(extract(epoch FROM o.closed_at - o.created_at)::float8)
+                   AS average_cycle_seconds
+        FROM opportunities o
+        WHERE {_all(where)}
+        GROUP BY o.process_id
+        """
+    return sql, param.values
+
 
 async def conversion(
     pool: asyncpg.Pool,
@@ -237,118 +378,56 @@ async def conversion(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> ConversionReport:
-    """Stage by stage, the opportunities that entered a stage in [since, until) and what
-    became of them; per process, those closed in the period, their win rate and cycle time."""
-    stages_sql, stages_params = conversion_stages_query(process_id, since, until)
-    closed_sql, closed_params = conversion_closed_query(process_id, since, until)
-    async with pool.acquire() as conn:
-        stages = await conn.fetch(stages_sql, *stages_params)
-        closed = await conn.fetch(closed_sql, *closed_params)
+    """Stage by stage, the entries in [since, until) and what became of them; per process,
+    the opportunities closed in the period, their win rate and cycle time. Without `since`
+    or `until` the period is open at that end."""
+    orders = await stage_orders(pool, process_id)
+    stays, closed = await _fetch(
+        pool,
+        conversion_stays_query(stage_names(orders), process_id, since, until),
+        conversion_closed_query(process_id, since, until),
+    )
     return ConversionReport(
-        stages=[ConversionStage.model_validate(dict(row)) for row in stages],
-        processes=[ConversionProcess.model_validate(dict(row)) for row in closed],
+        stages=_stage_rows(orders, stays),
+        processes=_process_rows(orders, closed),
     )
 
 
-def _process_filter(where: _Where, process_id: str | None) -> str:
-    """Adds `o.process_id = $n` for a given process; the matching filter of `sales_processes`
-    (alias `p`) for the stage order."""
-    if process_id is None:
-        return "true"
-    placeholder = where.param(process_id)
-    where.clauses.append(f"o.process_id = {placeholder}")
-    return f"p.process_id = {placeholder}"
+def _no_entries() -> dict[str, int]:
+    return {"entered": 0, "moved_on": 0, "won": 0, "lost": 0}
 
 
-def _period(where: _Where, column: str, since: datetime | None, until: datetime | None) -> None:
-    if since is not None:
-        where.add(f"{column} >= {{}}", since)
-    if until is not None:
-        where.add(f"{column} < {{}}", until)
+def _stage_rows(orders: dict[str, StageOrder], grouped: Iterable[Any]) -> list[ConversionStage]:
+    """The grouped entries classified by each process's stage order: a row for every stage of
+    a process's latest version, and for an older stage entered in the period."""
+    counts: dict[tuple[str, str], dict[str, int]] = defaultdict(_no_entries)
+    for row in grouped:
+        order = orders.get(row["process_id"])
+        if order is None or row["stage"] not in order.closes_as:
+            continue  # an entry into another process's stage, from before a move
+        figures = counts[row["process_id"], row["stage"]]
+        figures["entered"] += row["count"]
+        if order.moved_on(row["stage"], row["went_to"]):
+            figures["moved_on"] += row["count"]
+        if row["status"] in ("won", "lost"):
+            figures[row["status"]] += row["count"]
+    rows = []
+    for process_id, order in sorted(orders.items()):
+        for stage in order.stages:
+            if stage in order.latest or (process_id, stage) in counts:
+                figures = counts.get((process_id, stage)) or _no_entries()
+                rows.append(ConversionStage(process_id=process_id, stage=stage, **figures))
+    return rows
 
 
-def conversion_stages_query(
-    process_id: str | None, since: datetime | None, until: datetime | None
-) -> tuple[str, list[Any]]:
-    """The stays entered in the period, each with the entry that followed it: the next one in
-    the period by a window over them, else (a stay left after the period, or a move to another
-    process's stage in between) the next row by the history's primary key. Counted once per
-    opportunity and stage."""
-    where = _Where("o.status <> 'deleted'")
-    processes = _process_filter(where, process_id)
-    where.clauses.append("h.to_stage = ANY (ARRAY(SELECT DISTINCT stage FROM stage_order))")
-    _period(where, "h.at", since, until)
-    sql = f"""
-        WITH stage_order AS ({STAGE_ORDER.format(processes=processes)}),
-        stays AS (
-            SELECT h.opportunity_id, h.seq, h.to_stage, h.left_at, o.process_id, o.status,
-                   lead(h.seq) OVER next AS next_seq, lead(h.to_stage) OVER next AS next_stage
-            FROM opportunity_history h
-            JOIN opportunities o ON o.opportunity_id = h.opportunity_id
-            WHERE {where.sql()}
-            WINDOW next AS (PARTITION BY h.opportunity_id ORDER BY h.seq)
-        ), followed AS (
-            SELECT t.*,
-                   CASE WHEN t.left_at IS NULL THEN NULL
-                        WHEN t.next_seq = t.seq + 1 THEN t.next_stage
-                        ELSE (SELECT n.to_stage FROM opportunity_history n
-                              WHERE n.opportunity_id = t.opportunity_id AND n.seq > t.seq
-                              ORDER BY n.seq LIMIT 1)
-                   END AS went_to
-            FROM stays t
-        ), per_opportunity AS (
-            SELECT f.process_id, f.to_stage AS stage, f.opportunity_id, f.status,
-                   bool_or(n.stage IS NOT NULL AND (n.closes_as = 'won' OR
-                           (n.rank > s.rank AND n.closes_as IS DISTINCT FROM 'lost')))
-                       AS moved_on
-            FROM followed f
-            JOIN stage_order s ON s.process_id = f.process_id AND s.stage = f.to_stage
-            LEFT JOIN stage_order n ON n.process_id = f.process_id AND n.stage = f.went_to
-            GROUP BY f.process_id, f.to_stage, f.opportunity_id, f.status
-        ), counted AS (
-            SELECT process_id, stage, count(*) AS entered,
-                   count(*) FILTER (WHERE moved_on) AS moved_on,
-                   count(*) FILTER (WHERE status = 'won') AS won,
-                   count(*) FILTER (WHERE status = 'lost') AS lost
-            FROM per_opportunity GROUP BY process_id, stage
-        )
-        SELECT s.process_id, s.stage, coalesce(c.entered, 0) AS entered,
-               coalesce(c.moved_on, 0) AS moved_on, coalesce(c.won, 0) AS won,
-               coalesce(c.lost, 0) AS lost
-        FROM stage_order s
-        LEFT JOIN counted c ON c.process_id = s.process_id AND c.stage = s.stage
-        WHERE s.latest OR c.entered IS NOT NULL
-        ORDER BY s.process_id, s.rank
-        """
-    return sql, where.params
-
-
-def conversion_closed_query(
-    process_id: str | None, since: datetime | None, until: datetime | None
-) -> tuple[str, list[Any]]:
-    """Per process, the opportunities closed (won or lost) in the period and their average
-    cycle time; a process with none closed has a row of zeros."""
-    where = _Where("o.status IN ('won', 'lost')", "o.closed_at IS NOT NULL")
-    processes = _process_filter(where, process_id)
-    _period(where, "o.closed_at", since, until)
-    sql = f"""
-        WITH closed AS (
-            SELECT o.process_id,
-                   count(*) FILTER (WHERE o.status = 'won') AS won,
-                   count(*) FILTER (WHERE o.status = 'lost') AS lost,
-                   avg(extract(epoch FROM o.closed_at - o.created_at)::float8)
-                       AS average_cycle_seconds
-            FROM opportunities o
-            WHERE {where.sql()}
-            GROUP BY o.process_id
-        )
-        SELECT p.process_id, coalesce(c.won, 0) AS won, coalesce(c.lost, 0) AS lost,
-               c.average_cycle_seconds
-        FROM (SELECT DISTINCT process_id FROM sales_processes p WHERE {processes}) p
-        LEFT JOIN closed c ON c.process_id = p.process_id
-        ORDER BY p.process_id
-        """
-    return sql, where.params
+def _process_rows(orders: dict[str, StageOrder], closed: Iterable[Any]) -> list[ConversionProcess]:
+    """A row per process, zeros for one with none closed in the period."""
+    found = {row["process_id"]: dict(row) for row in closed}
+    empty = {"won": 0, "lost": 0, "average_cycle_seconds": None}
+    return [
+        ConversionProcess.model_validate(found.get(process_id, {"process_id": process_id, **empty}))
+        for process_id in sorted({*orders, *found})
+    ]
 
 
 def forecast_query(
@@ -357,14 +436,14 @@ def forecast_query(
     """The forecast's SQL and parameters."""
     if period not in PERIODS:
         raise ValueError(f"the period is month or quarter, not {period!r}")
-    where = _Where(
-        "o.status = 'open'", "o.include_in_forecast", "o.expected_close_date IS NOT NULL"
-    )
-    unit = where.param(period)
-    categories = where.param(list(FORECAST_CATEGORIES))
-    _process_filter(where, process_id)
-    if owner is not None:
-        where.add("o.owner = {}", owner)
+    param = _Params()
+    unit, categories = param(period), param(list(FORECAST_CATEGORIES))
+    where = [
+        "o.status = 'open'",
+        "o.include_in_forecast",
+        "o.expected_close_date IS NOT NULL",
+        *_opportunity_filters(param, process_id, owner),
+    ]
     sql = f"""
         SELECT date_trunc({unit}, o.expected_close_date::timestamp)::date AS period_start,
                o.forecast_category, o.currency,
@@ -373,12 +452,12 @@ def forecast_query(
                sum(o.amount) AS amount,
                sum(o.amount * coalesce(o.probability, 0)) AS amount_times_percent
         FROM opportunities o
-        WHERE {where.sql()}
+        WHERE {_all(where)}
         GROUP BY 1, 2, 3
         ORDER BY 1, array_position({categories}::text[], o.forecast_category) NULLS LAST,
                  3 NULLS LAST
         """
-    return sql, where.params
+    return sql, param.values
 
 
 async def forecast(
@@ -389,8 +468,7 @@ async def forecast(
 ) -> list[ForecastRow]:
     """The open opportunities in the forecast with an expected close date, by close period
     (`month` or `quarter`), forecast category and currency."""
-    sql, params = forecast_query(period, process_id, owner)
-    rows = await pool.fetch(sql, *params)
+    [rows] = await _fetch(pool, forecast_query(period, process_id, owner))
     return [
         ForecastRow(
             period_start=row["period_start"],
@@ -413,25 +491,24 @@ def period_label(start: date, period: Period) -> str:
     return f"{start.year}-{start.month:02d}"
 
 
-def queries(report: str, **filters: Any) -> list[tuple[str, list[Any]]]:
+async def queries(pool: asyncpg.Pool, report: str, **filters: Any) -> list[tuple[str, list[Any]]]:
     """The SQL and parameters a report runs with these filters."""
     if report == "pipeline":
         return [pipeline_query(**filters)]
-    if report == "conversion":
-        return [conversion_stages_query(**filters), conversion_closed_query(**filters)]
     if report == "forecast":
         return [forecast_query(**filters)]
-    raise ValueError(f"no report {report!r}")
+    if report != "conversion":
+        raise ValueError(f"no report {report!r}")
+    names = stage_names(await stage_orders(pool, filters.get("process_id")))
+    return [conversion_stays_query(names, **filters), conversion_closed_query(**filters)]
 
 
-async def explain(
-    pool: asyncpg.Pool, report: str, *, analyze: bool = False, **filters: Any
-) -> str:
+async def explain(pool: asyncpg.Pool, report: str, *, analyze: bool = False, **filters: Any) -> str:
     """PostgreSQL's plans of a report's queries with these filters (for tests and the
     benchmark), one after the other."""
     plans = []
     verb = "EXPLAIN (ANALYZE, BUFFERS)" if analyze else "EXPLAIN"
-    for sql, params in queries(report, **filters):
+    for sql, params in await queries(pool, report, **filters):
         rows = await pool.fetch(f"{verb} {sql}", *params)
         plans.append("\n".join(row[0] for row in rows))
     return "\n\n".join(plans)

@@ -19,7 +19,7 @@ from typer import TyperException, rich_utils
 from activities import rendering
 from runtime.escaping import neutralized
 from sales.errors import CommandRejected, describe_validation_error, with_code
-from starter.cli import actions, codec, mass, opportunities, schema, setup, verify
+from starter.cli import actions, book, codec, mass, opportunities, reports, schema, setup, verify
 from starter.cli import value as value_cli
 from starter.cli.common import EXPECTED_ERRORS, errors, new_app, styled
 
@@ -33,6 +33,7 @@ app.add_typer(setup.template_app, name="template")
 app.add_typer(setup.letter_app, name="letter")
 app.add_typer(setup.user_app, name="user")
 app.add_typer(mass.mass_app, name="mass-modify")
+app.add_typer(reports.report_app, name="report")
 for command in [
     *opportunities.app.registered_commands,
     *actions.app.registered_commands,
@@ -40,6 +41,7 @@ for command in [
     *codec.app.registered_commands,
     *verify.app.registered_commands,
     *value_cli.app.registered_commands,
+    *book.app.registered_commands,
 ]:
     app.registered_commands.append(command)
 app.add_typer(actions.action_app, name="action")

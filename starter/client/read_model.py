@@ -1,6 +1,6 @@
 """Reading the read model (PostgreSQL) from a backend service and the CLI: searches, calendar
-activities, remarks, the run an opportunity's row names. Commands and queries go through
-Temporal (`starter.client`)."""
+activities, remarks, the run an opportunity's row names, the reports. Commands and queries go
+through Temporal (`starter.client`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import asyncpg
 import store
 from runtime import settings
 from sales.opportunity import DetailChange, HistoryEntry, Remark
-from store import calendar, contacts, opportunities, search
+from store import calendar, contacts, opportunities, reports, search
 from store.calendar import CalendarActivity
+from store.reports import ConversionReport, ForecastRow, Period, PipelineRow
 from store.search import SearchFilters, SearchPage, SortKey
 
 
@@ -102,3 +103,32 @@ class ReadModel:
 
     async def calendar_activity(self, activity_id: str) -> CalendarActivity | None:
         return await calendar.get(self.pool, activity_id)
+
+    async def pipeline(
+        self,
+        process_id: str | None = None,
+        owner: str | None = None,
+        now: datetime | None = None,
+    ) -> list[PipelineRow]:
+        """The open opportunities by process, stage and currency (`store.reports.pipeline`)."""
+        return await reports.pipeline(self.pool, process_id, owner, now)
+
+    async def conversion(
+        self,
+        process_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> ConversionReport:
+        """Stage entries in [since, until) and what became of them, with each process's win
+        rate and cycle time (`store.reports.conversion`)."""
+        return await reports.conversion(self.pool, process_id, since, until)
+
+    async def forecast(
+        self,
+        period: Period = "month",
+        process_id: str | None = None,
+        owner: str | None = None,
+    ) -> list[ForecastRow]:
+        """The forecast by close period, forecast category and currency
+        (`store.reports.forecast`)."""
+        return await reports.forecast(self.pool, period, process_id, owner)

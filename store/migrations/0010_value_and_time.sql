@@ -27,9 +27,10 @@ CREATE INDEX opportunities_pipeline ON opportunities (process_id, current_stage,
 ALTER TABLE opportunity_history
     ADD COLUMN left_at           timestamptz,
     ADD COLUMN duration_seconds  bigint CHECK (duration_seconds >= 0);
--- The conversion report reads the stays of a process's stages in a period.
+-- The conversion report reads the stays of a process's stages in a period, with their seq
+-- (which finds each one's next entry).
 CREATE INDEX opportunity_history_entered ON opportunity_history (to_stage, at)
-    INCLUDE (opportunity_id, left_at, duration_seconds);
+    INCLUDE (opportunity_id, seq, left_at, duration_seconds);
 
 -- Every change of an opportunity's details (amount, currency, close date, probability,
 -- forecast category, include in forecast, name): `details OPP --history`.
