@@ -51,12 +51,7 @@ from starter.cli.common import (
     print_json,
     run,
 )
-from starter.cli.opportunities import (
-    EnteredAfter,
-    EnteredBefore,
-    OpenActionsFilter,
-    search_filters,
-)
+from starter.cli.filters import with_search_filters
 from starter.client import OpportunitiesClient, StartFailed
 from starter.client.read_model import ReadModel
 from store import contacts, processes, users
@@ -685,47 +680,15 @@ def output(file: str) -> Iterator[IO[str]]:
 
 
 @app.command("export")
+@with_search_filters()
 def export_command(
     file: Annotated[str, typer.Argument(help="The CSV file to write (`-`: stdout).")],
-    process: Annotated[str | None, typer.Option("--process")] = None,
-    stage: Annotated[str | None, typer.Option("--stage")] = None,
-    status: Annotated[
-        str | None,
-        typer.Option("--status", help="open, won, lost or deleted (default: all but deleted)"),
-    ] = None,
-    contact: Annotated[str | None, typer.Option("--contact")] = None,
-    owner: Annotated[str | None, typer.Option("--owner")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Part of the name, any case.")] = None,
-    entered_before: EnteredBefore = None,
-    entered_after: EnteredAfter = None,
-    open_actions: OpenActionsFilter = None,
-    failed: Annotated[
-        bool, typer.Option("--failed", help="Only those with a failed action.")
-    ] = False,
-    amount_min: Annotated[str | None, typer.Option("--amount-min")] = None,
-    amount_max: Annotated[str | None, typer.Option("--amount-max")] = None,
-    closing_before: Annotated[
-        str | None, typer.Option("--closing-before", help="Expected close before (YYYY-MM-DD).")
-    ] = None,
-    closing_after: Annotated[
-        str | None, typer.Option("--closing-after", help="Expected close on or after.")
-    ] = None,
-    forecast: Annotated[str | None, typer.Option("--forecast-category")] = None,
-    idle: Annotated[bool, typer.Option("--idle", help="Only the idle ones.")] = False,
-    overdue: Annotated[
-        bool, typer.Option("--overdue", help="Only those with overdue activities.")
-    ] = False,
     as_json: JsonFlag = False,
+    filters: SearchFilters | None = None,
 ) -> None:
     """Write the opportunities matching the search filters as CSV, in the columns import
     reads: the file imports again as it is."""
-    filters = search_filters(
-        process=process, stage=stage, status=status, contact=contact, owner=owner, name=name,
-        entered_before=entered_before, entered_after=entered_after, open_actions=open_actions,
-        failed=failed, amount_min=amount_min, amount_max=amount_max,
-        closing_before=closing_before, closing_after=closing_after, forecast=forecast,
-        idle=idle, overdue=overdue,
-    )  # fmt: skip
+    assert filters is not None
 
     async def work() -> int:
         async with database() as pool:

@@ -30,15 +30,11 @@ from starter.cli.common import (
     run,
     validated,
 )
-from starter.cli.opportunities import (
-    EnteredAfter,
-    EnteredBefore,
-    OpenActionsFilter,
-    search_filters,
-)
+from starter.cli.filters import with_search_filters
 from starter.client import OpportunitiesClient, batch_refusal
 from starter.client.read_model import ReadModel
 from store import batches, processes, search, users
+from store.search import SearchFilters
 from workflows.mass_messages import MassModifyInput
 from workflows.mass_messages import Progress as BatchProgress
 
@@ -53,19 +49,9 @@ mass_app = typer.Typer(
 
 
 @mass_app.callback()
+@with_search_filters(owner_option="--with-owner", owner_parameter="owner_filter")
 def mass_modify(
     ctx: typer.Context,
-    process: Annotated[str | None, typer.Option("--process")] = None,
-    stage: Annotated[str | None, typer.Option("--stage", help="Select by current stage.")] = None,
-    status: Annotated[str | None, typer.Option("--status")] = None,
-    contact: Annotated[str | None, typer.Option("--contact")] = None,
-    owner_filter: Annotated[
-        str | None, typer.Option("--with-owner", help="Select by owner.")
-    ] = None,
-    name: Annotated[str | None, typer.Option("--name")] = None,
-    entered_before: EnteredBefore = None,
-    entered_after: EnteredAfter = None,
-    open_actions: OpenActionsFilter = None,
     to_stage: Annotated[
         str | None, typer.Option("--to-stage", help="Move them to this stage.")
     ] = None,
@@ -91,16 +77,13 @@ def mass_modify(
     concurrency: Annotated[int, typer.Option("--concurrency", help="Changes unanswered.")] = 200,
     batch_id: Annotated[str | None, typer.Option("--batch-id", help="Default: generated.")] = None,
     as_json: JsonFlag = False,
+    filters: SearchFilters | None = None,
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
     if sum((to_stage is not None, to_next_stage, owner is not None)) != 1:
         raise UserError("give exactly one of --to-stage, --to-next-stage and --owner")
-    filters = search_filters(
-        process=process, stage=stage, status=status, contact=contact, owner=owner_filter,
-        name=name, entered_before=entered_before, entered_after=entered_after,
-        open_actions=open_actions,
-    )  # fmt: skip
+    assert filters is not None
     batch = validated(MassModifyInput, "mass modification", {
         "batch_id": batch_id or f"mass-{uuid.uuid4().hex[:10]}", "filters": filters,
         "to_stage": to_stage, "to_next_stage": to_next_stage, "cancel_open_activities": cancel,

@@ -39,8 +39,8 @@ from starter.cli.common import (
     print_table,
     run,
     styled,
-    validated,
 )
+from starter.cli.filters import with_search_filters
 from starter.cli.send import (
     ByOption,
     command_of,
@@ -550,62 +550,18 @@ def delete(
 
 
 @app.command("search")
+@with_search_filters()
 def search_command(
-    process: Annotated[str | None, typer.Option("--process")] = None,
-    stage: Annotated[str | None, typer.Option("--stage")] = None,
-    status: Annotated[
-        str | None,
-        typer.Option("--status", help="open, won, lost or deleted (default: all but deleted)"),
-    ] = None,
-    contact: Annotated[str | None, typer.Option("--contact")] = None,
-    owner: Annotated[str | None, typer.Option("--owner")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Part of the name, any case.")] = None,
-    entered_before: EnteredBefore = None,
-    entered_after: EnteredAfter = None,
-    open_actions: OpenActionsFilter = None,
-    failed: Annotated[
-        bool, typer.Option("--failed", help="Only those with a failed action (to fix).")
-    ] = False,
-    amount_min: Annotated[str | None, typer.Option("--amount-min")] = None,
-    amount_max: Annotated[str | None, typer.Option("--amount-max")] = None,
-    closing_before: Annotated[
-        str | None, typer.Option("--closing-before", help="Expected close before (YYYY-MM-DD).")
-    ] = None,
-    closing_after: Annotated[
-        str | None, typer.Option("--closing-after", help="Expected close on or after.")
-    ] = None,
-    forecast: Annotated[str | None, typer.Option("--forecast-category")] = None,
-    idle: Annotated[bool, typer.Option("--idle", help="Only the idle ones.")] = False,
-    overdue: Annotated[
-        bool, typer.Option("--overdue", help="Only those with overdue activities.")
-    ] = False,
     sort: Annotated[str, typer.Option("--sort", help="Column to sort by.")] = "opportunity_id",
     desc: Annotated[bool, typer.Option("--desc", help="Sort descending.")] = False,
     limit: Annotated[int, typer.Option("--limit", help="Page size (1-1000).")] = 50,
     offset: Annotated[int, typer.Option("--offset", help="Rows to skip.")] = 0,
     columns: ColumnsOption = None,
     as_json: JsonFlag = False,
+    filters: SearchFilters | None = None,
 ) -> None:
     """Find opportunities in the read model (all filters must match)."""
-    filters = search_filters(
-        process=process,
-        stage=stage,
-        status=status,
-        contact=contact,
-        owner=owner,
-        name=name,
-        entered_before=entered_before,
-        entered_after=entered_after,
-        open_actions=open_actions,
-        failed=failed,
-        amount_min=amount_min,
-        amount_max=amount_max,
-        closing_before=closing_before,
-        closing_after=closing_after,
-        forecast=forecast,
-        idle=idle,
-        overdue=overdue,
-    )
+    assert filters is not None
 
     async def work() -> None:
         async with database() as pool:
@@ -624,7 +580,7 @@ def search_command(
             return
         headers = ["opportunity", "name", "contact", "owner", "process", "stage", "since",
                    "status", "open", "amount", "close"]  # fmt: skip
-        failures = failed or any(o.failed_actions for o in page.items)
+        failures = filters.has_failed_actions or any(o.failed_actions for o in page.items)
         if failures:  # shown when there is something to fix
             headers.append("failed")
         table = new_table(*headers, title=counted(page.total, "opportunity"))
@@ -649,19 +605,3 @@ def search_command(
             console.print(f"showing {shown} of {page.total}; --offset/--limit for more")
 
     run(work)
-
-
-def search_filters(**given: Any) -> SearchFilters:
-    """The search options as filters, with a clear error for a bad value."""
-    return validated(SearchFilters, "search filters", {
-        "process_id": given["process"], "stage": given["stage"], "status": given["status"],
-        "contact_id": given["contact"], "owner": given["owner"], "name": given["name"],
-        "entered_before": given["entered_before"], "entered_after": given["entered_after"],
-        "has_open_actions": given["open_actions"],
-        "has_failed_actions": given.get("failed") or None,
-        "amount_min": given.get("amount_min"), "amount_max": given.get("amount_max"),
-        "closing_before": given.get("closing_before"),
-        "closing_after": given.get("closing_after"),
-        "forecast_category": given.get("forecast"),
-        "idle": given.get("idle") or None, "overdue": given.get("overdue") or None,
-    })  # fmt: skip
