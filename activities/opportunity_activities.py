@@ -19,6 +19,7 @@ from activities.failures import classified, classify
 from runtime.workflow_ids import opportunity_workflow_id
 from sales.effects import CalendarChange
 from sales.errors import with_code
+from sales.events import OpportunityEvent
 from sales.opportunity import (
     MAX_HISTORY,
     DeadLetter,
@@ -80,6 +81,8 @@ class ProjectionWrite(BaseModel):
     left: list[StageLeft] = Field(default_factory=list, max_length=MAX_WRITE_ITEMS)
     """Stays ended: when the stage an earlier history entry entered was left."""
     details: list[DetailChange] = Field(default_factory=list, max_length=MAX_WRITE_ITEMS)
+    events: list[OpportunityEvent] = Field(default_factory=list, max_length=MAX_WRITE_ITEMS)
+    """The outbox's events of what this write records."""
     run_id: IdText | None = None
 
     def __add__(self, later: ProjectionWrite) -> ProjectionWrite:
@@ -91,6 +94,7 @@ class ProjectionWrite(BaseModel):
             remarks=[*self.remarks, *later.remarks],
             left=[*self.left, *later.left],
             details=[*self.details, *later.details],
+            events=[*self.events, *later.events],
             run_id=later.run_id or self.run_id,
         )
 
@@ -228,7 +232,7 @@ class OpportunityActivities:
         parts = (write.summary, write.history, write.calendar, write.remarks, write.run_id)
         try:
             await opportunities.project_opportunity(
-                self.pool, *parts, left=write.left, details=write.details
+                self.pool, *parts, left=write.left, details=write.details, events=write.events
             )
         except Exception as error:
             if classify(error) != "bad_data":
@@ -237,7 +241,7 @@ class OpportunityActivities:
             return Projected()
         dead = await opportunities.project_part_by_part(
             self.pool, *parts, refused=lambda error: classify(error) == "bad_data",
-            left=write.left, details=write.details,
+            left=write.left, details=write.details, events=write.events,
         )  # fmt: skip
         return Projected(dead_letters=dead[:MAX_HISTORY])
 

@@ -17,7 +17,8 @@ class ChangeRecord(BaseModel):
 
     command: IdText
     what: LineText
-    """`stage`, `status`, `owner`, `name`, `process`, `team:<role>`, `action:<id>`, `remark`,
+    """`stage`, `status`, `owner`, `name`, `process`, `team:<role>`, `action:<id>`,
+    `activity:<id>`, `remark`,
     or the command's name when it changed nothing of these (an action's definition, an
     activity's details)."""
     from_: MessageText | None = Field(default=None, alias="from")
@@ -88,7 +89,24 @@ def _actions(before: Opportunity, after: Opportunity) -> list[tuple[str, str | N
         was_status, now_status = _status(was), _status(now)
         if was_status != now_status:
             changed.append((f"action:{action_id}", was_status, now_status))
+        changed += _activity(was, now)
     return changed
+
+
+def _activity(
+    was: ActionState | None, now: ActionState | None
+) -> list[tuple[str, str | None, str | None]]:
+    """The linked calendar activity's status, when it changed (created, done, canceled,
+    deleted): a thing of its own beside its action."""
+    was_id, now_id = (was.activity_id if was else None), (now.activity_id if now else None)
+    was_status = was.activity_status if was else None
+    now_status = now.activity_status if now else None
+    if was_id == now_id and was_status == now_status:
+        return []
+    if was_id is not None and was_id != now_id:  # deleted, or replaced by another
+        found = [(f"activity:{was_id}", was_status, None)]
+        return found + ([(f"activity:{now_id}", None, now_status)] if now_id else [])
+    return [(f"activity:{now_id}", was_status, now_status)]
 
 
 def _status(action: ActionState | None) -> str | None:
@@ -96,8 +114,6 @@ def _status(action: ActionState | None) -> str | None:
         return None
     if action.completed:
         return "completed"
-    if action.activity_status is not None:
-        return f"activity {action.activity_status}"
     if action.last_error is not None:
         return "failed"
     return "performed" if action.performed_at else "open"

@@ -24,6 +24,7 @@ from sales.change_records import ChangeRecord, records
 from sales.commands import Command
 from sales.effects import Effect, EffectOutcome, PerformEffect
 from sales.errors import CommandRejected
+from sales.events import events_of
 from sales.opportunity import (
     MAX_DEAD_LETTERS,
     MAX_REASON,
@@ -55,6 +56,8 @@ class Decision(BaseModel):
     state: Opportunity
     effects: list[Effect]
     result: CommandResult
+    before: Opportunity | None = None
+    """The state it changed (a reopening, a timer): what its change records compare with."""
 
 
 @dataclass
@@ -94,13 +97,20 @@ async def run(
     result = finish(new, decision.result, settled, follow.result if follow else None)
     why = getattr(command, "reason", None)
     changed = records(result.command, state, new, by=command.by, at=clock(), why=why)
+    writes.add_events(events_of(new, state, changed, writes.details))
     return Outcome(new, result, writes, changed)
 
 
 async def carry_out(decision: Decision, perform: Perform, clock: Clock) -> Outcome:
-    """Carry out what an opening, a reopening or a timer decided."""
+    """Carry out what an opening, a reopening or a timer decided, with the events of what it
+    changed."""
     state, _, writes = await _carried_out(decision.state, decision.effects, perform, clock)
-    return Outcome(state, decision.result, writes)
+    changed: list[ChangeRecord] = []
+    if decision.before is not None:
+        name = decision.result.command
+        changed = records(name, decision.before, state, by=None, at=clock())
+        writes.add_events(events_of(state, decision.before, changed, writes.details))
+    return Outcome(state, decision.result, writes, changed)
 
 
 async def _carried_out(
@@ -279,7 +289,10 @@ def fire_timers(state: Opportunity, now: datetime) -> Decision | None:
         return None
     new.revision += 1
     return Decision(
-        state=new, effects=ruling.effects, result=_result(new, "timer", None, ruling.message)
+        state=new,
+        effects=ruling.effects,
+        result=_result(new, "timer", None, ruling.message),
+        before=state,
     )
 
 
@@ -291,7 +304,7 @@ def reopen(state: Opportunity, stage: str, by: str | None, now: datetime) -> Dec
     new.last_command_at = now
     result = _result(new, "reopen", None, ruling.message)
     result.actions = ruling.actions
-    return Decision(state=new, effects=ruling.effects, result=result)
+    return Decision(state=new, effects=ruling.effects, result=result, before=state)
 
 
 def note_dead_letters(state: Opportunity, refused: list[DeadLetter], now: datetime) -> Opportunity:

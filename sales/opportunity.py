@@ -306,6 +306,8 @@ class Opportunity(BaseModel):
     idle)."""
     detail_changes: int = 0
     """Changes of its details recorded in all (numbers the next one)."""
+    events_made: int = 0
+    """Events made in all (numbers the next one: its `seq` in the outbox)."""
 
     def stage_state(self, name: str) -> StageState:
         return next(stage for stage in self.stages if stage.name == name)

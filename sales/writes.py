@@ -23,6 +23,7 @@ from sales.effects import (
     RecordStageLeft,
     SendLetter,
 )
+from sales.events import OpportunityEvent
 from sales.opportunity import DetailChange, HistoryEntry, Remark, StageLeft
 
 CARRIED_BY: dict[type, Literal["perform", "history", "remark", "calendar", "details"]] = {
@@ -53,6 +54,8 @@ class Writes:
     remarks: list[Remark] = field(default_factory=list)
     left: list[StageLeft] = field(default_factory=list)
     details: list[DetailChange] = field(default_factory=list)
+    events: list[OpportunityEvent] = field(default_factory=list)
+    """The outbox's events of these changes, written in the same transaction."""
     weight: int = 0
 
     def __iadd__(self, other: Writes) -> Writes:
@@ -61,8 +64,14 @@ class Writes:
         self.remarks += other.remarks
         self.left += other.left
         self.details += other.details
+        self.events += other.events
         self.weight += other.weight
         return self
+
+    def add_events(self, events: list[OpportunityEvent]) -> None:
+        """Events of what is written, with their weight."""
+        self.events += events
+        self.weight += sum(300 + 4 * sum(len(v or "") for v in e.data.values()) for e in events)
 
     def add(self, effect: Effect) -> None:
         """A history entry, remark or calendar change to write."""

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from sales.effects import CalendarChange
+from sales.events import OpportunityEvent
 from sales.opportunity import (
     DeadLetter,
     DetailChange,
@@ -32,6 +33,7 @@ async def project_opportunity(
     run_id: str | None = None,
     left: Sequence[StageLeft] = (),
     details: Sequence[DetailChange] = (),
+    events: Sequence[OpportunityEvent] = (),
 ) -> bool:
     """Write the opportunity's row, its new history entries and remarks, and the changes to
     its calendar activities, idempotently, in one transaction.
@@ -46,7 +48,7 @@ async def project_opportunity(
     that wrote (the opportunity's real run). Returns whether the row was written.
     """
     async with pool.acquire() as conn:
-        if not history and not calendar_changes and not remarks and not left and not details:
+        if not (history or calendar_changes or remarks or left or details or events):
             # Most commands move no stage: one statement, committed by itself, instead of a
             # transaction's three round trips (each a wake-up of a busy worker's event loop).
             return await _upsert_summary(conn, summary, run_id)
@@ -57,6 +59,7 @@ async def project_opportunity(
             await _record_left(conn, summary.opportunity_id, left)
             await _insert_remarks(conn, summary.opportunity_id, remarks)
             await _insert_details(conn, summary.opportunity_id, details)
+            await insert_events(conn, events)
         return written
 
 
@@ -70,6 +73,7 @@ async def project_part_by_part(
     refused: Callable[[Exception], bool],
     left: Sequence[StageLeft] = (),
     details: Sequence[DetailChange] = (),
+    events: Sequence[OpportunityEvent] = (),
 ) -> list[DeadLetter]:
     """The same write, one part at a time (each in a savepoint): a part the database refuses
     (`refused` tells its errors apart from a passing fault, which is raised) is kept in
@@ -124,6 +128,12 @@ async def project_part_by_part(
                 f"detail change #{detail.seq}",
                 detail.model_dump(mode="json"),
                 functools.partial(_insert_details, conn, opportunity_id, [detail]),
+            )
+        for event in events:
+            await part(
+                f"event #{event.seq}",
+                event.model_dump(mode="json"),
+                functools.partial(insert_events, conn, [event]),
             )
         await conn.executemany(
             "INSERT INTO dead_letters (opportunity_id, revision, what, why, payload)"
@@ -200,6 +210,17 @@ async def _insert_details(
         " from_value = EXCLUDED.from_value, to_value = EXCLUDED.to_value, by = EXCLUDED.by,"
         " at = EXCLUDED.at",
         [(opportunity_id, c.seq, c.what, c.from_value, c.to_value, c.by, c.at) for c in changes],
+    )
+
+
+async def insert_events(
+    conn: asyncpg.pool.PoolConnectionProxy, events: Sequence[OpportunityEvent]
+) -> None:
+    """The outbox's rows; an event written again (a retried write) is not written twice."""
+    await conn.executemany(
+        "INSERT INTO opportunity_events (opportunity_id, seq, event_id, type, at, data)"
+        " VALUES ($1, $2, $3, $4, $5, $6::text::jsonb) ON CONFLICT DO NOTHING",
+        [(e.opportunity_id, e.seq, e.event_id, e.type, e.at, json.dumps(e.data)) for e in events],
     )
 
 

@@ -78,6 +78,7 @@ class Projection:
             remarks=changes.remarks,
             left=changes.left,
             details=changes.details,
+            events=changes.events,
             run_id=workflow.info().run_id,
         )
         if self.unwritten is not None:

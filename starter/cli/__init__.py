@@ -20,6 +20,7 @@ from activities import rendering
 from runtime.escaping import neutralized
 from sales.errors import CommandRejected, describe_validation_error, with_code
 from starter.cli import actions, book, codec, mass, opportunities, reports, schema, setup, verify
+from starter.cli import feed as feed_cli
 from starter.cli import value as value_cli
 from starter.cli.common import EXPECTED_ERRORS, errors, new_app, styled
 
@@ -41,6 +42,7 @@ for command in [
     *codec.app.registered_commands,
     *verify.app.registered_commands,
     *value_cli.app.registered_commands,
+    *feed_cli.app.registered_commands,
     *book.app.registered_commands,
 ]:
     app.registered_commands.append(command)

@@ -11,7 +11,7 @@ import asyncpg
 import store
 from runtime import settings
 from sales.opportunity import DetailChange, HistoryEntry, Remark
-from store import calendar, contacts, opportunities, reports, search
+from store import calendar, contacts, opportunities, outbox, reports, search
 from store.calendar import CalendarActivity
 from store.reports import ConversionReport, ForecastRow, Period, PipelineRow
 from store.search import SearchFilters, SearchPage, SortKey
@@ -96,6 +96,22 @@ class ReadModel:
         return await calendar.list_for(self.pool, opportunity_id, assignee=assignee,
                                        due_from=due_from, due_before=due_before, active=active,
                                        owner=owner)  # fmt: skip
+
+    async def events(
+        self,
+        *,
+        after: outbox.Cursor | None = None,
+        opportunity_id: str | None = None,
+        types: list[str] | None = None,
+        since: datetime | None = None,
+        limit: int = 500,
+    ) -> outbox.ReadEvents:
+        """The outbox's next events after a cursor, in the order they committed (see
+        `store.outbox.read`)."""
+        return await outbox.read(
+            self.pool, after=after, opportunity_id=opportunity_id, types=types, since=since,
+            limit=limit,
+        )  # fmt: skip
 
     async def detail_changes(self, opportunity_id: str) -> list[DetailChange]:
         """Every change of the opportunity's details, oldest first."""
