@@ -73,18 +73,6 @@ from store.search import SearchFilters, SortKey
 
 app = new_app("Opportunities.")
 
-EnteredBefore = Annotated[
-    str | None, typer.Option("--entered-before", help="Stage entered before (ISO-8601).")
-]
-EnteredAfter = Annotated[
-    str | None, typer.Option("--entered-after", help="Stage entered at or after (ISO-8601).")
-]
-OpenActionsFilter = Annotated[
-    bool | None,
-    typer.Option("--open-actions/--no-open-actions", help="Current stage has open actions."),
-]
-
-
 @app.command("create")
 def create(
     contact: Annotated[str, typer.Option("--contact", help="The contact's id.")],
