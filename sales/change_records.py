@@ -55,6 +55,9 @@ def records(
                 changed.append((f"team:{role}", before.team.get(role), after.team.get(role)))
     if before.stages is not after.stages:
         changed += _actions(before, after)
+    if after.external_status != before.external_status and after.external_status is not None:
+        external = after.external_status
+        changed.append((f"external:{external.source}", external.reference, external.status))
     if after.remarks_added > before.remarks_added and after.remarks:
         changed.append(("remark", None, after.remarks[-1].text))
     if not changed:

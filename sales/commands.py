@@ -264,6 +264,18 @@ DETAIL_FIELDS = (
 """The details `update_details` sets, in the order they are shown."""
 
 
+class RecordExternalStatus(Command):
+    """A status another system reports (a case or policy number and its status): moves the
+    opportunity as its process's `external_status_stages` maps it (history source
+    `external`); a status not mapped is kept in history without moving it."""
+
+    source: ShortLine
+    """The system it comes from (`policy-system`)."""
+    reference: Line
+    """Its case or policy number."""
+    status: Line
+
+
 class ChangeOwner(Command):
     """Hand the opportunity to another owner (no stage change, no history entry)."""
 

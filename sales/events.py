@@ -17,6 +17,7 @@ EventType = Literal[
     "stage_changed", "won", "lost", "reopened", "deleted", "action_completed", "action_failed",
     "activity_created", "activity_done", "activity_canceled", "activity_modified",
     "owner_changed", "team_changed", "details_changed", "remark_added", "process_changed",
+    "external_status",
 ]  # fmt: skip
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
@@ -64,6 +65,9 @@ def events_of(
             data["role"] = record.what.removeprefix("team:")
         elif record.what.startswith("action:"):
             data = {"action_id": record.what.removeprefix("action:"), "status": record.to}
+        elif kind == "external_status":
+            data = {"source": record.what.removeprefix("external:"), "reference": record.from_,
+                    "status": record.to}  # fmt: skip
         elif record.what.startswith("activity:"):
             data = {"activity_id": record.what.removeprefix("activity:"), "status": record.to}
         made.append((kind, data, record.at, record.by))
@@ -106,6 +110,8 @@ def _kind(record: ChangeRecord, before: Opportunity) -> EventType | None:
         return "activity_modified"
     if what.startswith("action:"):
         return _ACTION_EVENTS.get(record.to or "")
+    if what.startswith("external:"):
+        return "external_status"
     if what.startswith("activity:"):
         return _ACTIVITY_EVENTS.get(record.to or "")
     return None  # name: a detail change; the rest changes nothing others hear about

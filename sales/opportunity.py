@@ -26,7 +26,7 @@ from sales.value import Amount, CloseDate, Currency, ForecastCategory, Probabili
 
 Status = Literal["open", "won", "lost", "deleted"]
 """`deleted`: ended by `delete_opportunity`, out of searches by default."""
-HistorySource = Literal["start", "manual", "automatic", "outcome", "mass", "reopened"]
+HistorySource = Literal["start", "manual", "automatic", "outcome", "mass", "reopened", "external"]
 
 MAX_REJECTED = 50
 """Rejections kept for the `state` query; older ones are dropped (they stay in Temporal history)."""
@@ -165,6 +165,15 @@ class HistoryEntry(BaseModel):
     stage)."""
     duration_seconds: int | None = None
     """How long the opportunity stayed in the stage it entered, once left."""
+
+
+class ExternalStatus(BaseModel):
+    """The last status another system reported: a case or policy (`reference`) in `source`."""
+
+    source: IdText
+    reference: LineText
+    status: LineText
+    at: datetime
 
 
 class StageLeft(BaseModel):
@@ -306,6 +315,8 @@ class Opportunity(BaseModel):
     idle)."""
     detail_changes: int = 0
     """Changes of its details recorded in all (numbers the next one)."""
+    external_status: ExternalStatus | None = None
+    """The last status another system reported (`record_external_status`)."""
     events_made: int = 0
     """Events made in all (numbers the next one: its `seq` in the outbox)."""
 

@@ -122,6 +122,11 @@ class ProcessDefinition(_Strict):
     )
     """The outcomes a kind of calendar activity may have (`{"call": ["Interested", ...]}`);
     a kind without a list takes any outcome."""
+    external_status_stages: dict[Line, Line] = Field(
+        default_factory=dict, max_length=MAX_OUTCOME_STAGES
+    )
+    """A status another system reports (`record_external_status`) to the stage it moves the
+    opportunity to; a status not here is kept in history without moving it."""
     lost_reasons: Annotated[list[Line], Field(max_length=100)] = Field(default_factory=list)
     """When listed, entering a lost stage needs one of them as its reason."""
     won_reasons: Annotated[list[Line], Field(max_length=100)] = Field(default_factory=list)
@@ -167,6 +172,12 @@ class ProcessDefinition(_Strict):
                     f"outcome_stages[{outcome!r}] points at unknown stage {target!r}; "
                     f"stages are {self.stage_names()}"
                 )
+        for status, target in self.external_status_stages.items():
+            if target not in seen_stages:
+                raise ValueError(
+                    f"external_status_stages[{status!r}] points at unknown stage {target!r}; "
+                    f"stages are {self.stage_names()}"
+                )
         self._check_reasons()
         return self
 
@@ -181,7 +192,8 @@ class ProcessDefinition(_Strict):
                 f"default_lost_reason {default!r} is not one of lost_reasons {self.lost_reasons}"
             )
         lost = {stage.name for stage in self.stages if stage.closes_as == "lost"}
-        losing = sorted(o for o, target in self.outcome_stages.items() if target in lost)
+        mapped = {**self.outcome_stages, **self.external_status_stages}
+        losing = sorted(o for o, target in mapped.items() if target in lost)
         if self.lost_reasons and losing and default is None:
             raise ValueError(
                 f"outcomes {losing} lose an opportunity without a reason given: name a "

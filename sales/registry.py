@@ -31,6 +31,7 @@ from sales.commands import (
     ModifyActivity,
     MoveProcess,
     PerformActions,
+    RecordExternalStatus,
     RecordOutcome,
     UpdateDetails,
 )
@@ -163,6 +164,12 @@ DECLARATIONS = (
         "update_details", UpdateDetails, _plain(value_rules.update_details),
         "Set or clear what the opportunity is worth, when it should close, and its name.",
         leaves_stages=True, cli="details",
+    ),
+    Declaration(
+        "record_external_status", RecordExternalStatus,
+        _plain(stage_rules.record_external_status),
+        "Another system's status (a case or policy): moves the opportunity as the process maps "
+        "it.", cli="external-status",
     ),
     Declaration(
         "change_owner", ChangeOwner, _plain(stage_rules.change_owner),

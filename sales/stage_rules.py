@@ -14,13 +14,20 @@ from typing import Any
 
 from sales import value_rules
 from sales.calendar_rules import calendar_key, new_calendar_activity
-from sales.commands import ActivityDetails, ChangeOwner, ChangeStage, MoveProcess
+from sales.commands import (
+    ActivityDetails,
+    ChangeOwner,
+    ChangeStage,
+    MoveProcess,
+    RecordExternalStatus,
+)
 from sales.effects import CancelCalendarActivity, Effect, RecordHistory, RecordStageLeft
 from sales.errors import CommandRejected
 from sales.opportunity import (
     MAX_HISTORY,
     MAX_RETIRED,
     ActionState,
+    ExternalStatus,
     HistoryEntry,
     HistorySource,
     Opportunity,
@@ -165,6 +172,31 @@ def cancels_on_leaving(state: Opportunity, asked: bool | None) -> bool:
     else the process's `cancel_on_advance`, never beyond `allow_cancel_activities`."""
     wanted = state.process.cancel_on_advance if asked is None else asked
     return wanted and state.process.allow_cancel_activities
+
+
+def record_external_status(
+    state: Opportunity, command: RecordExternalStatus, now: datetime
+) -> Ruling:
+    """Another system's status: kept on the opportunity; a status the process maps to
+    another stage moves it there (source `external`; a loss takes the process's default
+    reason), any other is a history entry in the current stage."""
+    state.external_status = ExternalStatus(
+        source=command.source, reference=command.reference, status=command.status, at=now
+    )
+    said = f"{command.source} {command.reference}: {command.status}"
+    target = state.process.external_status_stages.get(command.status)
+    if target is None or target == state.current_stage:
+        entry = note_in_history(state, now, command.by, f"external status {said}")
+        return Ruling(f"external status {said} recorded", [RecordHistory(entry=entry)])
+    definition = state.process.stage(target)
+    assert definition is not None
+    why = value_rules.close_reason(state, definition, None, by_hand=False)
+    left = state.current_stage
+    effects = enter_stage(
+        state, target, now, source="external", by=command.by, reason=said,
+        cancel=cancels_on_leaving(state, None), close_reason=why,
+    )  # fmt: skip
+    return Ruling(f"external status {said}: moved from {left!r} to {target!r}", effects)
 
 
 def change_owner(state: Opportunity, command: ChangeOwner, now: datetime) -> Ruling:

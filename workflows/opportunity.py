@@ -102,6 +102,9 @@ class OpportunityWorkflow:
     delete_opportunity_signal, delete_opportunity = command_handlers("delete_opportunity")
     change_owner_signal, change_owner = command_handlers("change_owner")
     update_details_signal, update_details = command_handlers("update_details")
+    record_external_status_signal, record_external_status = command_handlers(
+        "record_external_status"
+    )
 
     @workflow.signal(dynamic=True)
     def any_other_signal(self, name: str, args: Sequence[RawValue]) -> None:

@@ -20,6 +20,7 @@ from sales.commands import (
     ChangeStage,
     DeleteOpportunity,
     MoveProcess,
+    RecordExternalStatus,
 )
 from sales.errors import describe_validation_error
 from sales.opportunity import HistoryEntry, Opportunity
@@ -449,6 +450,23 @@ def owner(
     """Hand the opportunity to another owner (no stage change)."""
     run(lambda: require_users([user]))
     send(opportunity_id, command_of(ChangeOwner, owner=user, by=by), as_json)
+
+
+@app.command("external-status")
+def external_status(
+    opportunity_id: str,
+    source: Annotated[str, typer.Option("--source", help="The system it comes from.")],
+    reference: Annotated[str, typer.Option("--reference", help="Its case or policy number.")],
+    status: Annotated[str, typer.Option("--status", help="The status it reports.")],
+    by: ByOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Record another system's status (a case or policy): the opportunity moves as its
+    process's external_status_stages maps it; another status stays in history."""
+    command = command_of(
+        RecordExternalStatus, source=source, reference=reference, status=status, by=by
+    )
+    send(opportunity_id, command, as_json)
 
 
 @app.command("move")

@@ -51,6 +51,7 @@ from sales.commands import (
     ModifyActivity,
     MoveProcess,
     PerformActions,
+    RecordExternalStatus,
     RecordOutcome,
     UpdateDetails,
 )
@@ -408,6 +409,15 @@ class OpportunitiesClient:
             overrides=overrides or {},
             reason=reason,
             **common,
+        )
+        return await self.execute(opportunity_id, command)
+
+    async def record_external_status(
+        self, opportunity_id: str, source: str, reference: str, status: str, **common: Any
+    ) -> CommandResult:
+        """Another system's status for the opportunity (its case or policy `reference`)."""
+        command = RecordExternalStatus(
+            source=source, reference=reference, status=status, **common
         )
         return await self.execute(opportunity_id, command)
 

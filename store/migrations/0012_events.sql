@@ -17,3 +17,9 @@ CREATE TABLE opportunity_events (
 );
 CREATE INDEX opportunity_events_order ON opportunity_events (xid, position);
 CREATE INDEX opportunity_events_type ON opportunity_events (type, at);
+
+-- A status from another system (a case or policy and its status) moves an opportunity as its
+-- process maps it: history source `external`.
+ALTER TABLE opportunity_history DROP CONSTRAINT opportunity_history_source_check;
+ALTER TABLE opportunity_history ADD CONSTRAINT opportunity_history_source_check
+    CHECK (source IN ('start', 'manual', 'automatic', 'outcome', 'mass', 'reopened', 'external'));

@@ -347,9 +347,21 @@ async def value(client: Client, opportunities: OpportunitiesClient, pool: Any) -
     await save(client, opportunities.handle("value"), "value")
 
 
+async def external(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
+    """Another system's statuses: one kept in history, one moving the opportunity, one
+    winning it."""
+    await setup_process(pool, "external", external_status_stages={
+        "in underwriting": "Proposal", "issued": "Closed won"})  # fmt: skip
+    contact = await setup_contact(pool, "external")
+    await opportunities.create(contact, opportunity_id="external", process_id="life-external")
+    for status in ("received", "in underwriting", "issued"):
+        await opportunities.record_external_status("external", "policy", "P-1", status)
+    await save(client, opportunities.handle("external"), "external-status")
+
+
 PATHS = [
     actions, outcomes, timers, continue_as_new, mass, batched, under_load, updates_queried,
-    update_stream, reference_product, stage_choices, mass_next, value,
+    update_stream, reference_product, stage_choices, mass_next, value, external,
 ]  # fmt: skip
 
 

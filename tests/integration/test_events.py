@@ -108,3 +108,36 @@ async def test_a_row_committed_late_is_read_after_never_skipped(
         )
         == 2
     )
+
+
+async def test_a_status_from_another_system_moves_the_opportunity_and_is_an_event(
+    cli: Cli, worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
+) -> None:
+    mapping = {"external_status_stages": {"in underwriting": "Proposal", "issued": "Closed won"}}
+    await open_one(pool, opportunities, uid, process=mapping)
+    opp = f"o-{uid}"
+    kept = await cli("external-status", opp, "--source", "policy", "--reference", "P-77",
+                     "--status", "received", "--keep-open-activities")  # fmt: skip
+    assert kept.code == 2, "no such option: the command asks nothing"
+    kept = await cli("external-status", opp, "--source", "policy", "--reference", "P-77",
+                     "--status", "received")  # fmt: skip
+    assert kept.code == 0, kept.stderr
+    assert (await opportunities.state(opp)).current_stage == "Prospect"
+    moved = await opportunities.record_external_status(opp, "policy", "P-77", "in underwriting")
+    assert moved.current_stage == "Proposal"
+    won = await opportunities.record_external_status(opp, "policy", "P-77", "issued")
+    assert won.status == "won"
+
+    async def written() -> list[OpportunityEvent] | None:
+        found = await _events(pool, opp)
+        return found if found and found[-1].type in ("won", "external_status") else None
+
+    events = await eventually(written)
+    external = [e for e in events if e.type == "external_status"]
+    assert [(e.data["reference"], e.data["status"]) for e in external] == [
+        ("P-77", "received"),
+        ("P-77", "in underwriting"),
+        ("P-77", "issued"),
+    ]
+    history = await opportunities.history(opp)
+    assert [h.source for h in history][-2:] == ["external", "external"]

@@ -33,7 +33,7 @@ RECORDED = {path.stem: json.loads(path.read_text()) for path in HISTORIES}
 PATHS = {"actions", "outcomes-won", "reopened-then-lost", "timers", "continue-as-new",
          "mass-modified-opportunity", "batched", "continue-as-new-under-load", "mass-modify",
          "updates-queried", "continue-as-new-under-updates", "reference-product",
-         "stage-choices", "mass-next-stage", "value"}  # fmt: skip
+         "stage-choices", "mass-next-stage", "value", "external-status"}  # fmt: skip
 """The feature paths, each recorded on today's code by `tests/histories/record.py`."""
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from sales import core
-from sales.commands import ChangeStage, UpdateDetails
+from sales.commands import ChangeStage, RecordExternalStatus, UpdateDetails
 from sales.errors import CommandRejected
 from sales.opportunity import StartOpportunity
 from sales.process import ProcessDefinition, SalesProcess
@@ -129,3 +129,33 @@ def test_losing_by_hand_needs_a_listed_reason_and_winning_keeps_the_amount() -> 
         "Fit",
     )
     assert (won.probability, won.forecast_category) == (100, "closed")
+
+
+def test_an_external_status_moves_as_mapped_and_is_kept_otherwise() -> None:
+    process = _process(
+        external_status_stages={"issued": "Closed won", "declined": "Closed lost",
+                                "in review": "Proposal"},
+        lost_reasons=["Declined by the insurer"], default_lost_reason="Declined by the insurer",
+    )  # fmt: skip
+    state = _opened(process)
+    kept = core.apply(state, RecordExternalStatus(source="policy", reference="P-1",
+                                                  status="received"), T0)  # fmt: skip
+    assert kept.state.current_stage == "Prospect"
+    assert kept.state.history[-1].reason == "external status policy P-1: received"
+    assert kept.state.external_status is not None
+    assert (kept.state.external_status.reference, kept.state.external_status.status) == (
+        "P-1",
+        "received",
+    )
+    moved = core.apply(kept.state, RecordExternalStatus(source="policy", reference="P-1",
+                                                        status="in review"), T0)  # fmt: skip
+    assert moved.state.current_stage == "Proposal"
+    assert moved.state.history[-1].source == "external"
+    lost = core.apply(moved.state, RecordExternalStatus(source="policy", reference="P-1",
+                                                        status="declined"), T0)  # fmt: skip
+    assert (lost.state.status, lost.state.close_reason) == ("lost", "Declined by the insurer")
+    with pytest.raises(ValueError, match="points at unknown stage"):
+        _process(external_status_stages={"x": "Nowhere"})
+    with pytest.raises(ValueError, match="name a default_lost_reason"):
+        _process(external_status_stages={"declined": "Closed lost"}, lost_reasons=["A"],
+                 outcome_stages={})  # fmt: skip
