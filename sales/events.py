@@ -70,6 +70,8 @@ def events_of(
                     "status": record.to}  # fmt: skip
         elif record.what.startswith("activity:"):
             data = {"activity_id": record.what.removeprefix("activity:"), "status": record.to}
+        if kind == "remark_added":
+            data = {"seq": str(state.remarks_added), "text": record.to}
         made.append((kind, data, record.at, record.by))
     for change in details:
         data = {"what": change.what, "from": change.from_value, "to": change.to_value}
@@ -84,7 +86,7 @@ def events_of(
                 opportunity_id=state.opportunity_id,
                 seq=state.events_made,
                 at=at,
-                data={**data, "by": by},
+                data={key: _short(value) for key, value in {**data, "by": by}.items()},
             )
         )
     return events
@@ -115,6 +117,15 @@ def _kind(record: ChangeRecord, before: Opportunity) -> EventType | None:
     if what.startswith("activity:"):
         return _ACTIVITY_EVENTS.get(record.to or "")
     return None  # name: a detail change; the rest changes nothing others hear about
+
+
+MAX_VALUE = 300
+"""Characters of a value an event carries (a remark's or a reason's text is cut: the read
+model has it whole)."""
+
+
+def _short(value: str | None) -> str | None:
+    return None if value is None or len(value) <= MAX_VALUE else value[: MAX_VALUE - 1] + "…"
 
 
 def _source(state: Opportunity) -> str | None:
