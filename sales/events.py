@@ -125,7 +125,9 @@ model has it whole)."""
 
 
 def _short(value: str | None) -> str | None:
-    return None if value is None or len(value) <= MAX_VALUE else value[: MAX_VALUE - 1] + "…"
+    if value is None or len(value) <= MAX_VALUE:
+        return value
+    return value[: MAX_VALUE - 1] + "…"
 
 
 def _source(state: Opportunity) -> str | None:
