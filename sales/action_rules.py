@@ -266,7 +266,7 @@ def complete_actions(state: Opportunity, command: CompleteActions, now: datetime
         require_stage(state, command.stage)
     require_cancel_allowed(state, command.cancel_open_activities)
     outcome = command.outcome if len(tagged) == 1 else None
-    _require_overrides(state, _stage_moved_to(state, outcome, command.stage), command.overrides)
+    _require_overrides(state, stage_moved_to(state, outcome, command.stage), command.overrides)
     if len(tagged) == 1 and command.outcome is None:
         action = tagged[0]
         definition = action.definition
@@ -398,7 +398,7 @@ def record_outcome(state: Opportunity, command: RecordOutcome, now: datetime) ->
     if command.stage is not None:
         require_stage(state, command.stage)
     require_cancel_allowed(state, command.cancel_open_activities)
-    moved_to = _stage_moved_to(state, command.outcome, command.stage)
+    moved_to = stage_moved_to(state, command.outcome, command.stage)
     _require_overrides(state, moved_to, command.overrides)
     action.activity_status = "done"
     action.activity_outcome = command.outcome
@@ -447,7 +447,7 @@ def require_listed_outcome(state: Opportunity, action: ActionState, outcome: str
         )
 
 
-def _stage_moved_to(state: Opportunity, outcome: str | None, stage: str | None) -> str | None:
+def stage_moved_to(state: Opportunity, outcome: str | None, stage: str | None) -> str | None:
     """The stage an outcome or a completion moves to: `stage`, else the stage the outcome
     maps to (None: it stays)."""
     target = stage or (state.process.outcome_stages.get(outcome) if outcome else None)
@@ -481,7 +481,7 @@ def _outcome_stage(
     stage the outcome maps to, cancelling the open activities of the stage left when asked
     (or by the process's default), creating the new stage's activities with the command's
     overrides."""
-    target = _stage_moved_to(state, outcome, command.stage)
+    target = stage_moved_to(state, outcome, command.stage)
     if target is None:
         return []
     definition = state.process.stage(target)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sales.action_rules import stage_moved_to
 from sales.commands import (
     AddAction,
     CompleteActions,
@@ -51,7 +52,6 @@ from starter.cli.stage_choices import (
     details_of,
     interactive,
     outcome_wanted,
-    stage_moved_to,
     when,
 )
 from starter.client.read_model import ReadModel
@@ -168,7 +168,7 @@ def complete(
             if not interactive():
                 return _complete(chosen, None, {})  # refused with the outcomes listed
             chosen = ask_outcome(state, found[1])
-        target = stage_moved_to(state, stage, chosen if len(set(action_ids)) == 1 else None)
+        target = stage_moved_to(state, chosen if len(set(action_ids)) == 1 else None, stage)
         done = {found[1].activity_id for i in action_ids if (found := state.find_action(i))}
         return _complete(chosen, *_entering(state, target, cancel, done))
 
@@ -258,7 +258,7 @@ def activity_done(
         cancelled: bool | None = cancel
         overrides: dict[str, Any] = {}
         if found is not None and found[1].activity_status == "active":
-            target = stage_moved_to(state, stage, chosen)
+            target = stage_moved_to(state, chosen, stage)
             cancelled, overrides = _entering(state, target, cancel, {activity_id})
         return command_of(
             RecordOutcome, activity_id=activity_id, outcome=chosen, notes=notes, stage=stage,

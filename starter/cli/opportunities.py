@@ -25,6 +25,7 @@ from sales.commands import (
 from sales.errors import describe_validation_error
 from sales.opportunity import HistoryEntry, Opportunity
 from sales.process import FoundProcess, SalesProcess
+from sales.stage_rules import next_open_stage
 from starter.cli.common import (
     ColumnsOption,
     JsonFlag,
@@ -73,6 +74,7 @@ from store import processes
 from store.search import SearchFilters, SortKey
 
 app = new_app("Opportunities.")
+
 
 @app.command("create")
 def create(
@@ -390,13 +392,7 @@ def _stage_to_enter(opportunity_id: str, state: Opportunity, stage: str | None) 
     if state.status != "open":
         raise UserError(f"opportunity {opportunity_id!r} is closed; reopen it to change it")
     if stage is None:
-        following = state.process.next_stage(state.current_stage)
-        if following is None or following.closes_as:
-            raise UserError(
-                f"stage {state.current_stage!r} is the last open stage of "
-                f"{opportunity_id!r}; name the stage to move to"
-            )
-        return following.name
+        return next_open_stage(state)  # refused `no_next_stage` as the workflow would
     if state.process.stage(stage) is None:
         raise UserError(f"unknown stage {stage!r}; stages are {state.process.stage_names()}")
     if stage == state.current_stage:

@@ -19,7 +19,7 @@ from typer.core import TyperCommand
 from runtime.escaping import escaped
 from sales.opportunity import ActionState, Opportunity
 from sales.process import CalendarAction
-from sales.stage_rules import creates_on_entry
+from sales.stage_rules import active_calendar_activities, creates_on_entry
 from sales.validation import out_of_range
 from starter.cli.common import UserError, console, counted
 
@@ -258,12 +258,6 @@ def ask_outcome(state: Opportunity, action: ActionState) -> str:
     return listed[answer - 1]
 
 
-def stage_moved_to(state: Opportunity, stage: str | None, outcome: str | None) -> str | None:
-    """The stage a completion or an outcome moves to (None: it stays), as the rules decide."""
-    target = stage or (state.process.outcome_stages.get(outcome) if outcome else None)
-    return None if target == state.current_stage else target
-
-
 def cancel_choice(
     state: Opportunity,
     target: str | None,
@@ -280,8 +274,8 @@ def cancel_choice(
         return given
     open_ids = [
         a.activity_id
-        for a in state.stage_state(state.current_stage).actions
-        if a.activity_status == "active" and a.activity_id not in done
+        for a in active_calendar_activities(state, state.current_stage)
+        if a.activity_id not in done
     ]
     if not open_ids or not state.process.allow_cancel_activities:
         return None
