@@ -12,6 +12,7 @@ import asyncio
 import getpass
 import json
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
@@ -29,6 +30,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 from temporalio.client import WorkflowQueryFailedError
+from temporalio.runtime import Runtime
 
 import store
 from runtime import settings
@@ -242,7 +244,26 @@ def new_app(help: str) -> typer.Typer:
 
 
 def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    _temporal_threads_without_sigint()
     return asyncio.run(work())
+
+
+_runtime_started = False
+
+
+def _temporal_threads_without_sigint() -> None:
+    """Start Temporal's runtime (its threads) with SIGINT blocked, so that they never take a
+    Ctrl-C: one they took would not wake the main thread waiting for an answer to a
+    question, and the command would hang. Done once, on the first command's work."""
+    global _runtime_started
+    if _runtime_started:
+        return
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        Runtime.default()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    _runtime_started = True
 
 
 EXPECTED_ERRORS = (
