@@ -219,15 +219,25 @@ class OpportunitiesClient:
 
     async def has_worker(self, task_queue: str | None = None) -> bool:
         """Whether a worker polled the task queue (this client's, or `task_queue`) for workflow
-        tasks lately."""
-        response = await self.temporal.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=self.temporal.namespace,
-                task_queue=TaskQueue(name=task_queue or self.task_queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-            )
+        tasks lately. A call the connection cancels or finds unavailable for now is asked
+        again (twice at most)."""
+        request = DescribeTaskQueueRequest(
+            namespace=self.temporal.namespace,
+            task_queue=TaskQueue(name=task_queue or self.task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
         )
-        return bool(response.pollers)
+        for attempt in range(3):
+            try:
+                response = await self.temporal.workflow_service.describe_task_queue(
+                    request, retry=True
+                )
+                return bool(response.pollers)
+            except RPCError as error:
+                passing = error.status in (RPCStatusCode.CANCELLED, RPCStatusCode.UNAVAILABLE)
+                if not passing or attempt == 2:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     async def _needs_worker(self, task_queue: str | None = None) -> None:
         """Raise `NoWorker` unless a worker polls the task queue (this client's, or
