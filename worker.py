@@ -21,11 +21,12 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 import store
 from activities import rendering
 from activities.calendar import CalendarActivities
+from activities.event_delivery import DeliverySettings, EventDeliveryActivities
 from activities.events import EventActivities
 from activities.letters import LetterActivities, Mailer
 from activities.mass import MassActivities
 from activities.opportunity_activities import OpportunityActivities
-from runtime import settings
+from runtime import retention, settings
 from runtime.codec import tolerant
 from runtime.observability import configure_logging, metrics_address, metrics_runtime
 from runtime.temporal import connect_patiently
@@ -33,7 +34,9 @@ from sales.registry import COMMANDS
 from store.schema import migrate
 from workflows.mass_modify import MassModifyWorkflow
 from workflows.opportunity import OpportunityWorkflow
+from workflows.outbox_retention import OutboxRetentionWorkflow
 from workflows.payloads import OneArgument
+from workflows.subscription import SubscriptionWorkflow
 
 log = logging.getLogger("opportunities.worker")
 
@@ -54,8 +57,25 @@ def build_worker(
         *CalendarActivities(pool).all(),
         *LetterActivities(pool, mailer).all(),
         *EventActivities(pool).all(),
+        *EventDeliveryActivities(pool, client, DeliverySettings()).maintenance(),
     ]
     return workflow_worker(client, task_queue or settings.task_queue(), activities)
+
+
+def delivery_worker(
+    client: Client,
+    pool: asyncpg.Pool,
+    task_queue: str | None = None,
+    delivery: DeliverySettings | None = None,
+) -> Worker:
+    """The worker of the delivery task queue: only the long-running delivery activities
+    (one per subscription), so HTTP waits never take the opportunities' activity slots."""
+    return Worker(
+        client,
+        task_queue=task_queue or settings.delivery_task_queue(),
+        activities=EventDeliveryActivities(pool, client, delivery).delivery(),
+        max_concurrent_activities=1000,
+    )
 
 
 def workflow_worker(client: Client, task_queue: str, activities: list[Any]) -> Worker:
@@ -64,7 +84,12 @@ def workflow_worker(client: Client, task_queue: str, activities: list[Any]) -> W
     return Worker(
         _decoding_tolerantly(client),
         task_queue=task_queue,
-        workflows=[OpportunityWorkflow, MassModifyWorkflow],
+        workflows=[
+            OpportunityWorkflow,
+            MassModifyWorkflow,
+            SubscriptionWorkflow,
+            OutboxRetentionWorkflow,
+        ],
         activities=activities,
         interceptors=[OneArgument(COMMANDS)],
         max_cached_workflows=cached_workflows(),
@@ -129,8 +154,14 @@ async def serve(stop: asyncio.Event) -> None:
         if applied:
             log.info("applied database migrations %s", applied)
         worker = build_worker(client, pool, mailer=mailer_from_environment())
-        async with worker:
-            log.info("worker polling task queue %r", settings.task_queue())
+        deliveries = delivery_worker(client, pool)
+        await retention.ensure_schedule(client, settings.task_queue())
+        async with worker, deliveries:
+            log.info(
+                "worker polling task queues %r and %r",
+                settings.task_queue(),
+                settings.delivery_task_queue(),
+            )
             await stop.wait()
             log.info("stopping: finishing the tasks in hand")
     finally:

@@ -81,7 +81,8 @@ class Keyring:
     keys: dict[str, bytes]
 
     @classmethod
-    def parse(cls, text: str) -> Keyring:
+    def parse(cls, text: str, variable: str = KEY_VARIABLE) -> Keyring:
+        """Keys from `variable`'s text (named in the errors)."""
         keys: dict[str, bytes] = {}
         order: list[str] = []
         for number, item in enumerate(part.strip() for part in text.split(",")):
@@ -91,26 +92,26 @@ class Keyring:
             key_id = key_id.strip()
             if not sep or not key_id:
                 raise KeySettingError(
-                    f"{KEY_VARIABLE}: key {number + 1} is not ID:BASE64 (for example "
+                    f"{variable}: key {number + 1} is not ID:BASE64 (for example "
                     "2026-11:$(openssl rand -base64 32))"
                 )
             try:
                 key = base64.b64decode(encoded.strip(), validate=True)
             except (binascii.Error, ValueError):
                 raise KeySettingError(
-                    f"{KEY_VARIABLE}: key {key_id!r} is not valid base64"
+                    f"{variable}: key {key_id!r} is not valid base64"
                 ) from None
             if len(key) not in (16, 24, 32):
                 raise KeySettingError(
-                    f"{KEY_VARIABLE}: key {key_id!r} has {len(key)} bytes; AES needs 16, 24 "
+                    f"{variable}: key {key_id!r} has {len(key)} bytes; AES needs 16, 24 "
                     "or 32 (openssl rand -base64 32)"
                 )
             if key_id in keys:
-                raise KeySettingError(f"{KEY_VARIABLE}: key id {key_id!r} is given twice")
+                raise KeySettingError(f"{variable}: key id {key_id!r} is given twice")
             keys[key_id] = key
             order.append(key_id)
         if not order:
-            raise KeySettingError(f"{KEY_VARIABLE} is set but holds no key")
+            raise KeySettingError(f"{variable} is set but holds no key")
         return cls(current=order[0], keys=keys)
 
 

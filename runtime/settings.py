@@ -48,6 +48,12 @@ def task_queue() -> str:
     return os.environ.get("OPPORTUNITIES_TASK_QUEUE") or DEFAULT_TASK_QUEUE
 
 
+def delivery_task_queue() -> str:
+    """Where the delivery activities run: `OPPORTUNITIES_DELIVERY_TASK_QUEUE`, else the task
+    queue's name with `-delivery`."""
+    return os.environ.get("OPPORTUNITIES_DELIVERY_TASK_QUEUE") or f"{task_queue()}-delivery"
+
+
 def _local_env() -> dict[str, str]:
     path = local_env_file()
     if path is None or not path.is_file():

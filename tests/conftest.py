@@ -29,7 +29,10 @@ from starter.client import OpportunitiesClient
 from store.schema import migrate
 from tests.support.helpers import TEST_KEYS
 from tests.support.servers import Cli, Inbox, Servers
+from tests.support.worker_process import TEST_DELIVERY_ENV
 from worker import build_worker
+
+os.environ.update(TEST_DELIVERY_ENV)  # the CLI's commands and the in-process workers alike
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -21,6 +21,7 @@ from runtime.escaping import neutralized
 from sales.errors import CommandRejected, describe_validation_error, with_code
 from starter.cli import actions, book, codec, mass, opportunities, reports, schema, setup, verify
 from starter.cli import feed as feed_cli
+from starter.cli import subscriptions as subscriptions_cli
 from starter.cli import value as value_cli
 from starter.cli.common import EXPECTED_ERRORS, errors, new_app, styled
 
@@ -35,6 +36,7 @@ app.add_typer(setup.letter_app, name="letter")
 app.add_typer(setup.user_app, name="user")
 app.add_typer(mass.mass_app, name="mass-modify")
 app.add_typer(reports.report_app, name="report")
+app.add_typer(subscriptions_cli.app, name="subscription")
 for command in [
     *opportunities.app.registered_commands,
     *actions.app.registered_commands,

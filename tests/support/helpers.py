@@ -4,6 +4,7 @@ references, waiting for a condition, and `verify` over what a module started."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import base64
 import json
 from datetime import datetime
@@ -130,10 +131,12 @@ async def store_unchecked_template(pool: asyncpg.Pool, name: str, body: str) -> 
 
 
 async def eventually(check: Any, seconds: float = 10.0) -> Any:
-    """Poll an async check until it returns a truthy value."""
+    """Poll a check (a coroutine function, or a plain one) until it returns a truthy value."""
     deadline = asyncio.get_running_loop().time() + seconds
     while True:
-        value = await check()
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if asyncio.get_running_loop().time() > deadline:

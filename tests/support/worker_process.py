@@ -153,6 +153,18 @@ def worker_env(
         OPPORTUNITIES_LOCAL_ENV=os.devnull,  # never a `make run`'s servers
         OPPORTUNITIES_WORKFLOW_SANDBOX="on" if sandbox else "off",  # both sides alike
     )
+    env.update(TEST_DELIVERY_ENV)
     if smtp_url:
         env["SMTP_URL"] = smtp_url
     return env
+
+
+TEST_DELIVERY_ENV = {
+    "OPPORTUNITIES_SECRETS_KEY": "test:MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=",
+    "OPPORTUNITIES_WEBHOOK_ADDRESSES": "loopback",  # the tests' receivers listen on loopback
+    "OPPORTUNITIES_DELIVERY_POLL": "0.05",
+    "OPPORTUNITIES_DELIVERY_FIRST_BACKOFF": "0.2",
+    "OPPORTUNITIES_DELIVERY_MAX_BACKOFF": "1",
+}
+"""The delivery settings of the tests' workers and clients: secrets sealed with a test key,
+receivers on loopback allowed, short waits."""

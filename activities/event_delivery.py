@@ -1,0 +1,206 @@
+"""The delivery activity: one long-running, heartbeating activity per subscription, on the
+delivery task queue, so HTTP waits never take the opportunities' activity slots.
+
+It loops: take the outbox's newly committed events into the subscription's deliveries, send
+the due ones (the head of each opportunity's, several opportunities at once), record each
+result, and wait a moment when nothing is due. It returns when the subscription is paused or
+deleted, or after `run_for` (so the supervising workflow's history grows by a few events per
+run, not per poll). A failed event is tried again with exponential backoff and parked after
+the parking time; a worker that dies mid-delivery leaves the event undelivered, to be sent
+again (at least once: the event id lets a receiver drop a duplicate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import asyncpg
+from temporalio import activity
+from temporalio.client import Client
+
+from activities.heartbeat import heartbeating
+from activities.webhooks import DeliveryFailed, post, signal, webhook_session
+from runtime.secret_box import secret_box
+from runtime.settings import BadSetting, setting
+from sales.subscriptions import AddressScope, DeliveryPolicy, DeliveryResult, Subscription
+from store import subscriptions
+from store.subscriptions import Delivery
+
+DELIVERIES = "opportunities_deliveries"
+LAG = "opportunities_delivery_lag_seconds"
+
+log = logging.getLogger("opportunities.delivery")
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """How deliveries run (read once, at the worker's start)."""
+
+    policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    addresses: AddressScope = "public"
+    timeout: float = 10.0
+    concurrency: int = 32
+    """Opportunities whose events are sent at once, per subscription."""
+    poll: float = 0.25
+    """The wait when nothing is due."""
+    run_for: float = 600.0
+    """How long one activity runs before it hands back to its workflow."""
+
+    @classmethod
+    def from_environment(cls) -> DeliverySettings:
+        scope = setting("OPPORTUNITIES_WEBHOOK_ADDRESSES") or "public"
+        if scope not in ("public", "loopback", "private"):
+            raise BadSetting(
+                "OPPORTUNITIES_WEBHOOK_ADDRESSES must be public, loopback or private, "
+                f"not {scope!r}"
+            )
+        policy = DeliveryPolicy(
+            first_backoff=timedelta(seconds=_seconds("OPPORTUNITIES_DELIVERY_FIRST_BACKOFF", 1)),
+            max_backoff=timedelta(seconds=_seconds("OPPORTUNITIES_DELIVERY_MAX_BACKOFF", 300)),
+            park_after=timedelta(seconds=_seconds("OPPORTUNITIES_DELIVERY_PARK_AFTER", 86400)),
+        )
+        return cls(
+            policy=policy,
+            addresses=scope,  # type: ignore[arg-type]
+            timeout=_seconds("OPPORTUNITIES_DELIVERY_TIMEOUT", 10),
+            poll=_seconds("OPPORTUNITIES_DELIVERY_POLL", 0.25),
+        )
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = setting(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadSetting(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not 0 < value <= 30 * 86400:
+        raise BadSetting(f"{name} must be more than 0 and at most 30 days, not {raw!r}")
+    return value
+
+
+class EventDeliveryActivities:
+    def __init__(
+        self, pool: asyncpg.Pool, client: Client, settings: DeliverySettings | None = None
+    ) -> None:
+        self.pool = pool
+        self.client = client
+        self.settings = settings or DeliverySettings.from_environment()
+
+    @activity.defn(name="deliver_events")
+    async def deliver_events(self, subscription_id: str) -> str:
+        """Deliver the subscription's events until it is paused (`paused`) or deleted
+        (`deleted`), or for `run_for` seconds (`running`)."""
+        until = time.monotonic() + self.settings.run_for
+        lag_at = 0.0
+        found = await subscriptions.get(self.pool, subscription_id)
+        if found is None:
+            return "deleted"
+        secret = await self._secret(found)
+        session = webhook_session(
+            self.settings.addresses,
+            timeout=self.settings.timeout,
+            connections=self.settings.concurrency,
+        )
+        async with session:
+            while True:
+                activity.heartbeat()
+                current = await subscriptions.get(self.pool, subscription_id)
+                if current is None or current.status == "deleted":
+                    return "deleted"
+                if current.status == "paused":
+                    return "paused"
+                if time.monotonic() >= until:
+                    return "running"
+                await subscriptions.intake(self.pool, subscription_id)
+                if time.monotonic() - lag_at >= 1.0:
+                    lag = await subscriptions.lag_seconds(self.pool, subscription_id)
+                    self._lag(subscription_id, lag)
+                    lag_at = time.monotonic()
+                due = await subscriptions.due(
+                    self.pool, subscription_id, limit=self.settings.concurrency
+                )
+                if not due:
+                    await asyncio.sleep(self.settings.poll)
+                    continue
+                await heartbeating(self._deliver_all(session, current, secret, due))
+
+    async def _deliver_all(
+        self,
+        session: aiohttp.ClientSession,
+        found: Subscription,
+        secret: str | None,
+        due: list[Delivery],
+    ) -> None:
+        await asyncio.gather(*(self._deliver(session, found, secret, item) for item in due))
+
+    async def _secret(self, found: Subscription) -> str | None:
+        if found.url is None:
+            return None
+        sealed = await subscriptions.secret(self.pool, found.subscription_id)
+        if sealed is None:
+            raise BadSetting(f"subscription {found.subscription_id} has no secret")
+        return secret_box().open(*sealed)
+
+    async def _deliver(
+        self,
+        session: aiohttp.ClientSession,
+        found: Subscription,
+        secret: str | None,
+        item: Delivery,
+    ) -> None:
+        result: DeliveryResult = "delivered"
+        try:
+            if found.url is not None:
+                assert secret is not None
+                await post(session, found.url, secret, item.event, self.settings.addresses)
+            else:
+                assert found.workflow_id is not None
+                await signal(self.client, found.workflow_id, item.event)
+        except DeliveryFailed as failure:
+            policy = self.settings.policy
+            now = datetime.now(UTC)
+            park = policy.parks(item.first_failed_at or now, now)
+            result = "parked" if park else "failed"
+            await subscriptions.failed(
+                self.pool,
+                found.subscription_id,
+                item.event,
+                error=str(failure),
+                retry_in=policy.backoff(item.attempts + 1),
+                park=park,
+            )
+            log.log(
+                logging.WARNING if park else logging.DEBUG,
+                "subscription %s: event %s %s: %s",
+                found.subscription_id, item.event.event_id, result, failure,
+            )  # fmt: skip
+        else:
+            await subscriptions.delivered(self.pool, found.subscription_id, item.event)
+        activity.metric_meter().create_counter(
+            DELIVERIES, "Deliveries of opportunity events, by subscription and result"
+        ).add(1, {"subscription": found.subscription_id, "result": result})
+
+    def _lag(self, subscription_id: str, seconds: float) -> None:
+        activity.metric_meter().create_gauge_float(
+            LAG, "Age of the oldest event a subscription has not yet delivered", "s"
+        ).set(seconds, {"subscription": subscription_id})
+
+    @activity.defn(name="prune_events")
+    async def prune_events(self, retention_days: float) -> int:
+        """Delete outbox rows older than the retention that no subscription still needs."""
+        return await subscriptions.prune_events(self.pool, timedelta(days=retention_days))
+
+    def delivery(self) -> list:
+        """For the delivery task queue's worker."""
+        return [self.deliver_events]
+
+    def maintenance(self) -> list:
+        """For the opportunities' worker (the retention's schedule runs there)."""
+        return [self.prune_events]
