@@ -26,12 +26,13 @@ from activities.events import EventActivities
 from activities.letters import LetterActivities, Mailer
 from activities.mass import MassActivities
 from activities.opportunity_activities import OpportunityActivities
-from runtime import retention, settings
+from runtime import settings
 from runtime.codec import tolerant
 from runtime.observability import configure_logging, metrics_address, metrics_runtime
 from runtime.temporal import connect_patiently
 from sales.registry import COMMANDS
 from store.schema import migrate
+from workflows import outbox_retention
 from workflows.mass_modify import MassModifyWorkflow
 from workflows.opportunity import OpportunityWorkflow
 from workflows.outbox_retention import OutboxRetentionWorkflow
@@ -155,7 +156,7 @@ async def serve(stop: asyncio.Event) -> None:
             log.info("applied database migrations %s", applied)
         worker = build_worker(client, pool, mailer=mailer_from_environment())
         deliveries = delivery_worker(client, pool)
-        await retention.ensure_schedule(client, settings.task_queue())
+        await outbox_retention.ensure_schedule(client, settings.task_queue())
         async with worker, deliveries:
             log.info(
                 "worker polling task queues %r and %r",

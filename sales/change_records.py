@@ -18,7 +18,7 @@ class ChangeRecord(BaseModel):
     command: IdText
     what: LineText
     """`stage`, `status`, `owner`, `name`, `process`, `team:<role>`, `action:<id>`,
-    `activity:<id>`, `remark`,
+    `activity:<id>`, `activity_due:<id>`, `activity_overdue:<id>`, `remark`,
     or the command's name when it changed nothing of these (an action's definition, an
     activity's details)."""
     from_: MessageText | None = Field(default=None, alias="from")
@@ -93,7 +93,23 @@ def _actions(before: Opportunity, after: Opportunity) -> list[tuple[str, str | N
         if was_status != now_status:
             changed.append((f"action:{action_id}", was_status, now_status))
         changed += _activity(was, now)
+        changed += _notices(was, now)
     return changed
+
+
+def _notices(
+    was: ActionState | None, now: ActionState | None
+) -> list[tuple[str, str | None, str | None]]:
+    """The linked calendar activity falling due or becoming overdue (a timer's notice)."""
+    if now is None or now.activity_id is None:
+        return []
+    found: list[tuple[str, str | None, str | None]] = []
+    for which in ("due", "overdue"):
+        noted = getattr(now, f"activity_{which}_noted")
+        before = getattr(was, f"activity_{which}_noted") if was else None
+        if noted is not None and noted != before:
+            found.append((f"activity_{which}:{now.activity_id}", None, noted.isoformat()))
+    return found
 
 
 def _activity(

@@ -16,6 +16,7 @@ from sales.validation import IdText, MessageText
 EventType = Literal[
     "stage_changed", "won", "lost", "reopened", "deleted", "action_completed", "action_failed",
     "activity_created", "activity_done", "activity_canceled", "activity_modified",
+    "activity_due", "activity_overdue",
     "owner_changed", "team_changed", "details_changed", "remark_added", "process_changed",
     "external_status",
 ]  # fmt: skip
@@ -68,6 +69,8 @@ def events_of(
         elif kind == "external_status":
             data = {"source": record.what.removeprefix("external:"), "reference": record.from_,
                     "status": record.to}  # fmt: skip
+        elif kind in ("activity_due", "activity_overdue"):
+            data = {"activity_id": record.what.partition(":")[2], "due": record.to}
         elif record.what.startswith("activity:"):
             data = {"activity_id": record.what.removeprefix("activity:"), "status": record.to}
         if kind == "remark_added":
@@ -116,6 +119,10 @@ def _kind(record: ChangeRecord, before: Opportunity) -> EventType | None:
         return "external_status"
     if what.startswith("activity:"):
         return _ACTIVITY_EVENTS.get(record.to or "")
+    if what.startswith("activity_due:"):
+        return "activity_due"
+    if what.startswith("activity_overdue:"):
+        return "activity_overdue"
     return None  # name: a detail change; the rest changes nothing others hear about
 
 

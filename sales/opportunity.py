@@ -115,6 +115,10 @@ class ActionState(BaseModel):
     activity_ends_at: datetime | None = None
     """When the linked calendar activity is due and ends (a change of either is checked
     against the business range)."""
+    activity_due_noted: datetime | None = None
+    """The due time whose `activity_due` event was made (another due time is noted again)."""
+    activity_overdue_noted: datetime | None = None
+    """The due time whose `activity_overdue` event was made."""
     generation: int = 0
     """How many side effects (activities, letters) this action has started; with the
     opportunity and the action id it is the idempotency key of the next one."""

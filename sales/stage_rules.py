@@ -36,7 +36,7 @@ from sales.opportunity import (
 )
 from sales.process import ActivitySpec, CalendarAction, FoundProcess
 from sales.results import ActionResult, Ruling
-from sales.validation import MAX_ACTIONS, MAX_ACTIONS_PER_STAGE, MAX_NOTES, cut
+from sales.validation import EARLIEST, MAX_ACTIONS, MAX_ACTIONS_PER_STAGE, MAX_NOTES, cut
 
 
 def require_stage(state: Opportunity, stage: str) -> None:
@@ -432,15 +432,53 @@ def _idle_due(state: Opportunity) -> datetime | None:
     return quiet_since + _days(state, definition.idle_after_days)
 
 
+DUE_NOTICE_DAYS = 1
+"""An active calendar activity falls due (`activity_due`) this many days before it starts, and
+is overdue (`activity_overdue`) once it starts undone: the one definition of overdue
+(`value_rules.overdue`)."""
+
+
+def _notices(state: Opportunity) -> list[tuple[datetime, ActionState, str]]:
+    """The due and overdue notices of the active calendar activities not yet made: when each
+    is due, its action, and which."""
+    lead = _days(state, DUE_NOTICE_DAYS)
+    found = []
+    for stage in state.stages:
+        for action in stage.actions:
+            starts = action.activity_starts_at
+            if action.activity_status != "active" or starts is None:
+                continue
+            if action.activity_due_noted != starts:
+                found.append((max(starts - lead, EARLIEST), action, "due"))
+            if action.activity_overdue_noted != starts:
+                found.append((starts, action, "overdue"))
+    return found
+
+
 def next_deadline(state: Opportunity) -> datetime | None:
-    """When a stage timer of the current stage fires next (None: no timer is running): the
-    move on, the follow-up, the opportunity going idle."""
+    """When a timer fires next (None: no timer is running): the move on, the follow-up, the
+    opportunity going idle, an activity falling due or becoming overdue."""
     if state.status != "open":
         return None
     due = [
         d for d in (_advance_due(state), _follow_up_due(state), _idle_due(state)) if d is not None
     ]
+    due += [at for at, _, _ in _notices(state)]
     return min(due) if due else None
+
+
+def _note_activities(state: Opportunity, now: datetime) -> Ruling | None:
+    """Note every due and overdue notice that is due at `now` (in place)."""
+    noted = 0
+    for at, action, which in _notices(state):
+        if at > now:
+            continue
+        noted += 1
+        if which == "due":
+            action.activity_due_noted = action.activity_starts_at
+        else:
+            action.activity_overdue_noted = action.activity_starts_at
+    return Ruling(f"{noted} calendar activity notices") if noted else None
 
 
 def fire_timers(state: Opportunity, now: datetime) -> Ruling | None:
@@ -467,6 +505,8 @@ def fire_timers(state: Opportunity, now: datetime) -> Ruling | None:
     if state.status == "open" and idle is not None and idle <= now:
         state.idle_since = idle
         return Ruling(f"idle in stage {state.current_stage!r} since {idle.isoformat()}")
+    if state.status == "open":
+        return _note_activities(state, now)
     return None
 
 

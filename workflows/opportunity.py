@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from sales.opportunity import DeadLetter, HistoryEntry, Opportunity
     from sales.writes import Writes
     from workflows import continue_as_new, effect_runner
+    from workflows.alarm import Alarm
     from workflows.command_queue import CommandQueue, command_handlers, rejection_error
     from workflows.delivery import Delivery
     from workflows.indexing import Indexing
@@ -49,6 +50,7 @@ class OpportunityWorkflow:
         self.indexing = Indexing(lambda: self.state)
         self.given_limit: int | None = None
         self.lookups = Lookups(self.continuing)
+        self.alarm = Alarm()
 
     @workflow.run
     async def run(self, input: RawValue = NO_INPUT) -> Opportunity:
@@ -69,14 +71,12 @@ class OpportunityWorkflow:
             if wake is not None and wake <= workflow.now():
                 await self.on_time()  # a stage timer, or a write to retry
                 continue
-            try:
-                await workflow.wait_condition(
-                    lambda: bool(self.queue.refused)
-                    or (not self.projection.holding and (bool(self.queue) or self.continuing())),
-                    timeout=None if wake is None else wake - workflow.now(),
-                )
-            except TimeoutError:
-                continue
+            self.alarm.set(wake)
+            await workflow.wait_condition(
+                lambda: self.alarm.rang
+                or bool(self.queue.refused)
+                or (not self.projection.holding and (bool(self.queue) or self.continuing()))
+            )
             self.reject_refused()
             await self.apply_queued(stop_when_continuing=True)
             if self.state.status == "open" and self.continuing():

@@ -26,6 +26,7 @@ from bench.servers import local_servers
 from sales.commands import ActionOverrides, ActivityDetails, ChangeOwner, ChangeStage
 from sales.opportunity import Opportunity
 from starter.client import OpportunitiesClient
+from starter.client.subscriptions import Subscriptions, new_secret
 from store import users
 from store.search import SearchFilters
 from tests.support.helpers import (
@@ -35,11 +36,14 @@ from tests.support.helpers import (
     setup_references,
     start_continuing_early,
 )
-from worker import build_worker
+from tests.support.receiver import Receiver
+from tests.support.worker_process import TEST_DELIVERY_ENV
+from worker import build_worker, delivery_worker
 from workflows.mass_messages import MassModifyInput
 
 HERE = Path(__file__).resolve().parent
 QUEUE = "record-histories"
+DELIVERY_QUEUE = f"{QUEUE}-delivery"
 
 
 async def until(check: Callable[[], Awaitable[Any]], seconds: float = 30.0) -> Any:
@@ -359,9 +363,44 @@ async def external(client: Client, opportunities: OpportunitiesClient, pool: Any
     await save(client, opportunities.handle("external"), "external-status")
 
 
+async def subscription(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
+    """A webhook subscription's workflow: events delivered, paused, resumed, deleted."""
+    receiver = Receiver(new_secret())
+    await receiver.start()
+    try:
+        subs = Subscriptions(pool, client, task_queue=QUEUE, delivery_task_queue=DELIVERY_QUEUE)
+        process_id = await setup_process(pool, "subscribed", on_entry=False)
+        added, _ = await subs.add(url=receiver.url, workflow_id=None, events=["stage_changed"],
+                                  process_id=process_id, secret=receiver.secret,
+                                  subscription_id="recorded")  # fmt: skip
+        contact = await setup_contact(pool, "subscribed")
+        await opportunities.create(contact, opportunity_id="subscribed", process_id=process_id)
+        await opportunities.change_stage("subscribed", "Proposal")
+        await until(lambda: _arrived(receiver, 1))
+        handle = client.get_workflow_handle(f"subscription-{added.subscription_id}")
+        await subs.pause(added.subscription_id)
+        await until(lambda: _status(handle, "paused"))
+        await opportunities.change_stage("subscribed", "Needs analysis")
+        await subs.resume(added.subscription_id)
+        await until(lambda: _arrived(receiver, 2))
+        await subs.delete(added.subscription_id)
+        await handle.result()
+        await save(client, handle, "subscription")
+    finally:
+        await receiver.stop()
+
+
+async def _arrived(receiver: Receiver, count: int) -> bool:
+    return len(receiver.unique()) >= count
+
+
+async def _status(handle: WorkflowHandle[Any, Any], wanted: str) -> bool:
+    return bool(await handle.query("status") == wanted)
+
+
 PATHS = [
     actions, outcomes, timers, continue_as_new, mass, batched, under_load, updates_queried,
-    update_stream, reference_product, stage_choices, mass_next, value, external,
+    update_stream, reference_product, stage_choices, mass_next, value, external, subscription,
 ]  # fmt: skip
 
 
@@ -370,7 +409,12 @@ async def main(names: list[str]) -> None:
     if names and len(chosen) != len(names):
         raise SystemExit(f"paths are {[p.__name__ for p in PATHS]}")
     os.environ["OPPORTUNITIES_DAY_SECONDS"] = "1"
-    async with local_servers() as (pool, env), build_worker(env.client, pool, QUEUE):
+    os.environ.update(TEST_DELIVERY_ENV)
+    async with (
+        local_servers() as (pool, env),
+        build_worker(env.client, pool, QUEUE),
+        delivery_worker(env.client, pool, DELIVERY_QUEUE),
+    ):
         owners = ["ann", "bob", "final", *(f"u{n}" for n in range(5)),
                   *(f"o{n}" for n in range(100)),
                   *(f"o{k}-{n}" for k in range(8) for n in range(30))]  # fmt: skip

@@ -4,8 +4,8 @@ references, waiting for a condition, and `verify` over what a module started."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import base64
+import inspect
 import json
 from datetime import datetime
 from pathlib import Path

@@ -25,6 +25,7 @@ from workflows.mass_modify import MassModifyWorkflow
 from workflows.messages import NO_INPUT
 from workflows.opportunity import OpportunityWorkflow
 from workflows.projection import Projection
+from workflows.subscription import SubscriptionWorkflow
 
 HISTORIES = sorted((Path(__file__).parents[1] / "histories").glob("*.json"))
 RECORDED = {path.stem: json.loads(path.read_text()) for path in HISTORIES}
@@ -33,7 +34,8 @@ RECORDED = {path.stem: json.loads(path.read_text()) for path in HISTORIES}
 PATHS = {"actions", "outcomes-won", "reopened-then-lost", "timers", "continue-as-new",
          "mass-modified-opportunity", "batched", "continue-as-new-under-load", "mass-modify",
          "updates-queried", "continue-as-new-under-updates", "reference-product",
-         "stage-choices", "mass-next-stage", "value", "external-status"}  # fmt: skip
+         "stage-choices", "mass-next-stage", "value", "external-status",
+         "subscription"}  # fmt: skip
 """The feature paths, each recorded on today's code by `tests/histories/record.py`."""
 
 
@@ -51,7 +53,7 @@ async def test_history_replays_on_current_code(name: str, runner: WorkflowRunner
     recorded = RECORDED[name]
     history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
     replayer = Replayer(
-        workflows=[OpportunityWorkflow, MassModifyWorkflow],
+        workflows=[OpportunityWorkflow, MassModifyWorkflow, SubscriptionWorkflow],
         data_converter=pydantic_data_converter,
         workflow_runner=runner,
     )
