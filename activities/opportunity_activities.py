@@ -238,11 +238,13 @@ class OpportunityActivities:
             if classify(error) != "bad_data":
                 raise
         else:
+            _count_events(len(write.events))
             return Projected()
         dead = await opportunities.project_part_by_part(
             self.pool, *parts, refused=lambda error: classify(error) == "bad_data",
             left=write.left, details=write.details, events=write.events,
         )  # fmt: skip
+        _count_events(len(write.events))
         return Projected(dead_letters=dead[:MAX_HISTORY])
 
     def all(self) -> list:
@@ -254,3 +256,14 @@ class OpportunityActivities:
             self.find_users,
             self.project_opportunity,
         ]
+
+
+EVENTS_WRITTEN = "opportunities_events_written"
+
+
+def _count_events(count: int) -> None:
+    """Events written to the outbox (a write tried again after it committed counts again)."""
+    if count:
+        activity.metric_meter().create_counter(
+            EVENTS_WRITTEN, "Opportunity events written to the outbox"
+        ).add(count)

@@ -126,10 +126,12 @@ def address_allowed(address: str, scope: AddressScope) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+    if ip.is_unspecified or ip.is_multicast:
         return False
     if ip.is_loopback:
         return scope in ("loopback", "private")
+    if ip.is_reserved:
+        return False
     if ip.is_private or ip.is_link_local or ip in _SHARED or not ip.is_global:
         return scope == "private"
     return True

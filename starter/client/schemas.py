@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from sales.errors import FAILURE_CODES, REJECTION_CODES
+from sales.events import OpportunityEvent
 from sales.opportunity import HistoryEntry, Opportunity, StartOpportunity
 from sales.process import ProcessDefinition
 from sales.registry import COMMANDS
@@ -94,6 +95,9 @@ SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
     ),
     "signals/command_outcome.json": _input(
         CommandOutcome, "Signal sent to a command's reply_to workflow once it is answered"
+    ),
+    "signals/opportunity_event.json": _input(
+        OpportunityEvent, "Signal a Temporal subscriber receives; also a webhook's body"
     ),
     "process-definition.json": _input(
         ProcessDefinition, "A sales process (Opportunity Setup), for `process apply`"

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -18,6 +21,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.event_delivery import DeliverySettings
+from runtime import embedded
 from sales.events import OpportunityEvent
 from sales.subscriptions import DeliveryPolicy, Subscription, SubscriptionError
 from starter.client import OpportunitiesClient
@@ -38,6 +42,8 @@ from worker import delivery_worker
 from workflows.mass_messages import MassModifyInput
 
 pytestmark = pytest.mark.usefixtures("verified")
+
+EXAMPLE_RECEIVER = Path(__file__).resolve().parents[2] / "examples" / "webhook_receiver.py"
 
 
 def delivery_settings(park_after: float = 3600) -> DeliverySettings:
@@ -388,3 +394,42 @@ async def test_bad_subscriptions_are_refused_in_one_line_and_nothing_is_stored(
     with pytest.raises(SubscriptionError, match="webhooks may not reach"):
         await subs.add(url="http://127.0.0.1:9/x", workflow_id=None, events=["won"])
     assert await pool.fetchval(count) == before
+
+
+async def test_the_receiver_in_the_docs_verifies_and_prints_each_event(
+    client: Client,
+    pool: asyncpg.Pool,
+    worker: Worker,
+    task_queue: str,
+    opportunities: OpportunitiesClient,
+    uid: str,
+) -> None:
+    secret, port = new_secret(), embedded.free_port()
+    env = {**os.environ, "WEBHOOK_SECRET": secret, "PORT": str(port)}
+    receiver = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLE_RECEIVER), env=env, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        async with delivering(client, pool, task_queue) as subs:
+            process_id = await open_one(pool, opportunities, uid, on_entry=False)
+            await eventually(lambda: _listening(port))
+            await subs.add(url=f"http://127.0.0.1:{port}/hooks", workflow_id=None,
+                           events=["stage_changed"], process_id=process_id,
+                           secret=secret)  # fmt: skip
+            await opportunities.change_stage(f"o-{uid}", "Proposal")
+            assert receiver.stdout is not None
+            line = await asyncio.wait_for(receiver.stdout.readline(), 30)
+            assert line.decode().startswith(f"stage_changed o-{uid} 1 ")
+            assert "'to': 'Proposal'" in line.decode()
+    finally:
+        receiver.terminate()
+        await receiver.wait()
+
+
+async def _listening(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True

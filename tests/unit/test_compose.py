@@ -124,5 +124,12 @@ def test_has_healthchecks_and_a_job_storing_the_examples(compose: dict) -> None:
 def test_its_header_tells_the_host_cli_what_to_set() -> None:
     header = (ROOT / "docker-compose.yml").read_text().split("\nname:", 1)[0]
     for variable in ("TEMPORAL_ADDRESS", "DATABASE_URL", "OPPORTUNITIES_ENCRYPTION_KEY",
-                     "POSTGRES_PASSWORD", "OPPORTUNITIES_CODEC_TOKEN"):  # fmt: skip
+                     "POSTGRES_PASSWORD", "OPPORTUNITIES_CODEC_TOKEN",
+                     "OPPORTUNITIES_SECRETS_KEY"):  # fmt: skip
         assert variable in header
+
+
+def test_webhooks_reach_only_public_addresses_and_secrets_are_sealed(compose: dict) -> None:
+    worker = compose["services"]["worker"]["environment"]
+    assert worker["OPPORTUNITIES_WEBHOOK_ADDRESSES"] == "public"
+    assert worker["OPPORTUNITIES_SECRETS_KEY"].startswith("${OPPORTUNITIES_SECRETS_KEY:?")

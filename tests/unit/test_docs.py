@@ -116,3 +116,8 @@ def test_a_missing_path_is_found(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text("`workflows/here.py` `workflows/gone.py` `o/intro-call/1` `old/`\n")
     assert missing_paths(page, root=tmp_path) == ["workflows/gone.py", "old/"]
+
+
+def test_the_receiver_in_the_docs_is_the_example_the_tests_run() -> None:
+    example = (ROOT / "examples" / "webhook_receiver.py").read_text()
+    assert f"```python\n{example}```" in (ROOT / "docs" / "integrate.md").read_text()
