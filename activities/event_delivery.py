@@ -111,14 +111,11 @@ class EventDeliveryActivities:
         async with session:
             while True:
                 activity.heartbeat()
-                current = await subscriptions.get(self.pool, subscription_id)
-                if current is None or current.status == "deleted":
-                    return "deleted"
-                if current.status == "paused":
-                    return "paused"
                 if time.monotonic() >= until:
                     return "running"
-                await subscriptions.intake(self.pool, subscription_id)
+                if await subscriptions.intake(self.pool, subscription_id) is None:
+                    now = await subscriptions.get(self.pool, subscription_id)
+                    return "paused" if now is not None and now.status == "paused" else "deleted"
                 if time.monotonic() - lag_at >= 1.0:
                     lag = await subscriptions.lag_seconds(self.pool, subscription_id)
                     self._lag(subscription_id, lag)
@@ -129,7 +126,7 @@ class EventDeliveryActivities:
                 if not due:
                     await asyncio.sleep(self.settings.poll)
                     continue
-                await heartbeating(self._deliver_all(session, current, secret, due))
+                await heartbeating(self._deliver_all(session, found, secret, due))
 
     async def _deliver_all(
         self,
@@ -138,7 +135,26 @@ class EventDeliveryActivities:
         secret: str | None,
         due: list[Delivery],
     ) -> None:
-        await asyncio.gather(*(self._deliver(session, found, secret, item) for item in due))
+        """Send the due events at once (each the head of its opportunity's), then record the
+        delivered ones together."""
+        results = await asyncio.gather(
+            *(self._deliver(session, found, secret, item) for item in due)
+        )
+        await subscriptions.delivered(
+            self.pool,
+            found.subscription_id,
+            [
+                item.event
+                for item, result in zip(due, results, strict=True)
+                if result == "delivered"
+            ],
+        )
+        counter = activity.metric_meter().create_counter(
+            DELIVERIES, "Deliveries of opportunity events, by subscription and result"
+        )
+        for result in ("delivered", "failed", "parked"):
+            if count := results.count(result):
+                counter.add(count, {"subscription": found.subscription_id, "result": result})
 
     async def _secret(self, found: Subscription) -> str | None:
         if found.url is None:
@@ -154,8 +170,8 @@ class EventDeliveryActivities:
         found: Subscription,
         secret: str | None,
         item: Delivery,
-    ) -> None:
-        result: DeliveryResult = "delivered"
+    ) -> DeliveryResult:
+        """Send one event; a failure is recorded here (tried again later, or parked)."""
         try:
             if found.url is not None:
                 assert secret is not None
@@ -167,7 +183,6 @@ class EventDeliveryActivities:
             policy = self.settings.policy
             now = datetime.now(UTC)
             park = policy.parks(item.first_failed_at or now, now)
-            result = "parked" if park else "failed"
             await subscriptions.failed(
                 self.pool,
                 found.subscription_id,
@@ -179,13 +194,11 @@ class EventDeliveryActivities:
             log.log(
                 logging.WARNING if park else logging.DEBUG,
                 "subscription %s: event %s %s: %s",
-                found.subscription_id, item.event.event_id, result, failure,
+                found.subscription_id, item.event.event_id, "parked" if park else "failed",
+                failure,
             )  # fmt: skip
-        else:
-            await subscriptions.delivered(self.pool, found.subscription_id, item.event)
-        activity.metric_meter().create_counter(
-            DELIVERIES, "Deliveries of opportunity events, by subscription and result"
-        ).add(1, {"subscription": found.subscription_id, "result": result})
+            return "parked" if park else "failed"
+        return "delivered"
 
     def _lag(self, subscription_id: str, seconds: float) -> None:
         activity.metric_meter().create_gauge_float(

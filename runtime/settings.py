@@ -48,10 +48,13 @@ def task_queue() -> str:
     return os.environ.get("OPPORTUNITIES_TASK_QUEUE") or DEFAULT_TASK_QUEUE
 
 
-def delivery_task_queue() -> str:
-    """Where the delivery activities run: `OPPORTUNITIES_DELIVERY_TASK_QUEUE`, else the task
-    queue's name with `-delivery`."""
-    return os.environ.get("OPPORTUNITIES_DELIVERY_TASK_QUEUE") or f"{task_queue()}-delivery"
+def delivery_task_queue(opportunities_queue: str | None = None) -> str:
+    """Where the delivery activities run: `OPPORTUNITIES_DELIVERY_TASK_QUEUE`, else the
+    opportunities' task queue's name with `-delivery`."""
+    return (
+        os.environ.get("OPPORTUNITIES_DELIVERY_TASK_QUEUE")
+        or f"{opportunities_queue or task_queue()}-delivery"
+    )
 
 
 def _local_env() -> dict[str, str]:

@@ -10,6 +10,7 @@ parked event holds back that opportunity's later events and no other's.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -156,9 +157,10 @@ async def set_status(pool: asyncpg.Pool, subscription_id: str, status: Subscript
     return bool(changed)
 
 
-async def intake(pool: asyncpg.Pool, subscription_id: str, *, limit: int = 1000) -> int:
+async def intake(pool: asyncpg.Pool, subscription_id: str, *, limit: int = 1000) -> int | None:
     """Take the outbox's next committed rows into the subscription's deliveries (those it
-    wants) and move its cursor past them; the number of rows read (0: none are waiting)."""
+    wants) and move its cursor past them; the number of rows read (0: none are waiting), or
+    None if the subscription is not active."""
     async with pool.acquire() as conn, conn.transaction():
         sub = await conn.fetchrow(
             "SELECT events, process_id, cursor_xid::text::bigint AS xid, cursor_position"
@@ -166,7 +168,7 @@ async def intake(pool: asyncpg.Pool, subscription_id: str, *, limit: int = 1000)
             subscription_id,
         )
         if sub is None:
-            return 0
+            return None
         found = await conn.fetch(
             "SELECT e.opportunity_id, e.seq, e.type, o.process_id,"
             " e.xid::text::bigint AS xid, e.position FROM opportunity_events e"
@@ -233,21 +235,22 @@ async def due(pool: asyncpg.Pool, subscription_id: str, *, limit: int) -> list[D
     ]
 
 
-async def delivered(pool: asyncpg.Pool, subscription_id: str, event: OpportunityEvent) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        gone = await conn.fetchval(
-            "DELETE FROM subscription_deliveries WHERE subscription_id = $1"
-            " AND opportunity_id = $2 AND seq = $3 RETURNING true",
-            subscription_id,
-            event.opportunity_id,
-            event.seq,
-        )
-        if gone:
-            await conn.execute(
-                "UPDATE subscriptions SET delivered = delivered + 1, last_delivered_at = now()"
-                " WHERE subscription_id = $1",
-                subscription_id,
-            )
+async def delivered(
+    pool: asyncpg.Pool, subscription_id: str, events: Sequence[OpportunityEvent]
+) -> None:
+    """Delivered events: out of the deliveries, counted, in one statement."""
+    if not events:
+        return
+    await pool.execute(
+        "WITH gone AS (DELETE FROM subscription_deliveries WHERE subscription_id = $1"
+        " AND (opportunity_id, seq) IN (SELECT * FROM unnest($2::text[], $3::integer[]))"
+        " RETURNING 1)"
+        " UPDATE subscriptions SET delivered = delivered + (SELECT count(*) FROM gone),"
+        " last_delivered_at = now() WHERE subscription_id = $1",
+        subscription_id,
+        [e.opportunity_id for e in events],
+        [e.seq for e in events],
+    )
 
 
 async def failed(

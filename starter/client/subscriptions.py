@@ -101,7 +101,9 @@ class Subscriptions:
         self.scope = scope
         self.client = client
         self.task_queue = task_queue or settings.task_queue()
-        self.delivery_task_queue = delivery_task_queue or settings.delivery_task_queue()
+        self.delivery_task_queue = delivery_task_queue or settings.delivery_task_queue(
+            self.task_queue
+        )
 
     async def add(
         self,
