@@ -176,7 +176,16 @@ class Subscriptions:
             raise SubscriptionError(f"the workflow {target!r} is not running")
 
     async def _run(self, subscription_id: str) -> None:
-        """Start the subscription's workflow, or wake it if it runs."""
+        """Start the subscription's workflow, or wake it if it runs. The Temporal UI shows
+        what it delivers where (a URL's host only: its path or query may hold a token)."""
+        found = await store.get(self.pool, subscription_id)
+        assert found is not None
+        target = (
+            f"workflow {found.workflow_id}"
+            if found.url is None
+            else f"{urlsplit(found.url).scheme}://{urlsplit(found.url).netloc}/…"
+        )
+        summary = f"subscription {subscription_id}: {', '.join(found.events)} to {target}"
         await self.client.start_workflow(
             "Subscription",
             SubscriptionInput(
@@ -186,6 +195,13 @@ class Subscriptions:
             task_queue=self.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             start_signal="resume",
+            static_summary=summary[:200],
+            static_details=(
+                f"Delivers opportunity events ({', '.join(found.events)}) of "
+                f"{'process ' + found.process_id if found.process_id else 'every process'} to "
+                f"{target}. `opportunities subscription show {subscription_id}`: what waits "
+                "and what is parked."
+            ),
         )
 
     async def all(self, *, include_deleted: bool = False) -> list[SubscriptionRow]:
