@@ -19,17 +19,21 @@ from store.schema import migrate
 
 
 @pytest.fixture
-async def own_schema(postgres_url: str) -> AsyncIterator[asyncpg.Pool]:
+async def own_schema(postgres_url: str, pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
+    """A schema with the service's tables, before `public` (where `pool` has put the
+    extensions the migrations use)."""
     schema = f"retention_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(postgres_url)
     await admin.execute(f"CREATE SCHEMA {schema}")
-    pool = await asyncpg.create_pool(postgres_url, server_settings={"search_path": schema})
-    assert pool is not None
+    own = await asyncpg.create_pool(
+        postgres_url, server_settings={"search_path": f"{schema}, public"}
+    )
+    assert own is not None
     try:
-        await migrate(pool)
-        yield pool
+        await migrate(own)
+        yield own
     finally:
-        await pool.close()
+        await own.close()
         await admin.execute(f"DROP SCHEMA {schema} CASCADE")
         await admin.close()
 
