@@ -82,7 +82,8 @@ def test_an_activity_falls_due_a_day_before_and_is_overdue_once_it_starts_undone
 def test_a_done_activity_is_never_overdue() -> None:
     state = opened()
     [call] = stage_rules.every_active_activity(state)
-    done = completed(core.run(state, CompleteActions(action_ids=[call.action_id], outcome="Interested"), LookedUp(),
-                              _no_effect, lambda: T0))  # type: ignore[arg-type]  # fmt: skip
+    complete = CompleteActions(action_ids=[call.action_id], outcome="Interested")
+    done = completed(core.run(state, complete, LookedUp(), _no_effect,
+                              lambda: T0))  # type: ignore[arg-type]  # fmt: skip
     _, events = asyncio.run(_fire_until(done.state, T0 + timedelta(days=365)))
     assert not [e for e in events if e.type in ("activity_due", "activity_overdue")]
