@@ -1,13 +1,15 @@
 """The delivery activity: one long-running, heartbeating activity per subscription, on the
 delivery task queue, so HTTP waits never take the opportunities' activity slots.
 
-It loops: take the outbox's newly committed events into the subscription's deliveries, send
-the due ones (the head of each opportunity's, several opportunities at once), record each
-result, and wait a moment when nothing is due. It returns when the subscription is paused or
-deleted, or after `run_for` (so the supervising workflow's history grows by a few events per
-run, not per poll). A failed event is tried again with exponential backoff and parked after
-the parking time; a worker that dies mid-delivery leaves the event undelivered, to be sent
-again (at least once: the event id lets a receiver drop a duplicate).
+It loops: take the outbox's newly committed events into the subscription's deliveries (every
+`poll` seconds), keep up to `concurrency` deliveries in flight (the head of each waiting
+opportunity's; never two of one opportunity), refilling as each ends, so one slow receiver
+answer holds up only its own opportunity, and record each result. It returns when the
+subscription is paused or deleted, or after `run_for` (so the supervising workflow's history
+grows by a few events per run, not per poll). A failed event is tried again with
+exponential backoff and parked after the parking time; a worker that dies mid-delivery leaves
+the event undelivered, to be sent again (at least once: the event id lets a receiver drop a
+duplicate).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import asyncpg
 from temporalio import activity
 from temporalio.client import Client
 
-from activities.heartbeat import heartbeating
 from activities.webhooks import DeliveryFailed, post, signal, webhook_session
 from runtime.secret_box import secret_box
 from runtime.settings import BadSetting, setting
@@ -108,53 +109,71 @@ class EventDeliveryActivities:
             timeout=self.settings.timeout,
             connections=self.settings.concurrency,
         )
-        async with session:
-            while True:
-                activity.heartbeat()
-                if time.monotonic() >= until:
-                    return "running"
-                if await subscriptions.intake(self.pool, subscription_id) is None:
-                    now = await subscriptions.get(self.pool, subscription_id)
-                    return "paused" if now is not None and now.status == "paused" else "deleted"
-                if time.monotonic() - lag_at >= 1.0:
-                    lag = await subscriptions.lag_seconds(self.pool, subscription_id)
-                    self._lag(subscription_id, lag)
-                    lag_at = time.monotonic()
-                due = await subscriptions.due(
-                    self.pool, subscription_id, limit=self.settings.concurrency
-                )
-                if not due:
-                    await asyncio.sleep(self.settings.poll)
-                    continue
-                await heartbeating(self._deliver_all(session, found, secret, due))
+        in_flight: dict[asyncio.Task[DeliveryResult], Delivery] = {}
+        taken_at = lag_at = 0.0
+        try:
+            async with session:
+                while True:
+                    activity.heartbeat()
+                    if time.monotonic() - taken_at >= self.settings.poll:
+                        taken_at = time.monotonic()
+                        stop = await self._stop(subscription_id, until)
+                        if stop is not None:
+                            await self._record(found, in_flight, list(in_flight))
+                            return stop
+                    if time.monotonic() - lag_at >= 1.0:
+                        lag_at = time.monotonic()
+                        self._lag(
+                            subscription_id,
+                            await subscriptions.lag_seconds(self.pool, subscription_id),
+                        )
+                    room = self.settings.concurrency - len(in_flight)
+                    if room > 0:
+                        busy = [item.event.opportunity_id for item in in_flight.values()]
+                        for item in await subscriptions.due(
+                            self.pool, subscription_id, limit=room, busy=busy
+                        ):
+                            task = asyncio.create_task(self._deliver(session, found, secret, item))
+                            in_flight[task] = item
+                    if not in_flight:
+                        await asyncio.sleep(self.settings.poll)
+                        continue
+                    done, _ = await asyncio.wait(
+                        in_flight, timeout=self.settings.poll, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    await self._record(found, in_flight, list(done))
+        finally:
+            for task in in_flight:
+                task.cancel()
 
-    async def _deliver_all(
+    async def _stop(self, subscription_id: str, until: float) -> str | None:
+        """Take in the outbox's new events; why to stop (paused, deleted, or the run's time
+        is up), or None to go on."""
+        if await subscriptions.intake(self.pool, subscription_id) is None:
+            now = await subscriptions.get(self.pool, subscription_id)
+            return "paused" if now is not None and now.status == "paused" else "deleted"
+        return "running" if time.monotonic() >= until else None
+
+    async def _record(
         self,
-        session: aiohttp.ClientSession,
         found: Subscription,
-        secret: str | None,
-        due: list[Delivery],
+        in_flight: dict[asyncio.Task[DeliveryResult], Delivery],
+        finished: list[asyncio.Task[DeliveryResult]],
     ) -> None:
-        """Send the due events at once (each the head of its opportunity's), then record the
-        delivered ones together."""
-        results = await asyncio.gather(
-            *(self._deliver(session, found, secret, item) for item in due)
-        )
+        """The results of these deliveries (awaited if still running): the delivered ones
+        recorded together (a failure was recorded when it failed), all counted."""
+        results = [(in_flight.pop(task), await task) for task in finished]
         await subscriptions.delivered(
             self.pool,
             found.subscription_id,
-            [
-                item.event
-                for item, result in zip(due, results, strict=True)
-                if result == "delivered"
-            ],
+            [item.event for item, result in results if result == "delivered"],
         )
         counter = activity.metric_meter().create_counter(
             DELIVERIES, "Deliveries of opportunity events, by subscription and result"
         )
-        for result in ("delivered", "failed", "parked"):
-            if count := results.count(result):
-                counter.add(count, {"subscription": found.subscription_id, "result": result})
+        for kind in ("delivered", "failed", "parked"):
+            if count := sum(1 for _, result in results if result == kind):
+                counter.add(count, {"subscription": found.subscription_id, "result": kind})
 
     async def _secret(self, found: Subscription) -> str | None:
         if found.url is None:

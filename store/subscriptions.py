@@ -204,9 +204,12 @@ async def intake(pool: asyncpg.Pool, subscription_id: str, *, limit: int = 1000)
         return len(found)
 
 
-async def due(pool: asyncpg.Pool, subscription_id: str, *, limit: int) -> list[Delivery]:
+async def due(
+    pool: asyncpg.Pool, subscription_id: str, *, limit: int, busy: Sequence[str] = ()
+) -> list[Delivery]:
     """The deliveries due now: the head of each opportunity's, unless it is parked or waits
-    for its next try; the oldest heads first."""
+    for its next try, or the opportunity is `busy` (one of its events is in flight); the
+    oldest heads first."""
     found = await pool.fetch(
         "SELECT h.*, e.event_id, e.type, e.at, e.data FROM ("
         " SELECT DISTINCT ON (opportunity_id) opportunity_id, seq, attempts, first_failed_at,"
@@ -214,9 +217,11 @@ async def due(pool: asyncpg.Pool, subscription_id: str, *, limit: int) -> list[D
         " ORDER BY opportunity_id, seq) h"
         " JOIN opportunity_events e ON e.opportunity_id = h.opportunity_id AND e.seq = h.seq"
         " WHERE h.parked_at IS NULL AND h.next_try_at <= now()"
+        " AND h.opportunity_id <> ALL($3::text[])"
         " ORDER BY h.next_try_at, e.position LIMIT $2",
         subscription_id,
         limit,
+        list(busy),
     )
     return [
         Delivery(
