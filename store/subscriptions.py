@@ -327,12 +327,19 @@ async def skip(pool: asyncpg.Pool, subscription_id: str, event_id: str | None) -
 
 
 async def lag_seconds(pool: asyncpg.Pool, subscription_id: str) -> float:
-    """The age of the oldest event the subscription has taken and not yet delivered."""
+    """The age of the oldest event the subscription has not delivered: of those it has taken,
+    and of the outbox's rows past its cursor (held back by the fence or not yet taken)."""
     value = await pool.fetchval(
-        "SELECT coalesce(extract(epoch FROM now() - min(e.written_at)), 0)::float8"
-        " FROM subscription_deliveries d JOIN opportunity_events e"
-        " ON e.opportunity_id = d.opportunity_id AND e.seq = d.seq"
-        " WHERE d.subscription_id = $1",
+        "SELECT greatest("
+        " (SELECT extract(epoch FROM now() - min(e.written_at))"
+        "  FROM subscription_deliveries d JOIN opportunity_events e"
+        "  ON e.opportunity_id = d.opportunity_id AND e.seq = d.seq"
+        "  WHERE d.subscription_id = $1),"
+        " (SELECT extract(epoch FROM now() - e.written_at)"
+        "  FROM subscriptions s JOIN opportunity_events e"
+        "  ON (e.xid, e.position) > (s.cursor_xid, s.cursor_position)"
+        "  WHERE s.subscription_id = $1 ORDER BY e.xid, e.position LIMIT 1),"
+        " 0)::float8",
         subscription_id,
     )
     return float(value or 0.0)

@@ -71,6 +71,7 @@ async def test_old_events_go_once_no_subscription_needs_them(own_schema: asyncpg
     await subscriptions.add(pool, sub, secret=None, secret_key_id=None)
     await _write(pool, [_event("c", 1), _event("c", 2), _event("d", 1)], days_ago=40)
     assert await subscriptions.prune_events(pool, timedelta(days=30)) == 0, "not yet read"
+    assert await subscriptions.lag_seconds(pool, "s") > 39 * 86400, "the lag counts unread rows"
 
     assert await subscriptions.intake(pool, "s") == 3
     [head_c, head_d] = sorted(
@@ -82,6 +83,7 @@ async def test_old_events_go_once_no_subscription_needs_them(own_schema: asyncpg
     assert await subscriptions.prune_events(pool, timedelta(days=30)) == 1, "d/1 delivered"
     assert await _left(pool) == ["b/1", "c/1", "c/2"], "c/1 parked and c/2 behind it stay"
 
+    assert await subscriptions.lag_seconds(pool, "s") > 39 * 86400, "and undelivered ones"
     assert await subscriptions.skip(pool, "s", "c/1") == 1
     assert await subscriptions.prune_events(pool, timedelta(days=30)) == 1
     assert await _left(pool) == ["b/1", "c/2"]
