@@ -40,6 +40,13 @@ REJECTION_CODES: dict[str, str] = {
     "applied: send the command again later",
     "internal_error": "the command met a defect in the service (logged); nothing was changed",
     "batch_exists": "this batch id was used for another mass modification: give another one",
+    "unauthenticated": "the command's signed actor (header sales-authz) is missing where "
+    "authorization is enforced, or is not a valid token of a known key",
+    "token_expired": "the command's token has expired, or is not valid yet",
+    "token_mismatch": "the command's token was signed for another workflow, command, payload, "
+    "request id, service or user",
+    "key_revoked": "the command's token was signed with a revoked key",
+    "forbidden": "the actor's roles do not allow this command on this opportunity",
 }
 """Every code a rejection may carry, with what it means (published in `contract/`). Callers
 decide by code, never by the message text."""
