@@ -14,6 +14,7 @@ import signal
 from typing import Any
 
 import asyncpg
+import jwt
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
@@ -30,9 +31,12 @@ from runtime import settings
 from runtime.codec import tolerant
 from runtime.observability import configure_logging, metrics_address, metrics_runtime
 from runtime.temporal import connect_patiently
+from sales.authorization import Directory
 from sales.registry import COMMANDS
+from store import authorization
 from store.schema import migrate
 from workflows import outbox_retention
+from workflows.authorization import DIRECTORIES, Authorization, DirectoryHolder
 from workflows.mass_modify import MassModifyWorkflow
 from workflows.opportunity import OpportunityWorkflow
 from workflows.outbox_retention import OutboxRetentionWorkflow
@@ -41,6 +45,9 @@ from workflows.subscription import SubscriptionWorkflow
 
 log = logging.getLogger("opportunities.worker")
 
+SIGNED_STARTS = ("Opportunity", "MassModify")
+"""The workflow types whose starts carry a signed actor (checked when the first run begins)."""
+
 
 def build_worker(
     client: Client,
@@ -48,10 +55,15 @@ def build_worker(
     task_queue: str | None = None,
     mailer: Mailer | None = None,
     opportunity_activities: OpportunityActivities | None = None,
+    directory: DirectoryHolder | None = None,
 ) -> Worker:
     """A worker with every workflow and activity; tests may swap the projection activities.
     It decodes with `client`'s converter made tolerant of undecodable extra arguments, and
-    hands every start and command exactly one raw argument (`OneArgument`)."""
+    hands every start and command exactly one raw argument (`OneArgument`). Its workflows
+    judge signed actors by `directory` (default: none, authorization off)."""
+    queue = task_queue or settings.task_queue()
+    if directory is not None or queue not in DIRECTORIES:  # another worker of the queue
+        DIRECTORIES[queue] = directory or DirectoryHolder()  # in this process keeps its own
     activities = [
         *(opportunity_activities or OpportunityActivities(pool, client)).all(),
         *MassActivities(pool, client).all(),
@@ -60,7 +72,7 @@ def build_worker(
         *EventActivities(pool).all(),
         *EventDeliveryActivities(pool, client, DeliverySettings()).maintenance(),
     ]
-    return workflow_worker(client, task_queue or settings.task_queue(), activities)
+    return workflow_worker(client, queue, activities)
 
 
 def delivery_worker(
@@ -92,7 +104,7 @@ def workflow_worker(client: Client, task_queue: str, activities: list[Any]) -> W
             OutboxRetentionWorkflow,
         ],
         activities=activities,
-        interceptors=[OneArgument(COMMANDS)],
+        interceptors=[OneArgument(COMMANDS), Authorization(COMMANDS, SIGNED_STARTS)],
         max_cached_workflows=cached_workflows(),
         workflow_runner=workflow_runner(),
     )
@@ -134,6 +146,48 @@ def cached_workflows() -> int:
     return value
 
 
+def reload_seconds() -> float:
+    """`OPPORTUNITIES_AUTHZ_RELOAD`: how often the worker loads keys, roles, permissions and
+    the mode again (default 30 s; at most 50, so that everything written is loaded before it
+    takes effect, `store.authorization.EFFECTIVE_AFTER` later)."""
+    raw = settings.setting("OPPORTUNITIES_AUTHZ_RELOAD") or "30"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"OPPORTUNITIES_AUTHZ_RELOAD must be seconds, not {raw!r}") from None
+    if not 1 <= value <= 50:
+        raise SystemExit(f"OPPORTUNITIES_AUTHZ_RELOAD must be 1 to 50 seconds, not {raw!r}")
+    return value
+
+
+async def load_directory_or_exit(pool: asyncpg.Pool) -> Directory:
+    """The directory, with `SALES_AUTH` recorded if it changed; exit naming a key that cannot
+    be read."""
+    mode = settings.setting("SALES_AUTH")
+    if mode:
+        if mode not in ("off", "record", "enforce"):
+            raise SystemExit(f"SALES_AUTH must be off, record or enforce, not {mode!r}")
+        if await authorization.record_mode(pool, mode):  # type: ignore[arg-type]
+            log.info("authorization mode %s recorded; in effect in %s", mode,
+                     authorization.EFFECTIVE_AFTER)  # fmt: skip
+    try:
+        return await authorization.load_directory(pool)
+    except (ValueError, jwt.PyJWTError) as error:
+        raise SystemExit(f"worker not started: a signing key cannot be read: {error}") from None
+
+
+async def keep_loading(pool: asyncpg.Pool, holder: DirectoryHolder) -> None:
+    """Load the directory again every `reload_seconds`; a failure keeps the last one (and is
+    logged), since records take effect only later."""
+    every = reload_seconds()
+    while True:
+        await asyncio.sleep(every)
+        try:
+            holder.current = await authorization.load_directory(pool)
+        except Exception:
+            log.exception("loading keys and permissions failed; keeping the last ones")
+
+
 def mailer_from_environment() -> Mailer | None:
     """`SMTP_URL` (and `SMTP_FROM`) configure e-mail; without them letters are filed."""
     url = settings.setting("SMTP_URL")
@@ -154,9 +208,11 @@ async def serve(stop: asyncio.Event) -> None:
         applied = await migrate(pool)
         if applied:
             log.info("applied database migrations %s", applied)
-        worker = build_worker(client, pool, mailer=mailer_from_environment())
+        directory = DirectoryHolder(await load_directory_or_exit(pool))
+        worker = build_worker(client, pool, mailer=mailer_from_environment(), directory=directory)
         deliveries = delivery_worker(client, pool)
         await outbox_retention.ensure_schedule(client, settings.task_queue())
+        reloading = asyncio.create_task(keep_loading(pool, directory))
         async with worker, deliveries:
             log.info(
                 "worker polling task queues %r and %r",
@@ -165,6 +221,7 @@ async def serve(stop: asyncio.Event) -> None:
             )
             await stop.wait()
             log.info("stopping: finishing the tasks in hand")
+            reloading.cancel()
     finally:
         await pool.close()
 

@@ -63,11 +63,13 @@ def sign(
     issued = now
     claims: dict[str, Any] = {
         "sub": sub, "aud": aud, "wid": wid, "cmd": cmd, "args_sha256": args_sha256(payload),
-        "jti": jti, "iat": int(issued.timestamp()),
+        "iat": int(issued.timestamp()),
         "exp": int((issued + min(lifetime, MAX_LIFETIME)).timestamp()),
     }  # fmt: skip
     if act is not None:
         claims["act"] = act
+    if jti is not None:
+        claims["jti"] = jti
     return jwt.encode(claims, private_key, algorithm=ALGORITHM, headers={"kid": kid})
 
 

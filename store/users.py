@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import asyncpg
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from sales.validation import Identifier, ShortLine
+from store.authorization import EFFECTIVE_AFTER, grant_roles
 
 
 class User(BaseModel):
@@ -17,18 +20,25 @@ class User(BaseModel):
     roles: list[Identifier] = Field(default_factory=list, max_length=50)
 
 
-async def put_user(pool: asyncpg.Pool, user: User) -> bool:
-    """Add the user, or replace its details; True if it was added."""
-    added = await pool.fetchval(
-        "INSERT INTO users (user_id, name, email, roles) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (user_id) DO UPDATE SET name = EXCLUDED.name, email = EXCLUDED.email,"
-        " roles = EXCLUDED.roles, updated_at = now()"
-        " RETURNING (xmax = 0)",
-        user.user_id,
-        user.name,
-        user.email,
-        user.roles,
-    )
+async def put_user(
+    pool: asyncpg.Pool, user: User, *, roles_delay: timedelta = EFFECTIVE_AFTER
+) -> bool:
+    """Add the user, or replace its details; True if it was added. Changed roles take effect
+    `roles_delay` from now (`store.authorization.EFFECTIVE_AFTER`)."""
+    async with pool.acquire() as conn, conn.transaction():
+        before = await conn.fetchval("SELECT roles FROM users WHERE user_id = $1", user.user_id)
+        added = await conn.fetchval(
+            "INSERT INTO users (user_id, name, email, roles) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (user_id) DO UPDATE SET name = EXCLUDED.name, email = EXCLUDED.email,"
+            " roles = EXCLUDED.roles, updated_at = now()"
+            " RETURNING (xmax = 0)",
+            user.user_id,
+            user.name,
+            user.email,
+            user.roles,
+        )
+        if list(before or []) != list(user.roles) or added:
+            await grant_roles(conn, user.user_id, list(user.roles), delay=roles_delay)
     return bool(added)
 
 

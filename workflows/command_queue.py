@@ -25,6 +25,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from runtime.escaping import escaped
     from sales import core
+    from sales.authorization import Actor
     from sales.commands import Envelope
     from sales.errors import CommandRejected, with_code
     from sales.opportunity import MAX_REASON, MAX_REJECTED
@@ -32,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from sales.results import CommandResult
     from sales.validation import cut, is_short_line, safe_excerpt
     from workflows import continue_as_new, payloads
+    from workflows.authorization import authenticate, credentials_of
     from workflows.messages import NO_INPUT, QueuedCommand
 
 MAX_QUEUED = 2000
@@ -47,11 +49,20 @@ def command_handlers(name: str) -> tuple[Any, Any]:
 
     @workflow.signal(name=name, description=summary)
     def on_signal(self, payload: RawValue = NO_INPUT) -> None:
-        self.queue.receive(name, [payload])
+        try:
+            actor = authenticate(name, payload, credentials_of(payload), signal=True)
+        except CommandRejected as refused:
+            self.queue.receive(name, [payload], refused=refused)
+            return
+        self.queue.receive(name, [payload], actor=actor)
 
     @workflow.update(name=name, description=summary)
     async def on_update(self, payload: RawValue = NO_INPUT) -> CommandResult:
-        return await self.queue.submit(name, [payload])
+        try:  # again: the validator does not run on replay
+            actor = authenticate(name, payload, credentials_of(payload), signal=False)
+        except CommandRejected as refused:
+            raise rejection_error(refused) from None
+        return await self.queue.submit(name, [payload], actor=actor)
 
     @on_update.validator
     def validate(self, payload: RawValue = NO_INPUT) -> None:
@@ -59,6 +70,7 @@ def command_handlers(name: str) -> tuple[Any, Any]:
         try:
             self.queue.require_room(payload)
             self.require_writable()
+            authenticate(name, payload, credentials_of(payload), signal=False)
             command = parse_command(name, payloads.decode(payload, f"{name} payload"))
             if self.state is not None:
                 core.check(self.state, command)
@@ -91,8 +103,16 @@ class CommandQueue:
     def __bool__(self) -> bool:
         return bool(self.items)
 
-    def receive(self, name: str, args: Sequence[RawValue]) -> None:
-        """A signal: queued, nobody waits (refused when the queue is full)."""
+    def receive(
+        self,
+        name: str,
+        args: Sequence[RawValue],
+        *,
+        actor: Actor | None = None,
+        refused: CommandRejected | None = None,
+    ) -> None:
+        """A signal: queued, nobody waits (refused when the queue is full); `refused`: queued
+        to be rejected in its turn (its token was refused)."""
         self._arrived()
         self.signals += 1
         payload = args[0] if args else NO_INPUT
@@ -101,7 +121,7 @@ class CommandQueue:
         except CommandRejected as full:
             self.refused.add(name, payload, full)
             return
-        self._add(received(name, args))
+        self._add(received(name, args, refused, actor=actor))
 
     def take_refused(self) -> Refused:
         """The signals refused since the last call."""
@@ -133,13 +153,15 @@ class CommandQueue:
         self._bytes += item.size
         self.items.append(item)
 
-    async def submit(self, name: str, args: Sequence[RawValue]) -> CommandResult:
+    async def submit(
+        self, name: str, args: Sequence[RawValue], *, actor: Actor | None = None
+    ) -> CommandResult:
         """An update: queued, and its result awaited (a rejection raised as the update's
         error)."""
         self._arrived()
         ticket = self._next_ticket
         self._next_ticket += 1
-        self._add(received(name, args).model_copy(update={"ticket": ticket}))
+        self._add(received(name, args, actor=actor).model_copy(update={"ticket": ticket}))
         await workflow.wait_condition(lambda: ticket in self._results)
         outcome = self._results.pop(ticket)
         if isinstance(outcome, CommandRejected):
@@ -211,7 +233,11 @@ class Refused:
 
 
 def received(
-    name: str, args: Sequence[RawValue], refused: CommandRejected | None = None
+    name: str,
+    args: Sequence[RawValue],
+    refused: CommandRejected | None = None,
+    *,
+    actor: Actor | None = None,
 ) -> QueuedCommand:
     """A command as it arrived: its decoded payload, or its problem and an excerpt; its
     envelope read once, here; a name that is no command's kept as an escaped excerpt. One
@@ -233,7 +259,12 @@ def received(
         )
     problem = None if refused is None else (refused.code, cut(refused.reason, MAX_REASON))
     return QueuedCommand(
-        name=name, payload=payload, size=size, envelope=envelope_of(payload), problem=problem
+        name=name,
+        payload=payload,
+        size=size,
+        envelope=envelope_of(payload),
+        problem=problem,
+        actor=actor,
     )
 
 

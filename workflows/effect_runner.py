@@ -115,9 +115,7 @@ async def find_process(process_id: str) -> FoundProcess:
     """The process a `move_process` moves to (retried like every effect); when no retry
     found it, `CommandRejected` (`unavailable`): the command is not applied."""
     try:
-        return await execute(
-            OpportunityActivities.find_process, process_id, f"Find: {process_id}"
-        )
+        return await execute(OpportunityActivities.find_process, process_id, f"Find: {process_id}")
     except FAILED_FOR_GOOD as error:
         raise _not_looked_up("the process", error) from None
 
@@ -128,9 +126,7 @@ async def find_users(user_ids: list[str], *, local: bool = False) -> list[str]:
     When no retry found them, `CommandRejected` (`unavailable`)."""
     try:
         if local and not in_first_task():
-            return await execute_locally(
-                OpportunityActivities.find_users, user_ids, "Find users"
-            )
+            return await execute_locally(OpportunityActivities.find_users, user_ids, "Find users")
         return await execute(OpportunityActivities.find_users, user_ids, "Find users")
     except FAILED_FOR_GOOD as error:
         raise _not_looked_up("the users", error) from None

@@ -11,6 +11,7 @@ from temporalio.common import RawValue
 
 from activities.opportunity_activities import ProjectionWrite
 from runtime.workflow_ids import opportunity_workflow_id
+from sales.authorization import Actor
 from sales.commands import Command, Envelope
 from sales.errors import CommandRejected
 from sales.opportunity import MAX_REASON, Opportunity, StartOpportunity
@@ -43,6 +44,8 @@ class QueuedCommand(BaseModel):
     ticket: int | None = None
     problem: tuple[CodeText, Annotated[str, Field(max_length=MAX_REASON)]] | None = None
     envelope: Envelope = Envelope()
+    actor: Actor | None = None
+    """Who signed it, as verified when it arrived (None: unsigned, or authorization off)."""
     size: int = 0
     """The payload's size as it arrived, in bytes (for the queue's bound)."""
 

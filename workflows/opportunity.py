@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from sales.writes import Writes
     from workflows import continue_as_new, effect_runner
     from workflows.alarm import Alarm
+    from workflows.authorization import authorized
     from workflows.command_queue import CommandQueue, command_handlers, rejection_error
     from workflows.delivery import Delivery
     from workflows.indexing import Indexing
@@ -73,9 +74,11 @@ class OpportunityWorkflow:
                 continue
             self.alarm.set(wake)
             await workflow.wait_condition(
-                lambda: self.alarm.rang
-                or bool(self.queue.refused)
-                or (not self.projection.holding and (bool(self.queue) or self.continuing()))
+                lambda: (
+                    self.alarm.rang
+                    or bool(self.queue.refused)
+                    or (not self.projection.holding and (bool(self.queue) or self.continuing()))
+                )
             )
             self.reject_refused()
             await self.apply_queued(stop_when_continuing=True)
@@ -247,7 +250,7 @@ class OpportunityWorkflow:
         was rejected."""
         assert self.state is not None
         try:
-            command = item.command()
+            command = authorized(item.name, item.command(), item.actor, self.state)
             looked_up = await self.lookups.look_up(self.state, command)
             outcome = await core.run(
                 self.state, command, looked_up, effect_runner.perform, workflow.now
@@ -353,9 +356,9 @@ class OpportunityWorkflow:
                     await self.sleep_or_command(retry_at - workflow.now())
                 continue
             await workflow.wait_condition(
-                lambda: workflow.all_handlers_finished()
-                or bool(self.queue)
-                or bool(self.queue.refused)
+                lambda: (
+                    workflow.all_handlers_finished() or bool(self.queue) or bool(self.queue.refused)
+                )
             )
             if not self.queue and not self.queue.refused:
                 self.indexing.publish(self.state, due=True)

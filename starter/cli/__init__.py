@@ -20,6 +20,7 @@ from activities import rendering
 from runtime.escaping import neutralized
 from sales.errors import CommandRejected, describe_validation_error, with_code
 from starter.cli import actions, book, codec, mass, opportunities, reports, schema, setup, verify
+from starter.cli import authz as authz_cli
 from starter.cli import feed as feed_cli
 from starter.cli import subscriptions as subscriptions_cli
 from starter.cli import value as value_cli
@@ -37,6 +38,8 @@ app.add_typer(setup.user_app, name="user")
 app.add_typer(mass.mass_app, name="mass-modify")
 app.add_typer(reports.report_app, name="report")
 app.add_typer(subscriptions_cli.app, name="subscription")
+app.add_typer(authz_cli.keys_app, name="keys")
+app.add_typer(authz_cli.permissions_app, name="permissions")
 for command in [
     *opportunities.app.registered_commands,
     *actions.app.registered_commands,

@@ -43,6 +43,7 @@ from starter.cli.common import (
     Unsuccessful,
     UserError,
     actor,
+    cli_signer,
     console,
     counted,
     database,
@@ -598,7 +599,7 @@ def import_command(
     again opens nothing new."""
 
     async def work() -> Tally:
-        client = await OpportunitiesClient.connect()
+        client = await OpportunitiesClient.connect(signer=cli_signer())
         async with database() as pool:
             return await import_book(
                 file, pool=pool, client=client, dry_run=dry_run, skip_bad_rows=skip_bad_rows,

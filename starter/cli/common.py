@@ -40,6 +40,7 @@ from runtime.temporal import Unreachable
 from sales.errors import CommandRejected, describe_validation_error
 from sales.validation import MAX_PROCESS_BYTES
 from starter.client import NoWorker, OpportunityNotFound, StartFailed
+from starter.client.signing import Signer, user_signer
 
 
 class SafeConsole(Console):
@@ -289,6 +290,14 @@ async def database() -> AsyncIterator[asyncpg.Pool]:
         yield pool
     finally:
         await pool.close()
+
+
+def cli_signer() -> Signer | None:
+    """The key the CLI signs with: the user's own (`opportunities keys create`), if any."""
+    try:
+        return user_signer(actor())
+    except ValueError as error:
+        raise UserError(str(error)) from None
 
 
 def actor() -> str:

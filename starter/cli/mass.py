@@ -21,6 +21,7 @@ from starter.cli.common import (
     Unsuccessful,
     UserError,
     actor,
+    cli_signer,
     console,
     counted,
     database,
@@ -110,7 +111,7 @@ def mass_modify(
             raise typer.Exit(1)
 
     async def work() -> None:
-        client = await OpportunitiesClient.connect()
+        client = await OpportunitiesClient.connect(signer=cli_signer())
         try:
             handle = await client.start_mass_modify(batch)
         except WorkflowAlreadyStartedError:
@@ -187,7 +188,7 @@ def status_command(batch_id: str, as_json: JsonFlag = False) -> None:
     """Progress of a running or finished batch."""
 
     async def work() -> None:
-        client = await OpportunitiesClient.connect()
+        client = await OpportunitiesClient.connect(signer=cli_signer())
         report(await client.mass_progress(batch_id), as_json)
 
     run(work)

@@ -31,6 +31,7 @@ from starter.cli.common import (
     JsonFlag,
     UserError,
     actor,
+    cli_signer,
     console,
     counted,
     database,
@@ -101,7 +102,7 @@ def create(
     value = {field: given for field, given in value.items() if given is not None}
 
     async def work() -> None:
-        client = await OpportunitiesClient.connect()
+        client = await OpportunitiesClient.connect(signer=cli_signer())
         async with database() as pool:
             contact_name = await ReadModel(pool).contact_name(contact)
             found = await _check_start(pool, contact, contact_name, process, stage)
@@ -194,7 +195,7 @@ def show(
     """The opportunity's detail: current stage, status and stage actions."""
 
     async def work() -> None:
-        client = await OpportunitiesClient.connect()
+        client = await OpportunitiesClient.connect(signer=cli_signer())
         async with database() as pool:
             run_id = await ReadModel(pool).closed_run(opportunity_id)
             opportunity = await client.state(opportunity_id, run_id=run_id)
@@ -275,7 +276,7 @@ def history(opportunity_id: str, as_json: JsonFlag = False) -> None:
     """The opportunity's stage changes, oldest first."""
 
     async def work() -> None:
-        client = await OpportunitiesClient.connect()
+        client = await OpportunitiesClient.connect(signer=cli_signer())
         async with database() as pool:
             read_model = ReadModel(pool)
             run_id = await read_model.closed_run(opportunity_id)
@@ -410,7 +411,7 @@ def reopen(
     """Open a won or lost opportunity again (a new run of its workflow, same history)."""
 
     async def work() -> None:
-        client = await OpportunitiesClient.connect()
+        client = await OpportunitiesClient.connect(signer=cli_signer())
         state = await client.reopen(opportunity_id, stage, by=by or actor())
         if as_json:
             print_json(state)

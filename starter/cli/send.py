@@ -17,6 +17,7 @@ from starter.cli.common import (
     Unsuccessful,
     UserError,
     actor,
+    cli_signer,
     console,
     counted,
     database,
@@ -58,7 +59,7 @@ def send(opportunity_id: str, command: Command, as_json: bool) -> None:
     """Send a command as an update and print its result (one line per action)."""
 
     async def work() -> None:
-        client = await OpportunitiesClient.connect()
+        client = await OpportunitiesClient.connect(signer=cli_signer())
         try:
             result = await client.execute(opportunity_id, command)
         except CommandRejected as rejected:
@@ -104,7 +105,7 @@ def print_result(opportunity_id: str, result: CommandResult) -> None:
 
 
 async def state_of(opportunity_id: str) -> Opportunity:
-    return await (await OpportunitiesClient.connect()).state(opportunity_id)
+    return await (await OpportunitiesClient.connect(signer=cli_signer())).state(opportunity_id)
 
 
 async def require_users(user_ids: list[str]) -> None:

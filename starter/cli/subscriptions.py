@@ -15,6 +15,7 @@ from starter.cli.common import (
     JsonFlag,
     UserError,
     actor,
+    cli_signer,
     console,
     counted,
     database,
@@ -40,7 +41,7 @@ EventOption = Annotated[
 def _with(work: Callable[[Subscriptions], Awaitable[T]]) -> T:
     async def go() -> T:
         async with database() as pool:
-            client = await OpportunitiesClient.connect()
+            client = await OpportunitiesClient.connect(signer=cli_signer())
             try:
                 return await work(Subscriptions(pool, client.temporal))
             except SubscriptionError as error:

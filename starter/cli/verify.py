@@ -9,7 +9,16 @@ import asyncpg
 import typer
 
 from runtime.workflow_ids import opportunity_id_of
-from starter.cli.common import JsonFlag, UserError, console, database, new_app, print_json, run
+from starter.cli.common import (
+    JsonFlag,
+    UserError,
+    cli_signer,
+    console,
+    database,
+    new_app,
+    print_json,
+    run,
+)
 from starter.client import OpportunitiesClient
 from starter.client.read_model import ReadModel
 from starter.client.verify import UNCHECKED, Verdict, verify
@@ -38,7 +47,7 @@ def verify_command(
         raise UserError("give opportunity ids or --all (not both)")
 
     async def work() -> int:
-        client = await OpportunitiesClient.connect()
+        client = await OpportunitiesClient.connect(signer=cli_signer())
         async with database() as pool:
             ids = list(opportunity_ids or [])
             if every:

@@ -60,6 +60,7 @@ from sales.opportunity import HistoryEntry, Opportunity, StartOpportunity
 from sales.process import Action
 from sales.registry import command_name
 from sales.results import CommandResult
+from starter.client.signing import Signer, SigningInterceptor
 from workflows.mass_messages import MassModifyInput, Progress
 from workflows.messages import OpportunityInput, Reopen
 
@@ -147,13 +148,25 @@ class OpportunitiesClient:
     """Commands, queries and starts, through Temporal only (no database): what a backend
     service needs to drive opportunities. Reading the read model is `ReadModel`'s."""
 
-    def __init__(self, client: Client, task_queue: str | None = None) -> None:
+    def __init__(
+        self, client: Client, task_queue: str | None = None, signer: Signer | None = None
+    ) -> None:
+        """`signer`: sign every command and start with this key (header `sales-authz`)."""
+        if signer is not None:
+            config = client.config()
+            config["interceptors"] = [
+                *config["interceptors"],
+                SigningInterceptor(
+                    signer, client.namespace, client.data_converter.payload_converter
+                ),
+            ]
+            client = Client(**config)
         self.temporal = client
         self.task_queue = task_queue or settings.task_queue()
 
     @classmethod
-    async def connect(cls) -> OpportunitiesClient:
-        return cls(await connect())
+    async def connect(cls, signer: Signer | None = None) -> OpportunitiesClient:
+        return cls(await connect(), signer=signer)
 
     def handle(self, opportunity_id: str, run_id: str | None = None) -> WorkflowHandle[Any, Any]:
         """The opportunity's workflow: its latest run, or the run `run_id`."""
@@ -426,9 +439,7 @@ class OpportunitiesClient:
         self, opportunity_id: str, source: str, reference: str, status: str, **common: Any
     ) -> CommandResult:
         """Another system's status for the opportunity (its case or policy `reference`)."""
-        command = RecordExternalStatus(
-            source=source, reference=reference, status=status, **common
-        )
+        command = RecordExternalStatus(source=source, reference=reference, status=status, **common)
         return await self.execute(opportunity_id, command)
 
     async def update_details(self, opportunity_id: str, **fields: Any) -> CommandResult:

@@ -1,0 +1,42 @@
+-- Who may do what: signing keys, users' roles over time, permission sets and the
+-- authorization mode, each with the time it takes effect (registration or recording plus the
+-- workers' reload interval), so that a command is judged the same live and on replay. Keys
+-- are never deleted: a revoked key stays, with the time its revocation took effect.
+
+CREATE TABLE signing_keys (
+    kid            text PRIMARY KEY,
+    user_id        text NOT NULL,
+    acts_for       text[],            -- a service key: the users it may sign for ('*': any)
+    public_jwk     jsonb NOT NULL,
+    registered_at  timestamptz NOT NULL DEFAULT now(),
+    registered_by  text,
+    usable_from    timestamptz NOT NULL,
+    revoked_at     timestamptz,
+    revoked_from   timestamptz,
+    revoked_by     text
+);
+
+CREATE TABLE role_grants (
+    user_id         text NOT NULL,
+    roles           text[] NOT NULL,
+    effective_from  timestamptz NOT NULL,
+    recorded_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, effective_from)
+);
+-- Today's roles have always been in effect.
+INSERT INTO role_grants (user_id, roles, effective_from)
+    SELECT user_id, roles, '-infinity' FROM users;
+
+CREATE TABLE permission_sets (
+    version         serial PRIMARY KEY,
+    rules           jsonb NOT NULL,
+    applied_at      timestamptz NOT NULL DEFAULT now(),
+    applied_by      text,
+    effective_from  timestamptz NOT NULL
+);
+
+CREATE TABLE authorization_modes (
+    mode            text NOT NULL CHECK (mode IN ('off', 'record', 'enforce')),
+    effective_from  timestamptz PRIMARY KEY,
+    recorded_at     timestamptz NOT NULL DEFAULT now()
+);

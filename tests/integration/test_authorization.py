@@ -1,0 +1,274 @@
+"""Authorization enforced, on real servers: commands and starts signed with real keys (the
+typed client, the `temporal` CLI with `--headers`, a raw client), each refusal with its code
+and nothing applied, and roles deciding who may change which opportunity."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from temporalio.api.common.v1 import Payload
+from temporalio.client import (
+    Client,
+    Interceptor,
+    OutboundInterceptor,
+    WorkflowUpdateFailedError,
+)
+
+from runtime import embedded
+from sales.authorization import Dated, PermissionRule, Permissions, SigningKey
+from sales.errors import CommandRejected
+from sales.tokens import HEADER, audience, header_data, sign
+from starter.client import OpportunitiesClient, StartFailed
+from starter.client.signing import Signer
+from store import authorization
+from store.users import User, put_user
+from tests.support.helpers import eventually, setup_contact, setup_process, setup_references
+from tests.support.servers import Servers
+from worker import build_worker
+from workflows.authorization import DirectoryHolder
+
+pytestmark = pytest.mark.usefixtures("verified")
+
+PERMISSIONS = Permissions(rules=[
+    PermissionRule(role="adviser", commands=["perform_actions", "complete_actions",
+                                             "record_outcome", "change_stage", "close_won",
+                                             "add_remark"], scope="team"),
+    PermissionRule(role="manager", commands=["*"], scope="all"),
+])  # fmt: skip
+"""The docs' example: an adviser works the opportunities they own or are assigned to; only a
+manager changes the owner, deletes, moves to another process or closes as lost."""
+
+
+@dataclass
+class Office:
+    uid: str
+    process_id: str
+    contact_id: str
+    signers: dict[str, Signer]
+    holder: DirectoryHolder
+
+    def user(self, name: str) -> str:
+        return f"{name}-{self.uid}"
+
+
+async def _signer(pool: asyncpg.Pool, user: str) -> Signer:
+    private = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
+    kid = f"{user}-key"
+    await authorization.add_key(
+        pool, SigningKey(kid=kid, user_id=user, public_jwk=jwk, usable_from=datetime.now(UTC)),
+        by="admin", delay=timedelta(0),
+    )  # fmt: skip
+    return Signer(kid, private, user)
+
+
+async def reload(pool: asyncpg.Pool, holder: DirectoryHolder) -> None:
+    """What a worker's reload does, with authorization enforced from an hour ago."""
+    loaded = await authorization.load_directory(pool, modes=False)
+    enforce = [Dated(value="enforce", effective_from=datetime.now(UTC) - timedelta(hours=1))]
+    holder.current = loaded.model_copy(update={"modes": enforce})
+
+
+@pytest.fixture
+async def office(
+    client: Client, pool: asyncpg.Pool, task_queue: str, uid: str
+) -> AsyncIterator[Office]:
+    """Two advisers and a manager with keys, the permissions, and a worker enforcing them."""
+    signers = {}
+    for name, role in (("adv1", "adviser"), ("adv2", "adviser"), ("mgr", "manager")):
+        user = f"{name}-{uid}"
+        await put_user(pool, User(user_id=user, name=user, roles=[role]),
+                       roles_delay=timedelta(0))  # fmt: skip
+        signers[name] = await _signer(pool, user)
+    await authorization.apply_permissions(pool, PERMISSIONS, by="admin", delay=timedelta(0))
+    holder = DirectoryHolder()
+    await reload(pool, holder)
+    process_id = await setup_process(pool, uid, on_entry=False)
+    await setup_references(pool, uid)
+    contact_id = await setup_contact(pool, uid)
+    async with build_worker(client, pool, task_queue, directory=holder):
+        yield Office(uid, process_id, contact_id, signers, holder)
+
+
+def as_user(client: Client, task_queue: str, office: Office, name: str) -> OpportunitiesClient:
+    return OpportunitiesClient(client, task_queue, signer=office.signers[name])
+
+
+async def _open(client: Client, task_queue: str, office: Office, opp: str, owner: str) -> None:
+    manager = as_user(client, task_queue, office, "mgr")
+    await manager.create(office.contact_id, opportunity_id=opp, process_id=office.process_id,
+                         owner=office.user(owner))  # fmt: skip
+
+
+async def test_roles_decide_who_changes_which_opportunity(
+    client: Client, pool: asyncpg.Pool, task_queue: str, office: Office
+) -> None:
+    mine, theirs = f"a1-{office.uid}", f"a2-{office.uid}"
+    await _open(client, task_queue, office, mine, "adv1")
+    await _open(client, task_queue, office, theirs, "adv2")
+    adviser = as_user(client, task_queue, office, "adv1")
+    manager = as_user(client, task_queue, office, "mgr")
+
+    moved = await adviser.change_stage(mine, "Proposal")
+    assert moved.current_stage == "Proposal"
+    history = await manager.history(mine)
+    assert history[-1].by == office.user("adv1"), "by is the verified user"
+
+    for attempt, said in (
+        (adviser.change_stage(theirs, "Proposal"), "does not reach it"),
+        (adviser.change_owner(mine, office.user("adv2")), "no rule of their roles"),
+        (adviser.change_stage(mine, "Closed lost", reason="Price"), "close lost"),
+    ):
+        with pytest.raises(CommandRejected) as refused:
+            await attempt
+        assert refused.value.code == "forbidden" and said in refused.value.reason
+
+    await manager.change_owner(mine, office.user("adv2"))
+    assert (await manager.state(mine)).owner == office.user("adv2")
+    with pytest.raises(CommandRejected, match="does not reach it"):
+        await adviser.add_remark(mine, "not mine any more")
+    assert (await manager.change_stage(theirs, "Closed lost", reason="Price")).status == "lost"
+
+
+async def test_unsigned_and_forged_commands_are_refused_and_change_nothing(
+    client: Client, pool: asyncpg.Pool, task_queue: str, office: Office, servers: Servers
+) -> None:
+    opp = f"f-{office.uid}"
+    await _open(client, task_queue, office, opp, "adv1")
+    handle = client.get_workflow_handle(f"opportunity-{opp}")
+    signer = office.signers["adv1"]
+    aud = audience(client.namespace)
+
+    def token(payload: dict[str, Any], **changes: Any) -> str:
+        fields: dict[str, Any] = {"sub": signer.sub, "aud": aud, "wid": f"opportunity-{opp}",
+                                  "cmd": "change_stage", "payload": payload,
+                                  "jti": payload.get("request_id"),
+                                  "now": datetime.now(UTC)} | changes  # fmt: skip
+        return sign(signer.private_key, signer.kid, **fields)
+
+    command = {"stage": "Proposal", "request_id": f"r-{uuid.uuid4().hex[:8]}"}
+    cases = {
+        "unsigned": (None, "unauthenticated"),
+        "tampered": (token({**command, "stage": "Closed won"}), "token_mismatch"),
+        "another workflow": (token(command, wid="opportunity-else"), "token_mismatch"),
+        "another command": (token(command, cmd="change_owner"), "token_mismatch"),
+        "expired": (token(command, now=datetime.now(UTC) - timedelta(minutes=10)),
+                    "token_expired"),
+        "unknown key": (sign(signer.private_key, "nobody", sub=signer.sub, aud=aud,
+                             wid=f"opportunity-{opp}", cmd="change_stage", payload=command,
+                             jti=command["request_id"], now=datetime.now(UTC)),
+                        "unauthenticated"),
+        "alg none": (jwt.encode({"sub": signer.sub}, None, algorithm="none",
+                                headers={"kid": signer.kid}), "unauthenticated"),
+        "not a jws": ("x" * 100, "unauthenticated"),
+    }  # fmt: skip
+    for case, (forged, code) in cases.items():
+        headers = (
+            {}
+            if forged is None
+            else {HEADER: Payload(metadata={"encoding": b"json/plain"}, data=header_data(forged))}
+        )
+        raw = Client(**{**client.config(), "interceptors": [_Headers(headers)]})
+        with pytest.raises(WorkflowUpdateFailedError) as failed:
+            await raw.get_workflow_handle(handle.id).execute_update("change_stage", command)
+        assert f"{code}:" in str(failed.value.cause), (case, failed.value.cause)
+
+    # The HTTP API: a signal whose token was signed for another payload is queued as a
+    # rejection with its code, and nothing is applied.
+    tampered = token({**command, "stage": "Closed won"})
+    url = (f"http://127.0.0.1:{servers.http_port}/api/v1/namespaces/default/workflows/"
+           f"{handle.id}/signal/change_stage")  # fmt: skip
+    body = {"input": [command], "header": {"fields": {HEADER: tampered}}}
+    await _run("curl", "--fail-with-body", "-sS", "-X", "POST", url,
+               "-H", "Content-Type: application/json", "-d", json.dumps(body))  # fmt: skip
+    state = await eventually(lambda: _rejected(as_user(client, task_queue, office, "mgr"), opp))
+    assert state.rejected[-1].code == "token_mismatch", state.rejected[-1]
+    assert state.current_stage == "Prospect", "nothing applied"
+
+    # The temporal CLI with --headers: a tampered update is refused with its code; a good one
+    # is applied, and the same signed command sent again is applied once.
+    temporal = embedded.temporal_binary()
+    address = ["--address", servers.temporal_address]
+    code, out = await _completed(temporal, "workflow", "update", "execute", *address,
+                                 "--workflow-id", handle.id, "--name", "change_stage",
+                                 "--input", json.dumps(command),
+                                 "--headers", f"{HEADER}={json.dumps(tampered)}")  # fmt: skip
+    assert code == 1 and "token_mismatch:" in out, out
+    good = token(command)
+    for _ in range(2):
+        out = await _run(temporal, "workflow", "update", "execute", *address, "--workflow-id",
+                         handle.id, "--name", "change_stage", "--input", json.dumps(command),
+                         "--headers", f"{HEADER}={json.dumps(good)}",
+                         "--output", "json")  # fmt: skip
+        assert json.loads(out)["result"]["current_stage"] == "Proposal"
+    history = await as_user(client, task_queue, office, "mgr").history(opp)
+    assert [entry.to_stage for entry in history] == ["Prospect", "Proposal"], "applied once"
+
+    # A revoked key: refused once its revocation takes effect.
+    await authorization.revoke_key(pool, signer.kid, by="admin", delay=timedelta(0))
+    await reload(pool, office.holder)
+    with pytest.raises(CommandRejected) as revoked:
+        await as_user(client, task_queue, office, "adv1").add_remark(opp, "after revocation")
+    assert revoked.value.code == "key_revoked"
+
+
+async def test_an_unsigned_start_fails_at_once_and_writes_nothing(
+    client: Client, pool: asyncpg.Pool, task_queue: str, office: Office
+) -> None:
+    unsigned = OpportunitiesClient(client, task_queue)
+    with pytest.raises(StartFailed, match="not signed") as failed:
+        await unsigned.create(office.contact_id, opportunity_id=f"u-{office.uid}",
+                              process_id=office.process_id)  # fmt: skip
+    assert failed.value.code == "unauthenticated"
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM opportunities WHERE opportunity_id = $1", f"u-{office.uid}"
+        )
+        == 0
+    )
+
+
+async def _rejected(opportunities: OpportunitiesClient, opp: str) -> Any:
+    state = await opportunities.state(opp)
+    return state if state.rejected else None
+
+
+async def _completed(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await process.communicate()
+    return process.returncode or 0, out.decode()
+
+
+async def _run(*args: str) -> str:
+    code, out = await _completed(*args)
+    assert code == 0, out
+    return out
+
+
+class _Headers(Interceptor):
+    """A raw client's interceptor that sends these headers with every update."""
+
+    def __init__(self, headers: dict[str, Payload]) -> None:
+        self.headers = headers
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        headers = self.headers
+
+        class Adding(OutboundInterceptor):
+            async def start_workflow_update(self, input: Any) -> Any:
+                input.headers = {**input.headers, **headers}
+                return await super().start_workflow_update(input)
+
+        return Adding(next)

@@ -1,0 +1,224 @@
+"""Authorization in the workflow: the signed actor of each command, verified as it arrives
+(an update in its validator and again in its handler, which replay runs; a signal before it
+is queued, a refusal queued as a rejection with its code), and the actor's roles checked as
+the command is applied.
+
+What a decision depends on (keys, revocations, roles, permissions, the mode) comes from the
+worker's `Directory`, judged at `workflow.now()`: every record takes effect only once every
+worker has loaded it, so a decision is the same live and on replay. The worker registers the
+directory it keeps loading for its task queue (`DIRECTORIES`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.api.common.v1 import Payload
+from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import (
+    ExecuteWorkflowInput,
+    HandleSignalInput,
+    HandleUpdateInput,
+    Interceptor,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+)
+
+with workflow.unsafe.imports_passed_through():
+    from sales.authorization import Actor, Directory, authorize
+    from sales.commands import Command
+    from sales.errors import CommandRejected, with_code
+    from sales.opportunity import Opportunity
+    from sales.tokens import HEADER, START, audience, token_of, verify
+    from workflows import payloads
+
+SIGNAL_GRACE = timedelta(hours=24)
+"""How long after its `exp` a signal's token still counts: signals wait in Temporal while no
+worker runs, and must not be lost as expired."""
+
+
+class DirectoryHolder:
+    """The directory a worker keeps loading (replaced whole on each load)."""
+
+    def __init__(self, directory: Directory | None = None) -> None:
+        self.current = directory or Directory()
+
+
+DIRECTORIES: dict[str, DirectoryHolder] = {}
+"""The directory of each task queue's worker in this process."""
+
+_NONE = Directory()
+
+
+def directory() -> Directory:
+    holder = DIRECTORIES.get(workflow.info().task_queue)
+    return holder.current if holder is not None else _NONE
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a command's `sales-authz` header held (None: no header)."""
+
+    header: bytes | None = None
+
+
+NO_CREDENTIALS = Credentials()
+
+
+@dataclass(frozen=True)
+class SignedValue(RawValue):
+    """A command's raw payload with the credentials its headers carried, as the worker's
+    interceptor hands it to the handler (a handler takes exactly the caller's arguments)."""
+
+    credentials: Credentials = NO_CREDENTIALS
+
+
+def credentials_of(raw: RawValue) -> Credentials:
+    return raw.credentials if isinstance(raw, SignedValue) else NO_CREDENTIALS
+
+
+def _with_credentials(args: Sequence[Any], headers: Any) -> list[Any]:
+    """The arguments, the raw payload carrying the credentials of `headers`."""
+    given = credentials(headers)
+    return [
+        SignedValue(arg.payload, given) if isinstance(arg, RawValue) else arg for arg in args
+    ]
+
+
+def credentials(headers: dict[str, Payload] | Any) -> Credentials:
+    found = headers.get(HEADER) if headers else None
+    return Credentials(found.data if found is not None else None)
+
+
+def authenticate(name: str, raw: RawValue, given: Credentials, *, signal: bool) -> Actor | None:
+    """The verified actor of a command (None: unsigned, or authorization is off);
+    `CommandRejected` when its token is refused, or it is unsigned under `enforce`."""
+    now = workflow.now()
+    found = directory()
+    mode = found.mode_at(now)
+    if mode == "off":
+        return None
+    if given.header is None:
+        if mode == "enforce":
+            raise CommandRejected(
+                f"{name} is not signed: authorization is enforced (header {HEADER})",
+                code="unauthenticated",
+            )
+        return None
+    token = token_of(given.header)
+    payload = payloads.decode(raw, f"{name} payload")
+    info = workflow.info()
+    return verify(
+        token,
+        found,
+        at=now,
+        aud=audience(info.namespace),
+        wid=info.workflow_id,
+        cmd=name,
+        payload=payload,
+        jti=payload.get("request_id") if isinstance(payload, dict) else None,
+        grace=SIGNAL_GRACE if signal else timedelta(0),
+    )
+
+
+def authorized(name: str, command: Command, actor: Actor | None, state: Opportunity) -> Command:
+    """The command as it is applied: under `enforce`, refused unless its actor's roles allow
+    it on this opportunity (`forbidden`) and its `by` names its actor (else `token_mismatch`),
+    and `by` set to the actor."""
+    now = workflow.now()
+    found = directory()
+    if found.mode_at(now) != "enforce":
+        return command
+    if actor is None:
+        raise CommandRejected(
+            f"{name} is not signed: authorization is enforced (header {HEADER})",
+            code="unauthenticated",
+        )
+    if command.by not in (None, actor.sub):
+        raise CommandRejected(
+            f"by names {command.by}, but the command is signed for {actor.sub}",
+            code="token_mismatch",
+        )
+    authorize(actor, found.roles_at(actor.sub, now), name, command, state,
+              found.permissions_at(now))  # fmt: skip
+    return command.model_copy(update={"by": actor.sub})
+
+
+def check_start(headers: dict[str, Payload] | Any, raw: RawValue) -> Actor | None:
+    """The verified actor of a workflow's first run (a continued run has no headers and is not
+    checked); a non-retryable `ApplicationError` with the code if the start is refused."""
+    if workflow.info().continued_run_id is not None:
+        return None
+    found = directory()
+    mode = found.mode_at(workflow.now())
+    if mode == "off":
+        return None
+    given = credentials(headers)
+    try:
+        if given.header is None:
+            if mode == "enforce":
+                raise CommandRejected(
+                    f"the start is not signed: authorization is enforced (header {HEADER})",
+                    code="unauthenticated",
+                )
+            return None
+        info = workflow.info()
+        return verify(
+            token_of(given.header),
+            found,
+            at=workflow.now(),
+            aud=audience(info.namespace),
+            wid=info.workflow_id,
+            cmd=START,
+            payload=payloads.decode(raw, "start input", payloads.MAX_START_BYTES),
+            jti=None,
+        )
+    except CommandRejected as refused:
+        raise ApplicationError(
+            with_code(refused.code, refused.reason),
+            {"code": refused.code},
+            type="Unauthorized",
+            non_retryable=True,
+        ) from None
+
+
+class Authorization(Interceptor):
+    """Hands each command's handler the credentials its headers carry (after the payload), and
+    checks the start of a first run of the `started` workflow types."""
+
+    def __init__(self, names: Collection[str], started: Collection[str]) -> None:
+        self.names = frozenset(names)
+        self.started = frozenset(started)
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor]:
+        names, started = self.names, self.started
+
+        class Inbound(WorkflowInboundInterceptor):
+            async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+                if workflow.info().workflow_type in started and input.args:
+                    check_start(input.headers, input.args[0])
+                return await super().execute_workflow(input)
+
+            async def handle_signal(self, input: HandleSignalInput) -> None:
+                if input.signal in names:
+                    input.args = _with_credentials(input.args, input.headers)
+                await super().handle_signal(input)
+
+            def handle_update_validator(self, input: HandleUpdateInput) -> None:
+                if input.update in names:
+                    input.args = _with_credentials(input.args, input.headers)
+                super().handle_update_validator(input)
+
+            async def handle_update_handler(self, input: HandleUpdateInput) -> Any:
+                if input.update in names:
+                    input.args = _with_credentials(input.args, input.headers)
+                return await super().handle_update_handler(input)
+
+        return Inbound
