@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from sales import action_rules, stage_rules, value_rules
+from sales.authorization import Actor
 from sales.change_records import ChangeRecord, records
 from sales.commands import Command
 from sales.effects import Effect, EffectOutcome, PerformEffect
@@ -80,11 +81,17 @@ def needs(state: Opportunity, command: Command) -> Needs:
 
 
 async def run(
-    state: Opportunity, command: Command, looked_up: LookedUp, perform: Perform, clock: Clock
+    state: Opportunity,
+    command: Command,
+    looked_up: LookedUp,
+    perform: Perform,
+    clock: Clock,
+    actor: Actor | None = None,
 ) -> Outcome:
     """Apply `command` and carry it through: its effects, the settling of each outcome, the
     automatic advance that may follow. Raises `CommandRejected` (nothing changed) when it
-    cannot be applied."""
+    cannot be applied. `actor`: who sent it, as authorization judged (kept in the history
+    entries it adds)."""
     decision = apply(state, command, clock(), looked_up)
     if decision.result.duplicate:
         return Outcome(state, decision.result)
@@ -98,7 +105,19 @@ async def run(
     why = getattr(command, "reason", None)
     changed = records(result.command, state, new, by=command.by, at=clock(), why=why)
     writes.add_events(events_of(new, state, changed, writes.details))
+    if actor is not None:
+        _stamp(state, new, writes, actor)
     return Outcome(new, result, writes, changed)
+
+
+def _stamp(before: Opportunity, new: Opportunity, writes: Writes, actor: Actor) -> None:
+    """The history entries the command added, with its actor (in place)."""
+    last = before.history[-1].seq if before.history else 0
+    who = {"actor": actor.sub, "actor_service": actor.act, "verified": actor.verified}
+    if not any(entry.seq > last for entry in new.history):
+        return
+    new.history = [e.model_copy(update=who) if e.seq > last else e for e in new.history]
+    writes.history = [e.model_copy(update=who) if e.seq > last else e for e in writes.history]
 
 
 async def carry_out(decision: Decision, perform: Perform, clock: Clock) -> Outcome:

@@ -169,6 +169,13 @@ class HistoryEntry(BaseModel):
     stage)."""
     duration_seconds: int | None = None
     """How long the opportunity stayed in the stage it entered, once left."""
+    actor: IdText | None = None
+    """Who sent the command, as its token proves (`verified`) or as it claims (`by`, when
+    authorization records unsigned commands); None while authorization is off."""
+    actor_service: IdText | None = None
+    """The service that signed for `actor` (a token's `act`)."""
+    verified: bool | None = None
+    """Whether a valid signature proves `actor` (None: authorization off)."""
 
 
 class ExternalStatus(BaseModel):

@@ -158,8 +158,8 @@ async def _insert_history(
     await conn.executemany(
         "INSERT INTO opportunity_history (opportunity_id, seq, at, from_stage, to_stage,"
         " source, by, reason, canceled_activities, created_activities, left_at,"
-        " duration_seconds)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        " duration_seconds, actor, actor_service, verified)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         " ON CONFLICT (opportunity_id, seq) DO UPDATE SET at = EXCLUDED.at,"
         " from_stage = EXCLUDED.from_stage, to_stage = EXCLUDED.to_stage,"
         " source = EXCLUDED.source, by = EXCLUDED.by, reason = EXCLUDED.reason,"
@@ -167,7 +167,8 @@ async def _insert_history(
         " created_activities = EXCLUDED.created_activities,"
         " left_at = COALESCE(EXCLUDED.left_at, opportunity_history.left_at),"
         " duration_seconds = COALESCE(EXCLUDED.duration_seconds,"
-        " opportunity_history.duration_seconds)",
+        " opportunity_history.duration_seconds), actor = EXCLUDED.actor,"
+        " actor_service = EXCLUDED.actor_service, verified = EXCLUDED.verified",
         [
             (
                 opportunity_id,
@@ -182,6 +183,9 @@ async def _insert_history(
                 entry.created_activities,
                 entry.left_at,
                 entry.duration_seconds,
+                entry.actor,
+                entry.actor_service,
+                entry.verified,
             )
             for entry in history
         ],
@@ -341,8 +345,8 @@ async def find_run(pool: asyncpg.Pool, opportunity_id: str) -> tuple[str, str | 
 async def get_history(pool: asyncpg.Pool, opportunity_id: str) -> list[HistoryEntry]:
     rows = await pool.fetch(
         "SELECT seq, at, from_stage, to_stage, source, by, reason, canceled_activities,"
-        " created_activities, left_at, duration_seconds FROM opportunity_history"
-        " WHERE opportunity_id = $1 ORDER BY seq",
+        " created_activities, left_at, duration_seconds, actor, actor_service, verified"
+        " FROM opportunity_history WHERE opportunity_id = $1 ORDER BY seq",
         opportunity_id,
     )
     return [HistoryEntry.model_validate(dict(row)) for row in rows]

@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from sales.errors import CommandRejected, with_code
     from sales.opportunity import Opportunity
     from sales.tokens import HEADER, START, audience, token_of, verify
-    from workflows import payloads
+    from workflows import payloads, telemetry
 
 SIGNAL_GRACE = timedelta(hours=24)
 """How long after its `exp` a signal's token still counts: signals wait in Temporal while no
@@ -126,14 +126,24 @@ def authenticate(name: str, raw: RawValue, given: Credentials, *, signal: bool) 
     )
 
 
-def authorized(name: str, command: Command, actor: Actor | None, state: Opportunity) -> Command:
-    """The command as it is applied: under `enforce`, refused unless its actor's roles allow
-    it on this opportunity (`forbidden`) and its `by` names its actor (else `token_mismatch`),
-    and `by` set to the actor."""
+def authorized(
+    name: str, command: Command, actor: Actor | None, state: Opportunity
+) -> tuple[Command, Actor | None]:
+    """The command as it is applied, and the actor its history entries keep. Under `record`,
+    an unsigned command is applied with its `by` as an unverified actor (counted). Under
+    `enforce`, it is refused unless its actor's roles allow it on this opportunity
+    (`forbidden`) and its `by` names its actor (else `token_mismatch`); `by` is set to the
+    actor."""
     now = workflow.now()
     found = directory()
-    if found.mode_at(now) != "enforce":
-        return command
+    mode = found.mode_at(now)
+    if mode == "off":
+        return command, None
+    if mode == "record":
+        if actor is not None:
+            return command, actor
+        telemetry.count_unverified(name)
+        return command, Actor(sub=command.by or "unknown", verified=False)
     if actor is None:
         raise CommandRejected(
             f"{name} is not signed: authorization is enforced (header {HEADER})",
@@ -146,7 +156,7 @@ def authorized(name: str, command: Command, actor: Actor | None, state: Opportun
         )
     authorize(actor, found.roles_at(actor.sub, now), name, command, state,
               found.permissions_at(now))  # fmt: skip
-    return command.model_copy(update={"by": actor.sub})
+    return command.model_copy(update={"by": actor.sub}), actor
 
 
 def check_start(headers: dict[str, Payload] | Any, raw: RawValue) -> Actor | None:

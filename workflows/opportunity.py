@@ -250,10 +250,10 @@ class OpportunityWorkflow:
         was rejected."""
         assert self.state is not None
         try:
-            command = authorized(item.name, item.command(), item.actor, self.state)
+            command, actor = authorized(item.name, item.command(), item.actor, self.state)
             looked_up = await self.lookups.look_up(self.state, command)
             outcome = await core.run(
-                self.state, command, looked_up, effect_runner.perform, workflow.now
+                self.state, command, looked_up, effect_runner.perform, workflow.now, actor
             )
         except CommandRejected as rejected:
             return rejected

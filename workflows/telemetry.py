@@ -10,6 +10,7 @@ COMMANDS = "opportunities_commands"
 EFFECTS = "opportunities_effects"
 EFFECT_FAILURES = "opportunities_effect_failures"
 DEAD_LETTERS = "opportunities_dead_letters"
+UNVERIFIED = "opportunities_unverified_commands"
 
 
 def count_command(command: str, result: str, count: int = 1) -> None:
@@ -39,3 +40,10 @@ def count_dead_letter(part: str) -> None:
     workflow.metric_meter().create_counter(
         DEAD_LETTERS, "Parts of projections the read model refused, by part"
     ).add(1, {"part": part})
+
+
+def count_unverified(command: str) -> None:
+    """A command applied without a signature while authorization records (`record`)."""
+    workflow.metric_meter().create_counter(
+        UNVERIFIED, "Commands applied unsigned while authorization records, by command"
+    ).add(1, {"command": command})

@@ -49,6 +49,7 @@ for command in [
     *value_cli.app.registered_commands,
     *feed_cli.app.registered_commands,
     *book.app.registered_commands,
+    *authz_cli.audit_app.registered_commands,
 ]:
     app.registered_commands.append(command)
 app.add_typer(actions.action_app, name="action")

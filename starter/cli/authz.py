@@ -34,6 +34,7 @@ from starter.cli.common import (
 )
 from starter.client.signing import keys_folder, write_key_file
 from store import authorization
+from store.opportunities import detail_changes, get_history
 from store.users import list_users
 
 keys_app = new_app("Keys that sign commands: a user's own, or a service's acting for users.")
@@ -210,4 +211,46 @@ def show(as_json: JsonFlag = False) -> None:
     table = new_table("role", "commands", "scope")
     for rule in current.rules:
         table.add_row(rule.role, ", ".join(rule.commands), rule.scope)
+    print_table(table)
+
+
+audit_app = new_app("The audit trail.")
+
+
+@audit_app.command("audit")
+def audit(
+    opportunity_id: Annotated[str, typer.Argument(help="The opportunity.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Who did what to an opportunity: each stage change with who sent it (verified by a
+    signature, or as claimed), and each change of its details."""
+
+    async def work() -> tuple[list[Any], list[Any]]:
+        async with database() as pool:
+            return (await get_history(pool, opportunity_id),
+                    await detail_changes(pool, opportunity_id))  # fmt: skip
+
+    history, details = run(work)
+    if not history:
+        raise UserError(f"no opportunity {opportunity_id!r} in the read model")
+    if as_json:
+        print_json({"history": history, "details": details})
+        return
+    table = new_table("when", "what", "by", "actor", "service", "verified")
+    rows = [
+        (
+            entry.at,
+            f"stage {entry.from_stage or '-'} → {entry.to_stage} ({entry.source})",
+            entry.by,
+            entry.actor,
+            entry.actor_service,
+            {True: "yes", False: "no", None: "off"}[entry.verified],
+        )
+        for entry in history
+    ]
+    rows += [(change.at, f"{change.what}: {change.from_value or '-'} → {change.to_value or '-'}",
+              change.by, None, None, "") for change in details]  # fmt: skip
+    for at, what, by, who, service, verified in sorted(rows, key=lambda row: row[0]):
+        table.add_row(at.isoformat(timespec="seconds"), what, by or "", who or "",
+                      service or "", verified)  # fmt: skip
     print_table(table)

@@ -40,3 +40,10 @@ CREATE TABLE authorization_modes (
     effective_from  timestamptz PRIMARY KEY,
     recorded_at     timestamptz NOT NULL DEFAULT now()
 );
+
+-- The audit trail: who sent the command that made each history entry, as its token proves
+-- (verified) or as it claims (unverified, while authorization records unsigned commands).
+ALTER TABLE opportunity_history
+    ADD COLUMN actor text,
+    ADD COLUMN actor_service text,
+    ADD COLUMN verified boolean;

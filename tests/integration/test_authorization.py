@@ -33,7 +33,7 @@ from starter.client.signing import Signer
 from store import authorization
 from store.users import User, put_user
 from tests.support.helpers import eventually, setup_contact, setup_process, setup_references
-from tests.support.servers import Servers
+from tests.support.servers import Cli, Servers
 from worker import build_worker
 from workflows.authorization import DirectoryHolder
 
@@ -111,7 +111,7 @@ async def _open(client: Client, task_queue: str, office: Office, opp: str, owner
 
 
 async def test_roles_decide_who_changes_which_opportunity(
-    client: Client, pool: asyncpg.Pool, task_queue: str, office: Office
+    client: Client, pool: asyncpg.Pool, task_queue: str, office: Office, cli: Cli
 ) -> None:
     mine, theirs = f"a1-{office.uid}", f"a2-{office.uid}"
     await _open(client, task_queue, office, mine, "adv1")
@@ -123,6 +123,11 @@ async def test_roles_decide_who_changes_which_opportunity(
     assert moved.current_stage == "Proposal"
     history = await manager.history(mine)
     assert history[-1].by == office.user("adv1"), "by is the verified user"
+    assert (history[-1].actor, history[-1].verified) == (office.user("adv1"), True)
+    audited = await cli("audit", mine, "--json")
+    assert audited.code == 0, audited.stderr
+    [_, moved_entry] = audited.json()["history"]
+    assert moved_entry["actor"] == office.user("adv1") and moved_entry["verified"] is True
 
     for attempt, said in (
         (adviser.change_stage(theirs, "Proposal"), "does not reach it"),
@@ -272,3 +277,33 @@ class _Headers(Interceptor):
                 return await super().start_workflow_update(input)
 
         return Adding(next)
+
+
+async def test_record_applies_unsigned_commands_marked_unverified(
+    client: Client, pool: asyncpg.Pool, task_queue: str, office: Office
+) -> None:
+    opp = f"r-{office.uid}"
+    await _open(client, task_queue, office, opp, "adv1")
+    office.holder.current = office.holder.current.model_copy(
+        update={
+            "modes": [Dated(value="record", effective_from=datetime.now(UTC) - timedelta(hours=1))]
+        }
+    )
+    unsigned = OpportunitiesClient(client, task_queue)
+    await unsigned.change_stage(opp, "Proposal", by="someone-said-so")
+    [_, entry] = await unsigned.history(opp)
+    assert (entry.by, entry.actor, entry.verified) == ("someone-said-so", "someone-said-so", False)
+    adviser = as_user(client, task_queue, office, "adv2")  # signed: verified, not authorized
+    await adviser.change_stage(opp, "Needs analysis")
+    entry = (await unsigned.history(opp))[-1]
+    assert (entry.actor, entry.verified) == (office.user("adv2"), True)
+    signer = office.signers["adv1"]  # a token present but invalid is refused, as enforced
+    command = {"stage": "Proposal", "request_id": "r-elsewhere"}
+    forged = sign(signer.private_key, signer.kid, sub=signer.sub, aud=audience(client.namespace),
+                  wid="opportunity-elsewhere", cmd="change_stage", payload=command,
+                  jti="r-elsewhere", now=datetime.now(UTC))  # fmt: skip
+    headers = {HEADER: Payload(metadata={"encoding": b"json/plain"}, data=header_data(forged))}
+    raw = Client(**{**client.config(), "interceptors": [_Headers(headers)]})
+    with pytest.raises(WorkflowUpdateFailedError) as failed:
+        await raw.get_workflow_handle(f"opportunity-{opp}").execute_update("change_stage", command)
+    assert "token_mismatch:" in str(failed.value.cause)
