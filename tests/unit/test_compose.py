@@ -133,3 +133,9 @@ def test_webhooks_reach_only_public_addresses_and_secrets_are_sealed(compose: di
     worker = compose["services"]["worker"]["environment"]
     assert worker["OPPORTUNITIES_WEBHOOK_ADDRESSES"] == "public"
     assert worker["OPPORTUNITIES_SECRETS_KEY"].startswith("${OPPORTUNITIES_SECRETS_KEY:?")
+
+
+def test_authorization_is_enforced_and_the_ui_cannot_write(compose: dict) -> None:
+    assert compose["services"]["worker"]["environment"]["SALES_AUTH"] == "enforce"
+    ui = compose["services"]["temporal-ui"]["environment"]
+    assert ui["TEMPORAL_DISABLE_WRITE_ACTIONS"] == "true"
