@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -30,6 +31,7 @@ from activities.opportunity_activities import OpportunityActivities
 from runtime import settings
 from runtime.codec import tolerant
 from runtime.observability import configure_logging, metrics_address, metrics_runtime
+from runtime.signer import Signer
 from runtime.temporal import connect_patiently
 from sales.authorization import Directory
 from sales.registry import COMMANDS
@@ -56,17 +58,19 @@ def build_worker(
     mailer: Mailer | None = None,
     opportunity_activities: OpportunityActivities | None = None,
     directory: DirectoryHolder | None = None,
+    service_key: Signer | None = None,
 ) -> Worker:
     """A worker with every workflow and activity; tests may swap the projection activities.
     It decodes with `client`'s converter made tolerant of undecodable extra arguments, and
     hands every start and command exactly one raw argument (`OneArgument`). Its workflows
-    judge signed actors by `directory` (default: none, authorization off)."""
+    judge signed actors by `directory` (default: none, authorization off); a batch signs its
+    members' commands with `service_key`."""
     queue = task_queue or settings.task_queue()
     if directory is not None or queue not in DIRECTORIES:  # another worker of the queue
         DIRECTORIES[queue] = directory or DirectoryHolder()  # in this process keeps its own
     activities = [
         *(opportunity_activities or OpportunityActivities(pool, client)).all(),
-        *MassActivities(pool, client).all(),
+        *MassActivities(pool, client, service_key).all(),
         *CalendarActivities(pool).all(),
         *LetterActivities(pool, mailer).all(),
         *EventActivities(pool).all(),
@@ -186,6 +190,19 @@ async def keep_loading(pool: asyncpg.Pool, holder: DirectoryHolder) -> None:
             holder.current = await authorization.load_directory(pool)
         except Exception:
             log.exception("loading keys and permissions failed; keeping the last ones")
+
+
+def service_key_from_environment() -> Signer | None:
+    """`OPPORTUNITIES_SERVICE_KEY_FILE`: the worker's service key (`"service": true`), with
+    which a batch signs each member's command for its starter; the worker refuses to start
+    with a key file it cannot read, and names it."""
+    path = settings.setting("OPPORTUNITIES_SERVICE_KEY_FILE")
+    if not path:
+        return None
+    try:
+        return Signer.from_file(Path(path))
+    except ValueError as error:
+        raise SystemExit(f"worker not started: {error}") from None
 
 
 def mailer_from_environment() -> Mailer | None:

@@ -6,7 +6,8 @@ signals)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import asyncpg
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -15,6 +16,8 @@ from temporalio.client import Client
 
 from activities.failures import BadData, classified
 from runtime.opportunity_runs import Unreachable, unreachable
+from runtime.signer import Signer
+from sales.tokens import audience, sign
 from sales.validation import Identifier, Line, json_size
 from store import batches, search, users
 from store.search import MAX_IDS, MAX_IDS_BYTES, SearchFilters, json_bytes_at_most
@@ -92,10 +95,41 @@ class Frozen(BaseModel):
         return self
 
 
+class MemberCommand(BaseModel):
+    """A batch member's command to sign for the batch's starter."""
+
+    sub: str
+    wid: str
+    cmd: str
+    payload: Any
+
+
 class MassActivities:
-    def __init__(self, pool: asyncpg.Pool, client: Client) -> None:
+    def __init__(self, pool: asyncpg.Pool, client: Client, signer: Signer | None = None) -> None:
+        """`signer`: the worker's service key (`OPPORTUNITIES_SERVICE_KEY_FILE`), which signs
+        each member's command for the batch's starter while authorization is on."""
         self.pool = pool
         self.client = client
+        self.signer = signer
+
+    @activity.defn(name="sign_member_command")
+    @classified("sign_member_command")
+    async def sign_member_command(self, member: MemberCommand) -> str:
+        """A token for one member's command, signed by the service key for the batch's
+        starter (`act`: the service). A batch cannot sign in workflow code: a signature is
+        random, and the key must not be in the workflow."""
+        if self.signer is None:
+            raise BadData(
+                "no service key: set OPPORTUNITIES_SERVICE_KEY_FILE for batches while "
+                "authorization is on",
+                "unauthenticated",
+            )
+        signer = self.signer.acting_for(member.sub)
+        return sign(signer.private_key, signer.kid, sub=signer.sub, act=signer.act,
+                    aud=audience(self.client.namespace), wid=member.wid,
+                    cmd=member.cmd, payload=member.payload,
+                    jti=member.payload.get("request_id") if isinstance(member.payload, dict)
+                    else None, now=datetime.now(UTC))  # fmt: skip
 
     @activity.defn(name="resolve_batch")
     @classified("resolve_batch")
@@ -150,7 +184,7 @@ class MassActivities:
         return {i: reason for i, reason in answers if reason is not None}
 
     def all(self) -> list:
-        return [self.resolve_batch, self.unreachable]
+        return [self.resolve_batch, self.unreachable, self.sign_member_command]
 
 
 def _too_large(count: int, size: int, with_stages: bool) -> BadData:

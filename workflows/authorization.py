@@ -11,7 +11,9 @@ directory it keeps loading for its task queue (`DIRECTORIES`).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -25,8 +27,10 @@ from temporalio.worker import (
     HandleSignalInput,
     HandleUpdateInput,
     Interceptor,
+    SignalExternalWorkflowInput,
     WorkflowInboundInterceptor,
     WorkflowInterceptorClassInput,
+    WorkflowOutboundInterceptor,
 )
 
 with workflow.unsafe.imports_passed_through():
@@ -34,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from sales.commands import Command
     from sales.errors import CommandRejected, with_code
     from sales.opportunity import Opportunity
-    from sales.tokens import HEADER, START, audience, token_of, verify
+    from sales.tokens import HEADER, START, audience, header_data, token_of, verify
     from workflows import payloads, telemetry
 
 SIGNAL_GRACE = timedelta(hours=24)
@@ -85,9 +89,7 @@ def credentials_of(raw: RawValue) -> Credentials:
 def _with_credentials(args: Sequence[Any], headers: Any) -> list[Any]:
     """The arguments, the raw payload carrying the credentials of `headers`."""
     given = credentials(headers)
-    return [
-        SignedValue(arg.payload, given) if isinstance(arg, RawValue) else arg for arg in args
-    ]
+    return [SignedValue(arg.payload, given) if isinstance(arg, RawValue) else arg for arg in args]
 
 
 def credentials(headers: dict[str, Payload] | Any) -> Credentials:
@@ -178,16 +180,24 @@ def check_start(headers: dict[str, Payload] | Any, raw: RawValue) -> Actor | Non
                 )
             return None
         info = workflow.info()
-        return verify(
+        payload = payloads.decode(raw, "start input", payloads.MAX_START_BYTES)
+        actor = verify(
             token_of(given.header),
             found,
             at=workflow.now(),
             aud=audience(info.namespace),
             wid=info.workflow_id,
             cmd=START,
-            payload=payloads.decode(raw, "start input", payloads.MAX_START_BYTES),
+            payload=payload,
             jti=None,
         )
+        by = payload.get("by") if isinstance(payload, dict) else None
+        if mode == "enforce" and by not in (None, actor.sub):
+            raise CommandRejected(
+                f"by names {str(by)[:60]}, but the start is signed for {actor.sub}",
+                code="token_mismatch",
+            )
+        return actor
     except CommandRejected as refused:
         raise ApplicationError(
             with_code(refused.code, refused.reason),
@@ -195,6 +205,32 @@ def check_start(headers: dict[str, Payload] | Any, raw: RawValue) -> Actor | Non
             type="Unauthorized",
             non_retryable=True,
         ) from None
+
+
+_SIGNAL_HEADERS: ContextVar[dict[str, Payload] | None] = ContextVar(
+    "sales_authz_signal_headers", default=None
+)
+
+
+@contextmanager
+def signed_with(token: str | None) -> Iterator[None]:
+    """Within: signals this workflow sends carry `token` in the header `sales-authz`."""
+    headers = None
+    if token is not None:
+        headers = {HEADER: Payload(metadata={"encoding": b"json/plain"}, data=header_data(token))}
+    reset = _SIGNAL_HEADERS.set(headers)
+    try:
+        yield
+    finally:
+        _SIGNAL_HEADERS.reset(reset)
+
+
+class _Outbound(WorkflowOutboundInterceptor):
+    async def signal_external_workflow(self, input: SignalExternalWorkflowInput) -> None:
+        headers = _SIGNAL_HEADERS.get()
+        if headers:
+            input.headers = {**input.headers, **headers}
+        await super().signal_external_workflow(input)
 
 
 class Authorization(Interceptor):
@@ -211,6 +247,9 @@ class Authorization(Interceptor):
         names, started = self.names, self.started
 
         class Inbound(WorkflowInboundInterceptor):
+            def init(self, outbound: WorkflowOutboundInterceptor) -> None:
+                super().init(_Outbound(outbound))
+
             async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
                 if workflow.info().workflow_type in started and input.args:
                     check_start(input.headers, input.args[0])

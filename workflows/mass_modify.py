@@ -35,21 +35,22 @@ refuses a batch id used for another request (`batch_exists`), an owner who is no
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RawValue
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.mass import Frozen, MassActivities, Selection
+    from activities.mass import Frozen, MassActivities, MemberCommand, Selection
     from runtime.workflow_ids import opportunity_workflow_id
     from sales.commands import ChangeOwner, ChangeStage, Command
     from sales.errors import CommandRejected
     from sales.registry import command_name
     from sales.results import COMMAND_OUTCOME, CommandOutcome
-    from workflows import continue_as_new, payloads
+    from workflows import authorization, continue_as_new, payloads
     from workflows.effect_runner import RETRY, RIDE_OUT, TIMEOUT
     from workflows.mass_messages import ItemOutcome, MassModifyInput, Progress
     from workflows.messages import NO_INPUT
@@ -190,11 +191,30 @@ class MassModifyWorkflow:
     async def _signal(self, opportunity_id: str) -> None:
         assert self._batch is not None
         command = _command(self._batch, self._stages.get(opportunity_id))
-        handle = workflow.get_external_workflow_handle(opportunity_workflow_id(opportunity_id))
+        workflow_id = opportunity_workflow_id(opportunity_id)
+        handle = workflow.get_external_workflow_handle(workflow_id)
+        token = await self._token(workflow_id, command)
         try:
-            await handle.signal(command_name(command), command)
+            with authorization.signed_with(token):
+                await handle.signal(command_name(command), command)
         except Exception:  # closed or unknown: the server refused the signal
             await self._explain([opportunity_id])
+
+    async def _token(self, workflow_id: str, command: Command) -> str | None:
+        """While authorization is on, a token for the member's command, signed by the
+        worker's service key for the batch's starter (again for every resend)."""
+        assert self._batch is not None
+        if authorization.directory().mode_at(workflow.now()) == "off":
+            return None
+        [payload] = workflow.payload_converter().to_payloads([command])
+        return await workflow.execute_activity(
+            "sign_member_command",
+            MemberCommand(sub=self._batch.by or "unknown", wid=workflow_id,
+                          cmd=command_name(command), payload=json.loads(payload.data)),
+            result_type=str,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=5),
+        )  # fmt: skip
 
     async def _next_answers(self, batch: MassModifyInput) -> None:
         """Wait for at least one more answer, or until the oldest unanswered change is

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 
 from runtime import settings
+from runtime.signer import keys_folder, write_key_file
 from sales.authorization import Permissions, SigningKey
 from sales.errors import describe_validation_error
 from starter.cli.common import (
@@ -32,7 +33,6 @@ from starter.cli.common import (
     print_table,
     run,
 )
-from starter.client.signing import keys_folder, write_key_file
 from store import authorization
 from store.opportunities import detail_changes, get_history
 from store.users import list_users

@@ -36,11 +36,11 @@ import store
 from runtime import settings
 from runtime.codec import KeySettingError
 from runtime.escaping import UNSAFE, escaped, json_text, neutralized
+from runtime.signer import Signer, user_signer
 from runtime.temporal import Unreachable
 from sales.errors import CommandRejected, describe_validation_error
 from sales.validation import MAX_PROCESS_BYTES
 from starter.client import NoWorker, OpportunityNotFound, StartFailed
-from starter.client.signing import Signer, user_signer
 
 
 class SafeConsole(Console):

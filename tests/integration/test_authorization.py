@@ -21,6 +21,7 @@ from temporalio.client import (
     Client,
     Interceptor,
     OutboundInterceptor,
+    WorkflowFailureError,
     WorkflowUpdateFailedError,
 )
 
@@ -31,11 +32,13 @@ from sales.tokens import HEADER, audience, header_data, sign
 from starter.client import OpportunitiesClient, StartFailed
 from starter.client.signing import Signer
 from store import authorization
+from store.search import SearchFilters
 from store.users import User, put_user
 from tests.support.helpers import eventually, setup_contact, setup_process, setup_references
 from tests.support.servers import Cli, Servers
 from worker import build_worker
 from workflows.authorization import DirectoryHolder
+from workflows.mass_messages import MassModifyInput
 
 pytestmark = pytest.mark.usefixtures("verified")
 
@@ -91,12 +94,20 @@ async def office(
                        roles_delay=timedelta(0))  # fmt: skip
         signers[name] = await _signer(pool, user)
     await authorization.apply_permissions(pool, PERMISSIONS, by="admin", delay=timedelta(0))
+    service = ec.generate_private_key(ec.SECP256R1())  # the worker's, for batches
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(service.public_key()))
+    await authorization.add_key(
+        pool, SigningKey(kid=f"svc-{uid}", user_id="mass-modify", acts_for=["*"],
+                         public_jwk=jwk, usable_from=datetime.now(UTC)),
+        by="admin", delay=timedelta(0),
+    )  # fmt: skip
     holder = DirectoryHolder()
     await reload(pool, holder)
     process_id = await setup_process(pool, uid, on_entry=False)
     await setup_references(pool, uid)
     contact_id = await setup_contact(pool, uid)
-    async with build_worker(client, pool, task_queue, directory=holder):
+    service_key = Signer(f"svc-{uid}", service, "mass-modify", act="mass-modify")
+    async with build_worker(client, pool, task_queue, directory=holder, service_key=service_key):
         yield Office(uid, process_id, contact_id, signers, holder)
 
 
@@ -306,4 +317,33 @@ async def test_record_applies_unsigned_commands_marked_unverified(
     raw = Client(**{**client.config(), "interceptors": [_Headers(headers)]})
     with pytest.raises(WorkflowUpdateFailedError) as failed:
         await raw.get_workflow_handle(f"opportunity-{opp}").execute_update("change_stage", command)
+    assert "token_mismatch:" in str(failed.value.cause)
+
+
+async def test_a_batch_moves_only_what_its_starter_may(
+    client: Client, pool: asyncpg.Pool, task_queue: str, office: Office
+) -> None:
+    mine = [f"m-{office.uid}-{n}" for n in range(3)]
+    theirs = [f"t-{office.uid}-{n}" for n in range(2)]
+    for opp in mine:
+        await _open(client, task_queue, office, opp, "adv1")
+    for opp in theirs:
+        await _open(client, task_queue, office, opp, "adv2")
+    adviser = as_user(client, task_queue, office, "adv1")
+    batch = MassModifyInput(batch_id=f"batch-{office.uid}", to_stage="Proposal",
+                            filters=SearchFilters(process_id=office.process_id),
+                            by=office.user("adv1"), concurrency=5)  # fmt: skip
+    report = await (await adviser.start_mass_modify(batch)).result()
+    assert (report.changed, report.rejected) == (3, 2), report
+    refused = {o.opportunity_id: o.code for o in report.outcomes if o.result == "rejected"}
+    assert refused == dict.fromkeys(theirs, "forbidden")
+    entry = (await adviser.history(mine[0]))[-1]
+    assert (entry.actor, entry.actor_service, entry.verified) == (
+        office.user("adv1"), "mass-modify", True)  # fmt: skip
+
+    someone_else = MassModifyInput(batch_id=f"batch2-{office.uid}", to_stage="Proposal",
+                                   filters=SearchFilters(process_id=office.process_id),
+                                   by=office.user("mgr"))  # fmt: skip
+    with pytest.raises(WorkflowFailureError) as failed:  # a start binds its by to its signer
+        await (await adviser.start_mass_modify(someone_else)).result()
     assert "token_mismatch:" in str(failed.value.cause)

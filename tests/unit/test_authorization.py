@@ -215,3 +215,13 @@ def test_the_directory_is_judged_at_a_time() -> None:
 def test_a_permissions_file_names_known_commands_only() -> None:
     with pytest.raises(ValueError, match="unknown command 'fly'"):
         Permissions(rules=[PermissionRule(role="x", commands=["fly"], scope="all")])
+
+
+def test_the_example_permissions_file_is_valid() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "permissions.yaml"
+    permissions = Permissions.model_validate(yaml.safe_load(path.read_text()))
+    assert {rule.role for rule in permissions.rules} == {"adviser", "manager"}
