@@ -18,7 +18,7 @@ import asyncpg
 import jwt
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import store
 from activities import rendering
@@ -131,7 +131,16 @@ def workflow_runner() -> WorkflowRunner:
     raw = (settings.setting("OPPORTUNITIES_WORKFLOW_SANDBOX") or "off").lower()
     if raw not in ("on", "off"):
         raise SystemExit(f"OPPORTUNITIES_WORKFLOW_SANDBOX must be on or off, not {raw!r}")
-    return SandboxedWorkflowRunner() if raw == "on" else UnsandboxedWorkflowRunner()
+    return sandboxed_runner() if raw == "on" else UnsandboxedWorkflowRunner()
+
+
+def sandboxed_runner() -> SandboxedWorkflowRunner:
+    """The SDK's sandbox, passing through the libraries that verify signed actors: they are
+    deterministic, and the OpenSSL bindings they load on first use cannot be re-imported."""
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(
+        "cryptography", "jwt", "rfc8785", "_cffi_backend"
+    )
+    return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
 def cached_workflows() -> int:

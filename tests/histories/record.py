@@ -16,19 +16,25 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
 from temporalio.client import Client, WorkflowHandle
 
 from bench.servers import local_servers
-from sales.commands import ActionOverrides, ActivityDetails, ChangeOwner, ChangeStage
+from runtime.signer import Signer
+from sales.authorization import Dated, Directory, PermissionRule, Permissions, SigningKey
+from sales.commands import ActionOverrides, ActivityDetails, AddRemark, ChangeOwner, ChangeStage
+from sales.errors import CommandRejected
 from sales.opportunity import Opportunity
 from starter.client import OpportunitiesClient
 from starter.client.subscriptions import Subscriptions, new_secret
-from store import users
+from store import authorization, users
 from store.search import SearchFilters
+from store.users import User, put_user
 from tests.support.helpers import (
     example_definition,
     setup_contact,
@@ -39,6 +45,7 @@ from tests.support.helpers import (
 from tests.support.receiver import Receiver
 from tests.support.worker_process import TEST_DELIVERY_ENV
 from worker import build_worker, delivery_worker
+from workflows.authorization import DirectoryHolder
 from workflows.mass_messages import MassModifyInput
 
 HERE = Path(__file__).resolve().parent
@@ -56,11 +63,18 @@ async def until(check: Callable[[], Awaitable[Any]], seconds: float = 30.0) -> A
 
 
 async def save(
-    client: Client, handle: WorkflowHandle[Any, Any], name: str, run_id: str | None = None
+    client: Client,
+    handle: WorkflowHandle[Any, Any],
+    name: str,
+    run_id: str | None = None,
+    directory: Directory | None = None,
 ) -> None:
-    """The history of the handle's latest run (or of `run_id`), as JSON."""
+    """The history of the handle's latest run (or of `run_id`), as JSON, with the directory
+    of keys and permissions its worker judged signed commands by (if any)."""
     history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
-    recorded = {"workflow_id": handle.id, "history": json.loads(history.to_json())}
+    recorded: dict[str, Any] = {"workflow_id": handle.id, "history": json.loads(history.to_json())}
+    if directory is not None:
+        recorded["directory"] = directory.model_dump(mode="json")
     (HERE / f"{name}.json").write_text(json.dumps(recorded, indent=1) + "\n")
     print(f"recorded {name}: {len(history.events)} events")
 
@@ -390,6 +404,58 @@ async def subscription(client: Client, opportunities: OpportunitiesClient, pool:
         await receiver.stop()
 
 
+async def signed(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
+    """Authorization enforced: a signed start, signed updates and a signal, a key registered
+    between commands, and a key revoked after it signed commands: they replay as applied,
+    and a signal it signed after its revocation is refused again on replay."""
+    queue = f"{QUEUE}-signed"
+    now = datetime.now(UTC)
+    holder = DirectoryHolder()
+
+    async def key(kid: str, user: str) -> Signer:
+        private = ec.generate_private_key(ec.SECP256R1())
+        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
+        await authorization.add_key(pool, SigningKey(kid=kid, user_id=user, public_jwk=jwk,
+                                                     usable_from=now), by="recorder",
+                                    delay=timedelta(0))  # fmt: skip
+        return Signer(kid, private, user)
+
+    async def reload() -> None:
+        loaded = await authorization.load_directory(pool, modes=False)
+        holder.current = loaded.model_copy(
+            update={"modes": [Dated(value="enforce", effective_from=now - timedelta(hours=1))]}
+        )
+
+    await put_user(pool, User(user_id="signer", name="Signer", roles=["recorder"]),
+                   roles_delay=timedelta(0))  # fmt: skip
+    everything = Permissions(rules=[PermissionRule(role="recorder", commands=["*"], scope="all")])
+    await authorization.apply_permissions(pool, everything, by="recorder", delay=timedelta(0))
+    first = await key("recorded-1", "signer")
+    await reload()
+    process_id = await setup_process(pool, "signed", on_entry=False)
+    contact = await setup_contact(pool, "signed")
+    async with build_worker(client, pool, queue, directory=holder):
+        as_first = OpportunitiesClient(client, queue, signer=first)
+        await as_first.create(contact, opportunity_id="signed", process_id=process_id)
+        await as_first.change_stage("signed", "Proposal")
+        second = await key("recorded-2", "signer")
+        await reload()
+        as_second = OpportunitiesClient(client, queue, signer=second)
+        await as_second.signal("signed", AddRemark(text="signed by the second key"))
+        await as_second.change_stage("signed", "Needs analysis")
+        await authorization.revoke_key(pool, "recorded-1", by="recorder", delay=timedelta(0))
+        await reload()
+        await as_first.signal("signed", AddRemark(text="after its revocation"))  # refused
+        try:
+            await as_first.add_remark("signed", "after its revocation")
+        except CommandRejected as refused:
+            assert refused.code == "key_revoked"
+        state = await as_second.state("signed")
+        assert [r.code for r in state.rejected] == ["key_revoked"], state.rejected
+        await as_second.change_stage("signed", "Closed won")
+        await save(client, opportunities.handle("signed"), "signed", directory=holder.current)
+
+
 async def _arrived(receiver: Receiver, count: int) -> bool:
     return len(receiver.unique()) >= count
 
@@ -401,6 +467,7 @@ async def _status(handle: WorkflowHandle[Any, Any], wanted: str) -> bool:
 PATHS = [
     actions, outcomes, timers, continue_as_new, mass, batched, under_load, updates_queried,
     update_stream, reference_product, stage_choices, mass_next, value, external, subscription,
+    signed,
 ]  # fmt: skip
 
 

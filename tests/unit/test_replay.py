@@ -17,15 +17,23 @@ from temporalio.client import WorkflowHistory
 from temporalio.common import RawValue
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, WorkflowRunner
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.workflow import NondeterminismError
 
+from sales.authorization import Directory
 from sales.opportunity import Opportunity
+from sales.registry import COMMANDS
+from worker import SIGNED_STARTS, sandboxed_runner
+from workflows.authorization import DIRECTORIES, Authorization, DirectoryHolder
 from workflows.mass_modify import MassModifyWorkflow
 from workflows.messages import NO_INPUT
 from workflows.opportunity import OpportunityWorkflow
+from workflows.payloads import OneArgument
 from workflows.projection import Projection
 from workflows.subscription import SubscriptionWorkflow
+
+BUILD_ID = "recorded"
+REPLAY_QUEUE = f"replay-{BUILD_ID}"
+"""The task queue a `Replayer` of this build id runs workflows on."""
 
 HISTORIES = sorted((Path(__file__).parents[1] / "histories").glob("*.json"))
 RECORDED = {path.stem: json.loads(path.read_text()) for path in HISTORIES}
@@ -35,7 +43,7 @@ PATHS = {"actions", "outcomes-won", "reopened-then-lost", "timers", "continue-as
          "mass-modified-opportunity", "batched", "continue-as-new-under-load", "mass-modify",
          "updates-queried", "continue-as-new-under-updates", "reference-product",
          "stage-choices", "mass-next-stage", "value", "external-status",
-         "subscription"}  # fmt: skip
+         "subscription", "signed"}  # fmt: skip
 """The feature paths, each recorded on today's code by `tests/histories/record.py`."""
 
 
@@ -45,17 +53,22 @@ def test_every_feature_path_has_a_recorded_history() -> None:
 
 @pytest.mark.parametrize(
     "runner",
-    [UnsandboxedWorkflowRunner(), SandboxedWorkflowRunner()],
+    [UnsandboxedWorkflowRunner(), sandboxed_runner()],
     ids=["as-workers-run", "in-sandbox"],
 )
 @pytest.mark.parametrize("name", sorted(RECORDED))
 async def test_history_replays_on_current_code(name: str, runner: WorkflowRunner) -> None:
     recorded = RECORDED[name]
     history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
-    replayer = Replayer(
+    directory = Directory.model_validate(recorded.get("directory", {}))
+    DIRECTORIES[REPLAY_QUEUE] = DirectoryHolder(directory)  # signed commands are judged by
+    replayer = Replayer(  # the directory the recording's worker judged them by
         workflows=[OpportunityWorkflow, MassModifyWorkflow, SubscriptionWorkflow],
         data_converter=pydantic_data_converter,
         workflow_runner=runner,
+        interceptors=[OneArgument(COMMANDS), Authorization(COMMANDS, SIGNED_STARTS)],
+        build_id=BUILD_ID,
+        namespace="default",  # the recording's (a token names its audience)
     )
     await replayer.replay_workflow(history)
 
