@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -274,7 +275,7 @@ async def _run(*args: str) -> str:
 
 
 class _Headers(Interceptor):
-    """A raw client's interceptor that sends these headers with every update."""
+    """A raw client's interceptor that sends these headers with every update and signal."""
 
     def __init__(self, headers: dict[str, Payload]) -> None:
         self.headers = headers
@@ -286,6 +287,10 @@ class _Headers(Interceptor):
             async def start_workflow_update(self, input: Any) -> Any:
                 input.headers = {**input.headers, **headers}
                 return await super().start_workflow_update(input)
+
+            async def signal_workflow(self, input: Any) -> None:
+                input.headers = {**input.headers, **headers}
+                await super().signal_workflow(input)
 
         return Adding(next)
 
@@ -347,3 +352,68 @@ async def test_a_batch_moves_only_what_its_starter_may(
     with pytest.raises(WorkflowFailureError) as failed:  # a start binds its by to its signer
         await (await adviser.start_mass_modify(someone_else)).result()
     assert "token_mismatch:" in str(failed.value.cause)
+
+
+async def test_a_signal_signed_before_an_outage_is_applied_after_it(
+    client: Client, pool: asyncpg.Pool, task_queue: str, office: Office
+) -> None:
+    """A signal's token counts for a day after it expires: signals that waited in Temporal
+    while no worker ran (here: signed 10 minutes ago, expired 8 minutes ago) are applied;
+    the same token on an update, which nobody queues, is refused as expired."""
+    opp = f"g-{office.uid}"
+    await _open(client, task_queue, office, opp, "adv1")
+    signer = office.signers["adv1"]
+    command = {"text": "written before the outage", "request_id": f"g-{office.uid}"}
+    signed_at = datetime.now(UTC) - timedelta(minutes=10)
+    old = sign(signer.private_key, signer.kid, sub=signer.sub, aud=audience(client.namespace),
+               wid=f"opportunity-{opp}", cmd="add_remark", payload=command,
+               jti=command["request_id"], now=signed_at)  # fmt: skip
+    headers = {HEADER: Payload(metadata={"encoding": b"json/plain"}, data=header_data(old))}
+    raw = Client(**{**client.config(), "interceptors": [_Headers(headers)]})
+    handle = raw.get_workflow_handle(f"opportunity-{opp}")
+    with pytest.raises(WorkflowUpdateFailedError) as failed:
+        await handle.execute_update("add_remark", command)
+    assert "token_expired:" in str(failed.value.cause)
+    await handle.signal("add_remark", command)
+    state = await eventually(lambda: _remarked(as_user(client, task_queue, office, "mgr"), opp))
+    assert state.remarks[-1].text == "written before the outage" and not state.rejected
+
+
+async def _remarked(opportunities: OpportunitiesClient, opp: str) -> Any:
+    state = await opportunities.state(opp)
+    return state if state.remarks else None
+
+
+async def test_bad_keys_and_permissions_files_are_refused_in_one_line(
+    cli: Cli, pool: asyncpg.Pool, tmp_path: Path, uid: str
+) -> None:
+    keys = "SELECT count(*) FROM signing_keys"
+    sets = "SELECT count(*) FROM permission_sets"
+    before = (await pool.fetchval(keys), await pool.fetchval(sets))
+    private = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
+    cases = {
+        "not-json.jwk": ("{nope", "keys", "not valid JSON"),
+        "no-kid.jwk": (json.dumps(jwk), "keys", "has no kid"),
+        "private.jwk": (json.dumps({**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private)),
+                                    "kid": f"p-{uid}"}), "keys", "holds a private key"),
+        "rsa.jwk": (json.dumps({"kty": "RSA", "n": "x", "e": "AQAB", "kid": f"r-{uid}"}), "keys",
+                    "not an ES256 public key"),
+        "huge.jwk": ("{" + " " * 10_000 + "}", "keys", "larger than"),
+        "unknown-command.yaml": ("rules: [{role: adviser, commands: [fly], scope: all}]",
+                                 "permissions", "unknown command 'fly'"),
+        "unknown-role.yaml": (f"rules: [{{role: nobody-{uid}, commands: ['*'], scope: all}}]",
+                              "permissions", f"unknown role 'nobody-{uid}'"),
+        "bad-scope.yaml": ("rules: [{role: adviser, commands: ['*'], scope: planet}]",
+                           "permissions", "scope"),
+    }  # fmt: skip
+    for name, (text, group, said) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        args = ("keys", "add", "--user", "ann", str(path)) if group == "keys" else (
+            "permissions", "apply", str(path))  # fmt: skip
+        result = await cli(*args)
+        assert result.code == 1, (name, result.stdout)
+        assert said in result.stderr and len(result.stderr.strip().splitlines()) == 1, (
+            name, result.stderr)  # fmt: skip
+    assert (await pool.fetchval(keys), await pool.fetchval(sets)) == before, "nothing stored"
