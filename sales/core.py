@@ -104,7 +104,7 @@ async def run(
     result = finish(new, decision.result, settled, follow.result if follow else None)
     why = getattr(command, "reason", None)
     changed = records(result.command, state, new, by=command.by, at=clock(), why=why)
-    writes.add_events(events_of(new, state, changed, writes.details))
+    writes.add_events(events_of(new, state, changed, writes.details, actor))
     if actor is not None:
         _stamp(state, new, writes, actor)
     return Outcome(new, result, writes, changed)

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sales.authorization import Actor
 from sales.change_records import ChangeRecord
 from sales.opportunity import DetailChange, Opportunity
 from sales.validation import IdText, MessageText
@@ -51,9 +52,15 @@ def events_of(
     before: Opportunity,
     records: list[ChangeRecord],
     details: list[DetailChange],
+    actor: Actor | None = None,
 ) -> list[OpportunityEvent]:
     """The events of what one command (or an opening, a reopening, a timer) changed, numbered
-    after the opportunity's earlier ones (`state.events_made` is advanced in place)."""
+    after the opportunity's earlier ones (`state.events_made` is advanced in place); with the
+    command's `actor` (`actor`, `actor_service`, `verified`) while authorization is on."""
+    who: dict[str, str | None] = {}
+    if actor is not None:
+        who = {"actor": actor.sub, "actor_service": actor.act,
+               "verified": "true" if actor.verified else "false"}  # fmt: skip
     made: list[tuple[EventType, dict[str, str | None], datetime, str | None]] = []
     for record in records:
         kind = _kind(record, before)
@@ -89,7 +96,7 @@ def events_of(
                 opportunity_id=state.opportunity_id,
                 seq=state.events_made,
                 at=at,
-                data={key: _short(value) for key, value in {**data, "by": by}.items()},
+                data={key: _short(value) for key, value in {**data, "by": by, **who}.items()},
             )
         )
     return events

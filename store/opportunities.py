@@ -220,12 +220,31 @@ async def _insert_details(
 async def insert_events(
     conn: asyncpg.pool.PoolConnectionProxy, events: Sequence[OpportunityEvent]
 ) -> None:
-    """The outbox's rows; an event written again (a retried write) is not written twice."""
+    """The outbox's rows, and the audit trail's; an event written again (a retried write) is
+    not written twice."""
     await conn.executemany(
-        "INSERT INTO opportunity_events (opportunity_id, seq, event_id, type, at, data)"
-        " VALUES ($1, $2, $3, $4, $5, $6::text::jsonb) ON CONFLICT DO NOTHING",
+        "WITH outbox AS (INSERT INTO opportunity_events (opportunity_id, seq, event_id, type,"
+        " at, data) VALUES ($1, $2, $3, $4, $5, $6::text::jsonb) ON CONFLICT DO NOTHING)"
+        " INSERT INTO opportunity_audit (opportunity_id, seq, type, at, data)"
+        " VALUES ($1, $2, $4, $5, $6::text::jsonb) ON CONFLICT DO NOTHING",
         [(e.opportunity_id, e.seq, e.event_id, e.type, e.at, json.dumps(e.data)) for e in events],
     )
+
+
+async def audit_trail(
+    pool: asyncpg.Pool, opportunity_id: str, *, limit: int = 10_000
+) -> list[dict[str, Any]]:
+    """The opportunity's audit trail, oldest first: every event, kept for good."""
+    rows = await pool.fetch(
+        "SELECT seq, type, at, data FROM opportunity_audit WHERE opportunity_id = $1"
+        " ORDER BY seq LIMIT $2",
+        opportunity_id,
+        limit,
+    )
+    return [
+        {**dict(row), "data": json.loads(row["data"]) if isinstance(row["data"], str)
+         else row["data"]} for row in rows
+    ]  # fmt: skip
 
 
 async def detail_changes(

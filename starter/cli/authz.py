@@ -34,7 +34,7 @@ from starter.cli.common import (
     run,
 )
 from store import authorization
-from store.opportunities import detail_changes, get_history
+from store.opportunities import audit_trail
 from store.users import list_users
 
 keys_app = new_app("Keys that sign commands: a user's own, or a service's acting for users.")
@@ -222,35 +222,30 @@ def audit(
     opportunity_id: Annotated[str, typer.Argument(help="The opportunity.")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Who did what to an opportunity: each stage change with who sent it (verified by a
-    signature, or as claimed), and each change of its details."""
+    """Who did what to an opportunity: every change (stage, owner, team, actions, activities,
+    details, remarks), who sent it, and whether a signature proves who (kept for good)."""
 
-    async def work() -> tuple[list[Any], list[Any]]:
+    async def work() -> list[dict[str, Any]]:
         async with database() as pool:
-            return (await get_history(pool, opportunity_id),
-                    await detail_changes(pool, opportunity_id))  # fmt: skip
+            return await audit_trail(pool, opportunity_id)
 
-    history, details = run(work)
-    if not history:
-        raise UserError(f"no opportunity {opportunity_id!r} in the read model")
+    trail = run(work)
+    if not trail:
+        raise UserError(f"no opportunity {opportunity_id!r} in the read model, or no change yet")
     if as_json:
-        print_json({"history": history, "details": details})
+        print_json(trail)
         return
-    table = new_table("when", "what", "by", "actor", "service", "verified")
-    rows = [
-        (
-            entry.at,
-            f"stage {entry.from_stage or '-'} → {entry.to_stage} ({entry.source})",
-            entry.by,
-            entry.actor,
-            entry.actor_service,
-            {True: "yes", False: "no", None: "off"}[entry.verified],
-        )
-        for entry in history
-    ]
-    rows += [(change.at, f"{change.what}: {change.from_value or '-'} → {change.to_value or '-'}",
-              change.by, None, None, "") for change in details]  # fmt: skip
-    for at, what, by, who, service, verified in sorted(rows, key=lambda row: row[0]):
-        table.add_row(at.isoformat(timespec="seconds"), what, by or "", who or "",
-                      service or "", verified)  # fmt: skip
+    table = new_table("#", "when", "what", "change", "by", "actor", "service", "verified")
+    for entry in trail:
+        data = entry["data"]
+        change = {
+            k: v
+            for k, v in data.items()
+            if k not in ("by", "actor", "actor_service", "verified") and v is not None
+        }
+        verified = {"true": "yes", "false": "no"}.get(data.get("verified") or "", "off")
+        table.add_row(str(entry["seq"]), entry["at"].isoformat(timespec="seconds"),
+                      entry["type"], ", ".join(f"{k}={v}" for k, v in change.items()),
+                      data.get("by") or "", data.get("actor") or "",
+                      data.get("actor_service") or "", verified)  # fmt: skip
     print_table(table)

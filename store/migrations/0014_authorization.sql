@@ -47,3 +47,17 @@ ALTER TABLE opportunity_history
     ADD COLUMN actor text,
     ADD COLUMN actor_service text,
     ADD COLUMN verified boolean;
+
+-- Every event of every opportunity, kept for good (the outbox's rows go after their
+-- retention): who changed what, when, and whether a signature proves who (data's `actor`,
+-- `actor_service`, `verified`). Written with the outbox, in the same statement.
+CREATE TABLE opportunity_audit (
+    opportunity_id  text NOT NULL,
+    seq             integer NOT NULL,
+    type            text NOT NULL,
+    at              timestamptz NOT NULL,
+    data            jsonb NOT NULL,
+    PRIMARY KEY (opportunity_id, seq)
+);
+INSERT INTO opportunity_audit (opportunity_id, seq, type, at, data)
+    SELECT opportunity_id, seq, type, at, data FROM opportunity_events;

@@ -91,3 +91,5 @@ async def test_old_events_go_once_no_subscription_needs_them(own_schema: asyncpg
     await subscriptions.set_status(pool, "s", "deleted")
     assert await subscriptions.prune_events(pool, timedelta(days=30)) == 1, "nobody needs it"
     assert await _left(pool) == ["b/1"]
+    audited = await pool.fetchval("SELECT count(*) FROM opportunity_audit")
+    assert audited == 6, "the audit trail keeps every event"
