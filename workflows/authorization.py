@@ -97,9 +97,12 @@ def credentials(headers: dict[str, Payload] | Any) -> Credentials:
     return Credentials(found.data if found is not None else None)
 
 
-def authenticate(name: str, raw: RawValue, given: Credentials, *, signal: bool) -> Actor | None:
-    """The verified actor of a command (None: unsigned, or authorization is off);
-    `CommandRejected` when its token is refused, or it is unsigned under `enforce`."""
+def _verified(
+    what: str, cmd: str, given: Credentials, payload: Any, *, jti: str | None, grace: timedelta
+) -> Actor | None:
+    """The actor `given` proves for `what` (None: authorization off, or unsigned under
+    `record`); `CommandRejected` when its token is refused, or it is unsigned under
+    `enforce`. Judged at `workflow.now()` by the worker's directory."""
     now = workflow.now()
     found = directory()
     mode = found.mode_at(now)
@@ -108,24 +111,26 @@ def authenticate(name: str, raw: RawValue, given: Credentials, *, signal: bool) 
     if given.header is None:
         if mode == "enforce":
             raise CommandRejected(
-                f"{name} is not signed: authorization is enforced (header {HEADER})",
+                f"{what} is not signed: authorization is enforced (header {HEADER})",
                 code="unauthenticated",
             )
         return None
-    token = token_of(given.header)
-    payload = payloads.decode(raw, f"{name} payload")
     info = workflow.info()
-    return verify(
-        token,
-        found,
-        at=now,
-        aud=audience(info.namespace),
-        wid=info.workflow_id,
-        cmd=name,
-        payload=payload,
-        jti=payload.get("request_id") if isinstance(payload, dict) else None,
-        grace=SIGNAL_GRACE if signal else timedelta(0),
-    )
+    return verify(token_of(given.header), found, at=now, aud=audience(info.namespace),
+                  wid=info.workflow_id, cmd=cmd, payload=payload, jti=jti,
+                  grace=grace)  # fmt: skip
+
+
+def authenticate(name: str, raw: RawValue, given: Credentials, *, signal: bool) -> Actor | None:
+    """The verified actor of a command (None: unsigned, or authorization is off);
+    `CommandRejected` when its token is refused, or it is unsigned under `enforce`."""
+    mode = directory().mode_at(workflow.now())
+    if mode == "off" or (given.header is None and mode != "enforce"):
+        return None  # nothing to verify: the payload need not be decoded here
+    payload = payloads.decode(raw, f"{name} payload")
+    jti = payload.get("request_id") if isinstance(payload, dict) else None
+    grace = SIGNAL_GRACE if signal else timedelta(0)
+    return _verified(name, name, given, payload, jti=jti, grace=grace)
 
 
 def authorized(
@@ -163,36 +168,19 @@ def authorized(
 
 def check_start(headers: dict[str, Payload] | Any, raw: RawValue) -> Actor | None:
     """The verified actor of a workflow's first run (a continued run has no headers and is not
-    checked); a non-retryable `ApplicationError` with the code if the start is refused."""
+    checked); a non-retryable `ApplicationError` with the code if the start is refused. Under
+    `enforce`, the start's `by` must name its signer."""
     if workflow.info().continued_run_id is not None:
         return None
-    found = directory()
-    mode = found.mode_at(workflow.now())
-    if mode == "off":
+    if directory().mode_at(workflow.now()) == "off":
         return None
-    given = credentials(headers)
     try:
-        if given.header is None:
-            if mode == "enforce":
-                raise CommandRejected(
-                    f"the start is not signed: authorization is enforced (header {HEADER})",
-                    code="unauthenticated",
-                )
-            return None
-        info = workflow.info()
         payload = payloads.decode(raw, "start input", payloads.MAX_START_BYTES)
-        actor = verify(
-            token_of(given.header),
-            found,
-            at=workflow.now(),
-            aud=audience(info.namespace),
-            wid=info.workflow_id,
-            cmd=START,
-            payload=payload,
-            jti=None,
-        )
+        actor = _verified("the start", START, credentials(headers), payload, jti=None,
+                          grace=timedelta(0))  # fmt: skip
         by = payload.get("by") if isinstance(payload, dict) else None
-        if mode == "enforce" and by not in (None, actor.sub):
+        enforced = directory().mode_at(workflow.now()) == "enforce"
+        if actor is not None and enforced and by not in (None, actor.sub):
             raise CommandRejected(
                 f"by names {str(by)[:60]}, but the start is signed for {actor.sub}",
                 code="token_mismatch",

@@ -4,7 +4,6 @@ and nothing applied, and roles deciding who may change which opportunity."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -35,6 +34,7 @@ from starter.client.signing import Signer
 from store import authorization
 from store.search import SearchFilters
 from store.users import User, put_user
+from tests.integration.test_integrate import completed, run
 from tests.support.helpers import eventually, setup_contact, setup_process, setup_references
 from tests.support.servers import Cli, Servers
 from worker import build_worker
@@ -207,7 +207,7 @@ async def test_unsigned_and_forged_commands_are_refused_and_change_nothing(
     url = (f"http://127.0.0.1:{servers.http_port}/api/v1/namespaces/default/workflows/"
            f"{handle.id}/signal/change_stage")  # fmt: skip
     body = {"input": [command], "header": {"fields": {HEADER: tampered}}}
-    await _run("curl", "--fail-with-body", "-sS", "-X", "POST", url,
+    await run("curl", "--fail-with-body", "-sS", "-X", "POST", url,
                "-H", "Content-Type: application/json", "-d", json.dumps(body))  # fmt: skip
     state = await eventually(lambda: _rejected(as_user(client, task_queue, office, "mgr"), opp))
     assert state.rejected[-1].code == "token_mismatch", state.rejected[-1]
@@ -217,14 +217,14 @@ async def test_unsigned_and_forged_commands_are_refused_and_change_nothing(
     # is applied, and the same signed command sent again is applied once.
     temporal = embedded.temporal_binary()
     address = ["--address", servers.temporal_address]
-    code, out = await _completed(temporal, "workflow", "update", "execute", *address,
+    code, out = await completed(temporal, "workflow", "update", "execute", *address,
                                  "--workflow-id", handle.id, "--name", "change_stage",
                                  "--input", json.dumps(command),
                                  "--headers", f"{HEADER}={json.dumps(tampered)}")  # fmt: skip
     assert code == 1 and "token_mismatch:" in out, out
     good = token(command)
     for _ in range(2):
-        out = await _run(temporal, "workflow", "update", "execute", *address, "--workflow-id",
+        out = await run(temporal, "workflow", "update", "execute", *address, "--workflow-id",
                          handle.id, "--name", "change_stage", "--input", json.dumps(command),
                          "--headers", f"{HEADER}={json.dumps(good)}",
                          "--output", "json")  # fmt: skip
@@ -259,20 +259,6 @@ async def test_an_unsigned_start_fails_at_once_and_writes_nothing(
 async def _rejected(opportunities: OpportunitiesClient, opp: str) -> Any:
     state = await opportunities.state(opp)
     return state if state.rejected else None
-
-
-async def _completed(*args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await process.communicate()
-    return process.returncode or 0, out.decode()
-
-
-async def _run(*args: str) -> str:
-    code, out = await _completed(*args)
-    assert code == 0, out
-    return out
 
 
 class _Headers(Interceptor):
