@@ -48,4 +48,8 @@ async def migrate(pool: asyncpg.Pool) -> list[int]:
                     "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
                 )
                 applied_now.append(version)
+        if await conn.fetchval("SELECT to_regproc('sales_grant_roles') IS NOT NULL"):
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATIONS_LOCK)
+                await conn.execute("SELECT sales_grant_roles()")  # tables added since too
     return applied_now

@@ -35,6 +35,7 @@ from starter.cli.common import (
 )
 from store import authorization
 from store.opportunities import audit_trail
+from store.schema import migrate
 from store.users import list_users
 
 keys_app = new_app("Keys that sign commands: a user's own, or a service's acting for users.")
@@ -249,3 +250,17 @@ def audit(
                       data.get("by") or "", data.get("actor") or "",
                       data.get("actor_service") or "", verified)  # fmt: skip
     print_table(table)
+
+
+@audit_app.command("migrate")
+def migrate_command() -> None:
+    """Apply the database migrations this database lacks (the setup step: run it as a login
+    role of `sales_setup`); it also grants the database roles on every table."""
+
+    async def work() -> list[int]:
+        async with database() as pool:
+            return await migrate(pool)
+
+    applied = run(work)
+    console.print(f"applied migrations {', '.join(map(str, applied))}" if applied
+                  else "the database has every migration", highlight=False)  # fmt: skip

@@ -1,0 +1,71 @@
+"""The database roles grant each kind of client only what it needs: no one but the setup
+role and the worker reads a webhook secret; the worker never writes keys, permissions, roles
+or processes; advisers' CLI writes contacts and seminars, not opportunities."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+ALLOWED = [
+    ("sales_read", "SELECT subscription_id, url, status FROM subscriptions LIMIT 1"),
+    ("sales_read", "SELECT count(*) FROM opportunity_audit"),
+    ("sales_read", "SELECT count(*) FROM opportunity_overdue"),
+    ("sales_office", "INSERT INTO contacts (contact_id, first_name, last_name)"
+                     " VALUES ('role-test', 'R', 'T')"),
+    ("sales_office", "UPDATE subscriptions SET status = status WHERE false"),
+    ("sales_worker", "SELECT secret FROM subscriptions LIMIT 1"),
+    ("sales_worker", "UPDATE opportunities SET revision = revision WHERE false"),
+    ("sales_worker", "DELETE FROM opportunity_events WHERE false"),
+    ("sales_worker", "SELECT count(*) FROM signing_keys"),
+    ("sales_setup", "INSERT INTO authorization_modes (mode, effective_from)"
+                    " VALUES ('off', '-infinity') ON CONFLICT DO NOTHING"),
+]  # fmt: skip
+REFUSED = [
+    ("sales_read", "SELECT secret FROM subscriptions LIMIT 1"),
+    ("sales_read", "SELECT * FROM subscriptions LIMIT 1"),
+    ("sales_read", "UPDATE opportunities SET revision = revision WHERE false"),
+    ("sales_office", "SELECT secret FROM subscriptions LIMIT 1"),
+    ("sales_office", "UPDATE opportunities SET revision = revision WHERE false"),
+    ("sales_office", "INSERT INTO signing_keys (kid, user_id, public_jwk, usable_from)"
+                     " VALUES ('x', 'x', '{}', now())"),
+    ("sales_worker", "INSERT INTO signing_keys (kid, user_id, public_jwk, usable_from)"
+                     " VALUES ('x', 'x', '{}', now())"),
+    ("sales_worker", "UPDATE permission_sets SET rules = rules WHERE false"),
+    ("sales_worker", "UPDATE users SET roles = roles WHERE false"),
+    ("sales_worker", "DELETE FROM sales_processes WHERE false"),
+]  # fmt: skip
+
+
+async def _as(pool: asyncpg.Pool, role: str, sql: str) -> None:
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            await conn.execute(f"SET LOCAL ROLE {role}")
+            await conn.execute(sql)
+        finally:
+            await transaction.rollback()
+
+
+@pytest.mark.parametrize(("role", "sql"), ALLOWED)
+async def test_each_role_may_do_its_work(pool: asyncpg.Pool, role: str, sql: str) -> None:
+    await _as(pool, role, sql)
+
+
+@pytest.mark.parametrize(("role", "sql"), REFUSED)
+async def test_each_role_may_do_nothing_more(pool: asyncpg.Pool, role: str, sql: str) -> None:
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await _as(pool, role, sql)
+
+
+async def test_every_table_is_granted_to_every_role(pool: asyncpg.Pool) -> None:
+    """`migrate` grants the roles on tables added since the roles' migration too."""
+    missing = await pool.fetch(
+        "SELECT c.relname, r.rolname FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema()"
+        " CROSS JOIN (VALUES ('sales_setup'), ('sales_worker'), ('sales_read')) r(rolname)"
+        " WHERE c.relkind = 'r' AND c.relname <> 'subscriptions'"
+        " AND NOT has_table_privilege(r.rolname, c.oid, 'SELECT')"
+    )
+    assert [tuple(row) for row in missing] == []
