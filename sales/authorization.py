@@ -27,9 +27,11 @@ Scope = Literal["own", "team", "all"]
 
 CLOSE_LOST = "close_lost"
 CLOSE_WON = "close_won"
-RIGHTS_BEYOND_COMMANDS = (CLOSE_LOST, CLOSE_WON)
+OPEN = "open"
+RIGHTS_BEYOND_COMMANDS = (CLOSE_LOST, CLOSE_WON, OPEN)
 """Rights a rule may name besides commands: moving an opportunity by `change_stage` straight
-into a stage that closes it as lost (without an outcome) or as won."""
+into a stage that closes it as lost (without an outcome) or as won, and opening one (scope
+`own`: only with oneself as its owner)."""
 
 
 class Actor(BaseModel):
@@ -206,3 +208,20 @@ def _why(
     if near:
         return f"the rule ({near[0].describe()}) does not reach it (owner {state.owner})"
     return f"no rule of their roles ({', '.join(roles)}) grants {right}"
+
+
+def authorize_open(
+    actor: Actor, roles: list[str], owner: str | None, permissions: Permissions
+) -> None:
+    """Raise `CommandRejected` (`forbidden`) unless a rule of one of `roles` grants opening an
+    opportunity of this owner (`own`: the actor themself)."""
+    for rule in permissions.rules:
+        if rule.role in roles and (OPEN in rule.commands or "*" in rule.commands):
+            if rule.scope != "own" or owner == actor.sub:
+                return
+    raise CommandRejected(
+        f"{actor.sub} may not open an opportunity"
+        + (f" owned by {owner}" if owner else "")
+        + f": no rule of their roles ({', '.join(roles) or 'none'}) grants it",
+        code="forbidden",
+    )

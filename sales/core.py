@@ -110,9 +110,9 @@ async def run(
     return Outcome(new, result, writes, changed)
 
 
-def _stamp(before: Opportunity, new: Opportunity, writes: Writes, actor: Actor) -> None:
-    """The history entries the command added, with its actor (in place)."""
-    last = before.history[-1].seq if before.history else 0
+def _stamp(before: Opportunity | None, new: Opportunity, writes: Writes, actor: Actor) -> None:
+    """The history entries the command (or the opening) added, with its actor (in place)."""
+    last = before.history[-1].seq if before is not None and before.history else 0
     who = {"actor": actor.sub, "actor_service": actor.act, "verified": actor.verified}
     if not any(entry.seq > last for entry in new.history):
         return
@@ -120,15 +120,19 @@ def _stamp(before: Opportunity, new: Opportunity, writes: Writes, actor: Actor) 
     writes.history = [e.model_copy(update=who) if e.seq > last else e for e in writes.history]
 
 
-async def carry_out(decision: Decision, perform: Perform, clock: Clock) -> Outcome:
+async def carry_out(
+    decision: Decision, perform: Perform, clock: Clock, actor: Actor | None = None
+) -> Outcome:
     """Carry out what an opening, a reopening or a timer decided, with the events of what it
-    changed."""
+    changed; `actor`: who opened it, as authorization judged (kept in its history)."""
     state, _, writes = await _carried_out(decision.state, decision.effects, perform, clock)
     changed: list[ChangeRecord] = []
     if decision.before is not None:
         name = decision.result.command
         changed = records(name, decision.before, state, by=None, at=clock())
         writes.add_events(events_of(state, decision.before, changed, writes.details))
+    if actor is not None:
+        _stamp(decision.before, state, writes, actor)
     return Outcome(state, decision.result, writes, changed)
 
 

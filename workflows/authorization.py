@@ -34,7 +34,7 @@ from temporalio.worker import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from sales.authorization import Actor, Directory, authorize
+    from sales.authorization import Actor, Directory, authorize, authorize_open
     from sales.commands import Command
     from sales.errors import CommandRejected, with_code
     from sales.opportunity import Opportunity
@@ -179,12 +179,20 @@ def check_start(headers: dict[str, Payload] | Any, raw: RawValue) -> Actor | Non
         actor = _verified("the start", START, credentials(headers), payload, jti=None,
                           grace=timedelta(0))  # fmt: skip
         by = payload.get("by") if isinstance(payload, dict) else None
-        enforced = directory().mode_at(workflow.now()) == "enforce"
-        if actor is not None and enforced and by not in (None, actor.sub):
-            raise CommandRejected(
-                f"by names {str(by)[:60]}, but the start is signed for {actor.sub}",
-                code="token_mismatch",
-            )
+        now = workflow.now()
+        found = directory()
+        if actor is not None and found.mode_at(now) == "enforce":
+            if by not in (None, actor.sub):
+                raise CommandRejected(
+                    f"by names {str(by)[:60]}, but the start is signed for {actor.sub}",
+                    code="token_mismatch",
+                )
+            if workflow.info().workflow_type == "Opportunity" and isinstance(payload, dict):
+                if payload.get("carried") is None and payload.get("reopen") is None:
+                    owner = payload.get("owner")
+                    authorize_open(actor, found.roles_at(actor.sub, now),
+                                   owner if isinstance(owner, str) else None,
+                                   found.permissions_at(now))  # fmt: skip
         return actor
     except CommandRejected as refused:
         raise ApplicationError(
@@ -193,6 +201,15 @@ def check_start(headers: dict[str, Payload] | Any, raw: RawValue) -> Actor | Non
             type="Unauthorized",
             non_retryable=True,
         ) from None
+
+
+_STARTED_BY: ContextVar[Actor | None] = ContextVar("sales_authz_started_by", default=None)
+
+
+def started_by() -> Actor | None:
+    """Who started this run, as its start's token proves (None: not verified): set by the
+    interceptor before the run begins, in the run's own context."""
+    return _STARTED_BY.get()
 
 
 _SIGNAL_HEADERS: ContextVar[dict[str, Payload] | None] = ContextVar(
@@ -240,7 +257,7 @@ class Authorization(Interceptor):
 
             async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
                 if workflow.info().workflow_type in started and input.args:
-                    check_start(input.headers, input.args[0])
+                    _STARTED_BY.set(check_start(input.headers, input.args[0]))
                 return await super().execute_workflow(input)
 
             async def handle_signal(self, input: HandleSignalInput) -> None:

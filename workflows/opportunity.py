@@ -26,12 +26,13 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.opportunity_activities import SetupRequest
     from sales import core
+    from sales.authorization import Actor
     from sales.errors import CommandRejected, with_code
     from sales.opportunity import DeadLetter, HistoryEntry, Opportunity
     from sales.writes import Writes
     from workflows import continue_as_new, effect_runner
     from workflows.alarm import Alarm
-    from workflows.authorization import authorized
+    from workflows.authorization import authorized, started_by
     from workflows.command_queue import CommandQueue, command_handlers, rejection_error
     from workflows.delivery import Delivery
     from workflows.indexing import Indexing
@@ -132,6 +133,9 @@ class OpportunityWorkflow:
         """Load the setup, enter the initial stage and write the first projection. An unknown
         contact, process or stage fails the workflow, naming it, before anything is written."""
         assert start.contact_id is not None
+        actor = started_by()
+        if actor is not None:  # verified: the opening's `by` is its signer
+            start = start.model_copy(update={"by": actor.sub})
         setup = await effect_runner.load_setup(
             SetupRequest(
                 opportunity_id=start.opportunity_id,
@@ -154,7 +158,7 @@ class OpportunityWorkflow:
                 non_retryable=True,
             ) from None
         decision.state = WORKER_PROCESSES.share(decision.state)
-        await self.settle(decision)
+        await self.settle(decision, actor)
 
     async def reopen(self, opportunity_id: str, stage: str, by: str | None) -> None:
         """Open a won or lost opportunity again in `stage`, from the state its real run ended
@@ -180,11 +184,11 @@ class OpportunityWorkflow:
         if decision is not None:
             await self.settle(decision)
 
-    async def settle(self, decision: core.Decision) -> None:
-        """Carry out what an opening, a reopening or a timer decided, and write it. Queries
-        see the new state once it is written: an opening or reopening answers with a state
-        the read model already has."""
-        outcome = await core.carry_out(decision, effect_runner.perform, workflow.now)
+    async def settle(self, decision: core.Decision, actor: Actor | None = None) -> None:
+        """Carry out what an opening, a reopening or a timer decided, and write it (`actor`:
+        who opened it, verified). Queries see the new state once it is written: an opening
+        or reopening answers with a state the read model already has."""
+        outcome = await core.carry_out(decision, effect_runner.perform, workflow.now, actor)
         refused = await self.projection.write(outcome.state, outcome.writes)
         self.state = outcome.state
         await self.written(refused)

@@ -243,6 +243,15 @@ async def test_unsigned_and_forged_commands_are_refused_and_change_nothing(
 async def test_an_unsigned_start_fails_at_once_and_writes_nothing(
     client: Client, pool: asyncpg.Pool, task_queue: str, office: Office
 ) -> None:
+    manager = as_user(client, task_queue, office, "mgr")
+    await _open(client, task_queue, office, f"o-{office.uid}", "adv1")
+    [opening] = await manager.history(f"o-{office.uid}")
+    assert (opening.by, opening.actor, opening.verified) == (office.user("mgr"),) * 2 + (True,)
+    adviser = as_user(client, task_queue, office, "adv1")  # no right to open in these rules
+    with pytest.raises(StartFailed, match="may not open") as forbidden:
+        await adviser.create(office.contact_id, opportunity_id=f"a-{office.uid}",
+                             process_id=office.process_id, owner=office.user("adv2"))  # fmt: skip
+    assert forbidden.value.code == "forbidden"
     unsigned = OpportunitiesClient(client, task_queue)
     with pytest.raises(StartFailed, match="not signed") as failed:
         await unsigned.create(office.contact_id, opportunity_id=f"u-{office.uid}",
