@@ -184,9 +184,16 @@ async def load_directory_or_exit(pool: asyncpg.Pool) -> Directory:
             log.info("authorization mode %s recorded; in effect in %s", mode,
                      authorization.EFFECTIVE_AFTER)  # fmt: skip
     try:
-        return await authorization.load_directory(pool)
-    except (ValueError, jwt.PyJWTError) as error:
-        raise SystemExit(f"worker not started: a signing key cannot be read: {error}") from None
+        directory = await authorization.load_directory(pool)
+    except ValueError as error:
+        raise SystemExit(f"worker not started: the keys cannot be read: {error}") from None
+    for kid, key in directory.keys.items():
+        try:
+            key.public_key  # noqa: B018 (made now: a broken key stops the start, named)
+        except (jwt.PyJWTError, ValueError) as error:
+            raise SystemExit(f"worker not started: signing key {kid!r} cannot be read: "
+                             f"{error}") from None  # fmt: skip
+    return directory
 
 
 async def keep_loading(pool: asyncpg.Pool, holder: DirectoryHolder) -> None:

@@ -12,8 +12,10 @@ decided as it was live.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Generic, Literal, TypeVar
 
+import jwt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sales.errors import CommandRejected
@@ -58,6 +60,11 @@ class SigningKey(BaseModel):
     public_jwk: dict[str, Any]
     usable_from: datetime
     revoked_from: datetime | None = None
+
+    @cached_property
+    def public_key(self) -> Any:
+        """The key, made once from its JWK (a key is never changed: a new one is added)."""
+        return jwt.PyJWK(self.public_jwk, algorithm="ES256").key
 
     def usable_at(self, at: datetime) -> bool:
         return self.usable_from <= at

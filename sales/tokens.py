@@ -123,7 +123,7 @@ def verify(
     if key.revoked_at(at):
         raise refused("key_revoked", f"key {kid!r} is revoked")
     try:
-        public = jwt.PyJWK(key.public_jwk, algorithm=ALGORITHM).key
+        public = key.public_key
         claims = jwt.decode(
             token, public, algorithms=[ALGORITHM], audience=aud,
             options={"verify_exp": False, "verify_iat": False, "verify_nbf": False,

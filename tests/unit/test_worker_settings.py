@@ -120,3 +120,30 @@ def test_the_cli_finds_make_runs_servers_from_any_folder(
     (elsewhere / ".data" / "local.env").write_text("DATABASE_URL=postgresql://y@/db\n")
     monkeypatch.setenv("OPPORTUNITIES_HOME", str(elsewhere / ".data"))
     assert settings.database_url() == "postgresql://y@/db"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "cannot be read"), ("{not json", "cannot be read"),
+     ('{"kid": "k", "user": "u", "private_pem": "nope"}', "cannot be read")],
+)  # fmt: skip
+def test_a_broken_service_key_file_stops_the_worker_and_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: str | None, message: str
+) -> None:
+    from worker import service_key_from_environment
+
+    path = tmp_path / "service.json"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setenv("OPPORTUNITIES_SERVICE_KEY_FILE", str(path))
+    with pytest.raises(SystemExit, match=f"worker not started: the key file {path} {message}"):
+        service_key_from_environment()
+
+
+@pytest.mark.parametrize("raw", ["0", "51", "soon"])
+def test_the_authorization_reload_is_bounded(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    from worker import reload_seconds
+
+    monkeypatch.setenv("OPPORTUNITIES_AUTHZ_RELOAD", raw)
+    with pytest.raises(SystemExit, match="OPPORTUNITIES_AUTHZ_RELOAD must be"):
+        reload_seconds()
