@@ -1,8 +1,9 @@
 """The worker: runs Opportunity workflows and their activities on the `opportunities` queue.
 
 `opportunities-worker` (or `python worker.py`) connects to `TEMPORAL_ADDRESS` and
-`DATABASE_URL`, applies pending database migrations, and polls until SIGINT or SIGTERM, then
-finishes the tasks in hand before exiting. Run as many as you like on one queue.
+`DATABASE_URL`, checks that the database has every migration (`opportunities migrate`, the
+setup step, applies them), and polls until SIGINT or SIGTERM, then finishes the tasks in hand
+before exiting. Run as many as you like on one queue.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from runtime.temporal import connect_patiently
 from sales.authorization import Directory
 from sales.registry import COMMANDS
 from store import authorization
-from store.schema import migrate
+from store.schema import pending
 from workflows import outbox_retention
 from workflows.authorization import DIRECTORIES, Authorization, DirectoryHolder
 from workflows.mass_modify import MassModifyWorkflow
@@ -238,9 +239,12 @@ async def serve(stop: asyncio.Event) -> None:
         log.info("Prometheus metrics on http://%s/metrics", metrics_address())
     pool = await store.create_pool(settings.database_url())
     try:
-        applied = await migrate(pool)
-        if applied:
-            log.info("applied database migrations %s", applied)
+        lacking = await pending(pool)
+        if lacking:
+            raise SystemExit(
+                f"worker not started: the database lacks migrations {lacking}; run "
+                "`opportunities migrate` (the setup step) first"
+            )
         directory = DirectoryHolder(await load_directory_or_exit(pool))
         worker = build_worker(client, pool, mailer=mailer_from_environment(), directory=directory)
         deliveries = delivery_worker(client, pool)

@@ -53,3 +53,15 @@ async def migrate(pool: asyncpg.Pool) -> list[int]:
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATIONS_LOCK)
                 await conn.execute("SELECT sales_grant_roles()")  # tables added since too
     return applied_now
+
+
+async def pending(pool: asyncpg.Pool) -> list[int]:
+    """The versions of the migrations this database lacks."""
+    shipped = [version for version, _, _ in migration_files()]
+    table = await pool.fetchval(  # in this schema (not another on the search path)
+        "SELECT to_regclass(quote_ident(current_schema()) || '.schema_migrations')::text"
+    )
+    if table is None:
+        return shipped
+    applied = {row["version"] for row in await pool.fetch(f"SELECT version FROM {table}")}
+    return [version for version in shipped if version not in applied]

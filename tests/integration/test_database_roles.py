@@ -69,3 +69,26 @@ async def test_every_table_is_granted_to_every_role(pool: asyncpg.Pool) -> None:
         " AND NOT has_table_privilege(r.rolname, c.oid, 'SELECT')"
     )
     assert [tuple(row) for row in missing] == []
+
+
+async def test_a_worker_finds_what_a_database_lacks(postgres_url: str, pool: asyncpg.Pool) -> None:
+    """`pending` lists the migrations a schema lacks (a worker will not start on it); after
+    `opportunities migrate` it lists none."""
+    import uuid
+
+    from store.schema import migrate, migration_files, pending
+
+    schema = f"fresh_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(postgres_url)
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    settings = {"search_path": f"{schema}, public"}
+    fresh = await asyncpg.create_pool(postgres_url, server_settings=settings)
+    assert fresh is not None
+    try:
+        assert await pending(fresh) == [version for version, _, _ in migration_files()]
+        await migrate(fresh)
+        assert await pending(fresh) == []
+    finally:
+        await fresh.close()
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()

@@ -139,3 +139,12 @@ def test_authorization_is_enforced_and_the_ui_cannot_write(compose: dict) -> Non
     assert compose["services"]["worker"]["environment"]["SALES_AUTH"] == "enforce"
     ui = compose["services"]["temporal-ui"]["environment"]
     assert ui["TEMPORAL_DISABLE_WRITE_ACTIONS"] == "true"
+
+
+def test_the_database_is_migrated_by_a_setup_step_before_any_worker(compose: dict) -> None:
+    services = compose["services"]
+    assert services["setup"]["command"] == ["opportunities", "migrate"]
+    for name in ("worker", "examples"):
+        assert services[name]["depends_on"]["setup"] == {
+            "condition": "service_completed_successfully"
+        }
