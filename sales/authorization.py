@@ -23,6 +23,9 @@ from sales.opportunity import Opportunity
 from sales.registry import REGISTRY
 from sales.validation import IdText
 
+HEADER = "sales-authz"
+"""The Temporal header that carries a command's signed actor (`sales.tokens`)."""
+
 AuthMode = Literal["off", "record", "enforce"]
 Scope = Literal["own", "team", "all"]
 """`own`: the opportunity's owner; `team`: its owner or a member of its team; `all`: any."""
@@ -232,3 +235,42 @@ def authorize_open(
         + f": no rule of their roles ({', '.join(roles) or 'none'}) grants it",
         code="forbidden",
     )
+
+
+class Clearance(BaseModel):
+    """What a command is judged by, as the directory says at the time it is applied: the
+    mode, the verified actor (None: unsigned), and the actor's roles and the permissions."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: AuthMode
+    actor: Actor | None = None
+    roles: list[str] = Field(default_factory=list)
+    permissions: Permissions = Field(default_factory=lambda: Permissions(rules=[]))
+
+
+def cleared(
+    clearance: Clearance, name: str, command: Any, state: Opportunity
+) -> tuple[Any, Actor | None]:
+    """The command as it is applied, and the actor its history entries keep. `off`: as sent,
+    no actor. `record`: as sent; an unsigned one with its `by` as an unverified actor.
+    `enforce`: refused unless signed (`unauthenticated`), its `by` names its signer
+    (`token_mismatch`) and the signer's roles allow it here (`forbidden`); `by` is set to the
+    signer."""
+    actor = clearance.actor
+    if clearance.mode == "off":
+        return command, None
+    if clearance.mode == "record":
+        return command, actor or Actor(sub=command.by or "unknown", verified=False)
+    if actor is None:
+        raise CommandRejected(
+            f"{name} is not signed: authorization is enforced (header {HEADER})",
+            code="unauthenticated",
+        )
+    if command.by not in (None, actor.sub):
+        raise CommandRejected(
+            f"by names {command.by}, but the command is signed for {actor.sub}",
+            code="token_mismatch",
+        )
+    authorize(actor, clearance.roles, name, command, state, clearance.permissions)
+    return command.model_copy(update={"by": actor.sub}), actor

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from sales import action_rules, stage_rules, value_rules
-from sales.authorization import Actor
+from sales.authorization import Actor, Clearance, cleared
 from sales.change_records import ChangeRecord, records
 from sales.commands import Command
 from sales.effects import Effect, EffectOutcome, PerformEffect
@@ -86,12 +86,15 @@ async def run(
     looked_up: LookedUp,
     perform: Perform,
     clock: Clock,
-    actor: Actor | None = None,
+    clearance: Clearance | None = None,
 ) -> Outcome:
     """Apply `command` and carry it through: its effects, the settling of each outcome, the
     automatic advance that may follow. Raises `CommandRejected` (nothing changed) when it
-    cannot be applied. `actor`: who sent it, as authorization judged (kept in the history
-    entries it adds)."""
+    cannot be applied, or its `clearance` does not allow it; the actor it clears is kept
+    in the history entries and events it adds."""
+    actor = None
+    if clearance is not None:
+        command, actor = cleared(clearance, declaration_of(command).name, command, state)
     decision = apply(state, command, clock(), looked_up)
     if decision.result.duplicate:
         return Outcome(state, decision.result)

@@ -20,10 +20,9 @@ import jwt
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sales.authorization import Actor, Directory
+from sales.authorization import HEADER, Actor, Directory
 from sales.errors import CommandRejected
 
-HEADER = "sales-authz"
 ALGORITHM = "ES256"
 MAX_TOKEN_BYTES = 4096
 MAX_LIFETIME = timedelta(minutes=5)

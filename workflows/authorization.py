@@ -34,10 +34,8 @@ from temporalio.worker import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from sales.authorization import Actor, Directory, authorize, authorize_open
-    from sales.commands import Command
+    from sales.authorization import Actor, Clearance, Directory, authorize_open
     from sales.errors import CommandRejected, with_code
-    from sales.opportunity import Opportunity
     from sales.tokens import HEADER, START, audience, header_data, token_of, verify
     from workflows import payloads, telemetry
 
@@ -133,37 +131,19 @@ def authenticate(name: str, raw: RawValue, given: Credentials, *, signal: bool) 
     return _verified(name, name, given, payload, jti=jti, grace=grace)
 
 
-def authorized(
-    name: str, command: Command, actor: Actor | None, state: Opportunity
-) -> tuple[Command, Actor | None]:
-    """The command as it is applied, and the actor its history entries keep. Under `record`,
-    an unsigned command is applied with its `by` as an unverified actor (counted). Under
-    `enforce`, it is refused unless its actor's roles allow it on this opportunity
-    (`forbidden`) and its `by` names its actor (else `token_mismatch`); `by` is set to the
-    actor."""
+def clearance(name: str, actor: Actor | None) -> Clearance:
+    """What a command is judged by as it is applied, from the directory at `workflow.now()`
+    (the core decides: `sales.authorization.cleared`). An unsigned command applied under
+    `record` is counted."""
     now = workflow.now()
     found = directory()
     mode = found.mode_at(now)
-    if mode == "off":
-        return command, None
-    if mode == "record":
-        if actor is not None:
-            return command, actor
+    if mode == "record" and actor is None:
         telemetry.count_unverified(name)
-        return command, Actor(sub=command.by or "unknown", verified=False)
-    if actor is None:
-        raise CommandRejected(
-            f"{name} is not signed: authorization is enforced (header {HEADER})",
-            code="unauthenticated",
-        )
-    if command.by not in (None, actor.sub):
-        raise CommandRejected(
-            f"by names {command.by}, but the command is signed for {actor.sub}",
-            code="token_mismatch",
-        )
-    authorize(actor, found.roles_at(actor.sub, now), name, command, state,
-              found.permissions_at(now))  # fmt: skip
-    return command.model_copy(update={"by": actor.sub}), actor
+    if mode != "enforce" or actor is None:
+        return Clearance(mode=mode, actor=actor)
+    return Clearance(mode=mode, actor=actor, roles=found.roles_at(actor.sub, now),
+                     permissions=found.permissions_at(now))  # fmt: skip
 
 
 def check_start(headers: dict[str, Payload] | Any, raw: RawValue) -> Actor | None:

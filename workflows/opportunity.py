@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from sales.writes import Writes
     from workflows import continue_as_new, effect_runner
     from workflows.alarm import Alarm
-    from workflows.authorization import authorized, started_by
+    from workflows.authorization import clearance, started_by
     from workflows.command_queue import CommandQueue, command_handlers, rejection_error
     from workflows.delivery import Delivery
     from workflows.indexing import Indexing
@@ -254,10 +254,11 @@ class OpportunityWorkflow:
         was rejected."""
         assert self.state is not None
         try:
-            command, actor = authorized(item.name, item.command(), item.actor, self.state)
+            command = item.command()
             looked_up = await self.lookups.look_up(self.state, command)
+            cleared = clearance(item.name, item.actor)
             outcome = await core.run(
-                self.state, command, looked_up, effect_runner.perform, workflow.now, actor
+                self.state, command, looked_up, effect_runner.perform, workflow.now, cleared
             )
         except CommandRejected as rejected:
             return rejected

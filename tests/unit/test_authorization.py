@@ -225,3 +225,26 @@ def test_the_example_permissions_file_is_valid() -> None:
     path = Path(__file__).resolve().parents[2] / "examples" / "permissions.yaml"
     permissions = Permissions.model_validate(yaml.safe_load(path.read_text()))
     assert {rule.role for rule in permissions.rules} == {"adviser", "manager"}
+
+
+def test_the_core_clears_a_command_by_the_mode() -> None:
+    from sales.authorization import Clearance, cleared
+
+    state = opened().model_copy(update={"owner": "ann"})
+    command = ChangeStage(stage="Proposal", by="claimed")
+    assert cleared(Clearance(mode="off"), "change_stage", command, state) == (command, None)
+    _, unverified = cleared(Clearance(mode="record"), "change_stage", command, state)
+    assert unverified == Actor(sub="claimed", verified=False)
+    ann = Actor(sub="ann", verified=True)
+    for clearance, code in (
+        (Clearance(mode="enforce"), "unauthenticated"),
+        (Clearance(mode="enforce", actor=ann, roles=["adviser"], permissions=RULES),
+         "token_mismatch"),  # by names someone else
+    ):  # fmt: skip
+        with pytest.raises(CommandRejected) as refused:
+            cleared(clearance, "change_stage", command, state)
+        assert refused.value.code == code
+    signed = ChangeStage(stage="Proposal")
+    enforced = Clearance(mode="enforce", actor=ann, roles=["adviser"], permissions=RULES)
+    applied, actor = cleared(enforced, "change_stage", signed, state)
+    assert (applied.by, actor) == ("ann", ann)
