@@ -96,6 +96,12 @@ class Column:
     numeric: bool = False
 
 
+def cells(row: Any, columns: list[Column]) -> list[Any]:
+    """A row's values for these columns, by their fields (a date as ISO 8601)."""
+    values = [getattr(row, column.field) for column in columns]
+    return [value.isoformat() if isinstance(value, date) else value for value in values]
+
+
 @dataclass
 class Rendered:
     """A report ready to show in every form."""
@@ -257,11 +263,7 @@ PIPELINE_COLUMNS = [
 
 
 def pipeline_report(rows: list[PipelineRow], note: str) -> Rendered:
-    values = [
-        [row.process_id, row.stage, row.currency, row.count, row.without_amount, row.amount,
-         row.weighted_amount, row.average_seconds, row.median_seconds, row.idle]
-        for row in rows
-    ]  # fmt: skip
+    values = [cells(row, PIPELINE_COLUMNS) for row in rows]
     return Rendered(
         title="Open pipeline",
         note=note,
@@ -367,11 +369,10 @@ def conversion_rows(report: ConversionReport) -> list[list[Any]]:
     rows = []
     for stage in report.stages:
         closed = processes.get(stage.process_id)
+        of_process = CLOSED_COLUMNS[1:]
         rows.append([
-            stage.process_id, stage.stage, stage.entered, stage.moved_on, stage.won, stage.lost,
-            stage.win_rate,
-            *((closed.won, closed.lost, closed.win_rate, closed.average_cycle_seconds)
-              if closed else (None, None, None, None)),
+            *cells(stage, CONVERSION_COLUMNS[:STAGE_COLUMNS]),
+            *(cells(closed, of_process) if closed else [None] * len(of_process)),
         ])  # fmt: skip
     return rows
 
@@ -380,8 +381,7 @@ def closed_table(processes: list[ConversionProcess]) -> report_page.Table:
     """Per process, those closed in the period: the table after the stages'."""
     rows = [
         [shown(value, column) for value, column in zip(
-            [p.process_id, p.won, p.lost, p.win_rate, p.average_cycle_seconds],
-            CLOSED_COLUMNS, strict=True)]
+            cells(p, CLOSED_COLUMNS), CLOSED_COLUMNS, strict=True)]
         for p in processes
     ]  # fmt: skip
     return report_page.Table(
@@ -466,11 +466,7 @@ FORECAST_COLUMNS = [
 
 
 def forecast_report(rows: list[ForecastRow], period: Period, note: str) -> Rendered:
-    values = [
-        [row.period, row.period_start.isoformat(), row.forecast_category, row.currency,
-         row.count, row.without_amount, row.amount, row.weighted_amount]
-        for row in rows
-    ]  # fmt: skip
+    values = [cells(row, FORECAST_COLUMNS) for row in rows]
     return Rendered(
         title=f"Forecast by {period}",
         note=note,
