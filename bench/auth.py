@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shlex
 import statistics
@@ -57,12 +56,11 @@ from typing import Any
 
 import asyncpg
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
 from bench.engine import no_activity_on_entry
-from bench.events import TEST_SETTINGS, cpu_ms, fleet_side, fmt
+from bench.events import TEST_SETTINGS, cpu_ms, fleet_side, fmt, print_ratios, side_by_side
 from bench.fleet import (
     CACHE,
     DEADLINE,
@@ -224,14 +222,13 @@ async def history_bytes(client: Client, run: Run, n: int) -> None:
 async def new_signer(pool: asyncpg.Pool, user: str, roles: list[str]) -> Signer:
     """A user with `roles` and a key of their own, both in effect at once."""
     await put_user(pool, User(user_id=user, name=user, roles=roles), roles_delay=timedelta(0))
-    private = ec.generate_private_key(ec.SECP256R1())
-    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
-    kid = f"{user}-key"
+    signer = Signer.generate(f"{user}-key", user)
     await authorization.add_key(
-        pool, SigningKey(kid=kid, user_id=user, public_jwk=jwk, usable_from=datetime.now(UTC)),
+        pool, SigningKey(kid=signer.kid, user_id=user, public_jwk=signer.public_jwk,
+                         usable_from=datetime.now(UTC)),
         by="bench", delay=timedelta(0),
     )  # fmt: skip
-    return Signer(kid, private, user)
+    return signer
 
 
 async def canary(
@@ -417,24 +414,11 @@ def report(
     print()
     print("| figure | off | enforce | enforce / off (goal) |")
     print("| --- | --- | --- | --- |")
-    rows: list[tuple[str, list[float], str]] = [
-        ("opened/s", [n / s.seconds["opening"] for s in sides], ""),
-        ("commands/s", [n * k / s.seconds["commands"] for s in sides], ">= 0.9"),
-        ("update p50 (ms)", [statistics.median(s.latencies or [0.0]) for s in sides], ""),
-        ("update p99 (ms)", [percentile(s.latencies or [0.0], 0.99) for s in sides], ""),
-    ]
-    for phase, per, count in (("opening", "opening", n), ("commands", "command", n * k)):
-        each = [cpu_ms(s, phase, count) for s in sides]
-        for process in each[0]:
-            rows.append((f"CPU ms per {per}: {process}", [e[process] for e in each], ""))
+    rows = side_by_side(sides, n, k)
     rows.append((f"history bytes per opportunity (opening + {k} commands; "
                  f"{HISTORY_SAMPLE} sampled)", [off.history_bytes, enforce.history_bytes],
                  ""))  # fmt: skip
-    for figure, (a, b), goal in rows:
-        ratio = f"{b / a:.2f}" if a else ""
-        if goal:
-            ratio = f"**{ratio}** ({goal})"
-        print(f"| {figure} | {fmt(a)} | {fmt(b)} | {ratio} |")
+    print_ratios(rows)
 
     verify_mean = statistics.mean(costs["verify"])
     worker_off, worker_enforce = (cpu_ms(s, "commands", n * k)["worker"] for s in sides)

@@ -243,6 +243,35 @@ def cpu_ms(side: Side, phase: str, count: int) -> dict[str, float]:
     }
 
 
+Rows = list[tuple[str, list[float], str]]
+"""A figure, its value on each of two sides, and its goal (for the ratio)."""
+
+
+def side_by_side(sides: tuple[Side, Side], n: int, k: int) -> Rows:
+    """`bench.fleet`'s figures of two sides: opened/s, commands/s (goal: at least 0.9 of the
+    first side), update latency, CPU per opening and per command."""
+    rows: Rows = [
+        ("opened/s", [n / s.seconds["opening"] for s in sides], ""),
+        ("commands/s", [n * k / s.seconds["commands"] for s in sides], ">= 0.9"),
+        ("update p50 (ms)", [statistics.median(s.latencies or [0.0]) for s in sides], ""),
+        ("update p99 (ms)", [percentile(s.latencies or [0.0], 0.99) for s in sides], ""),
+    ]
+    for phase, per, count in (("opening", "opening", n), ("commands", "command", n * k)):
+        each = [cpu_ms(s, phase, count) for s in sides]
+        for process in each[0]:
+            rows.append((f"CPU ms per {per}: {process}", [e[process] for e in each], ""))
+    return rows
+
+
+def print_ratios(rows: Rows) -> None:
+    """The rows as a table's lines: each side's value and the second's ratio to the first."""
+    for figure, (a, b), goal in rows:
+        ratio = f"{b / a:.2f}" if a else ""
+        if goal:
+            ratio = f"**{ratio}** ({goal})"
+        print(f"| {figure} | {fmt(a)} | {fmt(b)} | {ratio} |")
+
+
 def fmt(value: float, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
@@ -334,21 +363,7 @@ def report(
     print()
     print("| figure | no subscription | one subscription | one / none (goal) |")
     print("| --- | --- | --- | --- |")
-    rows: list[tuple[str, list[float], str]] = [
-        ("opened/s", [n / s.seconds["opening"] for s in sides], ""),
-        ("commands/s", [n * k / s.seconds["commands"] for s in sides], ">= 0.9"),
-        ("update p50 (ms)", [statistics.median(s.latencies) for s in sides], ""),
-        ("update p99 (ms)", [percentile(s.latencies, 0.99) for s in sides], ""),
-    ]
-    for phase, per, count in (("opening", "opening", n), ("commands", "command", n * k)):
-        each = [cpu_ms(s, phase, count) for s in sides]
-        for process in each[0]:
-            rows.append((f"CPU ms per {per}: {process}", [e[process] for e in each], ""))
-    for figure, (a, b), goal in rows:
-        ratio = f"{b / a:.2f}" if a else ""
-        if goal:
-            ratio = f"**{ratio}** ({goal})"
-        print(f"| {figure} | {fmt(a)} | {fmt(b)} | {ratio} |")
+    print_ratios(side_by_side(sides, n, k))
 
     by_id = {row["event_id"]: row for row in written}
     expected, got = set(by_id), set(receiver.arrived)

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -26,6 +27,17 @@ class Signer:
     private_key: ec.EllipticCurvePrivateKey
     sub: str
     act: str | None = None
+
+    @classmethod
+    def generate(cls, kid: str, sub: str, act: str | None = None) -> Signer:
+        """A new EC P-256 key pair."""
+        return cls(kid, ec.generate_private_key(ec.SECP256R1()), sub, act)
+
+    @property
+    def public_jwk(self) -> dict[str, object]:
+        """The public key as a JWK, with its `kid` (what an administrator registers)."""
+        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.private_key.public_key()))
+        return {**jwk, "kid": self.kid, "alg": "ES256", "use": "sig"}
 
     def acting_for(self, sub: str) -> Signer:
         """A service key signing for another user (`act` stays the service)."""

@@ -4,7 +4,6 @@ an administrator and take effect a minute later, once every worker has loaded th
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from datetime import UTC, datetime
@@ -13,11 +12,10 @@ from typing import Annotated, Any
 
 import jwt
 import typer
-from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 
 from runtime import settings
-from runtime.signer import keys_folder, write_key_file
+from runtime.signer import Signer, keys_folder, write_key_file
 from sales.authorization import Permissions, SigningKey
 from sales.errors import describe_validation_error
 from starter.cli.common import (
@@ -42,11 +40,6 @@ keys_app = new_app("Keys that sign commands: a user's own, or a service's acting
 permissions_app = new_app("Which roles may run which commands, on which opportunities.")
 
 MAX_JWK_BYTES = 4096
-
-
-def _public_jwk(key: ec.EllipticCurvePrivateKey, kid: str) -> dict[str, Any]:
-    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
-    return {**jwk, "kid": kid, "alg": "ES256", "use": "sig"}
 
 
 def checked_jwk(document: Any, where: str) -> dict[str, Any]:
@@ -97,13 +90,13 @@ def create(
     if path.exists():
         raise UserError(f"{path} exists already: revoke its key, remove the file, then create")
     kid = f"{owner}-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(3)}"
-    private = ec.generate_private_key(ec.SECP256R1())
-    jwk = _public_jwk(private, kid)
+    signer = Signer.generate(kid, owner)
+    jwk = signer.public_jwk
     stored = None
     if register if register is not None else _register_by_default():
         stored = run(lambda: _add(SigningKey(kid=kid, user_id=owner, public_jwk=jwk,
                                              usable_from=datetime.now(UTC))))  # fmt: skip
-    write_key_file(path, kid, owner, private)
+    write_key_file(path, kid, owner, signer.private_key)
     console.print(f"private key: {path}", highlight=False)
     print_json(jwk)
     if stored is not None:

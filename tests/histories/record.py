@@ -20,8 +20,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives.asymmetric import ec
 from temporalio.client import Client, WorkflowHandle
 
 from bench.servers import local_servers
@@ -413,12 +411,11 @@ async def signed(client: Client, opportunities: OpportunitiesClient, pool: Any) 
     holder = DirectoryHolder()
 
     async def key(kid: str, user: str) -> Signer:
-        private = ec.generate_private_key(ec.SECP256R1())
-        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
-        await authorization.add_key(pool, SigningKey(kid=kid, user_id=user, public_jwk=jwk,
-                                                     usable_from=now), by="recorder",
-                                    delay=timedelta(0))  # fmt: skip
-        return Signer(kid, private, user)
+        signer = Signer.generate(kid, user)
+        await authorization.add_key(pool, SigningKey(kid=kid, user_id=user, usable_from=now,
+                                                     public_jwk=signer.public_jwk),
+                                    by="recorder", delay=timedelta(0))  # fmt: skip
+        return signer
 
     async def reload() -> None:
         loaded = await authorization.load_directory(pool, modes=False)

@@ -65,15 +65,15 @@ class Office:
         return f"{name}-{self.uid}"
 
 
-async def _signer(pool: asyncpg.Pool, user: str) -> Signer:
-    private = ec.generate_private_key(ec.SECP256R1())
-    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
-    kid = f"{user}-key"
+async def _signer(pool: asyncpg.Pool, user: str, kid: str | None = None, **service: Any) -> Signer:
+    """A key of `user` (or a service key: `act`, `acts_for`), usable at once."""
+    signer = Signer.generate(kid or f"{user}-key", user, service.get("act"))
     await authorization.add_key(
-        pool, SigningKey(kid=kid, user_id=user, public_jwk=jwk, usable_from=datetime.now(UTC)),
+        pool, SigningKey(kid=signer.kid, user_id=user, public_jwk=signer.public_jwk,
+                         acts_for=service.get("acts_for"), usable_from=datetime.now(UTC)),
         by="admin", delay=timedelta(0),
     )  # fmt: skip
-    return Signer(kid, private, user)
+    return signer
 
 
 async def reload(pool: asyncpg.Pool, holder: DirectoryHolder) -> None:
@@ -95,19 +95,14 @@ async def office(
                        roles_delay=timedelta(0))  # fmt: skip
         signers[name] = await _signer(pool, user)
     await authorization.apply_permissions(pool, PERMISSIONS, by="admin", delay=timedelta(0))
-    service = ec.generate_private_key(ec.SECP256R1())  # the worker's, for batches
-    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(service.public_key()))
-    await authorization.add_key(
-        pool, SigningKey(kid=f"svc-{uid}", user_id="mass-modify", acts_for=["*"],
-                         public_jwk=jwk, usable_from=datetime.now(UTC)),
-        by="admin", delay=timedelta(0),
-    )  # fmt: skip
+    service_key = await _signer(
+        pool, "mass-modify", f"svc-{uid}", act="mass-modify", acts_for=["*"]
+    )  # the worker's, for batches
     holder = DirectoryHolder()
     await reload(pool, holder)
     process_id = await setup_process(pool, uid, on_entry=False)
     await setup_references(pool, uid)
     contact_id = await setup_contact(pool, uid)
-    service_key = Signer(f"svc-{uid}", service, "mass-modify", act="mass-modify")
     async with build_worker(client, pool, task_queue, directory=holder, service_key=service_key):
         yield Office(uid, process_id, contact_id, signers, holder)
 
