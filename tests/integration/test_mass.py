@@ -21,10 +21,8 @@ from store import users
 from store.search import SearchFilters
 from tests.support.helpers import (
     eventually,
+    open_many,
     open_one,
-    setup_contact,
-    setup_process,
-    setup_references,
 )
 from tests.support.servers import Cli
 from workflows.mass_messages import MassModifyInput, Progress
@@ -34,28 +32,10 @@ pytestmark = pytest.mark.usefixtures("verified")
 COUNT = 150
 
 
-async def open_many(
-    pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str, count: int
-) -> str:
-    process_id = await setup_process(pool, uid, on_entry=False)
-    await setup_references(pool, uid)
-    contact_id = await setup_contact(pool, uid)
-    for start in range(0, count, 25):
-        await asyncio.gather(
-            *(
-                opportunities.create(
-                    contact_id, opportunity_id=f"m-{uid}-{i:04d}", process_id=process_id
-                )
-                for i in range(start, min(start + 25, count))
-            )
-        )
-    return process_id
-
-
 async def test_a_batch_changes_each_opportunity_once_and_reports_the_rest(
     worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
 ) -> None:
-    process_id = await open_many(pool, opportunities, uid, COUNT)
+    process_id, _ = await open_many(pool, opportunities, uid, COUNT)
     for i in range(5):
         await opportunities.change_stage(f"m-{uid}-{i:04d}", "Closed lost")
     for i in range(5, 10):
@@ -120,7 +100,7 @@ async def test_cancelling_a_batch_keeps_what_was_changed(
     opportunities: OpportunitiesClient,
     uid: str,
 ) -> None:
-    process_id = await open_many(pool, opportunities, uid, 40)
+    process_id, _ = await open_many(pool, opportunities, uid, 40)
     batch = MassModifyInput(
         batch_id=f"c-{uid}",
         filters=SearchFilters(process_id=process_id),
@@ -150,7 +130,7 @@ async def test_a_large_batch_continues_as_new_and_changes_each_once(
     worker: Worker, pool: asyncpg.Pool, client: Client, opportunities: OpportunitiesClient, uid: str
 ) -> None:
     count = 60
-    process_id = await open_many(pool, opportunities, uid, count)
+    process_id, _ = await open_many(pool, opportunities, uid, count)
     batch = MassModifyInput(
         batch_id=f"n-{uid}",
         filters=SearchFilters(process_id=process_id),
@@ -250,7 +230,7 @@ async def test_a_next_stage_batch_moves_each_from_its_own_stage(
 ) -> None:
     """Three in Prospect, three in Needs analysis, one in Proposal (followed by a closing
     stage: skipped), one won (its workflow has ended: skipped)."""
-    process_id = await open_many(pool, opportunities, uid, 8)
+    process_id, _ = await open_many(pool, opportunities, uid, 8)
     ids = [f"m-{uid}-{i:04d}" for i in range(8)]
     proposal, won = ids[6], ids[7]
     await move_by_hand(
@@ -294,7 +274,7 @@ async def test_a_next_stage_batch_carries_the_pending_stages_across_continue_as_
     worker: Worker, pool: asyncpg.Pool, client: Client, opportunities: OpportunitiesClient, uid: str
 ) -> None:
     count = 60
-    process_id = await open_many(pool, opportunities, uid, count)
+    process_id, _ = await open_many(pool, opportunities, uid, count)
     ids = [f"m-{uid}-{i:04d}" for i in range(count)]
     later = ids[count // 2 :]
     await move_by_hand(opportunities, {"Needs analysis": later})

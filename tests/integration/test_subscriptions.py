@@ -29,13 +29,7 @@ from starter.client.subscriptions import Subscriptions, new_secret
 from store import subscriptions as store
 from store.opportunities import insert_events
 from store.search import SearchFilters
-from tests.support.helpers import (
-    eventually,
-    open_one,
-    setup_contact,
-    setup_process,
-    setup_references,
-)
+from tests.support.helpers import eventually, open_many, open_one
 from tests.support.receiver import Receiver
 from tests.support.servers import Cli, Servers
 from worker import delivery_worker
@@ -84,23 +78,6 @@ async def receiver() -> AsyncIterator[Receiver]:
     await found.stop()
 
 
-async def open_many(
-    pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str, count: int
-) -> tuple[str, list[str]]:
-    process_id = await setup_process(pool, uid, on_entry=False)
-    await setup_references(pool, uid)
-    contact_id = await setup_contact(pool, uid)
-    ids = [f"s-{uid}-{i:04d}" for i in range(count)]
-    for start in range(0, count, 50):
-        await asyncio.gather(
-            *(
-                opportunities.create(contact_id, opportunity_id=opp, process_id=process_id)
-                for opp in ids[start : start + 50]
-            )
-        )
-    return process_id, ids
-
-
 async def in_chunks(calls: list[Any], size: int = 50) -> None:
     for start in range(0, len(calls), size):
         await asyncio.gather(*calls[start : start + size])
@@ -119,7 +96,7 @@ async def test_every_event_reaches_the_webhook_signed_once_in_order(
     """500 opportunities moved by one mass modification (500 `stage_changed`), then 200 of
     them closed one by one: every event delivered, in order per opportunity, signed."""
     async with delivering(client, pool, task_queue) as subs:
-        process_id, ids = await open_many(pool, opportunities, uid, 500)
+        process_id, ids = await open_many(pool, opportunities, uid, 500, "s")
         await subs.add(
             url=receiver.url,
             workflow_id=None,
@@ -180,7 +157,7 @@ async def test_a_receiver_down_then_failing_gets_everything_afterwards_in_order(
     uid: str,
 ) -> None:
     async with delivering(client, pool, task_queue) as subs:
-        process_id, ids = await open_many(pool, opportunities, uid, 20)
+        process_id, ids = await open_many(pool, opportunities, uid, 20, "s")
         added, _ = await subs.add(url=receiver.url, workflow_id=None, process_id=process_id,
                                   events=["stage_changed"], secret=receiver.secret)  # fmt: skip
         await receiver.stop()  # connection refused
@@ -217,7 +194,7 @@ async def test_a_parked_event_holds_back_only_its_opportunity(
     uid: str,
 ) -> None:
     async with delivering(client, pool, task_queue, park_after=1) as subs:
-        process_id, ids = await open_many(pool, opportunities, uid, 6)
+        process_id, ids = await open_many(pool, opportunities, uid, 6, "s")
         stuck, skipped, flowing = ids[0], ids[1], ids[2:]
         receiver.failing = {stuck, skipped}
         added, _ = await subs.add(url=receiver.url, workflow_id=None, process_id=process_id,

@@ -248,3 +248,20 @@ async def task_failures(handle: WorkflowHandle[Any, Any]) -> int:
     async for event in handle.fetch_history_events():
         failed += event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
     return failed
+
+
+async def open_many(
+    pool: asyncpg.Pool, opportunities: Any, uid: str, count: int, prefix: str = "m"
+) -> tuple[str, list[str]]:
+    """A process of this test's own (no activity on entry) and `count` opportunities
+    `<prefix>-<uid>-<n>` open on it, 25 at a time; the process id and the ids."""
+    process_id = await setup_process(pool, uid, on_entry=False)
+    await setup_references(pool, uid)
+    contact_id = await setup_contact(pool, uid)
+    ids = [f"{prefix}-{uid}-{i:04d}" for i in range(count)]
+    for start in range(0, count, 25):
+        await asyncio.gather(
+            *(opportunities.create(contact_id, opportunity_id=opp, process_id=process_id)
+              for opp in ids[start : start + 25])
+        )  # fmt: skip
+    return process_id, ids
