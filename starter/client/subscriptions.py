@@ -156,7 +156,7 @@ class Subscriptions:
                 f"a subscription {subscription.subscription_id!r} exists already"
             ) from None
         try:
-            await self._run(subscription.subscription_id)
+            await self._run(subscription)
         except BaseException:
             await self.pool.execute(
                 "DELETE FROM subscriptions WHERE subscription_id = $1",
@@ -175,11 +175,10 @@ class Subscriptions:
         if described.status != WorkflowExecutionStatus.RUNNING:
             raise SubscriptionError(f"the workflow {target!r} is not running")
 
-    async def _run(self, subscription_id: str) -> None:
+    async def _run(self, found: Subscription) -> None:
         """Start the subscription's workflow, or wake it if it runs. The Temporal UI shows
         what it delivers where (a URL's host only: its path or query may hold a token)."""
-        found = await store.get(self.pool, subscription_id)
-        assert found is not None
+        subscription_id = found.subscription_id
         target = (
             f"workflow {found.workflow_id}"
             if found.url is None
@@ -218,7 +217,9 @@ class Subscriptions:
 
     async def resume(self, subscription_id: str) -> None:
         await self._set(subscription_id, "active")
-        await self._run(subscription_id)
+        found = await store.get(self.pool, subscription_id)
+        assert found is not None
+        await self._run(found)
 
     async def delete(self, subscription_id: str) -> None:
         await self._set(subscription_id, "deleted")
