@@ -292,10 +292,11 @@ async def database() -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
-def cli_signer() -> Signer | None:
-    """The key the CLI signs with: the user's own (`opportunities keys create`), if any."""
+def cli_signer(by: str | None = None) -> Signer | None:
+    """The key the CLI signs with: that of the user it acts as (`--by`, else
+    `OPPORTUNITIES_USER` or the login name), made by `opportunities keys create`, if any."""
     try:
-        return user_signer(actor())
+        return user_signer(by or actor())
     except ValueError as error:
         raise UserError(str(error)) from None
 

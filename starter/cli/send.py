@@ -59,7 +59,7 @@ def send(opportunity_id: str, command: Command, as_json: bool) -> None:
     """Send a command as an update and print its result (one line per action)."""
 
     async def work() -> None:
-        client = await OpportunitiesClient.connect(signer=cli_signer())
+        client = await OpportunitiesClient.connect(signer=cli_signer(command.by))
         try:
             result = await client.execute(opportunity_id, command)
         except CommandRejected as rejected:

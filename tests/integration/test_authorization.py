@@ -26,6 +26,7 @@ from temporalio.client import (
 )
 
 from runtime import embedded
+from runtime.signer import write_key_file
 from sales.authorization import Dated, PermissionRule, Permissions, SigningKey
 from sales.errors import CommandRejected
 from sales.tokens import HEADER, audience, header_data, sign
@@ -408,3 +409,27 @@ async def test_bad_keys_and_permissions_files_are_refused_in_one_line(
         assert said in result.stderr and len(result.stderr.strip().splitlines()) == 1, (
             name, result.stderr)  # fmt: skip
     assert (await pool.fetchval(keys), await pool.fetchval(sets)) == before, "nothing stored"
+
+
+async def test_the_command_line_signs_as_the_user_it_acts_for(
+    client: Client, task_queue: str, office: Office, servers: Servers, tmp_path: Path
+) -> None:
+    opp = f"c-{office.uid}"
+    await _open(client, task_queue, office, opp, "adv1")
+    cli = Cli(servers, task_queue)
+    cli.env["XDG_CONFIG_HOME"] = str(tmp_path)
+    signer = office.signers["adv1"]
+    write_key_file(keys_folder_in(tmp_path) / f"{signer.sub}.json", signer.kid, signer.sub,
+                   signer.private_key)  # fmt: skip
+    moved = await cli("stage", opp, "Proposal", "--by", signer.sub, "--keep-open-activities")
+    assert moved.code == 0, moved.stderr
+    unsigned = await cli(
+        "stage", opp, "Needs analysis", "--keep-open-activities"
+    )  # as cli-tester: no key
+    assert unsigned.code == 1 and "unauthenticated" in unsigned.stderr, unsigned.stderr
+    entry = (await as_user(client, task_queue, office, "mgr").history(opp))[-1]
+    assert (entry.to_stage, entry.actor, entry.verified) == ("Proposal", signer.sub, True)
+
+
+def keys_folder_in(config_home: Path) -> Path:
+    return config_home / "opportunities" / "keys"
