@@ -58,7 +58,7 @@ OPPORTUNITY_COLUMNS = [
     "include_in_forecast", "idle_since",
 ]  # fmt: skip
 HISTORY_COLUMNS = ["opportunity_id", "seq", "at", "from_stage", "to_stage", "source", "left_at",
-                   "duration_seconds"]  # fmt: skip
+                   "duration_seconds", "left_for"]  # fmt: skip
 
 
 def walk(rng: random.Random, steps: int, closing: float) -> list[tuple[str, str]]:
@@ -102,6 +102,7 @@ def opportunity(rng: random.Random, index: int, steps: int) -> tuple[tuple[Any, 
         history.append((
             opportunity_id, seq, at, entries[seq - 2][0] if seq > 1 else None, stage, source,
             left, int((left - at).total_seconds()) if left else None,
+            entries[seq][0] if seq < steps else None,
         ))  # fmt: skip
     stage, entered = entries[-1][0], times[-1]
     status = {"Closed won": "won", "Closed lost": "lost"}.get(stage, "open")

@@ -138,5 +138,15 @@ def _status(action: ActionState | None) -> str | None:
     return "performed" if action.performed_at else "open"
 
 
+def described(changed: list[ChangeRecord]) -> str:
+    """The records in one line (`owner: ann → bob; action:call: open → completed`); empty when
+    they name only their command (it changed nothing these records tell apart)."""
+    return "; ".join(
+        f"{record.what}: {record.from_ or '-'} → {record.to or 'deleted'}"
+        for record in changed
+        if record.what != record.command
+    )
+
+
 def _text(value: str | None) -> str | None:
     return None if value is None else cut(value, MAX_MESSAGE)

@@ -21,9 +21,9 @@ from pydantic import BaseModel
 
 from sales import action_rules, stage_rules, value_rules
 from sales.authorization import Actor, Clearance, cleared
-from sales.change_records import ChangeRecord, records
+from sales.change_records import ChangeRecord, described, records
 from sales.commands import Command
-from sales.effects import Effect, EffectOutcome, PerformEffect
+from sales.effects import Effect, EffectOutcome, PerformEffect, RecordHistory
 from sales.errors import CommandRejected
 from sales.events import events_of
 from sales.opportunity import (
@@ -99,6 +99,7 @@ async def run(
     if decision.result.duplicate:
         return Outcome(state, decision.result)
     new, settled, writes = await _carried_out(decision.state, decision.effects, perform, clock)
+    _note(state, new, command, decision.result.message, writes, clock())
     follow = follow_through(state, new, clock())
     if follow is not None:
         new, more, more_writes = await _carried_out(follow.state, follow.effects, perform, clock)
@@ -111,6 +112,24 @@ async def run(
     if actor is not None:
         _stamp(state, new, writes, actor)
     return Outcome(new, result, writes, changed)
+
+
+def _note(
+    before: Opportunity,
+    new: Opportunity,
+    command: Command,
+    message: str,
+    writes: Writes,
+    now: datetime,
+) -> None:
+    """A history entry in the current stage for a `noted` command whose rule added none, saying
+    what it changed (in place, before any automatic advance it causes)."""
+    declaration = declaration_of(command)
+    if not declaration.noted or new.history_entries != before.history_entries:
+        return
+    said = described(records(declaration.name, before, new, by=command.by, at=now))
+    entry = stage_rules.note_in_history(new, now, command.by, said or message or declaration.name)
+    writes.add(RecordHistory(entry=entry))
 
 
 def _stamp(before: Opportunity | None, new: Opportunity, writes: Writes, actor: Actor) -> None:

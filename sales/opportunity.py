@@ -26,7 +26,11 @@ from sales.value import Amount, CloseDate, Currency, ForecastCategory, Probabili
 
 Status = Literal["open", "won", "lost", "deleted"]
 """`deleted`: ended by `delete_opportunity`, out of searches by default."""
-HistorySource = Literal["start", "manual", "automatic", "outcome", "mass", "reopened", "external"]
+HistorySource = Literal[
+    "start", "manual", "automatic", "outcome", "mass", "reopened", "external", "note"
+]
+"""How an entry came: a stage entered (`start` ... `external`), or a `note` of a change beside
+the stages (it stays in the current stage)."""
 
 MAX_REJECTED = 50
 """Rejections kept for the `state` query; older ones are dropped (they stay in Temporal history)."""
@@ -169,6 +173,8 @@ class HistoryEntry(BaseModel):
     stage)."""
     duration_seconds: int | None = None
     """How long the opportunity stayed in the stage it entered, once left."""
+    left_for: LineText | None = None
+    """The stage it went to when it left the stage this entry entered."""
     actor: IdText | None = None
     """Who sent the command, as its token proves (`verified`) or as it claims (`by`, when
     authorization records unsigned commands); None while authorization is off."""
@@ -188,11 +194,13 @@ class ExternalStatus(BaseModel):
 
 
 class StageLeft(BaseModel):
-    """The stage history entry `seq` entered was left at `left_at`, after `duration_seconds`."""
+    """The stage history entry `seq` entered was left at `left_at` for `left_for`, after
+    `duration_seconds`."""
 
     seq: int
     left_at: datetime
     duration_seconds: int
+    left_for: LineText | None = None
 
 
 class DetailChange(BaseModel):

@@ -82,6 +82,9 @@ class Declaration:
     """The rule changes no stage or action state (so they need no copy)."""
     cli: str = ""
     """The `opportunities` command that sends it (`action add`, ...)."""
+    noted: bool = False
+    """When its rule adds no history entry, the core adds one in the current stage saying
+    what it changed: the history shows who changed the owner, the actions, their activities."""
 
 
 def _plain(rule: Callable[[Opportunity, Any, datetime], Ruling]) -> Rule:
@@ -107,34 +110,35 @@ DECLARATIONS = (
     Declaration(
         "perform_actions", PerformActions, _plain(action_rules.perform_actions),
         "Perform tagged actions: create the calendar activity, send the letter, invite.",
-        needs=lambda c: _users(*(o.assignee for o in c.overrides.values())), cli="perform",
+        needs=lambda c: _users(*(o.assignee for o in c.overrides.values())),
+        noted=True, cli="perform",
     ),
     Declaration(
         "complete_actions", CompleteActions, _plain(action_rules.complete_actions),
         "Mark actions completed without performing them (the stage may move on).",
-        needs=lambda c: _entry_users(c), cli="complete",
+        needs=lambda c: _entry_users(c), noted=True, cli="complete",
     ),
     Declaration(
         "add_action", AddAction, _plain(action_rules.add_action),
-        "Add an action to a stage of this opportunity only.", cli="action add",
+        "Add an action to a stage of this opportunity only.", noted=True, cli="action add",
     ),
     Declaration(
         "modify_action", ModifyAction, _plain(action_rules.modify_action),
-        "Change fields of an action of this opportunity only.", cli="action modify",
+        "Change fields of an action of this opportunity only.", noted=True, cli="action modify",
     ),
     Declaration(
         "delete_action", DeleteAction, _plain(action_rules.delete_action),
-        "Delete an action from this opportunity only.", cli="action delete",
+        "Delete an action from this opportunity only.", noted=True, cli="action delete",
     ),
     Declaration(
         "record_outcome", RecordOutcome, _plain(action_rules.record_outcome),
         "The calendar side: a linked activity is done, with its outcome.",
-        needs=lambda c: _entry_users(c), cli="activity done",
+        needs=lambda c: _entry_users(c), noted=True, cli="activity done",
     ),
     Declaration(
         "delete_activity", DeleteActivity, _plain(action_rules.delete_activity),
         "Delete a linked calendar activity, so that its action can create another.",
-        cli="activity delete",
+        noted=True, cli="activity delete",
     ),
     Declaration(
         "modify_activity", ModifyActivity, _plain(action_rules.modify_activity),
@@ -174,7 +178,7 @@ DECLARATIONS = (
     Declaration(
         "change_owner", ChangeOwner, _plain(stage_rules.change_owner),
         "Hand the opportunity to another owner.",
-        needs=lambda c: _users(c.owner), leaves_stages=True, cli="owner",
+        needs=lambda c: _users(c.owner), leaves_stages=True, noted=True, cli="owner",
     ),
 )  # fmt: skip
 

@@ -225,7 +225,7 @@ def note_in_history(state: Opportunity, now: datetime, by: str | None, reason: s
         at=now,
         from_stage=state.current_stage,
         to_stage=state.current_stage,
-        source="manual",
+        source="note",
         by=by,
         reason=cut(reason, MAX_NOTES + 200),
     )
@@ -282,7 +282,7 @@ def enter_stage(
         if isinstance(action.definition, CalendarAction)
     ]
     if source != "start":
-        effects.append(leave_stage(state, now))
+        effects.append(leave_stage(state, now, stage))
     entry = record(
         state,
         at=now,
@@ -322,9 +322,10 @@ def stay_seconds(since: datetime, until: datetime) -> int:
     return max(0, int(until.timestamp()) - int(since.timestamp()))
 
 
-def leave_stage(state: Opportunity, now: datetime) -> RecordStageLeft:
-    """Leave the current stage (in place): its stay added to the totals per stage, and the
-    history entry that entered it told when it was left and how long it lasted."""
+def leave_stage(state: Opportunity, now: datetime, to_stage: str) -> RecordStageLeft:
+    """Leave the current stage for `to_stage` (in place): its stay added to the totals per
+    stage, and the history entry that entered it told when it was left, for which stage, and
+    how long it lasted."""
     seconds = stay_seconds(state.stage_entered_at, now)
     totals = dict(state.stage_seconds)
     totals[state.current_stage] = totals.pop(state.current_stage, 0) + seconds
@@ -332,9 +333,11 @@ def leave_stage(state: Opportunity, now: datetime) -> RecordStageLeft:
         oldest = next(name for name in totals if name != OTHER_STAGES)
         totals[OTHER_STAGES] = totals.get(OTHER_STAGES, 0) + totals.pop(oldest)
     state.stage_seconds = totals
-    left = StageLeft(seq=state.entered_seq, left_at=now, duration_seconds=seconds)
+    left = StageLeft(
+        seq=state.entered_seq, left_at=now, duration_seconds=seconds, left_for=to_stage
+    )
     state.history = [
-        entry.model_copy(update={"left_at": now, "duration_seconds": seconds})
+        entry.model_copy(update={"left_at": now, "duration_seconds": seconds, "left_for": to_stage})
         if entry.seq == left.seq
         else entry
         for entry in state.history

@@ -158,8 +158,8 @@ async def _insert_history(
     await conn.executemany(
         "INSERT INTO opportunity_history (opportunity_id, seq, at, from_stage, to_stage,"
         " source, by, reason, canceled_activities, created_activities, left_at,"
-        " duration_seconds, actor, actor_service, verified)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        " duration_seconds, actor, actor_service, verified, left_for)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         " ON CONFLICT (opportunity_id, seq) DO UPDATE SET at = EXCLUDED.at,"
         " from_stage = EXCLUDED.from_stage, to_stage = EXCLUDED.to_stage,"
         " source = EXCLUDED.source, by = EXCLUDED.by, reason = EXCLUDED.reason,"
@@ -168,7 +168,8 @@ async def _insert_history(
         " left_at = COALESCE(EXCLUDED.left_at, opportunity_history.left_at),"
         " duration_seconds = COALESCE(EXCLUDED.duration_seconds,"
         " opportunity_history.duration_seconds), actor = EXCLUDED.actor,"
-        " actor_service = EXCLUDED.actor_service, verified = EXCLUDED.verified",
+        " actor_service = EXCLUDED.actor_service, verified = EXCLUDED.verified,"
+        " left_for = COALESCE(EXCLUDED.left_for, opportunity_history.left_for)",
         [
             (
                 opportunity_id,
@@ -186,6 +187,7 @@ async def _insert_history(
                 entry.actor,
                 entry.actor_service,
                 entry.verified,
+                entry.left_for,
             )
             for entry in history
         ],
@@ -198,9 +200,12 @@ async def _record_left(
     """When the stages the history entries entered were left (after the entries, so an entry
     written in the same write is there)."""
     await conn.executemany(
-        "UPDATE opportunity_history SET left_at = $3, duration_seconds = $4"
+        "UPDATE opportunity_history SET left_at = $3, duration_seconds = $4, left_for = $5"
         " WHERE opportunity_id = $1 AND seq = $2",
-        [(opportunity_id, stay.seq, stay.left_at, stay.duration_seconds) for stay in left],
+        [
+            (opportunity_id, stay.seq, stay.left_at, stay.duration_seconds, stay.left_for)
+            for stay in left
+        ],
     )
 
 
@@ -364,8 +369,8 @@ async def find_run(pool: asyncpg.Pool, opportunity_id: str) -> tuple[str, str | 
 async def get_history(pool: asyncpg.Pool, opportunity_id: str) -> list[HistoryEntry]:
     rows = await pool.fetch(
         "SELECT seq, at, from_stage, to_stage, source, by, reason, canceled_activities,"
-        " created_activities, left_at, duration_seconds, actor, actor_service, verified"
-        " FROM opportunity_history WHERE opportunity_id = $1 ORDER BY seq",
+        " created_activities, left_at, duration_seconds, left_for, actor, actor_service,"
+        " verified FROM opportunity_history WHERE opportunity_id = $1 ORDER BY seq",
         opportunity_id,
     )
     return [HistoryEntry.model_validate(dict(row)) for row in rows]

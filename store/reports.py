@@ -309,39 +309,22 @@ def conversion_stays_query(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> tuple[str, list[Any]]:
-    """The entries into the stages `names` in [since, until), counted by process, stage, the
-    opportunity's status and the stage of the next entry.
-
-    The next entry of a stay left within the period was itself entered in the period: it is
-    found among the period's entries by a hash join on (opportunity, seq + 1), both sides read
-    from the index alone. Only a stay left after the period looks its next entry up by the
-    history's primary key (a row whose `left_at` is not set, written before it was recorded,
-    finds its next entry within the period only)."""
+    """The stays in the stages `names` entered in [since, until), counted by process, stage,
+    the opportunity's status and the stage each was left for (`left_for`, on its own row):
+    read from the index of stays alone (notes beside the stages are not stays)."""
     param = _Params()
-    history = [f"h.to_stage = ANY ({param(names)}::text[])", *_period(param, "h.at", since, until)]
+    history = [
+        f"h.to_stage = ANY ({param(names)}::text[])",
+        "h.source <> 'note'",
+        *_period(param, "h.at", since, until),
+    ]
     where = ["o.status <> 'deleted'", *_opportunity_filters(param, process_id)]
-    stays = f"""(SELECT h.opportunity_id, h.seq, h.to_stage, h.left_at
-                 FROM opportunity_history h WHERE {_all(history)})"""
-    end = None if until is None else param(until)
-    left_within = [] if end is None else [f"(t.left_at IS NULL OR t.left_at < {end})"]
     sql = f"""
-        SELECT o.process_id, t.to_stage AS stage, o.status, n.to_stage AS went_to,
+        SELECT o.process_id, h.to_stage AS stage, o.status, h.left_for AS went_to,
                count(*) AS count
-        FROM {stays} t
-        JOIN opportunities o ON o.opportunity_id = t.opportunity_id
-        LEFT JOIN {stays} n ON n.opportunity_id = t.opportunity_id AND n.seq = t.seq + 1
-        WHERE {_all([*where, *left_within])}
-        GROUP BY 1, 2, 3, 4
-        """
-    if end is not None:
-        sql += f"""
-        UNION ALL
-        SELECT o.process_id, t.to_stage, o.status, x.to_stage, count(*)
-        FROM {stays} t
-        JOIN opportunities o ON o.opportunity_id = t.opportunity_id
-        LEFT JOIN opportunity_history x
-            ON x.opportunity_id = t.opportunity_id AND x.seq = t.seq + 1
-        WHERE {_all([*where, f"t.left_at >= {end}"])}
+        FROM opportunity_history h
+        JOIN opportunities o ON o.opportunity_id = h.opportunity_id
+        WHERE {_all([*history, *where])}
         GROUP BY 1, 2, 3, 4
         """
     return sql, param.values

@@ -273,7 +273,7 @@ def print_opportunity(o: Opportunity, stage: str | None, columns: str | None = N
 
 @app.command("history")
 def history(opportunity_id: str, as_json: JsonFlag = False) -> None:
-    """The opportunity's stage changes, oldest first."""
+    """The opportunity's stage changes and the changes noted beside them, oldest first."""
 
     async def work() -> None:
         client = await OpportunitiesClient.connect(signer=cli_signer())

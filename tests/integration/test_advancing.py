@@ -119,13 +119,17 @@ async def test_completing_the_last_action_advances_through_the_process_to_won(
     assert (won.current_stage, won.status) == ("Closed won", "won")
 
     history = await opportunities.history(opp)
-    assert [(h.to_stage, h.source) for h in history] == [
+    assert [(h.to_stage, h.source) for h in history if h.source != "note"] == [
         ("Prospect", "start"),
         ("Needs analysis", "automatic"),
         ("Proposal", "automatic"),
         ("Closed won", "outcome"),
     ]
     assert history[-1].reason == "Sale Made"
+    noted = [(h.to_stage, h.reason) for h in history if h.source == "note"]
+    assert noted[0] == ("Prospect", f"action:intro-call: performed → completed; activity:{opp}"
+                        "/intro-call/1: active → done"), "a completion is noted in its stage"
+    assert [stage for stage, _ in noted] == ["Prospect"] * 3 + ["Needs analysis"] + ["Proposal"] * 2
     handle = opportunities.handle(opp)
     result = await client.get_workflow_handle(handle.id, result_type=Opportunity).result()
     assert result.status == "won" and result.closed_at is not None

@@ -329,7 +329,10 @@ async def test_mass_modify_from_the_command_line(
 
     await eventually(owned)
     history = await opportunities.history(f"o0-{uid}")
-    assert (history[-1].source, history[-1].by) == ("mass", "cli-tester")
+    assert (history[-1].source, history[-1].by) == ("note", "cli-tester")
+    assert history[-1].reason is not None and history[-1].reason.endswith("→ dora")
+    stays = [entry for entry in history if entry.source != "note"]
+    assert (stays[-1].source, stays[-1].by) == ("mass", "cli-tester")
 
 
 async def test_the_cli_prints_the_same_schemas(cli: Cli) -> None:

@@ -88,7 +88,8 @@ async def test_hostile_strings_are_data(
     after = await counts(pool)
     assert after["contacts"] - before["contacts"] == len(HOSTILE)
     assert after["opportunities"] - before["opportunities"] == len(HOSTILE)
-    assert after["opportunity_history"] - before["opportunity_history"] == 2 * len(HOSTILE)
+    # Each: its start, its stage change, and the outcome noted beside the stages.
+    assert after["opportunity_history"] - before["opportunity_history"] == 3 * len(HOSTILE)
 
     # Not an identifier: refused, naming the field, and nothing is created.
     refused = await cli("create", "--contact", f"c-{uid}-0", "--id", HOSTILE[0],

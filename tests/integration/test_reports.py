@@ -147,14 +147,19 @@ async def seed(pool: asyncpg.Pool, uid: str, process_id: str, opps: list[Opp]) -
                 opportunity_id, seq, at, opp.history[seq - 2][0] if seq > 1 else None, stage,
                 "start" if seq == 1 else "manual", left,
                 None if left is None else int((left - at).total_seconds()),
+                opp.history[seq][0] if seq < len(opp.history) else None,
             ))  # fmt: skip
+        if opp.history:  # a note beside the stages, which no report counts as a stay
+            stage, at = opp.history[-1]
+            history.append((opportunity_id, len(opp.history) + 1, at, stage, stage, "note",
+                            None, None, None))  # fmt: skip
     async with pool.acquire() as conn:
         await conn.copy_records_to_table("opportunities", records=rows, columns=OPPORTUNITY_COLUMNS)
         await conn.copy_records_to_table(
             "opportunity_history",
             records=history,
             columns=["opportunity_id", "seq", "at", "from_stage", "to_stage", "source",
-                     "left_at", "duration_seconds"],
+                     "left_at", "duration_seconds", "left_for"],
         )  # fmt: skip
 
 

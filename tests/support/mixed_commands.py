@@ -159,6 +159,10 @@ async def run_mixed_commands(
     assert [tuple(r) for r in history] == [
         ("automatic", "Needs analysis", count),
         ("manual", "Proposal", count),
+        # A note for each command that moves no stage (or before the advance it causes).
+        ("note", "Needs analysis", count),
+        ("note", "Proposal", 5 * count),
+        ("note", "Prospect", 3 * count),
         ("start", "Prospect", count),
     ]
     activities = await pool.fetch(

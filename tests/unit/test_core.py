@@ -79,7 +79,7 @@ def test_change_stage_moves_and_records_history() -> None:
         "bob",
         "asked for a quote",
     )
-    left = StageLeft(seq=1, left_at=entry.at, duration_seconds=3600)
+    left = StageLeft(seq=1, left_at=entry.at, duration_seconds=3600, left_for="Proposal")
     assert decision.effects == [RecordStageLeft(left=left), RecordHistory(entry=entry)], (
         "the stage left told when, and nothing created on entry to Proposal"
     )

@@ -792,3 +792,46 @@ def test_a_command_naming_a_user_that_does_not_exist_is_refused() -> None:
         state, ModifyActivity(activity_id=intro.activity_id, assignee="ann"), T0,
         LookedUp(users=frozenset({"ann"})),
     ).state.find_calendar_activity(intro.activity_id)[1].activity_assignee == "ann"  # fmt: skip
+
+
+def test_a_change_beside_the_stages_is_noted_in_the_history_before_the_advance_it_causes() -> (
+    None
+):
+    """An owner change, an action's edit, a letter performed, a completion: each is a history
+    entry in the current stage (source `note`) saying what changed, with its actor, and a
+    completion that advances is noted before the entry of the stage it enters."""
+    state = opened()
+    clock = iter(T0 + timedelta(minutes=n) for n in range(1, 100))
+
+    async def sent(effect: PerformEffect) -> EffectOutcome:
+        return EffectOutcome(status="sent")
+
+    def run(command: Any, users: frozenset[str] = frozenset()) -> core.Outcome:
+        looked_up = LookedUp(users=users)
+        return completed(core.run(state, command, looked_up, sent, lambda: next(clock)))
+
+    steps: list[tuple[Any, frozenset[str]]] = [
+        (ChangeOwner(owner="bob", by="ann"), frozenset({"bob"})),
+        (ModifyAction(action_id="seminar", changes={"title": "Autumn seminar"}, by="ann"),
+         frozenset()),
+        (PerformActions(action_ids=["welcome-letter"], by="bob"), frozenset()),
+        (CompleteActions(action_ids=["intro-call", "seminar"], outcome="met", by="bob"),
+         frozenset()),
+    ]  # fmt: skip
+    for command, users in steps:
+        outcome = run(command, users)
+        state = outcome.state
+        assert not outcome.result.duplicate
+    notes = [(e.source, e.to_stage, e.by, e.reason) for e in state.history[1:]]
+    assert notes[:3] == [
+        ("note", "Prospect", "ann", "owner: - → bob"),
+        ("note", "Prospect", "ann", "modified action 'seminar'"),
+        ("note", "Prospect", "bob", "action:welcome-letter: open → completed"),
+    ]
+    completion, advance = notes[3], notes[4]
+    assert completion[:3] == ("note", "Prospect", "bob")
+    assert "action:seminar: open → completed" in completion[3]
+    assert "activity:o/intro-call/1: active → done" in completion[3]
+    assert advance[:2] == ("automatic", "Needs analysis")
+    entered = state.history[0]
+    assert (entered.left_for, entered.to_stage) == ("Needs analysis", "Prospect")
