@@ -181,9 +181,17 @@ async def load_directory_or_exit(pool: asyncpg.Pool) -> Directory:
     if mode:
         if mode not in ("off", "record", "enforce"):
             raise SystemExit(f"SALES_AUTH must be off, record or enforce, not {mode!r}")
-        if await authorization.record_mode(pool, mode):  # type: ignore[arg-type]
-            log.info("authorization mode %s recorded; in effect in %s", mode,
-                     authorization.EFFECTIVE_AFTER)  # fmt: skip
+        latest = await authorization.latest_mode(pool)
+        try:
+            if latest != mode and await authorization.record_mode(pool, mode):  # type: ignore[arg-type]
+                log.info("authorization mode %s recorded; in effect in %s", mode,
+                         authorization.EFFECTIVE_AFTER)  # fmt: skip
+        except asyncpg.InsufficientPrivilegeError:
+            raise SystemExit(
+                f"worker not started: SALES_AUTH={mode}, but the database records {latest} and "
+                f"this worker's login may not change it: run `opportunities migrate` with "
+                f"SALES_AUTH={mode} (the setup step)"
+            ) from None
     try:
         directory = await authorization.load_directory(pool)
     except ValueError as error:

@@ -3,7 +3,9 @@
 Starts embedded PostgreSQL (`.data/postgres`) and the Temporal dev server (`.data/temporal.db`,
 Web UI on :8233) unless `DATABASE_URL` / `TEMPORAL_ADDRESS` point elsewhere, migrates the
 database, stores the example processes, templates and events of `examples/` that are missing
-(never over an operator's edits), and runs a worker in the foreground.
+(never over an operator's edits), and runs a worker in the foreground. On the embedded server
+the worker connects as the login `opportunities_worker` (`sales_worker`) and the CLI as
+`opportunities_admin` (`sales_setup`: the local user is the administrator).
 With `OPPORTUNITIES_ENCRYPTION_KEY` set it also runs the codec server on :8081, which the
 Web UI is told to use.
 Ctrl-C stops the worker, then the servers. `OPPORTUNITIES_TEMPORAL_PORT` (7233),
@@ -21,12 +23,14 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import worker
 from runtime import codec, embedded, search_attributes, secret_box, settings
 from runtime.escaping import neutralized
 from runtime.temporal import connect_patiently
 from starter import examples
+from store import create_pool, logins
 
 DATA = settings.DATA_FOLDER.resolve()
 CODEC_ENDPOINT = "http://127.0.0.1:8081"
@@ -72,6 +76,28 @@ def _secrets_key() -> str:
         path.touch(mode=0o600)
         path.write_text(f"local:{base64.b64encode(secrets.token_bytes(32)).decode()}\n")
     return path.read_text().strip()
+
+
+WORKER_LOGIN = ("opportunities_worker", "sales_worker")
+CLI_LOGIN = ("opportunities_admin", "sales_setup")
+
+
+async def _make_logins(database_url: str) -> None:
+    """The logins of the worker and the CLI (no password: the embedded server trusts
+    connections from this machine only)."""
+    pool = await create_pool(database_url, max_size=1)
+    try:
+        for name, group in (WORKER_LOGIN, CLI_LOGIN):
+            await logins.ensure_login(pool, name, group)
+    finally:
+        await pool.close()
+
+
+def _as_login(database_url: str, name: str) -> str:
+    """`database_url` with `name` as its user and no password."""
+    parts = urlsplit(database_url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{name}@{host}"))
 
 
 def main() -> None:
@@ -148,6 +174,15 @@ def main() -> None:
         )
         example_processes = examples.processes(EXAMPLES)
         asyncio.run(examples.prepare(database_url, example_processes, say=_say))
+        if "DATABASE_URL" in local:  # the embedded server: each part with its own login
+            asyncio.run(_make_logins(database_url))
+            local["DATABASE_URL"] = _as_login(database_url, CLI_LOGIN[0])
+            (DATA / settings.LOCAL_ENV).write_text(
+                "".join(f"{k}={v}\n" for k, v in local.items())
+            )
+            os.environ["DATABASE_URL"] = _as_login(database_url, WORKER_LOGIN[0])
+            _say(f"database logins: the worker {WORKER_LOGIN[0]} ({WORKER_LOGIN[1]}), "
+                 f"the CLI {CLI_LOGIN[0]} ({CLI_LOGIN[1]})")  # fmt: skip
         bin_dir = Path(sys.executable).parent
         _say(f"the CLI: {bin_dir / 'opportunities'} (from any folder); "
              f"Temporal's: {bin_dir / 'temporal'}")  # fmt: skip

@@ -108,6 +108,14 @@ async def apply_permissions(
     )
 
 
+async def latest_mode(pool: asyncpg.Pool) -> AuthMode:
+    """The mode recorded last (`off` when none is)."""
+    latest = await pool.fetchval(
+        "SELECT mode FROM authorization_modes ORDER BY effective_from DESC LIMIT 1"
+    )
+    return latest or "off"
+
+
 async def record_mode(
     pool: asyncpg.Pool, mode: AuthMode, *, delay: timedelta = EFFECTIVE_AFTER
 ) -> bool:

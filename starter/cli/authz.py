@@ -31,7 +31,7 @@ from starter.cli.common import (
     print_table,
     run,
 )
-from store import authorization
+from store import authorization, logins
 from store.opportunities import audit_trail
 from store.schema import migrate
 from store.users import list_users
@@ -245,15 +245,54 @@ def audit(
     print_table(table)
 
 
+LoginOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--login",
+        help="NAME=ROLE: make NAME a login of ROLE (sales_setup, sales_office, sales_worker, "
+        "sales_read), its password from OPPORTUNITIES_DB_PASSWORD_<NAME> when set; repeatable",
+    ),
+]
+
+
 @audit_app.command("migrate")
-def migrate_command() -> None:
-    """Apply the database migrations this database lacks (the setup step: run it as a login
-    role of `sales_setup`); it also grants the database roles on every table."""
+def migrate_command(login: LoginOption = None) -> None:
+    """The setup step, as the database's owner: apply the migrations this database lacks,
+    grant the database roles on every table, make the logins asked for, and record
+    `SALES_AUTH` when it is set (in effect a minute later)."""
+    wanted = [_login(text) for text in login or []]
+    mode = settings.setting("SALES_AUTH")
+    if mode and mode not in ("off", "record", "enforce"):
+        raise UserError(f"SALES_AUTH must be off, record or enforce, not {mode!r}")
 
-    async def work() -> list[int]:
+    async def work() -> tuple[list[int], list[str]]:
+        said = []
         async with database() as pool:
-            return await migrate(pool)
+            applied = await migrate(pool)
+            for name, group in wanted:
+                password = os.environ.get(f"OPPORTUNITIES_DB_PASSWORD_{name.upper()}")
+                created = await logins.ensure_login(pool, name, group, password)
+                said.append(f"login {name} ({group}) {'created' if created else 'updated'}")
+            if mode and await authorization.record_mode(pool, mode):  # type: ignore[arg-type]
+                said.append(f"authorization mode {mode} recorded; in effect in a minute")
+        return applied, said
 
-    applied = run(work)
+    try:
+        applied, said = run(work)
+    except ValueError as error:
+        raise UserError(str(error)) from None
     console.print(f"applied migrations {', '.join(map(str, applied))}" if applied
                   else "the database has every migration", highlight=False)  # fmt: skip
+    for line in said:
+        console.print(line, highlight=False)
+
+
+def _login(text: str) -> tuple[str, str]:
+    name, equals, group = text.partition("=")
+    if not equals:
+        raise UserError(f"--login takes NAME=ROLE, not {text!r}")
+    try:
+        logins.check_login(name, group)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    return name, group

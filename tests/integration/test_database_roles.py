@@ -4,8 +4,12 @@ or processes; advisers' CLI writes contacts and seminars, not opportunities."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 import asyncpg
 import pytest
+
+from tests.support.servers import Cli
 
 ALLOWED = [
     ("sales_read", "SELECT subscription_id, url, status FROM subscriptions LIMIT 1"),
@@ -90,5 +94,70 @@ async def test_a_worker_finds_what_a_database_lacks(postgres_url: str, pool: asy
         assert await pending(fresh) == []
     finally:
         await fresh.close()
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
+
+
+async def test_the_setup_step_makes_logins_with_their_roles_rights_only(
+    cli: Cli, postgres_url: str, pool: asyncpg.Pool, uid: str
+) -> None:
+    """`opportunities migrate --login NAME=ROLE` makes a login of one role (again: updated);
+    a bad name or role is one line, exit 1, and no login is made."""
+    name = f"w_{uid}"
+    made = await cli("migrate", "--login", f"{name}=sales_worker")
+    assert made.code == 0 and f"login {name} (sales_worker) created" in made.stdout, made.stderr
+    again = await cli("migrate", "--login", f"{name}=sales_worker")
+    assert f"login {name} (sales_worker) updated" in again.stdout
+    parts = urlsplit(postgres_url)
+    login_url = urlunsplit(parts._replace(netloc=f"{name}@{parts.netloc.rpartition('@')[2]}"))
+    conn = await asyncpg.connect(login_url)  # the test server trusts this machine
+    try:
+        assert await conn.fetchval("SELECT current_user") == name
+        await conn.fetchval("SELECT count(*) FROM opportunities")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("UPDATE signing_keys SET revoked_at = now() WHERE false")
+    finally:
+        await conn.close()
+    for bad in [f"B{uid}=sales_worker", f"x_{uid}", f"y_{uid}=superuser", "sales_read=sales_worker",
+                "postgres=sales_read", f"z_{uid};drop=sales_read"]:  # fmt: skip
+        refused = await cli("migrate", "--login", bad)
+        assert refused.code == 1 and refused.stderr.strip().count("\n") == 0, refused.stderr
+    logins = await pool.fetch("SELECT rolname FROM pg_roles WHERE rolname ILIKE $1", f"%{uid}%")
+    assert [row["rolname"] for row in logins] == [name]
+
+
+async def test_a_worker_login_cannot_change_the_mode_and_says_how(
+    postgres_url: str, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose `SALES_AUTH` differs from the recorded mode records it when its login
+    may, and otherwise refuses to start, naming the setup step."""
+    import worker
+    from store.logins import ensure_login
+    from store.schema import migrate
+
+    schema, name = f"mode_{uid}", f"mw_{uid}"
+    admin = await asyncpg.connect(postgres_url)
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    settings = {"search_path": f"{schema}, public"}
+    owner = await asyncpg.create_pool(postgres_url, server_settings=settings)
+    parts = urlsplit(postgres_url)
+    login_url = urlunsplit(parts._replace(netloc=f"{name}@{parts.netloc.rpartition('@')[2]}"))
+    try:
+        await migrate(owner)
+        await ensure_login(owner, name, "sales_worker")
+        as_worker = await asyncpg.create_pool(login_url, server_settings=settings)
+        try:
+            monkeypatch.setenv("SALES_AUTH", "off")
+            await worker.load_directory_or_exit(as_worker)  # the recorded mode: nothing to write
+            monkeypatch.setenv("SALES_AUTH", "enforce")
+            with pytest.raises(SystemExit, match="run `opportunities migrate` with SALES_AUTH"):
+                await worker.load_directory_or_exit(as_worker)
+            await worker.load_directory_or_exit(owner)  # the owner may record it
+            assert await owner.fetchval("SELECT count(*) FROM authorization_modes") == 1
+            await worker.load_directory_or_exit(as_worker)  # recorded now
+        finally:
+            await as_worker.close()
+    finally:
+        await owner.close()
         await admin.execute(f"DROP SCHEMA {schema} CASCADE")
         await admin.close()

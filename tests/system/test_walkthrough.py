@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from runtime import embedded
@@ -180,3 +181,22 @@ async def test_the_readme_walkthrough_reaches_closed_won(
     code, listed = await shell(f"{opportunity} letter list --opportunity opp-1001 --json")
     letters = json.loads(listed)
     assert len(letters) >= 2 and {letter["status"] for letter in letters} <= {"filed", "sent"}
+
+    # Each part connects with its own login: the CLI as the administrator, the worker with
+    # only the worker's rights.
+    local = (tmp_path / "repository" / ".data" / "local.env").read_text().splitlines()
+    cli_url = dict(line.split("=", 1) for line in local)["DATABASE_URL"]
+    conn = await asyncpg.connect(cli_url)
+    try:
+        me = await conn.fetchval("SELECT current_user")
+        sessions = await conn.fetch(
+            "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = current_database()"
+        )
+        worker_may_write_keys = await conn.fetchval(
+            "SELECT has_table_privilege('opportunities_worker', 'signing_keys', 'INSERT')"
+        )
+    finally:
+        await conn.close()
+    assert me == "opportunities_admin"
+    assert "opportunities_worker" in {row["usename"] for row in sessions}
+    assert worker_may_write_keys is False

@@ -143,7 +143,14 @@ def test_authorization_is_enforced_and_the_ui_cannot_write(compose: dict) -> Non
 
 def test_the_database_is_migrated_by_a_setup_step_before_any_worker(compose: dict) -> None:
     services = compose["services"]
-    assert services["setup"]["command"] == ["opportunities", "migrate"]
+    assert services["setup"]["command"][:2] == ["opportunities", "migrate"]
+    assert services["setup"]["environment"]["SALES_AUTH"] == "enforce", "the mode is set up"
+    logins = dict(
+        word.split("=") for word in services["setup"]["command"][2:] if word != "--login"
+    )
+    assert logins == {"worker": "sales_worker", "office": "sales_office"}
+    worker_url = services["worker"]["environment"]["DATABASE_URL"]
+    assert worker_url.startswith("postgresql://worker:"), "workers connect as their login"
     for name in ("worker", "examples"):
         assert services[name]["depends_on"]["setup"] == {
             "condition": "service_completed_successfully"
