@@ -18,7 +18,12 @@ from typing import Any
 import asyncpg
 import jwt
 from temporalio.client import Client
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
+from temporalio.worker import (
+    UnsandboxedWorkflowRunner,
+    Worker,
+    WorkerDeploymentVersion,
+    WorkflowRunner,
+)
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import store
@@ -29,7 +34,7 @@ from activities.events import EventActivities
 from activities.letters import LetterActivities, Mailer
 from activities.mass import MassActivities
 from activities.opportunity_activities import OpportunityActivities
-from runtime import settings
+from runtime import deployment, settings
 from runtime.codec import tolerant
 from runtime.observability import configure_logging, metrics_address, metrics_runtime
 from runtime.signer import Signer
@@ -88,19 +93,24 @@ def delivery_worker(
 ) -> Worker:
     """The worker of the delivery task queue: only the long-running delivery activities
     (one per subscription), so HTTP waits never take the opportunities' activity slots."""
-    return Worker(
+    running = deployment.version()
+    return VersionedWorker(
         client,
+        running,
         task_queue=task_queue or settings.delivery_task_queue(),
         activities=EventDeliveryActivities(pool, client, delivery).delivery(),
         max_concurrent_activities=1000,
+        deployment_config=deployment.config(running),
     )
 
 
 def workflow_worker(client: Client, task_queue: str, activities: list[Any]) -> Worker:
     """A worker of both workflows with these activities (the real ones, or the shell tier's
     fakes), set up as every worker is."""
-    return Worker(
+    running = deployment.version()
+    return VersionedWorker(
         _decoding_tolerantly(client),
+        running,
         task_queue=task_queue,
         workflows=[
             OpportunityWorkflow,
@@ -111,8 +121,54 @@ def workflow_worker(client: Client, task_queue: str, activities: list[Any]) -> W
         activities=activities,
         interceptors=[OneArgument(COMMANDS), Authorization(COMMANDS, SIGNED_STARTS)],
         max_cached_workflows=cached_workflows(),
+        max_concurrent_workflow_tasks=concurrency("OPPORTUNITIES_MAX_CONCURRENT_WORKFLOW_TASKS", 2),
+        max_concurrent_activities=concurrency("OPPORTUNITIES_MAX_CONCURRENT_ACTIVITIES", 1),
         workflow_runner=workflow_runner(),
+        deployment_config=deployment.config(running),
     )
+
+
+class VersionedWorker(Worker):
+    """A worker that, once polling, makes its deployment version current as
+    `OPPORTUNITIES_SET_CURRENT` says (runtime/deployment.py)."""
+
+    def __init__(
+        self, client: Client, running: WorkerDeploymentVersion | None, **options: Any
+    ) -> None:
+        super().__init__(client, **options)
+        self._client, self._running = client, running
+        self._set_current = deployment.set_current_setting()
+        self._settling: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> VersionedWorker:
+        await super().__aenter__()
+        self._settling = asyncio.create_task(self._settle())
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._settling is not None:
+            self._settling.cancel()
+        await super().__aexit__(*exc)
+
+    async def _settle(self) -> None:
+        try:
+            await deployment.settle(self._client, self._running, self._set_current)
+        except Exception:
+            log.exception("the deployment's current version could not be set")
+
+
+def concurrency(variable: str, least: int) -> int | None:
+    """A worker's limit of tasks at once (None: the SDK's default, 100)."""
+    raw = settings.setting(variable)
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"{variable} must be a whole number, not {raw!r}") from None
+    if not least <= value <= 10_000:
+        raise SystemExit(f"{variable} must be {least} to 10000, not {value}")
+    return value
 
 
 def _decoding_tolerantly(client: Client) -> Client:

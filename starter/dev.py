@@ -116,6 +116,8 @@ def main() -> None:
         local["DATABASE_URL"] = database_url
         _say(f"PostgreSQL: {settings.redact(database_url)}")
 
+    # The code in front of you is the deployment's current version (runtime/deployment.py).
+    local["OPPORTUNITIES_SET_CURRENT"] = os.environ.get("OPPORTUNITIES_SET_CURRENT") or "always"
     if not os.environ.get(secret_box.KEY_VARIABLE):
         local[secret_box.KEY_VARIABLE] = _secrets_key()
     # Webhooks may reach this machine (a receiver you run while trying things out).

@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
+from temporalio.common import RawValue, RetryPolicy, VersioningBehavior
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -62,7 +62,7 @@ NEXT_STAGE_SKIPPED_CODES = {*SKIPPED_CODES, "no_next_stage", "closed"}
 opportunity: it has no next open stage, or it is won or lost."""
 
 
-@workflow.defn(name="MassModify")
+@workflow.defn(name="MassModify", versioning_behavior=VersioningBehavior.PINNED)
 class MassModifyWorkflow:
     def __init__(self) -> None:
         self._progress: Progress | None = None
