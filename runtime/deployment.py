@@ -42,7 +42,12 @@ UNVERSIONED = "__unversioned__"
 
 
 def source_build_id() -> str:
-    """`src-` and the first 12 hex digits of a SHA-256 over the code packages' files."""
+    """`src-` and the first 12 hex digits of a SHA-256 over the code packages' files, as
+    they were when this module was imported (the code this process runs)."""
+    return _SOURCE_BUILD_ID
+
+
+def _hash_sources() -> str:
     root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for package in CODE_PACKAGES:
@@ -51,6 +56,9 @@ def source_build_id() -> str:
                 digest.update(path.relative_to(root).as_posix().encode() + b"\0")
                 digest.update(path.read_bytes())
     return f"src-{digest.hexdigest()[:12]}"
+
+
+_SOURCE_BUILD_ID = _hash_sources()
 
 
 def version() -> WorkerDeploymentVersion | None:
@@ -131,10 +139,10 @@ async def make_current(
     deadline = time.monotonic() + within
     pause = 0.2
     while True:
-        current = await current_build_id(client, running.deployment_name)
-        if current == running.build_id or (only_if_none and current is not None):
-            return False
         try:
+            current = await current_build_id(client, running.deployment_name)
+            if current == running.build_id or (only_if_none and current is not None):
+                return False
             await client.workflow_service.set_worker_deployment_current_version(
                 SetWorkerDeploymentCurrentVersionRequest(
                     namespace=client.namespace,
@@ -146,7 +154,7 @@ async def make_current(
             log.info("version %s of deployment %s is current", running.build_id,
                      running.deployment_name)  # fmt: skip
             return True
-        except RPCError as error:  # not polled yet: the server does not know the version
+        except RPCError as error:  # not polled yet, or the deployment is busy: again
             if time.monotonic() > deadline:
                 raise
             log.debug("version %s not current yet: %s", running.build_id, error)
@@ -157,7 +165,16 @@ async def make_current(
 async def settle(
     client: Client, running: WorkerDeploymentVersion | None, wanted: SetCurrent
 ) -> None:
-    """What `OPPORTUNITIES_SET_CURRENT` (`wanted`) asks of a worker that has started polling."""
+    """What `OPPORTUNITIES_SET_CURRENT` (`wanted`) asks of a worker that has started polling;
+    once per process and version (its other workers find it settled)."""
     if running is None or wanted == "never":
         return
+    key = (client.namespace, running.deployment_name, running.build_id)
+    if key in _SETTLED:
+        return
     await make_current(client, running, only_if_none=wanted == "if-none")
+    _SETTLED.add(key)
+
+
+_SETTLED: set[tuple[str, str, str]] = set()
+"""(namespace, deployment, build id) this process has settled."""

@@ -42,8 +42,10 @@ QUEUED_BUDGET = 8 * 1024 * 1024
 
 def command_handlers(name: str) -> tuple[Any, Any]:
     """The signal and the same-name update (with its validator) of one declared command, its
-    summary as their description, for a workflow with a `queue` and a `state`: both take the
-    payload raw into the queue (`payloads.OneArgument` makes it exactly one argument)."""
+    summary as their description, for a workflow with a `queue`, a `state` and `settled()`:
+    both take the payload raw into the queue (`payloads.OneArgument` makes it exactly one
+    argument). The validator judges an update by the state only when nothing is ahead of it
+    (`settled()`); otherwise it is judged in its turn, after the commands that came first."""
 
     summary = REGISTRY[name].summary  # shown by the Temporal UI and `temporal workflow metadata`
 
@@ -72,7 +74,7 @@ def command_handlers(name: str) -> tuple[Any, Any]:
             self.require_writable()
             authenticate(name, payload, credentials_of(payload), signal=False)
             command = parse_command(name, payloads.decode(payload, f"{name} payload"))
-            if self.state is not None:
+            if self.state is not None and self.settled():
                 core.check(self.state, command)
         except CommandRejected as rejected:
             raise rejection_error(rejected) from None

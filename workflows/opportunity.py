@@ -47,6 +47,8 @@ class OpportunityWorkflow:
     def __init__(self) -> None:
         self.state: Opportunity | None = None
         self.queue = CommandQueue(self.continuing)
+        self.in_hand = 0
+        """Commands taken from the queue and not yet applied (0 or 1)."""
         self.delivery = Delivery(self.queue)
         self.projection = Projection()
         self.indexing = Indexing(lambda: self.state)
@@ -253,6 +255,7 @@ class OpportunityWorkflow:
         """Apply one command: look up what it needs, then one call into the core; or why it
         was rejected."""
         assert self.state is not None
+        self.in_hand += 1
         try:
             command = item.command()
             looked_up = await self.lookups.look_up(self.state, command)
@@ -262,8 +265,15 @@ class OpportunityWorkflow:
             )
         except CommandRejected as rejected:
             return rejected
+        finally:
+            self.in_hand -= 1
         self.state = outcome.state
         return outcome
+
+    def settled(self) -> bool:
+        """Whether no command is queued or being applied: the state is the one a command
+        arriving now would be applied to (so its validator may judge it by the state)."""
+        return not self.queue and self.in_hand == 0
 
     def rejected(self, item: QueuedCommand, rejected: CommandRejected) -> None:
         """A command rejected in its turn: a signal is kept in `rejected`; the rejection is

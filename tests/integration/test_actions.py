@@ -11,6 +11,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.worker import Worker
 
 from activities.letters import message_id_for
+from sales.commands import AddAction, DeleteAction
 from sales.errors import CommandRejected
 from starter.client import OpportunitiesClient
 from store import calendar, events, letters
@@ -329,3 +330,32 @@ async def test_a_second_contact_gets_its_own_invitation(
         assert result.actions[0].outcome == "invited"
     invitees = await events.list_invitees(pool, f"seminar-{uid}")
     assert sorted(i.contact_id for i in invitees) == sorted([f"c-{uid}", other])
+
+
+async def test_an_update_is_judged_after_the_signals_that_came_before_it(
+    worker: Worker, pool: asyncpg.Pool, opportunities: OpportunitiesClient, uid: str
+) -> None:
+    """An action added by a signal and performed at once by an update: the update waits for
+    its turn (its validator does not judge it by the state before the signal), and is
+    applied; one that would still be invalid in its turn is rejected then, with its code."""
+    await open_one(pool, opportunities, uid)
+    opp = f"o-{uid}"
+    for n in range(3):
+        activity = {"kind": "call", "duration_minutes": 15, "due_in_days": 1}
+        action = {"action_id": f"call-{n}", "type": "calendar", "title": "Call back",
+                  "activity": activity}  # fmt: skip
+        added = AddAction.model_validate({"stage": "Prospect", "action": action})
+        await opportunities.signal(opp, added)
+        done = await opportunities.perform_actions(opp, [f"call-{n}"])
+        assert [a.outcome for a in done.actions] == ["activity_created"]
+    await opportunities.signal(opp, added)  # call-2 again: rejected in its turn (a signal)
+    await opportunities.signal(opp, AddAction.model_validate(
+        {"stage": "Prospect", "action": {**action, "action_id": "call-9"}}))  # fmt: skip
+    await opportunities.signal(opp, DeleteAction(action_id="call-9"))
+    with pytest.raises(CommandRejected) as refused:
+        await opportunities.perform_actions(opp, ["call-9"])
+    assert refused.value.code == "unknown_action"
+    state = await opportunities.state(opp)
+    assert [r.command for r in state.rejected] == ["add_action"]
+    assert sorted(a.action_id for a in await calendar.list_for(pool, opp)) == [
+        "call-0", "call-1", "call-2"]  # fmt: skip
