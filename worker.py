@@ -45,7 +45,7 @@ from store import authorization
 from store.schema import pending
 from workflows import outbox_retention
 from workflows.authorization import DIRECTORIES, Authorization, DirectoryHolder
-from workflows.mass_modify import MassModifyWorkflow
+from workflows.mass_modify import MassModifyWorkflow, PinnedMassModifyWorkflow
 from workflows.opportunity import OpportunityWorkflow
 from workflows.outbox_retention import OutboxRetentionWorkflow
 from workflows.payloads import OneArgument
@@ -114,7 +114,7 @@ def workflow_worker(client: Client, task_queue: str, activities: list[Any]) -> W
         task_queue=task_queue,
         workflows=[
             OpportunityWorkflow,
-            MassModifyWorkflow,
+            PinnedMassModifyWorkflow if running is not None else MassModifyWorkflow,
             SubscriptionWorkflow,
             OutboxRetentionWorkflow,
         ],

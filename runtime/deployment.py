@@ -169,12 +169,13 @@ async def settle(
     once per process and version (its other workers find it settled)."""
     if running is None or wanted == "never":
         return
-    key = (client.namespace, running.deployment_name, running.build_id)
+    server = client.service_client.config.target_host
+    key = (server, client.namespace, running.deployment_name, running.build_id)
     if key in _SETTLED:
         return
     await make_current(client, running, only_if_none=wanted == "if-none")
     _SETTLED.add(key)
 
 
-_SETTLED: set[tuple[str, str, str]] = set()
-"""(namespace, deployment, build id) this process has settled."""
+_SETTLED: set[tuple[str, str, str, str]] = set()
+"""(server, namespace, deployment, build id) this process has settled."""

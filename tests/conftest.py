@@ -33,6 +33,12 @@ from tests.support.worker_process import TEST_DELIVERY_ENV
 from worker import build_worker
 
 os.environ.update(TEST_DELIVERY_ENV)  # the CLI's commands and the in-process workers alike
+# The in-process workers run unversioned: each test polls a task queue of its own, and
+# registering hundreds of queues with a deployment version makes the server throttle the
+# version's registrations. Worker Versioning runs where a deployment has it: the workers of
+# the system tests (their own processes: `worker_env` leaves this out), `make run` in the
+# walkthrough, and `tests/system/test_deploys.py`, which turns it on for its workers.
+os.environ["OPPORTUNITIES_WORKER_VERSIONING"] = "off"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -62,7 +62,7 @@ NEXT_STAGE_SKIPPED_CODES = {*SKIPPED_CODES, "no_next_stage", "closed"}
 opportunity: it has no next open stage, or it is won or lost."""
 
 
-@workflow.defn(name="MassModify", versioning_behavior=VersioningBehavior.PINNED)
+@workflow.defn(name="MassModify")
 class MassModifyWorkflow:
     def __init__(self) -> None:
         self._progress: Progress | None = None
@@ -360,3 +360,14 @@ def _item(answer: CommandOutcome, skipped_codes: set[str]) -> ItemOutcome:
         reason=answer.reason,
         code=answer.code,
     )
+
+
+@workflow.defn(name="MassModify", versioning_behavior=VersioningBehavior.PINNED)
+class PinnedMassModifyWorkflow(MassModifyWorkflow):
+    """The batch as a versioned worker runs it: pinned to the version that started it (it runs
+    for minutes, so it finishes there and its code changes need no patch). An unversioned
+    worker runs `MassModifyWorkflow`, since only a versioned one may declare a behaviour."""
+
+    @workflow.run
+    async def run(self, raw: RawValue = NO_INPUT) -> Progress:
+        return await super().run(raw)

@@ -126,10 +126,7 @@ class OpportunityNotFound(Exception):
     pass
 
 
-WORKER_GRACE_SECONDS = 10.0
-"""How long a start waits for a worker to be seen polling: a versioned worker is seen once
-the server has registered its task queue with its deployment version, which a busy server
-may take seconds to do."""
+WORKER_GRACE_SECONDS = 3.0
 QUERY_WAIT = timedelta(seconds=5)
 QUERY_SECONDS = 30.0
 

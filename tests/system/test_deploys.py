@@ -43,6 +43,7 @@ async def test_an_opportunity_takes_its_next_command_on_the_new_current_version(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     name = f"deploy-{uid}"
+    monkeypatch.setenv("OPPORTUNITIES_WORKER_VERSIONING", "on")
     monkeypatch.setenv("OPPORTUNITIES_DEPLOYMENT", name)
     monkeypatch.setenv("OPPORTUNITIES_BUILD_ID", "v1")
     monkeypatch.setenv("OPPORTUNITIES_SET_CURRENT", "if-none")  # a fresh deployment: v1

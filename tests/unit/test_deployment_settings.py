@@ -37,6 +37,7 @@ def test_the_default_version_is_the_code_hash_of_the_default_deployment(
 def test_a_bad_versioning_setting_is_named_in_one_line(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:
+    monkeypatch.setenv("OPPORTUNITIES_WORKER_VERSIONING", "on")
     monkeypatch.setenv(variable, value)
     with pytest.raises(settings.BadSetting) as refused:
         deployment.version()
