@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import inspect
 import json
+import os
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -207,7 +210,7 @@ async def verify_started_since(client: Any, pool: asyncpg.Pool, since: datetime)
             async with limit:
                 return await verify(opportunities, pool, workflow_id.removeprefix("opportunity-"))
 
-        async with build_worker(reader, pool, queue):
+        async with _reading_worker(reader, pool, queue, sorted(workflow_ids)[0]):
             # An opportunity may still be writing what it applied last (an activity whose
             # worker stopped with its test is retried by this one): compare until they
             # agree, for a while.
@@ -222,6 +225,37 @@ async def verify_started_since(client: Any, pool: asyncpg.Pool, since: datetime)
                 await asyncio.sleep(0.5)
         found += [f"{v.opportunity_id}: {d}" for v in verdicts for d in v.differences]
     return found
+
+
+@contextlib.asynccontextmanager
+async def _reading_worker(
+    reader: Client, pool: asyncpg.Pool, queue: str, workflow_id: str
+) -> AsyncIterator[Any]:
+    """A worker for `queue` as its opportunities ran: the deployment version of their last
+    workflow task (a worker process's) or unversioned (an in-process worker's), so that the
+    server gives it their queries. It never changes the current version."""
+    version = None
+    async for event in reader.get_workflow_handle(workflow_id).fetch_history_events():
+        if event.HasField("workflow_task_completed_event_attributes"):
+            found = event.workflow_task_completed_event_attributes.deployment_version
+            version = found if found.build_id else None
+    settings = {"OPPORTUNITIES_WORKER_VERSIONING": "off"}
+    if version is not None:
+        settings = {"OPPORTUNITIES_WORKER_VERSIONING": "on", "OPPORTUNITIES_SET_CURRENT": "never",
+                    "OPPORTUNITIES_DEPLOYMENT": version.deployment_name,
+                    "OPPORTUNITIES_BUILD_ID": version.build_id}  # fmt: skip
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        worker = build_worker(reader, pool, queue)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    async with worker:
+        yield worker
 
 
 QUIET_SECONDS = 20.0
