@@ -995,12 +995,13 @@ class Assumptions:
     (https://docs.temporal.io/cloud/limits)."""
     visibility_row_bytes: float = 1024.0
     """One run's visibility row, its search attributes and summary included."""
-    cached_kib: float = 95.7
+    cached_kib: float = 114.4
     """Worker memory per cached opportunity (`bench.memory`, bench/README.md)."""
     worker_rate: float = 31.2
-    """Commands per second one worker process takes: `bench.fleet`'s ours side
-    (bench/README.md), on 2 cores it shared with the Temporal server and PostgreSQL, as
-    docs/operate.md plans (about 30); a worker with a core of its own takes more."""
+    """Commands per second one worker process takes: `bench.fleet`'s ours side in its
+    owner-only run (`--mix owner`), on 2 cores it shared with the Temporal server and
+    PostgreSQL, as docs/operate.md plans (about 30); the mixed run took 66.4 (bench/README.md),
+    and a worker with a core of its own takes more."""
     worker_cache_gib: float = 4.0
     """Memory per worker process for its cache of opportunities."""
     run_limit: float = MAX_RUN_EVENTS
