@@ -664,9 +664,17 @@ def _entered(state: Opportunity) -> bool:
     return all(state.find_calendar_activity(activity_id) for activity_id in created)
 
 
+NOT_PROCESSED = "Workflow Update is rejected because it wasn't processed by worker"
+"""The server's refusal of an update that a workflow task carried but did not take (the run
+continued as new in that task): never applied, so it is sent again, to the next run."""
+
+
 def _says_resend(error: ApplicationError) -> bool:
-    """Whether an update's refusal says "not now" (`resend: true` in its details)."""
+    """Whether an update's refusal says "not now": `resend: true` in its details, or the
+    server's refusal of an update the run never took (`NOT_PROCESSED`)."""
     details = error.details[0] if error.details else None
+    if error.message.startswith(NOT_PROCESSED):
+        return True
     return isinstance(details, dict) and details.get("resend") is True
 
 

@@ -16,20 +16,21 @@ from pathlib import Path
 import asyncpg
 import pytest
 from google.protobuf.duration_pb2 import Duration
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError
 
 import store
-from runtime import search_attributes
 from runtime.escaping import UNSAFE, escaped
 from sales.validation import MAX_PROCESS_BYTES
 from starter.client import OpportunitiesClient
 from store.schema import migrate
-from tests.support.helpers import eventually, example_definition, open_one
+from tests.support.helpers import (
+    eventually,
+    example_definition,
+    open_one,
+    register_search_attributes,
+)
 from tests.support.servers import Cli, Servers
 from worker import build_worker
 
@@ -69,22 +70,7 @@ async def isolated(
         servers.temporal_address, namespace=name, data_converter=pydantic_data_converter
     )
 
-    async def search_attributes_added() -> bool:
-        try:
-            await client.operator_service.add_search_attributes(
-                AddSearchAttributesRequest(
-                    namespace=name,
-                    search_attributes={
-                        key.name: IndexedValueType.ValueType(key.indexed_value_type.value)
-                        for key in search_attributes.ALL
-                    },
-                )
-            )
-        except RPCError:  # the new namespace is not known everywhere yet
-            return False
-        return True
-
-    await eventually(search_attributes_added, 30)
+    await register_search_attributes(client, name)
     cli = Cli(servers, task_queue)
     cli.env["TEMPORAL_NAMESPACE"] = name
     cli.env["DATABASE_URL"] = postgres_url.replace("/opportunities?", f"/{name}?")

@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
 
 from activities.letters import put_template
+from runtime import search_attributes
 from runtime.codec import ENCODING, EncryptionCodec, Keyring, data_converter
 from runtime.workflow_ids import opportunity_workflow_id
 from sales.contact import Contact
@@ -256,6 +259,28 @@ async def _reading_worker(
                 os.environ[name] = value
     async with worker:
         yield worker
+
+
+async def register_search_attributes(client: Client, namespace: str) -> None:
+    """The contract's search attributes on a namespace just registered (asked again until
+    the namespace is known everywhere)."""
+
+    async def added() -> bool:
+        try:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(
+                    namespace=namespace,
+                    search_attributes={
+                        key.name: IndexedValueType.ValueType(key.indexed_value_type.value)
+                        for key in search_attributes.ALL
+                    },
+                )
+            )
+        except RPCError:  # the new namespace is not known everywhere yet
+            return False
+        return True
+
+    await eventually(added, 30)
 
 
 QUIET_SECONDS = 20.0

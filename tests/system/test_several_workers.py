@@ -27,18 +27,15 @@ from pathlib import Path
 import asyncpg
 import pytest
 from google.protobuf.duration_pb2 import Duration
-from temporalio.api.enums.v1 import EventType, IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError
 
 import store
-from runtime import search_attributes
 from starter.client import OpportunitiesClient
 from store.schema import migrate
-from tests.support.helpers import add_users, eventually
+from tests.support.helpers import add_users, register_search_attributes
 from tests.support.mixed_commands import opportunity_ids, run_mixed_commands
 from tests.support.servers import Cli, Servers
 from tests.support.worker_process import WorkerProcess, worker_env
@@ -82,22 +79,7 @@ async def own(client: Client, pool: asyncpg.Pool, postgres_url: str) -> AsyncIte
     await migrate(own_pool)  # the setup step: workers do not migrate
     await add_users(own_pool, "ann", "bob", "carol", "dave")  # the script's owners
 
-    async def search_attributes_added() -> bool:
-        try:
-            await client.operator_service.add_search_attributes(
-                AddSearchAttributesRequest(
-                    namespace=name,
-                    search_attributes={
-                        key.name: IndexedValueType.ValueType(key.indexed_value_type.value)
-                        for key in search_attributes.ALL
-                    },
-                )
-            )
-        except RPCError:  # the new namespace is not known everywhere yet
-            return False
-        return True
-
-    await eventually(search_attributes_added, 30)
+    await register_search_attributes(client, name)
     temporal = await Client.connect(
         client.service_client.config.target_host,
         namespace=name,
