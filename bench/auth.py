@@ -39,7 +39,6 @@ counts against enforce.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import shlex
@@ -60,7 +59,15 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFai
 from temporalio.exceptions import ApplicationError
 
 from bench.engine import no_activity_on_entry
-from bench.events import TEST_SETTINGS, cpu_ms, fleet_side, fmt, print_ratios, side_by_side
+from bench.events import (
+    TEST_SETTINGS,
+    cpu_ms,
+    fleet_parser,
+    fleet_side,
+    fmt,
+    print_ratios,
+    side_by_side,
+)
 from bench.fleet import (
     CACHE,
     DEADLINE,
@@ -489,18 +496,8 @@ def report(
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--opportunities", type=int, default=1000)
-    parser.add_argument("--commands", type=int, default=5)
-    parser.add_argument("--in-flight", type=int, default=50)
+    parser = fleet_parser(__doc__)
     parser.add_argument("--tokens", type=int, default=2000, help="tokens timed in this process")
-    parser.add_argument(
-        "--ours-worker",
-        default=str(Path(sys.executable).parent / "opportunities-worker"),
-        help="the command that runs our worker (a variant of it, say)",
-    )
     arguments = parser.parse_args()
     status = asyncio.run(
         main(arguments.opportunities, arguments.commands, arguments.in_flight,

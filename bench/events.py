@@ -429,20 +429,27 @@ def report(
     return 0
 
 
-if __name__ == "__main__":
+def fleet_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options of a bench that runs the fleet's ours side with and without a feature:
+    its size, calls in flight, and the command of our worker."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--opportunities", type=int, default=1000)
     parser.add_argument("--commands", type=int, default=5)
     parser.add_argument("--in-flight", type=int, default=50)
     parser.add_argument(
-        "--poll", type=float, help="OPPORTUNITIES_DELIVERY_POLL for the workers (default: 0.25)"
-    )
-    parser.add_argument(
         "--ours-worker",
         default=str(Path(sys.executable).parent / "opportunities-worker"),
         help="the command that runs our worker (a variant of it, say)",
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    parser = fleet_parser(__doc__)
+    parser.add_argument(
+        "--poll", type=float, help="OPPORTUNITIES_DELIVERY_POLL for the workers (default: 0.25)"
     )
     arguments = parser.parse_args()
     status = asyncio.run(

@@ -21,7 +21,6 @@ from typing import Any
 from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
-from temporalio.exceptions import ApplicationError
 from temporalio.worker import (
     ExecuteWorkflowInput,
     HandleSignalInput,
@@ -35,7 +34,7 @@ from temporalio.worker import (
 
 with workflow.unsafe.imports_passed_through():
     from sales.authorization import Actor, Clearance, Directory, authorize_open
-    from sales.errors import CommandRejected, with_code
+    from sales.errors import CommandRejected
     from sales.tokens import HEADER, START, audience, header_data, token_of, verify
     from workflows import payloads, telemetry
 
@@ -175,12 +174,7 @@ def check_start(headers: dict[str, Payload] | Any, raw: RawValue) -> Actor | Non
                                    found.permissions_at(now))  # fmt: skip
         return actor
     except CommandRejected as refused:
-        raise ApplicationError(
-            with_code(refused.code, refused.reason),
-            {"code": refused.code},
-            type="Unauthorized",
-            non_retryable=True,
-        ) from None
+        raise payloads.refusal(refused, "Unauthorized") from None
 
 
 _STARTED_BY: ContextVar[Actor | None] = ContextVar("sales_authz_started_by", default=None)

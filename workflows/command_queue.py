@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from sales import core
     from sales.authorization import Actor
     from sales.commands import Envelope
-    from sales.errors import CommandRejected, with_code
+    from sales.errors import CommandRejected
     from sales.opportunity import MAX_REASON, MAX_REJECTED
     from sales.registry import REGISTRY, parse_command
     from sales.results import CommandResult
@@ -292,11 +292,5 @@ def loggable(name: str) -> str:
 
 
 def rejection_error(rejected: CommandRejected) -> ApplicationError:
-    """The error an update is rejected with: the reason, and the code in its details (with
-    `resend: true` when the same command sent again shortly may be applied)."""
-    return ApplicationError(
-        with_code(rejected.code, rejected.reason),
-        {"code": rejected.code, "resend": True} if rejected.resend else {"code": rejected.code},
-        type="CommandRejected",
-        non_retryable=True,
-    )
+    """The error an update is rejected with (`payloads.refusal`)."""
+    return payloads.refusal(rejected, "CommandRejected")

@@ -27,10 +27,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.opportunity_activities import SetupRequest
     from sales import core
     from sales.authorization import Actor
-    from sales.errors import CommandRejected, with_code
+    from sales.errors import CommandRejected
     from sales.opportunity import DeadLetter, HistoryEntry, Opportunity
     from sales.writes import Writes
-    from workflows import continue_as_new, effect_runner
+    from workflows import continue_as_new, effect_runner, payloads
     from workflows.alarm import Alarm
     from workflows.authorization import clearance, started_by
     from workflows.command_queue import CommandQueue, command_handlers, rejection_error
@@ -153,12 +153,7 @@ class OpportunityWorkflow:
                 day_seconds=setup.day_seconds, currency=setup.currency,
             )  # fmt: skip
         except CommandRejected as rejected:
-            raise ApplicationError(
-                with_code(rejected.code, rejected.reason),
-                {"code": rejected.code},
-                type="UnknownStage",
-                non_retryable=True,
-            ) from None
+            raise payloads.refusal(rejected, "UnknownStage") from None
         decision.state = WORKER_PROCESSES.share(decision.state)
         await self.settle(decision, actor)
 

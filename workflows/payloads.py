@@ -149,9 +149,16 @@ def parse_start(
 
 def invalid_input(message: str) -> ApplicationError:
     """The failure of a start whose input is invalid: non-retryable, with its code."""
+    return refusal(CommandRejected(message, code="invalid_payload"), "InvalidInput")
+
+
+def refusal(rejected: CommandRejected, kind: str) -> ApplicationError:
+    """A rejection as the non-retryable error of type `kind` a caller is told: the reason,
+    and the code in its details (with `resend: true` when the same command sent again
+    shortly may be applied)."""
+    details: dict[str, Any] = {"code": rejected.code}
+    if rejected.resend:
+        details["resend"] = True
     return ApplicationError(
-        with_code("invalid_payload", message),
-        {"code": "invalid_payload"},
-        type="InvalidInput",
-        non_retryable=True,
+        with_code(rejected.code, rejected.reason), details, type=kind, non_retryable=True
     )
