@@ -80,6 +80,14 @@ def _resendable(error: RPCError) -> bool:
     return any(detail.type_url.endswith("WorkflowNotReadyFailure") for detail in details)
 
 
+def _update_resendable(error: RPCError) -> bool:
+    """A refused update to send again: a refusal for now, or a call the connection cancelled
+    (its answer lost, say when the run continued as new under a storm). Sending it again is
+    safe: it carries a request id, so a command already applied is acknowledged, not applied
+    twice."""
+    return error.status == RPCStatusCode.CANCELLED or _resendable(error)
+
+
 SIGNAL_LIMIT = "exceeded workflow execution limit for signal events"
 """The server's refusal of a signal past a run's limit (10,000 by default; INVALID_ARGUMENT,
 with no details to tell it by). A run refuses it only when a storm kept it from continuing
@@ -325,7 +333,7 @@ class OpportunitiesClient:
                 return await self._resending(
                     opportunity_id,
                     lambda: update(command_name(command), command, result_type=CommandResult),
-                    _resendable,
+                    _update_resendable,
                     max(deadline - loop.time(), 0.0),
                 )
             except WorkflowUpdateFailedError as error:
