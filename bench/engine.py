@@ -6,9 +6,9 @@ batch: the least a durable command with a side effect can cost. Each runs in a w
 process of its own (the real `opportunities-worker` and `bench.bare_worker`, with the same
 workflow runner and cache), as production runs them, while this process only sends commands
 and reads results; both in one run on the same servers. The table prints each figure and
-the ratio. Ours writes the projection of a small batch by local activity
-(`LOCAL_PROJECTION_MAX_BATCH` in workflows/opportunity.py), so a second row compares with the bare
-workflow running its batches by local activity too.
+the ratio. Ours writes each batch's projection by an activity task (it runs no local
+activity: docs/decisions/no-local-activities.md); a second row shows the bare workflow
+running its batches by local activity, the most a local activity could save.
 
     .venv/bin/python -m bench.engine [--commands 1000] [--starts 200] [--samples 100]
                                      [--long 20000] [--stream 3000]

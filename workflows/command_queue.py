@@ -8,8 +8,9 @@ The queue holds at most `MAX_QUEUED` commands and `QUEUED_BUDGET` bytes of paylo
 while the run is due to continue as new at most what the next run can carry: past that, a
 signal is rejected (`limit_reached`, kept in `rejected`) and an update is refused by its
 validator, so a storm can neither grow a run's memory without bound nor keep it from
-continuing as new. While the run
-holds (its read model cannot be written), updates are refused as `unavailable`."""
+continuing as new. While the run holds (its read model cannot be written), and while it is
+due to continue as new, updates are refused as `unavailable` (the latter with `resend`: the
+next run takes them)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ QUEUED_BUDGET = 8 * 1024 * 1024
 
 def command_handlers(name: str) -> tuple[Any, Any]:
     """The signal and the same-name update (with its validator) of one declared command, its
-    summary as their description, for a workflow with a `queue`, a `state` and `settled()`:
+    summary as their description, for a workflow with a `queue`, a `state`, `settled()` and
+    `require_accepting()`:
     both take the payload raw into the queue (`payloads.OneArgument` makes it exactly one
     argument). The validator judges an update by the state only when nothing is ahead of it
     (`settled()`); otherwise it is judged in its turn, after the commands that came first."""
@@ -71,7 +73,7 @@ def command_handlers(name: str) -> tuple[Any, Any]:
         """Reject before anything is written to history."""
         try:
             self.queue.require_room(payload)
-            self.require_writable()
+            self.require_accepting()
             authenticate(name, payload, credentials_of(payload), signal=False)
             command = parse_command(name, payloads.decode(payload, f"{name} payload"))
             if self.state is not None and self.settled():

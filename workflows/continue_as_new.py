@@ -21,9 +21,9 @@ with workflow.unsafe.imports_passed_through():
 
 MAX_RUN_EVENTS = 4000
 """An opportunity's run continues at this history length even without the server's
-suggestion (which comes at 4 MB of history). Each continue-as-new holds the updates racing it
-for about a second, so runs are not shorter than they need be; 4,000 events hold at most
-about 1,200 updates (the server allows 2,000 a run)."""
+suggestion (which comes at 4 MB of history). Updates that arrive while a run continues are
+refused to be sent again, so runs are not shorter than they need be; 4,000 events hold at
+most about 1,200 updates (the server allows 2,000 a run)."""
 MAX_RUN_EVENTS_UNDER_SIGNALS = 1500
 """The length at which a run that has taken `MANY_SIGNALS` signals continues. A signal that
 arrives during the task continuing as new fails that task, and its retry replays the whole

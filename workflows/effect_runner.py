@@ -81,10 +81,7 @@ async def execute(
 async def load_setup(request: SetupRequest) -> Setup:
     """The contact and process a new opportunity starts with. A failure fails the start,
     non-retryably, with the activity's message and code (an id used before, an unknown
-    contact, process or owner).
-
-    An activity task, not a local activity: nothing local runs in a run's first workflow
-    task (`FIRST_TASK_EVENTS`)."""
+    contact, process or owner)."""
     try:
         return await execute(
             OpportunityActivities.load_setup, request, "Load contact and sales process"
@@ -120,13 +117,10 @@ async def find_process(process_id: str) -> FoundProcess:
         raise _not_looked_up("the process", error) from None
 
 
-async def find_users(user_ids: list[str], *, local: bool = False) -> list[str]:
-    """Of the users a command names, those that exist (retried like every effect); with
-    `local`, by local activity (see `projection`), never in a run's first workflow task.
-    When no retry found them, `CommandRejected` (`unavailable`)."""
+async def find_users(user_ids: list[str]) -> list[str]:
+    """Of the users a command names, those that exist (retried like every effect). When no
+    retry found them, `CommandRejected` (`unavailable`)."""
     try:
-        if local and not in_first_task():
-            return await execute_locally(OpportunityActivities.find_users, user_ids, "Find users")
         return await execute(OpportunityActivities.find_users, user_ids, "Find users")
     except FAILED_FOR_GOOD as error:
         raise _not_looked_up("the users", error) from None
@@ -141,34 +135,9 @@ def _not_looked_up(what: str, error: Exception) -> CommandRejected:
     )
 
 
-async def execute_locally(method: Callable[[Any, Any], Awaitable[T]], argument: Any,
-                           summary: str) -> T:  # fmt: skip
-    """A local activity, with the timeouts and retries of `execute`."""
-    return await workflow.execute_local_activity_method(
-        method,
-        argument,
-        start_to_close_timeout=TIMEOUT,
-        schedule_to_close_timeout=RIDE_OUT,
-        retry_policy=RETRY,
-        summary=summary,
-    )
-
-
 FAILED_FOR_GOOD = (ActivityError, ApplicationError, TemporalTimeout)
-"""What awaiting an activity raises once no retry helped: an activity task's failure comes
-as `ActivityError` (its cause the reason), a local activity's as its cause itself."""
-
-
-FIRST_TASK_EVENTS = 3
-"""The history length during a run's first workflow task (started, task scheduled, task
-started). Nothing runs as a local activity in it: a client that creates an opportunity
-queries it as it opens, and a query that arrives before that task completes is answered
-with it; the SDK then completes the task while the local activity still runs, and on replay
-the run's first steps see another time and history length, or fail as nondeterministic."""
-
-
-def in_first_task() -> bool:
-    return workflow.info().get_current_history_length() <= FIRST_TASK_EVENTS
+"""What awaiting an activity raises once no retry helped: `ActivityError` (its cause the
+reason), or the error itself where a step raises one."""
 
 
 async def perform(effect: PerformEffect) -> EffectOutcome:

@@ -1,15 +1,14 @@
 """What a command needs from outside the opportunity (`sales.registry.Needs`), looked up by
 one step of the run before the core applies it: the process a command moves to, by an
 activity as it is applied; the users commands name, a batch's at once, by one activity
-before its commands are applied (by local activity once the run is due to continue as new,
-as `projection` writes), then only users not seen yet. Users are never removed, so one found
-stays found for the rest of the run (`MAX_KNOWN`); one not found is looked up again in the
-next batch (it may have been added meanwhile). A small directory comes with a new
+before its commands are applied, then only users not seen yet. Users are never removed, so
+one found stays found for the rest of the run (`MAX_KNOWN`); one not found is looked up
+again in the next batch (it may have been added meanwhile). A small directory comes with a new
 opportunity's setup, so a sales team's users are never looked up in its first run."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from temporalio import workflow
 
@@ -28,10 +27,7 @@ MAX_KNOWN = 1000
 
 
 class Lookups:
-    def __init__(self, continuing: Callable[[], bool]) -> None:
-        """`continuing`: whether the run is due to continue as new (then lookups go by local
-        activity, as the writes answering updates do: `projection`)."""
-        self._continuing = continuing
+    def __init__(self) -> None:
         self._known: set[str] = set()
         self._missing: set[str] = set()
         """Users this batch's lookup did not find."""
@@ -73,7 +69,7 @@ class Lookups:
         unknown = [u for u in user_ids if u not in self._known and u not in self._missing]
         if not unknown:
             return
-        found = await effect_runner.find_users(unknown, local=self._continuing())
+        found = await effect_runner.find_users(unknown)
         if len(self._known) + len(found) > MAX_KNOWN:
             self._known.clear()
         self._known.update(found)

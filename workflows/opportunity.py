@@ -53,7 +53,7 @@ class OpportunityWorkflow:
         self.projection = Projection()
         self.indexing = Indexing(lambda: self.state)
         self.given_limit: int | None = None
-        self.lookups = Lookups(self.continuing)
+        self.lookups = Lookups()
         self.alarm = Alarm()
 
     @workflow.run
@@ -201,10 +201,21 @@ class OpportunityWorkflow:
             for item in self.queue.updates():
                 self.delivery.rejected(self.state.opportunity_id, item, unavailable())
 
-    def require_writable(self) -> None:
-        """`CommandRejected` (`unavailable`) while a write waits to be written again."""
+    def require_accepting(self) -> None:
+        """`CommandRejected` (`unavailable`) while a write waits to be written again, or while
+        the run is due to continue as new: it answers the updates it accepted, by activity
+        tasks, and continues; one accepted meanwhile would need another write, and so on
+        under a steady stream. Such a refusal says `resend`: the Python client sends it
+        again, and the next run takes it."""
         if self.projection.holding:
             raise unavailable()
+        if self.continuing():
+            raise CommandRejected(
+                "the opportunity is continuing as new; nothing was applied: send it again "
+                "shortly",
+                code="unavailable",
+                resend=True,
+            )
 
     def reject_refused(self) -> None:
         """The signals refused on arrival (the queue was full), kept in `rejected` together:
@@ -287,10 +298,7 @@ class OpportunityWorkflow:
             writes = Writes()
             for _, outcome in batch:
                 writes += outcome.writes
-            answering = any(item.ticket is not None for item, _ in batch)
-            refused = await self.projection.write(
-                self.state, writes, answering_to_continue=answering and self.continuing()
-            )
+            refused = await self.projection.write(self.state, writes)
             for item, outcome in batch:
                 self.delivery.applied(self.state.opportunity_id, item, outcome.result)
             await self.written(refused)

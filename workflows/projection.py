@@ -1,16 +1,10 @@
 """Where and when the read model is written: one projection write per batch of commands (the
 opportunity's row, its new history entries and remarks, the changes to its calendar
-activities), by an activity task, or by a local activity in one case only.
-
-Once the run is due to continue as new, a batch answering updates writes by local activity,
-inside the workflow task that applied it, so that the run applies, answers and continues in
-one task even under a steady stream of updates (an activity task would end the task, and
-the updates accepted meanwhile would need another write, and so on). Every other write goes
-by activity task: a local activity's result can reach the workflow in a later task than the
-one that ran it (when a query arrives while it runs, the SDK completes the task to answer
-it), and replay then delivers it earlier, which breaks the replay of a run that takes updates
-meanwhile (docs/decisions/local-activities-only-to-continue.md). Nothing runs as a local
-activity in a run's first workflow task (`effect_runner.FIRST_TASK_EVENTS`).
+activities), always by an activity task, never by a local activity: a local activity's
+result can reach the workflow in a later task than the one whose history records it (when a
+query arrives while it runs, the SDK completes the task to answer it), and replay delivers it
+earlier, which breaks the replay of a run that takes updates meanwhile
+(docs/decisions/no-local-activities.md).
 
 A write is bounded: a batch is written before its changes weigh `WRITE_BUDGET` (their
 estimated size as JSON), as before it holds `MAX_BATCH` commands. A part of a write the read
@@ -63,14 +57,10 @@ class Projection:
         """Whether a write waits to be written again: the run applies no commands meanwhile."""
         return self.unwritten is not None
 
-    async def write(
-        self, state: Opportunity, changes: Writes, *, answering_to_continue: bool = False
-    ) -> list[DeadLetter]:
-        """Write what commands changed (`answering_to_continue`: the batch answers updates
-        and the run is due to continue as new), after any earlier write that failed. Returns
-        the parts the read model refused."""
+    async def write(self, state: Opportunity, changes: Writes) -> list[DeadLetter]:
+        """Write what commands changed, after any earlier write that failed. Returns the parts
+        the read model refused."""
         now = workflow.now()
-        local = answering_to_continue and not effect_runner.in_first_task()
         write = ProjectionWrite(
             summary=state.summary(),
             history=changes.history,
@@ -84,7 +74,7 @@ class Projection:
         if self.unwritten is not None:
             write = self.unwritten + write
         try:
-            projected = await _project(write, local=local)
+            projected = await _project(write)
         except effect_runner.FAILED_FOR_GOOD as error:
             code, _ = effect_runner.failure(error)
             self.unwritten = write
@@ -102,16 +92,12 @@ class Projection:
         return projected.dead_letters
 
 
-async def _project(write: ProjectionWrite, *, local: bool = False) -> Projected:
-    """Write the read model; with `local`, as a local activity run by the worker inside the
-    workflow task that asked for it (one marker in history, no round trip through the
-    server), with the same timeouts and retries. Returns the parts the read model refused;
-    raises one of `FAILED_FOR_GOOD` when it failed for good."""
+async def _project(write: ProjectionWrite) -> Projected:
+    """Write the read model. Returns the parts the read model refused; raises one of
+    `FAILED_FOR_GOOD` when it failed for good."""
     telemetry.count_effect("project_opportunity")
     method, summary = OpportunityActivities.project_opportunity, _projection_summary(write)
-    if not local:
-        return await effect_runner.execute(method, write, summary)
-    return await effect_runner.execute_locally(method, write, summary)
+    return await effect_runner.execute(method, write, summary)
 
 
 def _projection_summary(write: ProjectionWrite) -> str:

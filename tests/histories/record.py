@@ -287,8 +287,9 @@ async def updates_queried(client: Client, opportunities: OpportunitiesClient, po
 
 
 async def update_stream(client: Client, opportunities: OpportunitiesClient, pool: Any) -> None:
-    """Continue-as-new due while updates keep arriving: the run applies, answers (lookups and
-    projection by local activity, only here) and continues in one workflow task."""
+    """Continue-as-new due while updates keep arriving: the run answers the updates it has
+    accepted, refuses those that arrive meanwhile (the client sends them again, and the next
+    run takes them) and continues."""
     handle = await start_continuing_early(client, pool, "stream", "stream", QUEUE, 100)
     first_run = handle.result_run_id
 

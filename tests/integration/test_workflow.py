@@ -151,7 +151,7 @@ async def test_an_opportunity_queried_as_it_opens_replays_as_it_ran(
 ) -> None:
     """Queries that reach the server before the first workflow task (as `create`'s do, on a
     busy worker) are answered with that task. The run must still replay to the state it wrote:
-    a local activity in that task made the replay fail as nondeterministic, or see another
+    a local activity in that task makes the replay fail as nondeterministic, or see another
     time than the read model holds."""
     process_id = await setup_process(pool, uid)
     contact_id = await setup_contact(pool, uid)
@@ -453,9 +453,6 @@ async def test_search_attributes_settle_after_a_stream_of_commands(
             event.HasField("activity_task_scheduled_event_attributes")
             and event.activity_task_scheduled_event_attributes.activity_type.name
             == "project_opportunity"
-        ) or (  # by local activity when continuing as new is due
-            event.HasField("marker_recorded_event_attributes")
-            and event.marker_recorded_event_attributes.marker_name == "core_local_activity"
         )
     assert 2 <= owner_upserts < projections, (owner_upserts, projections)
 
@@ -473,15 +470,9 @@ class LosesFirstAnswers(OpportunityActivities):
 
 
 def _attempt(event: Any) -> int:
-    """The attempt that completed an activity: from its started event, or from the marker of
-    a local activity (whose data names its attempt); 0 for other events."""
+    """The attempt that completed an activity (from its started event); 0 for other events."""
     if event.HasField("activity_task_started_event_attributes"):
         return int(event.activity_task_started_event_attributes.attempt)
-    marker = event.marker_recorded_event_attributes
-    if event.HasField("marker_recorded_event_attributes") and marker.marker_name == (
-        "core_local_activity"
-    ):
-        return int(json.loads(marker.details["data"].payloads[0].data)["attempt"])
     return 0
 
 

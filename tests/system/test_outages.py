@@ -257,10 +257,8 @@ async def test_postgres_stopped_for_20_seconds_mid_run(
     workers = Workers(task_queue, tmp_path)
 
     async def attempts() -> list[tuple[int, str]]:
-        """The attempt and last failure of every activity pending now: activity tasks as the
-        server describes them, and local activities (the projection of a small batch answering
-        updates, run inside a workflow task, which the server does not see) from the
-        workers' log of failed attempts."""
+        """The attempt and last failure of every activity pending now, as the server describes
+        them, and each failed attempt in the workers' log."""
         descriptions = await asyncio.gather(*(h.describe() for h in handles))
         described = [
             (pending.attempt, pending.last_failure.message)

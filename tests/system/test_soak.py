@@ -99,7 +99,8 @@ async def test_remarks_of_the_largest_size_keep_the_state_small(
     await eventually(all_applied, seconds=300)
     assert (await handle.describe()).run_id != first_run, "it continued as new"
     # Queried all along while it took updates, every run replays as it ran (a worker that
-    # restarts replays them): no local activity whose result a query moved to a later task.
+    # restarts replays them): no local activity whose result a query moved to a later task
+    # (docs/decisions/no-local-activities.md).
     replayer = Replayer(workflows=[OpportunityWorkflow], data_converter=pydantic_data_converter)
     runs = [e.run_id async for e in client.list_workflows(f"WorkflowId = '{handle.id}'")]
     assert len(runs) >= 3

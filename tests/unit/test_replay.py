@@ -76,7 +76,7 @@ async def test_history_replays_on_current_code(name: str, runner: WorkflowRunner
 def test_writes_and_lookups_go_by_activity_task_while_queried() -> None:
     """`updates-queried`: updates, a burst of signals and queries all along; every write and
     every lookup went by activity task, none by local activity (whose result a query can put
-    in a later task than replay does: `local-activities-only-to-continue`)."""
+    in a later task than replay does: `no-local-activities`)."""
     events = RECORDED["updates-queried"]["history"]["events"]
     markers = [e for e in events if "markerRecordedEventAttributes" in e]
     activities = [e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
@@ -88,12 +88,13 @@ def test_writes_and_lookups_go_by_activity_task_while_queried() -> None:
 
 def test_a_run_under_a_stream_of_updates_answers_them_all_and_continues() -> None:
     """`continue-as-new-under-updates`: once continuing was due, the run answered every update
-    it had accepted and continued as new in its last workflow task."""
+    it had accepted (refusing the rest, to be sent again) and continued as new."""
     events = RECORDED["continue-as-new-under-updates"]["history"]["events"]
     last_task = max(n for n, e in enumerate(events) if e["eventType"].endswith("TASK_COMPLETED"))
     closing = [_event_name(e) for e in events[last_task + 1 :]]
     assert closing[-1] == "WORKFLOW_EXECUTION_CONTINUED_AS_NEW"
     names = [_event_name(e) for e in events]
+    assert "core_local_activity" not in names  # no local activity (`no-local-activities`)
     assert names.count("WORKFLOW_EXECUTION_UPDATE_ACCEPTED") == names.count(
         "WORKFLOW_EXECUTION_UPDATE_COMPLETED"
     )
@@ -107,19 +108,20 @@ def _event_name(event: dict[str, Any]) -> str:
     return str(marker["markerName"])
 
 
-class _ByLocalActivity(Projection):
+class _AfterATimer(Projection):
     async def write(self, *args: Any, **options: Any) -> list[Any]:
-        return await super().write(*args, **{**options, "answering_to_continue": True})
+        await workflow.sleep(1)
+        return await super().write(*args, **options)
 
 
 @workflow.defn(name="Opportunity", sandboxed=False)
-class _OpportunityProjectingByLocalActivity(OpportunityWorkflow):
-    """Today's workflow, but every projection after the first task goes by local activity: a
-    change that running opportunities could not survive."""
+class _OpportunityProjectingAfterATimer(OpportunityWorkflow):
+    """Today's workflow, but every projection waits for a timer first: a change that running
+    opportunities could not survive."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.projection = _ByLocalActivity()
+        self.projection = _AfterATimer()
 
     @workflow.run
     async def run(self, input: RawValue = NO_INPUT) -> Opportunity:
@@ -127,11 +129,11 @@ class _OpportunityProjectingByLocalActivity(OpportunityWorkflow):
 
 
 async def test_a_changed_workflow_fails_to_replay() -> None:
-    """The replay test can fail: a recorded activity-task projection meets a local activity."""
+    """The replay test can fail: a recorded projection meets a timer."""
     recorded = RECORDED["updates-queried"]
     history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
     replayer = Replayer(
-        workflows=[_OpportunityProjectingByLocalActivity], data_converter=pydantic_data_converter
+        workflows=[_OpportunityProjectingAfterATimer], data_converter=pydantic_data_converter
     )
     with pytest.raises(NondeterminismError):
         await replayer.replay_workflow(history)
