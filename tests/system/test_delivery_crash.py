@@ -27,11 +27,22 @@ OPPORTUNITIES = 30
 
 
 class SlowReceiver(Receiver):
-    """Holds each delivery a while, so that some are in flight when the worker dies (one
-    whose sender died may still count as received, as with a real receiver)."""
+    """Answers the first `PASSED` deliveries, then holds each one until `release` is set, so
+    that deliveries are in flight when the worker dies (one whose sender died may still
+    count as received once released, as with a real receiver)."""
+
+    PASSED = 5
+
+    def __init__(self, secret: str) -> None:
+        super().__init__(secret)
+        self.arrived = 0
+        self.release = asyncio.Event()
 
     async def _handle(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(0.3)
+        self.arrived += 1
+        if self.arrived > self.PASSED:
+            await self.release.wait()
+        await asyncio.sleep(0.05)
         return await super()._handle(request)
 
 
@@ -70,9 +81,15 @@ async def test_sigkill_mid_delivery_loses_nothing(
                                   events=["stage_changed"], secret=receiver.secret)  # fmt: skip
         for stage in ("Needs analysis", "Proposal"):
             await asyncio.gather(*(opportunities.change_stage(opp, stage) for opp in ids))
-        await eventually(lambda: len(receiver.got) >= 5 or None, seconds=30)
+        # Some delivered, more in flight (held by the receiver) when the worker dies.
+        await eventually(
+            lambda: (len(receiver.got) >= receiver.PASSED and receiver.arrived > receiver.PASSED)
+            or None,
+            seconds=30,
+        )
         await first.kill()
         assert len(receiver.unique()) < 2 * OPPORTUNITIES, "killed mid-delivery"
+        receiver.release.set()
 
         await second.start()
         await eventually(lambda: len(receiver.unique()) >= 2 * OPPORTUNITIES or None, seconds=90)
