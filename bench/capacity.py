@@ -995,7 +995,7 @@ class Assumptions:
     (https://docs.temporal.io/cloud/limits)."""
     visibility_row_bytes: float = 1024.0
     """One run's visibility row, its search attributes and summary included."""
-    cached_kib: float = 114.4
+    cached_kib: float = 114.8
     """Worker memory per cached opportunity (`bench.memory`, bench/README.md)."""
     worker_rate: float = 31.2
     """Commands per second one worker process takes: `bench.fleet`'s ours side in its

@@ -173,7 +173,7 @@ def report(sides: list[Side], started: float) -> None:
     table.add_column("side", no_wrap=True)
     for column in ("N", "RSS before", "RSS after", "per workflow", "cached", "opened/s"):
         table.add_column(column, justify="right")
-    table.add_column("ours / bare (goal <= 2x)", justify="right")
+    table.add_column("ours / bare (goal <= 1.5x)", justify="right")
     for side in sides:
         table.add_row(
             side.name,

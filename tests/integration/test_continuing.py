@@ -9,14 +9,14 @@ import asyncio
 import asyncpg
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
 from activities.opportunity_activities import OpportunityActivities, Projected, ProjectionWrite
 from sales.commands import AddRemark
 from starter.client import OpportunitiesClient
 from store import opportunities as store_opportunities
-from tests.support.helpers import eventually, start_continuing_early
+from tests.support.helpers import eventually, is_open, start_continuing_early
 from worker import build_worker
 
 pytestmark = pytest.mark.usefixtures("verified")
@@ -48,13 +48,7 @@ async def test_an_update_racing_continue_as_new_is_refused_to_be_sent_again(
         opportunity_id = f"racing-{uid}"
         handle = await start_continuing_early(client, pool, uid, opportunity_id, task_queue, 40)
 
-        async def opened() -> bool:
-            try:
-                return (await opportunities.state(opportunity_id)).status == "open"
-            except WorkflowQueryFailedError:  # still being opened
-                return False
-
-        await eventually(opened)
+        await eventually(lambda: is_open(opportunities, opportunity_id))
         first_run = (await handle.describe()).run_id
         activities.hold = True
         # An update is accepted and applied; its write waits.

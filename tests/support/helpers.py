@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 from temporalio.api.enums.v1 import EventType, IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from activities.letters import put_template
@@ -84,6 +84,15 @@ Dear {{ contact.first_name }} {{ contact.last_name }},
 thank you for your interest in {{ opportunity.name or process.name }}.
 Your adviser {{ opportunity.owner }} will call you soon.
 """
+
+
+async def is_open(opportunities: OpportunitiesClient, opportunity_id: str) -> bool:
+    """Whether the opportunity answers its `state` query as open (False while it is still
+    being opened)."""
+    try:
+        return (await opportunities.state(opportunity_id)).status == "open"
+    except WorkflowQueryFailedError:  # still being opened
+        return False
 
 
 async def start_continuing_early(

@@ -9,7 +9,7 @@ import asyncio
 
 import asyncpg
 import pytest
-from temporalio.client import Client, WorkflowQueryFailedError
+from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, Worker
 
@@ -18,7 +18,7 @@ from sales.errors import CommandRejected
 from sales.validation import MAX_NOTES
 from starter.client import OpportunitiesClient
 from store import opportunities as store_opportunities
-from tests.support.helpers import add_users, eventually, start_continuing_early
+from tests.support.helpers import add_users, eventually, is_open, start_continuing_early
 from tests.support.servers import Cli
 from workflows.opportunity import OpportunityWorkflow
 
@@ -54,13 +54,7 @@ async def test_remarks_of_the_largest_size_keep_the_state_small(
     handle = await start_continuing_early(client, pool, uid, opportunity_id, task_queue, 1000)
     first_run = (await handle.describe()).run_id
 
-    async def opened() -> bool:
-        try:
-            return (await opportunities.state(opportunity_id)).status == "open"
-        except WorkflowQueryFailedError:  # still being opened
-            return False
-
-    await eventually(opened)
+    await eventually(lambda: is_open(opportunities, opportunity_id))
     total = REMARKS + OTHERS
     sent = 0
 
