@@ -56,7 +56,8 @@ def opportunity_ids(uid: str, count: int) -> list[str]:
 @dataclass
 class Run:
     progress_at_fault: int
-    """History entries past the first (two per opportunity at the end) when the fault hit."""
+    """Stage moves past the opening (two per opportunity at the end, both among the commands
+    sent before the fault; notes not counted) when the fault hit."""
     resent: int
     """Signals sent again because the first try failed."""
 
@@ -118,7 +119,8 @@ async def run_mixed_commands(
     async def progress() -> int:
         return int(
             await pool.fetchval(
-                "SELECT count(*) FROM opportunity_history WHERE opportunity_id LIKE $1 AND seq > 1",
+                "SELECT count(*) FROM opportunity_history"
+                " WHERE opportunity_id LIKE $1 AND seq > 1 AND source <> 'note'",
                 pattern,
             )
         )
