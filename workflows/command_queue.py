@@ -8,9 +8,9 @@ The queue holds at most `MAX_QUEUED` commands and `QUEUED_BUDGET` bytes of paylo
 while the run is due to continue as new at most what the next run can carry: past that, a
 signal is rejected (`limit_reached`, kept in `rejected`) and an update is refused by its
 validator, so a storm can neither grow a run's memory without bound nor keep it from
-continuing as new. While the run holds (its read model cannot be written), and while it is
-due to continue as new, updates are refused as `unavailable` (the latter with `resend`: the
-next run takes them)."""
+continuing as new. While the run holds (its read model cannot be written), and while it
+drains to continue as new, updates are refused as `unavailable` (the latter with `resend`:
+the next run takes them)."""
 
 from __future__ import annotations
 

@@ -48,6 +48,9 @@ class OpportunityWorkflow:
         self.state: Opportunity | None = None
         self.queue = CommandQueue(self.continuing)
         self.in_hand = 0
+        self.draining = False
+        """Whether the run answers the updates it accepted, to continue as new: it accepts
+        no more (`require_accepting`)."""
         """Commands taken from the queue and not yet applied (0 or 1)."""
         self.delivery = Delivery(self.queue)
         self.projection = Projection()
@@ -203,13 +206,15 @@ class OpportunityWorkflow:
 
     def require_accepting(self) -> None:
         """`CommandRejected` (`unavailable`) while a write waits to be written again, or while
-        the run is due to continue as new: it answers the updates it accepted, by activity
+        the run drains to continue as new: it answers the updates it accepted, by activity
         tasks, and continues; one accepted meanwhile would need another write, and so on
         under a steady stream. Such a refusal says `resend`: the Python client sends it
-        again, and the next run takes it."""
+        again, and the next run takes it. A run merely due (its history past its limit,
+        waiting for a command) accepts: the accepted update's workflow task wakes it, and a
+        refusal, which leaves no history, would not."""
         if self.projection.holding:
             raise unavailable()
-        if self.continuing():
+        if self.draining:
             raise CommandRejected(
                 "the opportunity is continuing as new; nothing was applied: send it again "
                 "shortly",
@@ -317,6 +322,7 @@ class OpportunityWorkflow:
         no more than fits. False when the opportunity closed meanwhile or more must be
         applied first."""
         assert self.state is not None
+        self.draining = True
         while (upto := self.queue.through_last_update()) or not workflow.all_handlers_finished():
             if upto:
                 await self.apply_queued(upto=upto)
