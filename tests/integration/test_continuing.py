@@ -6,11 +6,12 @@ waiting for a command accepts the next update, and continues."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
 from activities.opportunity_activities import OpportunityActivities, Projected, ProjectionWrite
@@ -91,10 +92,10 @@ async def test_an_update_racing_continue_as_new_is_refused_to_be_sent_again(
     assert state.remarks_added == len(texts)
 
 
-async def _accepted(handle: object, count: int) -> bool:
+async def _accepted(handle: WorkflowHandle[Any, Any], count: int) -> bool:
     """Whether the run's history has `count` accepted updates."""
     accepted = 0
-    async for event in handle.fetch_history_events():  # type: ignore[attr-defined]
+    async for event in handle.fetch_history_events():
         accepted += event.HasField("workflow_execution_update_accepted_event_attributes")
     return accepted >= count
 
